@@ -1,0 +1,139 @@
+package devnet
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestNetworkLifecycle(t *testing.T) {
+	n := StartT(t, Config{GethNodes: 2, Redis: true, Postgres: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	if err := n.WaitPeered(ctx, 1); err != nil {
+		t.Fatalf("geth nodes did not peer: %v", err)
+	}
+	g := n.Geth[0]
+	if head, err := g.BlockNumber(ctx); err != nil || head != 0 {
+		t.Fatalf("fresh node head = %d, %v; want genesis", head, err)
+	}
+
+	// SIGKILL and restart: the node comes back on the same ports and re-peers
+	// through its static peer list.
+	pid := g.Pid()
+	if err := g.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if Alive(pid) {
+		t.Fatalf("pid %d still alive after Kill", pid)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitPeered(ctx, 1); err != nil {
+		t.Fatalf("no re-peering after restart: %v", err)
+	}
+
+	// SIGSTOP: the node stops answering; SIGCONT: it answers again.
+	if err := g.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 500*time.Millisecond)
+	if _, err := g.BlockNumber(short); err == nil {
+		t.Fatal("paused geth answered")
+	}
+	cancelShort()
+	if err := g.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Wipe needs a stopped node and leaves an initialised, empty datadir.
+	if err := g.Wipe(ctx); err == nil {
+		t.Fatal("wipe of a running node succeeded")
+	}
+	if err := g.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(g.DataDir, "marker")
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Wipe(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("wipe kept %s", marker)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Redis and PostgreSQL survive a SIGKILL + restart cycle too; PostgreSQL's
+	// backends die with the postmaster because the whole group is signalled.
+	for _, p := range []interface {
+		Kill() error
+		Start() error
+		WaitReady(context.Context) error
+	}{n.Redis, n.Postgres[0], n.Postgres[1]} {
+		if err := p.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n.Postgres[0].URL() == n.Postgres[1].URL() {
+		t.Fatal("two PostgreSQL servers share a URL")
+	}
+}
+
+func TestStopLeavesNoProcess(t *testing.T) {
+	n := StartT(t, Config{GethNodes: 1, Redis: true, Postgres: 1})
+	var pids []int
+	for _, p := range n.Processes() {
+		pids = append(pids, p.Pid())
+	}
+	n.Stop()
+	for i, pid := range pids {
+		if err := syscall.Kill(-pid, 0); err == nil {
+			t.Errorf("process group of %s (pid %d) still has members after Stop", n.Processes()[i].Name, pid)
+		}
+	}
+}
+
+func TestBadGenesisNamesTheProblem(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "genesis.json")
+	if err := os.WriteFile(bad, []byte(`{"config": {`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	jwt, err := FindUp("jwt.hex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Start(context.Background(), Config{Dir: dir, GenesisPath: bad, JWTPath: jwt, FreePorts: true})
+	if err == nil || !strings.Contains(err.Error(), bad) {
+		t.Fatalf("err = %v; want an error naming %s", err, bad)
+	}
+}
+
+
+

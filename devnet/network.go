@@ -1,0 +1,331 @@
+package devnet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ethereum/go-ethereum/crypto"
+)
+
+// Defaults are the ports docker-compose.yml publishes; the devnet CLI uses
+// them so that every command in the READMEs works against either.
+var Defaults = struct {
+	GethHTTP, GethAuth, GethP2P, Redis, Postgres int
+	PostgresUser, PostgresPassword, PostgresDB    string
+}{
+	GethHTTP: 8545, GethAuth: 8551, GethP2P: 30303, // node i adds i to each
+	Redis:    6379,
+	Postgres: 5432, // 5433 for the member's database
+	PostgresUser: "postgres", PostgresPassword: "postgres", PostgresDB: "consensus",
+}
+
+// Config describes a network. The zero value plus Dir, GenesisPath and
+// JWTPath starts one geth.
+type Config struct {
+	Dir         string // state directory: datadirs, logs, pid files, network.json
+	GethNodes   int    // number of geth nodes, peered with each other (default 1)
+	Redis       bool   // start a Redis server
+	Postgres    int    // number of PostgreSQL servers (the cluster's, then the member's)
+	GenesisPath string
+	JWTPath     string
+	FreePorts   bool     // pick free loopback ports instead of Defaults (tests)
+	Detach      bool     // let processes outlive this program (the CLI's `up`)
+	GethArgs    []string // extra flags for every geth
+	Logger      *slog.Logger
+}
+
+// Network is a running set of processes.
+type Network struct {
+	cfg      Config
+	Geth     []*GethNode
+	Redis    *Redis
+	Postgres []*Postgres
+}
+
+// Start initialises whatever is missing under cfg.Dir, starts every process
+// and waits until each answers. On error it stops what it started.
+func Start(ctx context.Context, cfg Config) (*Network, error) {
+	if cfg.GethNodes == 0 {
+		cfg.GethNodes = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	n, err := build(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.startAll(ctx); err != nil {
+		n.Stop()
+		return nil, err
+	}
+	return n, n.writeState()
+}
+
+func build(ctx context.Context, cfg Config) (*Network, error) {
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	for _, f := range []struct{ flag, path string }{{"genesis", cfg.GenesisPath}, {"jwt secret", cfg.JWTPath}} {
+		if _, err := os.Stat(f.path); err != nil {
+			return nil, fmt.Errorf("%s file: %w", f.flag, err)
+		}
+	}
+	chainID, err := genesisChainID(cfg.GenesisPath)
+	if err != nil {
+		return nil, err
+	}
+	ports, err := allocatePorts(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n := &Network{cfg: cfg}
+	if cfg.GethNodes > 0 {
+		bin, err := GethBinary(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for i := range cfg.GethNodes {
+			g, err := newGeth(cfg, i, bin, chainID, ports)
+			if err != nil {
+				return nil, err
+			}
+			n.Geth = append(n.Geth, g)
+		}
+		for _, g := range n.Geth {
+			for _, o := range n.Geth {
+				if o != g {
+					g.peers = append(g.peers, o.Enode())
+				}
+			}
+			if err := g.initialize(ctx); err != nil {
+				return nil, err
+			}
+			g.Args = gethArgs(g, cfg.JWTPath, cfg.GethArgs)
+		}
+	}
+	if cfg.Redis {
+		if n.Redis, err = newRedis(cfg.Dir, ports.redis, cfg.Detach); err != nil {
+			return nil, err
+		}
+	}
+	for i := range cfg.Postgres {
+		name := "postgres"
+		if i > 0 {
+			name = fmt.Sprintf("postgres-%d", i)
+		}
+		pg, err := newPostgres(cfg.Dir, name, ports.postgres[i], cfg.Detach)
+		if err != nil {
+			return nil, err
+		}
+		if err := pg.initialize(ctx); err != nil {
+			return nil, err
+		}
+		n.Postgres = append(n.Postgres, pg)
+	}
+	return n, nil
+}
+
+func newGeth(cfg Config, i int, bin string, chainID uint64, ports portPlan) (*GethNode, error) {
+	name := fmt.Sprintf("geth-%d", i)
+	dataDir := filepath.Join(cfg.Dir, name)
+	key, err := crypto.LoadECDSA(filepath.Join(dataDir, "geth", "nodekey"))
+	if err != nil {
+		if key, err = crypto.GenerateKey(); err != nil {
+			return nil, err
+		}
+	}
+	return &GethNode{
+		Process: &Process{
+			Name: name, Path: bin, Detach: cfg.Detach,
+			LogPath: filepath.Join(cfg.Dir, name+".log"),
+			PIDPath: filepath.Join(cfg.Dir, name+".pid"),
+		},
+		DataDir: dataDir, HTTPPort: ports.http[i], AuthPort: ports.auth[i], P2PPort: ports.p2p[i],
+		Key: key, bin: bin, genesis: cfg.GenesisPath, chainID: chainID,
+	}, nil
+}
+
+func (n *Network) startAll(ctx context.Context) error {
+	for _, p := range n.Processes() {
+		n.cfg.Logger.Info("starting", "process", p.Name, "log", p.LogPath)
+		if err := p.Start(); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for _, g := range n.Geth {
+		if err := g.WaitReady(ctx); err != nil {
+			return err
+		}
+	}
+	if n.Redis != nil {
+		if err := n.Redis.WaitReady(ctx); err != nil {
+			return err
+		}
+	}
+	for _, pg := range n.Postgres {
+		if err := pg.WaitReady(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Processes lists every process of the network.
+func (n *Network) Processes() []*Process {
+	var ps []*Process
+	for _, g := range n.Geth {
+		ps = append(ps, g.Process)
+	}
+	if n.Redis != nil {
+		ps = append(ps, n.Redis.Process)
+	}
+	for _, pg := range n.Postgres {
+		ps = append(ps, pg.Process)
+	}
+	return ps
+}
+
+// Stop stops every process gracefully (SIGTERM, then SIGKILL after 15 s) and
+// keeps the data.
+func (n *Network) Stop() {
+	for _, p := range n.Processes() {
+		_ = p.Stop(15 * time.Second)
+	}
+}
+
+// WaitPeered polls until every geth has at least min peers.
+func (n *Network) WaitPeered(ctx context.Context, min int) error {
+	for _, g := range n.Geth {
+		if err := waitFor(ctx, g.Process, func() error {
+			c, err := g.PeerCount(ctx)
+			if err == nil && c < min {
+				err = fmt.Errorf("%d peers, want %d", c, min)
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// State is what network.json records for `devnet status` and `devnet down`.
+type State struct {
+	Geth []struct {
+		Name, RPC, WS, Engine, Enode, PIDFile string
+	}
+	Redis    string   `json:",omitempty"`
+	Postgres []string `json:",omitempty"`
+	PIDFiles []string
+}
+
+// StateFile is the name of the state file inside Config.Dir.
+const StateFile = "network.json"
+
+func (n *Network) writeState() error {
+	var s State
+	for _, g := range n.Geth {
+		s.Geth = append(s.Geth, struct{ Name, RPC, WS, Engine, Enode, PIDFile string }{
+			g.Name, g.RPCURL(), g.WSURL(), g.EngineURL(), g.Enode(), g.PIDPath})
+	}
+	if n.Redis != nil {
+		s.Redis = n.Redis.Addr()
+	}
+	for _, pg := range n.Postgres {
+		s.Postgres = append(s.Postgres, pg.URL())
+	}
+	for _, p := range n.Processes() {
+		s.PIDFiles = append(s.PIDFiles, p.PIDPath)
+	}
+	b, _ := json.MarshalIndent(s, "", "  ")
+	return os.WriteFile(filepath.Join(n.cfg.Dir, StateFile), b, 0o644)
+}
+
+// ReadState reads dir/network.json.
+func ReadState(dir string) (*State, error) {
+	b, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no network in %s (run `devnet up` first)", dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s State
+	return &s, json.Unmarshal(b, &s)
+}
+
+// StopDir stops the detached processes recorded in dir (the CLI's `down`).
+func StopDir(dir string) error {
+	pids, _ := filepath.Glob(filepath.Join(dir, "*.pid"))
+	var errs []error
+	for _, p := range pids {
+		errs = append(errs, StopPIDFile(p, 15*time.Second))
+	}
+	return errors.Join(errs...)
+}
+
+type portPlan struct {
+	http, auth, p2p, postgres []int
+	redis                     int
+}
+
+func allocatePorts(cfg Config) (portPlan, error) {
+	var pp portPlan
+	used := map[int]bool{}
+	next := func(def int) (int, error) {
+		if !cfg.FreePorts {
+			return def, nil
+		}
+		for {
+			port, err := FreePort()
+			if err != nil || !used[port] {
+				used[port] = true
+				return port, err
+			}
+		}
+	}
+	for i := range cfg.GethNodes {
+		for _, f := range []struct {
+			dst  *[]int
+			base int
+		}{{&pp.http, Defaults.GethHTTP}, {&pp.auth, Defaults.GethAuth}, {&pp.p2p, Defaults.GethP2P}} {
+			port, err := next(f.base + i)
+			if err != nil {
+				return pp, err
+			}
+			*f.dst = append(*f.dst, port)
+		}
+	}
+	var err error
+	if pp.redis, err = next(Defaults.Redis); err != nil {
+		return pp, err
+	}
+	for i := range cfg.Postgres {
+		port, err := next(Defaults.Postgres + i)
+		if err != nil {
+			return pp, err
+		}
+		pp.postgres = append(pp.postgres, port)
+	}
+	return pp, nil
+}
+
+// FreePort asks the kernel for a free loopback TCP port.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
