@@ -134,6 +134,3 @@ func TestBadGenesisNamesTheProblem(t *testing.T) {
 		t.Fatalf("err = %v; want an error naming %s", err, bad)
 	}
 }
-
-
-

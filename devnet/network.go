@@ -18,11 +18,11 @@ import (
 // them so that every command in the READMEs works against either.
 var Defaults = struct {
 	GethHTTP, GethAuth, GethP2P, Redis, Postgres int
-	PostgresUser, PostgresPassword, PostgresDB    string
+	PostgresUser, PostgresPassword, PostgresDB   string
 }{
 	GethHTTP: 8545, GethAuth: 8551, GethP2P: 30303, // node i adds i to each
-	Redis:    6379,
-	Postgres: 5432, // 5433 for the member's database
+	Redis:        6379,
+	Postgres:     5432, // 5433 for the member's database
 	PostgresUser: "postgres", PostgresPassword: "postgres", PostgresDB: "consensus",
 }
 
