@@ -33,7 +33,12 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	n := devnet.StartT(t, devnet.Config{GethNodes: 1})
+	return newHarnessOn(t, devnet.StartT(t, devnet.Config{GethNodes: 1}))
+}
+
+// newHarnessOn drives the first geth of a network.
+func newHarnessOn(t *testing.T, n *devnet.Network) *harness {
+	t.Helper()
 	g := n.Geth[0]
 	eth, err := ethclient.Dial(g.RPCURL())
 	if err != nil {
@@ -199,6 +204,34 @@ func TestIncludesPendingBlobTransaction(t *testing.T) {
 	h.build(2)
 	if n := h.head().Number.Uint64(); n != 3 {
 		t.Fatalf("head = %d after the blob block and two more, want 3", n)
+	}
+}
+
+// A transaction sent to another geth reaches the producer's pool through
+// devp2p gossip and is included. geth drops gossiped transactions until it
+// has seen its first forkchoiceUpdated, so one block comes first.
+func TestIncludesTransactionGossipedFromPeer(t *testing.T) {
+	n := devnet.StartT(t, devnet.Config{GethNodes: 2})
+	h := newHarnessOn(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := n.WaitPeered(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	h.build(1)
+	peer, err := ethclient.Dial(n.Geth[1].RPCURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	tx, err := devnet.SendTransfer(ctx, peer, 3, common.HexToAddress("0x00000000000000000000000000000000000000cc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitPending(tx) // polls the producer's geth, not the peer
+	h.build(1)
+	if r := h.receipt(tx); r.BlockNumber.Uint64() != 2 {
+		t.Fatalf("gossiped tx in block %d, want 2", r.BlockNumber)
 	}
 }
 

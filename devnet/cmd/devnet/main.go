@@ -1,0 +1,209 @@
+// Command devnet runs the tutorial's local network without Docker: geth
+// nodes built from the pinned go-ethereum module and, on request, Redis and
+// PostgreSQL from the Debian packages.
+//
+//	devnet up --geth 2 --redis --postgres 2   # start (ports as docker-compose.yml)
+//	devnet status                             # what runs, heads, peers
+//	devnet send --count 10                    # a few transfers from a dev account
+//	devnet down [--wipe]                      # stop (and delete the state)
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/ethclient"
+	"github.com/geth-consensus/tutorial/devnet"
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := rootCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "devnet",
+		Short:         "Local geth, Redis and PostgreSQL for the tutorial, without Docker",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	dir := os.Getenv("DEVNET_DIR")
+	if dir == "" {
+		dir = ".devnet"
+	}
+	root.PersistentFlags().StringVar(&dir, "dir", dir, "state directory: datadirs, logs, pid files (env DEVNET_DIR)")
+	root.AddCommand(upCmd(&dir), downCmd(&dir), statusCmd(&dir), sendCmd())
+	return root
+}
+
+func upCmd(dir *string) *cobra.Command {
+	cfg := devnet.Config{GenesisPath: "genesis.json", JWTPath: "jwt.hex", GethNodes: 1, Detach: true}
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Start the network in the background (idempotent while it runs)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if s, err := devnet.ReadState(*dir); err == nil && allAlive(s) {
+				fmt.Println("already up:")
+				return printStatus(cmd.Context(), s)
+			}
+			_ = devnet.StopDir(*dir) // leftovers of a partial run
+			cfg.Dir = *dir
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Minute)
+			defer cancel()
+			n, err := devnet.Start(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			if len(n.Geth) > 1 {
+				if err := n.WaitPeered(ctx, 1); err != nil {
+					return err
+				}
+			}
+			s, err := devnet.ReadState(*dir)
+			if err != nil {
+				return err
+			}
+			return printStatus(cmd.Context(), s)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.GethNodes, "geth", cfg.GethNodes, "number of geth nodes (node i: RPC 8545+i, Engine API 8551+i)")
+	f.BoolVar(&cfg.Redis, "redis", false, "start Redis on 6379")
+	f.IntVar(&cfg.Postgres, "postgres", 0, "number of PostgreSQL servers (5432, then 5433 for the member)")
+	f.StringVar(&cfg.GenesisPath, "genesis", cfg.GenesisPath, "genesis file")
+	f.StringVar(&cfg.JWTPath, "jwt-secret", cfg.JWTPath, "JWT secret file shared by every geth")
+	f.BoolVar(&cfg.FreePorts, "free-ports", false, "use free ports instead of the docker-compose ones")
+	return cmd
+}
+
+func downCmd(dir *string) *cobra.Command {
+	var wipe bool
+	cmd := &cobra.Command{
+		Use:   "down",
+		Short: "Stop every process of the network",
+		RunE: func(*cobra.Command, []string) error {
+			if err := devnet.StopDir(*dir); err != nil {
+				return err
+			}
+			if wipe {
+				return os.RemoveAll(*dir)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&wipe, "wipe", false, "also delete the state directory (chains, databases, logs)")
+	return cmd
+}
+
+func statusCmd(dir *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the processes, endpoints, heads and peers",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := devnet.ReadState(*dir)
+			if err != nil {
+				return err
+			}
+			if err := printStatus(cmd.Context(), s); err != nil {
+				return err
+			}
+			if !allAlive(s) {
+				return errors.New("some processes are down (see the logs in " + *dir + ")")
+			}
+			return nil
+		},
+	}
+}
+
+func sendCmd() *cobra.Command {
+	var (
+		rpcURL   string
+		count    int
+		interval time.Duration
+		key      int
+	)
+	cmd := &cobra.Command{
+		Use:   "send",
+		Short: "Send transfers from a funded dev account, one per interval",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if key < 0 || key >= len(devnet.DevKeys) {
+				return fmt.Errorf("--key %d: want 0-%d", key, len(devnet.DevKeys)-1)
+			}
+			eth, err := ethclient.DialContext(cmd.Context(), rpcURL)
+			if err != nil {
+				return err
+			}
+			defer eth.Close()
+			to := common.HexToAddress("0x000000000000000000000000000000000000dEaD")
+			for i := 0; count == 0 || i < count; i++ {
+				tx, err := devnet.SendTransfer(cmd.Context(), eth, key, to)
+				if err != nil {
+					return fmt.Errorf("send to %s: %w", rpcURL, err)
+				}
+				fmt.Printf("sent %s (nonce %d)\n", tx.Hash(), tx.Nonce())
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(interval):
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&rpcURL, "rpc-url", "http://localhost:8545", "geth JSON-RPC URL")
+	f.IntVar(&count, "count", 10, "transfers to send, 0 = until interrupted")
+	f.DurationVar(&interval, "interval", 300*time.Millisecond, "pause between transfers")
+	f.IntVar(&key, "key", 1, "dev account index (0-9) to send from")
+	return cmd
+}
+
+func allAlive(s *devnet.State) bool {
+	for _, p := range s.PIDFiles {
+		pid, err := devnet.ReadPIDFile(p)
+		if err != nil || pid == 0 || !devnet.Alive(pid) {
+			return false
+		}
+	}
+	return len(s.PIDFiles) > 0
+}
+
+func printStatus(ctx context.Context, s *devnet.State) error {
+	for _, g := range s.Geth {
+		pid, _ := devnet.ReadPIDFile(g.PIDFile)
+		state := "down"
+		if pid != 0 && devnet.Alive(pid) {
+			state = fmt.Sprintf("pid %d", pid)
+			if eth, err := ethclient.DialContext(ctx, g.RPC); err == nil {
+				c, cancel := context.WithTimeout(ctx, 2*time.Second)
+				if n, err := eth.BlockNumber(c); err == nil {
+					state += fmt.Sprintf(", head #%d", n)
+				}
+				cancel()
+				eth.Close()
+			}
+		}
+		fmt.Printf("%-10s %-28s rpc %s  engine %s\n", g.Name, state, g.RPC, g.Engine)
+	}
+	if s.Redis != "" {
+		fmt.Printf("%-10s %s\n", "redis", s.Redis)
+	}
+	for i, url := range s.Postgres {
+		fmt.Printf("postgres-%d %s\n", i, url)
+	}
+	return nil
+}

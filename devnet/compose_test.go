@@ -1,0 +1,163 @@
+package devnet
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/p2p/enode"
+)
+
+// No Docker engine runs in CI, so docker-compose.yml is checked by loading it
+// with the compose library and comparing it with what the code assumes.
+
+func loadCompose(t *testing.T) (*types.Project, string) {
+	t.Helper()
+	path, err := FindUp("docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Dir(path)
+	p, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
+		WorkingDir:  root,
+		ConfigFiles: []types.ConfigFile{{Filename: path}},
+		Environment: types.Mapping{},
+	}, func(o *loader.Options) { o.SetProjectName("geth-consensus", true) })
+	if err != nil {
+		t.Fatalf("docker-compose.yml does not load: %v", err)
+	}
+	return p, root
+}
+
+func TestComposeMatchesDefaults(t *testing.T) {
+	p, root := loadCompose(t)
+	published := map[string]map[uint32]int{} // service → container port → host port
+	for name, s := range p.Services {
+		if s.HealthCheck == nil || len(s.HealthCheck.Test) == 0 {
+			t.Errorf("service %s has no healthcheck", name)
+		}
+		published[name] = map[uint32]int{}
+		for _, port := range s.Ports {
+			host, _ := strconv.Atoi(port.Published)
+			published[name][port.Target] = host
+		}
+	}
+	for _, want := range []struct {
+		service         string
+		container, host int
+	}{
+		{"geth", 8545, Defaults.GethHTTP},
+		{"geth", 8551, Defaults.GethAuth},
+		{"geth-member", 8545, Defaults.GethHTTP + 1},
+		{"geth-member", 8551, Defaults.GethAuth + 1},
+		{"redis", 6379, Defaults.Redis},
+		{"postgres", 5432, Defaults.Postgres},
+		{"postgres-member", 5432, Defaults.Postgres + 1},
+	} {
+		if got := published[want.service][uint32(want.container)]; got != want.host {
+			t.Errorf("%s publishes container port %d on %d, the code's default is %d", want.service, want.container, got, want.host)
+		}
+	}
+	for _, name := range []string{"postgres", "postgres-member"} {
+		env := p.Services[name].Environment
+		for k, v := range map[string]string{"POSTGRES_USER": Defaults.PostgresUser, "POSTGRES_PASSWORD": Defaults.PostgresPassword, "POSTGRES_DB": Defaults.PostgresDB} {
+			if env[k] == nil || *env[k] != v {
+				t.Errorf("%s: %s = %v, want %q", name, k, env[k], v)
+			}
+		}
+	}
+	// Both geths mount the repository's genesis.json, jwt.hex and entrypoint.
+	for _, name := range []string{"geth", "geth-member"} {
+		mounts := map[string]string{}
+		for _, v := range p.Services[name].Volumes {
+			mounts[v.Target] = v.Source
+		}
+		for target, file := range map[string]string{"/config/genesis.json": "genesis.json", "/config/jwt.hex": "jwt.hex", "/config/geth-entrypoint.sh": "docker/geth-entrypoint.sh"} {
+			if mounts[target] != filepath.Join(root, file) {
+				t.Errorf("%s mounts %q on %s, want %s", name, mounts[target], target, file)
+			}
+		}
+	}
+}
+
+// The geth image must be the version the geth binary is built from.
+func TestComposeGethImageIsPinnedVersion(t *testing.T) {
+	p, _ := loadCompose(t)
+	dir, err := moduleDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gomod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(GethModule) + ` (v\S+)`).FindSubmatch(gomod)
+	if m == nil {
+		t.Fatal("go.mod does not require " + GethModule)
+	}
+	pinned := string(m[1])
+	for _, name := range []string{"geth", "geth-member"} {
+		if want := "ethereum/client-go:" + pinned; p.Services[name].Image != want {
+			t.Errorf("%s image %s, want %s", name, p.Services[name].Image, want)
+		}
+	}
+}
+
+// geth-member's static peer must be geth's node key, or they never peer.
+func TestComposeMemberPeersWithGeth(t *testing.T) {
+	p, _ := loadCompose(t)
+	key, err := crypto.HexToECDSA(*p.Services["geth"].Environment["NODEKEY"])
+	if err != nil {
+		t.Fatalf("geth NODEKEY: %v", err)
+	}
+	peers := strings.Trim(*p.Services["geth-member"].Environment["STATIC_PEERS"], `"`)
+	n, err := enode.ParseV4(strings.Replace(peers, "@geth:", "@127.0.0.1:", 1))
+	if err != nil {
+		t.Fatalf("geth-member STATIC_PEERS %q: %v", peers, err)
+	}
+	if !bytes.Equal(crypto.FromECDSAPub(n.Pubkey()), crypto.FromECDSAPub(&key.PublicKey)) || !strings.Contains(peers, "@geth:30303") {
+		t.Errorf("geth-member's static peer %s is not geth (key of NODEKEY, host geth, port 30303)", peers)
+	}
+}
+
+// Every localhost port a stage uses as a default must be one compose publishes.
+func TestStageDefaultsArePublished(t *testing.T) {
+	p, root := loadCompose(t)
+	ports := map[string]bool{}
+	for _, s := range p.Services {
+		for _, port := range s.Ports {
+			ports[port.Published] = true
+		}
+	}
+	re := regexp.MustCompile(`localhost:(\d{4,5})`)
+	files, _ := filepath.Glob(filepath.Join(root, "0*", "*.go"))
+	more, _ := filepath.Glob(filepath.Join(root, "0*", "*", "*", "*.go"))
+	files = append(files, more...)
+	checked := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+			checked++
+			if !ports[m[1]] {
+				t.Errorf("%s defaults to localhost:%s, which docker-compose.yml does not publish", f, m[1])
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("found no localhost defaults in the stages: is the glob wrong?")
+	}
+}

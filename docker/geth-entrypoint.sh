@@ -1,0 +1,27 @@
+#!/bin/sh
+# Entrypoint of the geth services in docker-compose.yml: initialise the datadir
+# from genesis.json on first start, write the static peer list, run geth.
+#
+# NODEKEY      devp2p key (hex); fixed so that other nodes can name this one.
+# STATIC_PEERS comma-separated, quoted enode URLs to keep connected.
+set -eu
+
+if [ ! -d /data/geth/chaindata ]; then
+  geth init --datadir /data /config/genesis.json
+fi
+
+printf '[Node.P2P]\nStaticNodes = [%s]\nTrustedNodes = [%s]\n' "${STATIC_PEERS:-}" "${STATIC_PEERS:-}" > /data/peers.toml
+
+exec geth \
+  --datadir /data \
+  --config /data/peers.toml \
+  --networkid 1337 \
+  --syncmode full \
+  --nodekeyhex "$NODEKEY" \
+  --http --http.addr 0.0.0.0 --http.port 8545 --http.vhosts '*' --http.corsdomain '*' \
+  --http.api eth,net,web3,txpool,admin,debug \
+  --ws --ws.addr 0.0.0.0 --ws.port 8545 --ws.origins '*' --ws.api eth,net,web3,txpool \
+  --authrpc.addr 0.0.0.0 --authrpc.port 8551 --authrpc.vhosts '*' \
+  --authrpc.jwtsecret /config/jwt.hex \
+  --port 30303 --nodiscover \
+  --verbosity 3
