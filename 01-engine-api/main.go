@@ -563,7 +563,20 @@ func explainCallError(method, url string, err error) error {
 		return fmt.Errorf("%s: %w (-38005): this method version does not match the fork geth has active at the payload's timestamp; check that --genesis is the file geth was initialised with: %v", method, ErrUnsupportedFork, err)
 	}
 	if rpcErr != nil {
-		return fmt.Errorf("%s: %w", method, err)
+		// geth puts the underlying reason in the error's data field.
+		detail := ""
+		var dataErr rpc.DataError
+		if errors.As(err, &dataErr) {
+			if m, ok := dataErr.ErrorData().(map[string]any); ok && m["err"] != nil {
+				detail = fmt.Sprint(": ", m["err"])
+			} else if d := dataErr.ErrorData(); d != nil {
+				detail = fmt.Sprint(": ", d)
+			}
+		}
+		if strings.Contains(detail, "empty system contract") {
+			detail += " (genesis.json lacks a Prague system contract: see the README's troubleshooting)"
+		}
+		return fmt.Errorf("%s: %w%s", method, err, detail)
 	}
 	return fmt.Errorf("%s: %w at %s: %v", method, ErrUnreachable, url, err)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"math/big"
 	"net"
@@ -45,8 +46,7 @@ func newHarnessOn(t *testing.T, n *devnet.Network) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(eth.Close)
-	genesis, _ := devnet.FindUp("genesis.json")
-	jwt, _ := devnet.FindUp("jwt.hex")
+	genesis, jwt := mustFindUp(t, "genesis.json"), mustFindUp(t, "jwt.hex")
 	return &harness{t: t, geth: g, eth: eth, cfg: config{
 		EngineURL: g.EngineURL(), JWTSecret: jwt, RPCURL: g.RPCURL(), GenesisPath: genesis,
 		Blocks: 1, BuildWait: 200 * time.Millisecond, Interval: 0,
@@ -319,6 +319,40 @@ func TestGenesisMismatchAndMalformedGenesis(t *testing.T) {
 			t.Errorf("genesis %s: err = %v; want it to mention %q", filepath.Base(path), err, want)
 		}
 	}
+}
+
+// Without the EIP-7002 withdrawal queue contract geth cannot build a Prague
+// block; the error must carry geth's reason, not just "Invalid payload attributes".
+func TestMissingSystemContractIsExplained(t *testing.T) {
+	b, err := os.ReadFile(mustFindUp(t, "genesis.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var genesis map[string]any
+	if err := json.Unmarshal(b, &genesis); err != nil {
+		t.Fatal(err)
+	}
+	delete(genesis["alloc"].(map[string]any), "0x00000961Ef480Eb55e80D19ad83579A64c007002")
+	path := filepath.Join(t.TempDir(), "genesis.json")
+	b, _ = json.Marshal(genesis)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessOn(t, devnet.StartT(t, devnet.Config{GethNodes: 1, GenesisPath: path}))
+	h.cfg.GenesisPath = path
+	err = run(context.Background(), h.cfg, new(bytes.Buffer))
+	if err == nil || !strings.Contains(err.Error(), "empty system contract") || !strings.Contains(err.Error(), "troubleshooting") {
+		t.Fatalf("err = %v; want geth's reason and a pointer to the README", err)
+	}
+}
+
+func mustFindUp(t *testing.T, name string) string {
+	t.Helper()
+	p, err := devnet.FindUp(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func itoa(n int) string { return big.NewInt(int64(n)).String() }
