@@ -148,9 +148,13 @@ func sendCmd() *cobra.Command {
 				return err
 			}
 			defer eth.Close()
+			sender, err := devnet.NewSender(cmd.Context(), eth, key)
+			if err != nil {
+				return fmt.Errorf("%s: %w", rpcURL, err)
+			}
 			to := common.HexToAddress("0x000000000000000000000000000000000000dEaD")
 			for i := 0; count == 0 || i < count; i++ {
-				tx, err := devnet.SendTransfer(cmd.Context(), eth, key, to)
+				tx, err := sender.Transfer(cmd.Context(), to)
 				if err != nil {
 					return fmt.Errorf("send to %s: %w", rpcURL, err)
 				}
