@@ -1,0 +1,426 @@
+// Package node is the SingleNodeApp: the loop that decides when a block is
+// made, makes it with the BlockBuilder, persists it with the StateManager and
+// only then tells geth it is final; and the recovery that brings geth and
+// the store into agreement at start-up and after every fault.
+//
+// The order of one block is the whole crash-safety argument:
+//
+//	build (forkchoiceUpdated+attributes, wait, getPayload)   nothing changes
+//	newPayload                                               geth has the block, not canonical
+//	StateManager.Commit (fsync)                              the CL has it: it is final
+//	forkchoiceUpdated(head = safe = finalized = block)       geth agrees
+//
+// A SIGKILL before Commit loses a block nobody finalized; after it, the
+// store is ahead of geth and recovery replays or re-points geth. geth never
+// finalizes a block the store lacks.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ethereum/go-ethereum"
+	beacon "github.com/ethereum/go-ethereum/beacon/engine"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+
+	"github.com/geth-consensus/tutorial/02-single-node/internal/builder"
+	"github.com/geth-consensus/tutorial/02-single-node/internal/engine"
+	"github.com/geth-consensus/tutorial/02-single-node/internal/metrics"
+	"github.com/geth-consensus/tutorial/02-single-node/internal/state"
+)
+
+// Mode is when blocks are made.
+type Mode string
+
+const (
+	// ModeBlockTime makes a block every BlockTime, empty or not.
+	ModeBlockTime Mode = "block-time"
+	// ModeOnDemand makes a block as soon as transactions are pending, and
+	// an empty heartbeat block after MaxIdle without one (0 = never).
+	ModeOnDemand Mode = "on-demand"
+)
+
+// Engine is what the node needs from geth.
+type Engine interface {
+	builder.Engine
+	NewPayload(ctx context.Context, p *engine.Payload) error
+	HeaderByNumber(ctx context.Context, n *big.Int) (*types.Header, error)
+	SubscribePendingTransactions(ctx context.Context, ch chan<- common.Hash) (ethereum.Subscription, error)
+}
+
+// Options configure the node.
+type Options struct {
+	Mode        Mode
+	BlockTime   time.Duration
+	MaxIdle     time.Duration
+	BuildWait   time.Duration // base wait between forkchoiceUpdated and getPayload
+	MaxDrift    time.Duration // how far block timestamps may run ahead of the wall clock
+	GenesisHash common.Hash   // of genesis.json: geth must run this chain
+	Now         func() time.Time
+}
+
+// ErrConflict means geth and the store disagree about a finalized block. The
+// node refuses to run: one of them belongs to another chain.
+var ErrConflict = errors.New("geth and the CL's store disagree")
+
+// errFatal marks failures that retrying cannot fix (the store cannot write).
+var errFatal = errors.New("fatal")
+
+// SingleNodeApp produces blocks on one geth.
+type SingleNodeApp struct {
+	opts    Options
+	log     *slog.Logger
+	engine  Engine
+	state   *state.Manager
+	builder *builder.BlockBuilder
+	metrics *metrics.Metrics
+
+	head builder.Parent // the finalized head; owned by Run's goroutine
+
+	pending atomic.Int64  // pool notifications since the last build started
+	wake    chan struct{} // signalled on each notification (capacity 1)
+
+	mu        sync.Mutex // guards the fields below, read by the health endpoints
+	ready     bool
+	reason    string
+	lastBlock time.Time
+	status    Status
+}
+
+// Status is what /status reports.
+type Status struct {
+	Mode      Mode   `json:"mode"`
+	Head      uint64 `json:"head"`
+	HeadHash  string `json:"head_hash"`
+	Ready     bool   `json:"ready"`
+	Reason    string `json:"reason,omitempty"`
+	LastBlock string `json:"last_block,omitempty"`
+}
+
+// New wires a node. It does not contact geth until Run.
+func New(opts Options, log *slog.Logger, e Engine, st *state.Manager, b *builder.BlockBuilder, m *metrics.Metrics) *SingleNodeApp {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &SingleNodeApp{opts: opts, log: log, engine: e, state: st, builder: b, metrics: m,
+		wake: make(chan struct{}, 1), reason: "starting"}
+}
+
+// Run produces blocks until ctx ends. Transient faults (geth unreachable,
+// restarted, syncing) are retried with capped backoff, reconciling with geth
+// each time; Run returns an error only for what retrying cannot fix.
+func (a *SingleNodeApp) Run(ctx context.Context) error {
+	go a.watchPending(ctx)
+	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	for {
+		err := a.reconcile(ctx)
+		if err == nil {
+			backoff.reset()
+			err = a.produce(ctx)
+		}
+		if ctx.Err() != nil {
+			a.setReady(false, "shutting down")
+			return nil
+		}
+		if errors.Is(err, ErrConflict) || errors.Is(err, errFatal) || !engine.Retryable(err) {
+			a.setReady(false, err.Error())
+			return err
+		}
+		a.setReady(false, err.Error())
+		a.metrics.Errors.WithLabelValues(errorKind(err)).Inc()
+		a.log.Warn("production paused", "err", err, "retry_in", backoff.next())
+		if !sleep(ctx, backoff.take()) {
+			return nil
+		}
+	}
+}
+
+// produce makes blocks until an error or the end of ctx.
+func (a *SingleNodeApp) produce(ctx context.Context) error {
+	a.setReady(true, "")
+	a.notify() // the pool may hold transactions we were not told about
+	var timer *time.Timer
+	if a.opts.Mode == ModeBlockTime {
+		timer = time.NewTimer(0)
+	} else if a.opts.MaxIdle > 0 {
+		timer = time.NewTimer(a.opts.MaxIdle)
+	}
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		heartbeat := false
+		if a.opts.Mode == ModeBlockTime || a.pending.Load() == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-a.wake:
+				if a.opts.Mode == ModeBlockTime || a.pending.Load() == 0 {
+					continue // only the timer makes blocks; or a stale signal
+				}
+			case <-timerC(timer):
+				heartbeat = true
+			}
+		}
+		if err := a.waitForDrift(ctx); err != nil {
+			return err
+		}
+		slot := a.opts.Now()
+		// In block-time mode every block is a heartbeat: empty is fine.
+		if err := a.produceBlock(ctx, heartbeat || a.opts.Mode == ModeBlockTime); err != nil {
+			return err
+		}
+		if timer != nil {
+			timer.Stop()
+			next := a.opts.MaxIdle
+			if a.opts.Mode == ModeBlockTime {
+				next = max(0, a.opts.BlockTime-a.opts.Now().Sub(slot))
+			}
+			timer.Reset(next)
+		}
+	}
+}
+
+// Per pending transaction, geth needs about this long to build (it executes
+// ~20k plain transfers/s on two vCPUs); the build wait grows with the pool.
+const perTxBuildTime = 50 * time.Microsecond
+
+// Upper bound of the build wait: a full 60M-gas block of transfers (~2,857)
+// builds in about 150 ms.
+const maxBuildWait = 500 * time.Millisecond
+
+// produceBlock builds, applies and finalizes one block. When allowEmpty is
+// false (on-demand), an empty payload is dropped and rebuilt with a longer
+// wait, since geth's first version of a payload is always empty.
+func (a *SingleNodeApp) produceBlock(ctx context.Context, allowEmpty bool) error {
+	pending := a.pending.Swap(0)
+	for attempt := range 4 {
+		wait := min(maxBuildWait, (a.opts.BuildWait+time.Duration(pending)*perTxBuildTime)<<attempt)
+		start := a.opts.Now()
+		p, err := a.builder.Build(ctx, a.head, wait)
+		switch {
+		case errors.Is(err, builder.ErrNoPayloadID), errors.Is(err, engine.ErrUnknownPayload):
+			a.log.Info("rebuilding", "reason", err)
+			continue
+		case err != nil:
+			return err
+		case len(p.ExecutionPayload.Transactions) == 0 && !allowEmpty:
+			a.metrics.Discarded.Inc()
+			continue
+		}
+		a.metrics.BuildWait.Observe(wait.Seconds())
+		return a.apply(ctx, p, start)
+	}
+	return nil // nothing includable: wait for the next notification
+}
+
+// apply executes, persists and finalizes a built payload. Once started it
+// finishes even when ctx is cancelled: a shutdown abandons a build, never a
+// half-applied block.
+func (a *SingleNodeApp) apply(ctx context.Context, p *engine.Payload, start time.Time) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*engine.CallTimeout)
+	defer cancel()
+	data := p.ExecutionPayload
+	if err := a.engine.NewPayload(ctx, p); err != nil {
+		if errors.Is(err, engine.ErrInvalid) {
+			// geth rejected the block it built itself: never resend it; the
+			// next trigger builds a new one.
+			a.metrics.Errors.WithLabelValues("invalid_payload").Inc()
+			a.log.Error("geth rejected its own payload", "number", data.Number, "hash", data.BlockHash, "err", err)
+			return nil
+		}
+		return err
+	}
+	if err := a.state.Commit(p); err != nil {
+		return fmt.Errorf("%w: persist block %d: %v", errFatal, data.Number, err)
+	}
+	a.head = builder.Parent{Number: data.Number, Hash: data.BlockHash, Timestamp: data.Timestamp}
+	if err := a.finalize(ctx); err != nil {
+		return err // the store has the block: recovery points geth at it
+	}
+	elapsed := a.opts.Now().Sub(start)
+	a.recordBlock(data, elapsed)
+	a.log.Info("block", "number", data.Number, "hash", data.BlockHash, "txs", len(data.Transactions),
+		"gas", data.GasUsed, "elapsed", elapsed.Round(10*time.Microsecond))
+	return nil
+}
+
+// finalize makes the head canonical, safe and finalized in geth. With one
+// producer nothing can reorg it.
+func (a *SingleNodeApp) finalize(ctx context.Context) error {
+	h := a.head.Hash
+	_, err := a.engine.ForkchoiceUpdated(ctx, beacon.ForkchoiceStateV1{HeadBlockHash: h, SafeBlockHash: h, FinalizedBlockHash: h}, nil, a.head.Timestamp)
+	return err
+}
+
+func (a *SingleNodeApp) recordBlock(data *beacon.ExecutableData, elapsed time.Duration) {
+	now := a.opts.Now()
+	a.metrics.BlocksProduced.Inc()
+	a.metrics.BlockTxs.Observe(float64(len(data.Transactions)))
+	a.metrics.BlockGas.Observe(float64(data.GasUsed))
+	a.metrics.BlockDuration.Observe(elapsed.Seconds())
+	a.metrics.HeadNumber.Set(float64(data.Number))
+	a.metrics.DriftSeconds.Set(time.Unix(int64(data.Timestamp), 0).Sub(now).Seconds())
+	a.mu.Lock()
+	a.lastBlock = now
+	a.status.Head, a.status.HeadHash = data.Number, data.BlockHash.Hex()
+	a.mu.Unlock()
+}
+
+// waitForDrift pauses production while the next block's timestamp would be
+// more than MaxDrift ahead of the wall clock.
+func (a *SingleNodeApp) waitForDrift(ctx context.Context) error {
+	paused := false
+	for {
+		ahead := time.Unix(int64(a.builder.Timestamp(a.head)), 0).Sub(a.opts.Now())
+		if ahead <= a.opts.MaxDrift {
+			if paused {
+				a.log.Info("drift back under the cap: resuming")
+				a.metrics.DriftPaused.Set(0)
+			}
+			return nil
+		}
+		if !paused {
+			paused = true
+			a.metrics.DriftPaused.Set(1)
+			a.log.Warn("block timestamps too far ahead of the wall clock: pausing", "ahead", ahead, "max_drift", a.opts.MaxDrift)
+		}
+		if !sleep(ctx, ahead-a.opts.MaxDrift) {
+			return nil
+		}
+	}
+}
+
+// watchPending keeps a newPendingTransactions subscription open and counts
+// notifications, so on-demand blocks start without polling lag and the build
+// wait can grow with the pool.
+func (a *SingleNodeApp) watchPending(ctx context.Context) {
+	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	for ctx.Err() == nil {
+		ch := make(chan common.Hash, 4096)
+		sub, err := a.engine.SubscribePendingTransactions(ctx, ch)
+		if err != nil {
+			if !sleep(ctx, backoff.take()) {
+				return
+			}
+			continue
+		}
+		backoff.reset()
+		a.notify() // transactions may have arrived while we were not listening
+	recv:
+		for {
+			select {
+			case <-ctx.Done():
+				sub.Unsubscribe()
+				return
+			case <-ch:
+				a.notify()
+			case err := <-sub.Err():
+				a.log.Warn("pending transaction subscription lost", "err", err)
+				break recv
+			}
+		}
+		sub.Unsubscribe()
+	}
+}
+
+func (a *SingleNodeApp) notify() {
+	a.pending.Add(1)
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Ready reports whether the node is producing as expected, and why not.
+func (a *SingleNodeApp) Ready() (bool, string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.ready {
+		return false, a.reason
+	}
+	if a.opts.Mode == ModeBlockTime && !a.lastBlock.IsZero() {
+		if since := a.opts.Now().Sub(a.lastBlock); since > 3*a.opts.BlockTime+2*time.Second {
+			return false, fmt.Sprintf("no block for %s (block time %s)", since.Round(time.Millisecond), a.opts.BlockTime)
+		}
+	}
+	return true, ""
+}
+
+// Status reports the head and readiness.
+func (a *SingleNodeApp) Status() Status {
+	ready, reason := a.Ready()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.status
+	s.Mode, s.Ready, s.Reason = a.opts.Mode, ready, reason
+	if !a.lastBlock.IsZero() {
+		s.LastBlock = a.lastBlock.UTC().Format(time.RFC3339Nano)
+	}
+	return s
+}
+
+func (a *SingleNodeApp) setReady(ready bool, reason string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.ready, a.reason = ready, reason
+	a.status.Head, a.status.HeadHash = a.head.Number, a.head.Hash.Hex()
+	if ready {
+		a.metrics.Ready.Set(1)
+	} else {
+		a.metrics.Ready.Set(0)
+	}
+}
+
+func errorKind(err error) string {
+	for _, k := range []struct {
+		err  error
+		kind string
+	}{{engine.ErrUnreachable, "unreachable"}, {engine.ErrSyncing, "syncing"}, {engine.ErrAccepted, "accepted"},
+		{engine.ErrUnknownPayload, "unknown_payload"}, {engine.ErrJWTClockSkew, "jwt_clock_skew"}} {
+		if errors.Is(err, k.err) {
+			return k.kind
+		}
+	}
+	return "other"
+}
+
+func timerC(t *time.Timer) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+// sleep waits d or until ctx ends; it reports whether the wait completed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// backoff doubles from min to max.
+type backoff struct{ min, max, cur time.Duration }
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
+func (b *backoff) next() time.Duration          { return b.cur }
+func (b *backoff) reset()                       { b.cur = b.min }
+func (b *backoff) take() time.Duration {
+	d := b.cur
+	b.cur = min(b.max, 2*b.cur)
+	return d
+}
