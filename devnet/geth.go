@@ -51,6 +51,19 @@ func (g *GethNode) Enode() string {
 	return enode.NewV4(&g.Key.PublicKey, net.IPv4(127, 0, 0, 1), g.P2PPort, 0).URLv4()
 }
 
+// CrashSafeGethFlags make a geth that is SIGKILLed come back with the state
+// of its last persisted block. With geth's defaults (path scheme) the latest
+// state lives in memory; after a SIGKILL geth rewinds its head to the last
+// flushed state (often genesis), finds its header chain ahead of it, and
+// switches itself to snap sync ("snap-sync incomplete"). In that mode it
+// ignores newPayload and any forkchoiceUpdated to a block it holds, and only
+// a peer can bring it back: a lone geth is stuck. An archive node on the
+// hash scheme commits state every block, so it stays in full sync and the CL
+// can replay whatever blocks it lost.
+var CrashSafeGethFlags = []string{"--gcmode", "archive", "--state.scheme", "hash"}
+
+var stateSchemeFlags = []string{"--state.scheme", "hash"}
+
 func gethArgs(g *GethNode, jwtPath string, extra []string) []string {
 	port := strconv.Itoa(g.HTTPPort)
 	args := []string{
@@ -69,6 +82,7 @@ func gethArgs(g *GethNode, jwtPath string, extra []string) []string {
 		"--ipcdisable",
 		"--verbosity", "3",
 	}
+	args = append(args, CrashSafeGethFlags...)
 	return append(args, extra...)
 }
 
@@ -89,7 +103,8 @@ func (g *GethNode) initialize(ctx context.Context) error {
 	if _, err := os.Stat(filepath.Join(g.DataDir, "geth", "chaindata")); err == nil {
 		return nil
 	}
-	cmd := exec.CommandContext(ctx, g.bin, "init", "--datadir", g.DataDir, g.genesis)
+	args := append([]string{"init", "--datadir", g.DataDir}, stateSchemeFlags...)
+	cmd := exec.CommandContext(ctx, g.bin, append(args, g.genesis)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s: geth init %s: %w\n%s", g.Name, g.genesis, err, lastLines(string(out), 15))
 	}

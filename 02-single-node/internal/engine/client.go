@@ -2,8 +2,8 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -224,6 +224,19 @@ func (c *Client) HeaderByNumber(ctx context.Context, n *big.Int) (*types.Header,
 	}
 	var h *types.Header
 	if err := c.call(ctx, CallTimeout, &h, "eth_getBlockByNumber", tag, false); err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, ethereum.NotFound
+	}
+	return h, nil
+}
+
+// HeaderByHash returns the header of a block geth holds, canonical or not.
+// A missing block is (nil, ethereum.NotFound).
+func (c *Client) HeaderByHash(ctx context.Context, hash common.Hash) (*types.Header, error) {
+	var h *types.Header
+	if err := c.call(ctx, CallTimeout, &h, "eth_getBlockByHash", hash, false); err != nil {
 		return nil, err
 	}
 	if h == nil {

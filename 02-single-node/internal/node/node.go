@@ -52,6 +52,7 @@ type Engine interface {
 	builder.Engine
 	NewPayload(ctx context.Context, p *engine.Payload) error
 	HeaderByNumber(ctx context.Context, n *big.Int) (*types.Header, error)
+	HeaderByHash(ctx context.Context, hash common.Hash) (*types.Header, error)
 	SubscribePendingTransactions(ctx context.Context, ch chan<- common.Hash) (ethereum.Subscription, error)
 }
 
@@ -117,7 +118,11 @@ func New(opts Options, log *slog.Logger, e Engine, st *state.Manager, b *builder
 // restarted, syncing) are retried with capped backoff, reconciling with geth
 // each time; Run returns an error only for what retrying cannot fix.
 func (a *SingleNodeApp) Run(ctx context.Context) error {
-	go a.watchPending(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel (defers run last-in first-out)
+	defer cancel()
+	wg.Go(func() { a.watchPending(ctx) })
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for {
 		err := a.reconcile(ctx)
@@ -417,8 +422,8 @@ func sleep(ctx context.Context, d time.Duration) bool {
 type backoff struct{ min, max, cur time.Duration }
 
 func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
-func (b *backoff) next() time.Duration          { return b.cur }
-func (b *backoff) reset()                       { b.cur = b.min }
+func (b *backoff) next() time.Duration           { return b.cur }
+func (b *backoff) reset()                        { b.cur = b.min }
 func (b *backoff) take() time.Duration {
 	d := b.cur
 	b.cur = min(b.max, 2*b.cur)

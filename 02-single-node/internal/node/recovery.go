@@ -5,8 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"time"
+
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
 
 	"github.com/geth-consensus/tutorial/02-single-node/internal/builder"
+	"github.com/geth-consensus/tutorial/02-single-node/internal/engine"
 	"github.com/geth-consensus/tutorial/02-single-node/internal/state"
 )
 
@@ -27,7 +32,7 @@ func (a *SingleNodeApp) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	genesis, err := a.engine.HeaderByNumber(ctx, common0)
+	genesis, err := a.engine.HeaderByNumber(ctx, big.NewInt(0))
 	if err != nil {
 		return err
 	}
@@ -76,27 +81,34 @@ func (a *SingleNodeApp) reconcile(ctx context.Context) error {
 	return nil
 }
 
-// replay feeds geth the stored payloads from gethNum+1 to to, after checking
-// that geth's head is a block of the stored chain.
+// replay brings geth from its head gethNum up to the stored head `to`.
+//
+// After a crash geth usually still holds the blocks but has rewound its head
+// (its latest state was only in memory) and waits for a forkchoiceUpdated
+// before it will import anything: it answers newPayload with SYNCING
+// ("forced head needed for startup"). So: find the highest stored block geth
+// still holds, point geth at it and let it re-execute from its own store;
+// then replay with newPayload, oldest first, the blocks it lacks (all of them
+// when its datadir was wiped).
 func (a *SingleNodeApp) replay(ctx context.Context, gethNum, to uint64) error {
-	want, err := a.state.HashAt(gethNum)
-	switch {
-	case gethNum == 0:
-		want, err = a.opts.GenesisHash, nil
-	case errors.Is(err, state.ErrNoPayload):
-		return fmt.Errorf("%w: geth is at block %d but the store holds no payload for it (it was adopted from geth): cannot replay", errFatal, gethNum)
-	case err != nil:
-		return fmt.Errorf("%w: %v", errFatal, err)
+	if err := a.checkOnStoredChain(ctx, gethNum); err != nil {
+		return err
 	}
-	h, err := a.engine.HeaderByNumber(ctx, new(big.Int).SetUint64(gethNum))
+	held, err := a.highestHeld(ctx, gethNum, to)
 	if err != nil {
 		return err
 	}
-	if h.Hash() != want {
-		return fmt.Errorf("%w: block %d is %s in the store but %s in geth", ErrConflict, gethNum, want, h.Hash())
+	if held > gethNum {
+		a.log.Warn("geth is behind but holds the blocks: letting it re-execute them", "from", gethNum+1, "to", held)
+		if err := a.waitForGethHead(ctx, held); err != nil {
+			return err
+		}
 	}
-	a.log.Warn("geth is behind the CL's store: replaying stored payloads", "from", gethNum+1, "to", to)
-	for n := gethNum + 1; n <= to; n++ {
+	if held == to {
+		return nil
+	}
+	a.log.Warn("geth lacks stored blocks: replaying payloads", "from", held+1, "to", to)
+	for n := held + 1; n <= to; n++ {
 		p, err := a.state.Payload(n)
 		if err != nil {
 			return fmt.Errorf("%w: replay block %d: %v", errFatal, n, err)
@@ -105,7 +117,7 @@ func (a *SingleNodeApp) replay(ctx context.Context, gethNum, to uint64) error {
 			return fmt.Errorf("replay block %d: %w", n, err)
 		}
 		a.metrics.Replayed.Inc()
-		if (n-gethNum)%replayFinalizeEvery == 0 || n == to {
+		if (n-held)%replayFinalizeEvery == 0 || n == to {
 			a.head = builder.Parent{Number: n, Hash: p.ExecutionPayload.BlockHash, Timestamp: p.ExecutionPayload.Timestamp}
 			if err := a.finalize(ctx); err != nil {
 				return fmt.Errorf("replay block %d: %w", n, err)
@@ -115,5 +127,95 @@ func (a *SingleNodeApp) replay(ctx context.Context, gethNum, to uint64) error {
 	return nil
 }
 
-var common0 = big.NewInt(0)
+// checkOnStoredChain checks that geth's block n is the stored block n.
+func (a *SingleNodeApp) checkOnStoredChain(ctx context.Context, n uint64) error {
+	want, err := a.storedHash(n)
+	if err != nil {
+		return err
+	}
+	h, err := a.engine.HeaderByNumber(ctx, new(big.Int).SetUint64(n))
+	if err != nil {
+		return err
+	}
+	if h.Hash() != want {
+		return fmt.Errorf("%w: block %d is %s in the store but %s in geth", ErrConflict, n, want, h.Hash())
+	}
+	return nil
+}
 
+func (a *SingleNodeApp) storedHash(n uint64) (common.Hash, error) {
+	if n == 0 {
+		return a.opts.GenesisHash, nil
+	}
+	h, err := a.state.HashAt(n)
+	if errors.Is(err, state.ErrNoPayload) {
+		return h, fmt.Errorf("%w: geth is at block %d but the store holds no payload for it (adopted from geth): cannot replay", errFatal, n)
+	}
+	if err != nil {
+		return h, fmt.Errorf("%w: %v", errFatal, err)
+	}
+	return h, nil
+}
+
+// highestHeld binary-searches (lo, hi] for the highest stored block geth
+// still holds; geth's block database is contiguous from genesis.
+func (a *SingleNodeApp) highestHeld(ctx context.Context, lo, hi uint64) (uint64, error) {
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		hash, err := a.storedHash(mid)
+		if err != nil {
+			return 0, err
+		}
+		_, err = a.engine.HeaderByHash(ctx, hash)
+		switch {
+		case err == nil:
+			lo = mid
+		case errors.Is(err, ethereum.NotFound):
+			hi = mid - 1
+		default:
+			return 0, err
+		}
+	}
+	return lo, nil
+}
+
+// How long geth may go without advancing while it re-executes blocks from
+// its own store before recovery gives up and retries from the start.
+const stallTimeout = 15 * time.Second
+
+// waitForGethHead points geth at stored block n (forkchoiceUpdated) and
+// polls until its head reaches n, as long as it keeps making progress.
+func (a *SingleNodeApp) waitForGethHead(ctx context.Context, n uint64) error {
+	hash, err := a.storedHash(n)
+	if err != nil {
+		return err
+	}
+	p, err := a.state.Payload(n)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errFatal, err)
+	}
+	target := builder.Parent{Number: n, Hash: hash, Timestamp: p.ExecutionPayload.Timestamp}
+	last, lastProgress := uint64(0), time.Now()
+	for {
+		a.head = target
+		err := a.finalize(ctx)
+		if err == nil {
+			return nil // VALID: geth's head is n
+		}
+		if !errors.Is(err, engine.ErrSyncing) {
+			return err
+		}
+		h, err := a.engine.HeaderByNumber(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if now := h.Number.Uint64(); now > last {
+			last, lastProgress = now, time.Now()
+		} else if time.Since(lastProgress) > stallTimeout {
+			return fmt.Errorf("geth stopped at block %d on its way to %d: %w", now, n, engine.ErrSyncing)
+		}
+		if !sleep(ctx, 200*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+}
