@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"math/big"
+	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -299,4 +301,41 @@ func readyErr(h *harness) error {
 		return errorf("readyz %d %s", code, body)
 	}
 	return nil
+}
+
+// Bad flags, environment and files: the binary exits 1 with an error that
+// names each problem.
+func TestBadInputIsNamed(t *testing.T) {
+	bin := nodeBinary(t)
+	dir := t.TempDir()
+	malformed := dir + "/genesis.json"
+	if err := os.WriteFile(malformed, []byte(`{"config": {"chainId": 1337,`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+		want []string
+	}{
+		{"flags", []string{"--eth-client-url", "localhost:8551", "--block-time", "-1s", "--max-idle", "-2s", "--mode", "fast"}, nil,
+			[]string{"--eth-client-url", "--block-time", "--max-idle", "--mode"}},
+		{"env", nil, []string{"BUILD_WAIT=-5ms", "BLOCK_TIME=soon"}, []string{"--build-wait -5ms", `BLOCK_TIME="soon"`}},
+		{"malformed jwt", []string{"--jwt-secret", "0x1234"}, nil, []string{"jwt secret"}},
+		{"malformed genesis", []string{"--jwt-secret", mustFindUp(t, "jwt.hex"), "--genesis", malformed}, nil, []string{malformed}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(bin, append(tc.args, "--data-dir", dir, "--health-addr", "127.0.0.1:0")...)
+			cmd.Env = append(os.Environ(), tc.env...)
+			out, err := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 {
+				t.Fatalf("exit %d (%v), want 1\n%s", code, err, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("output does not name %q:\n%s", w, out)
+				}
+			}
+		})
+	}
 }
