@@ -9,16 +9,25 @@ DEVNET      := $(BIN)/devnet
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTEST      := go test -count=1 -timeout 30m
 
-.PHONY: run test lint bench devnet-up devnet-down devnet-status compose-up compose-down clean
+.PHONY: run run-stage1 test lint bench devnet-up devnet-down devnet-status compose-up compose-down clean
 
 $(DEVNET): $(shell find devnet -name '*.go') devnet/go.mod
 	go build -o $(DEVNET) ./devnet/cmd/devnet
 
-## run: start the local network (no Docker) and the default stage; shows blocks and their transactions
+## run: start the local network (no Docker) and the default stage (2), with transfers to include
 run: $(DEVNET)
 	$(DEVNET) up --geth 2
+	go build -o $(BIN)/single-node ./02-single-node/cmd
+	@echo "--- sending transfers to geth (RPC 8545) while stage 2 makes a block per second; Ctrl-C stops it;"
+	@echo "--- metrics on http://localhost:8080/metrics; stop the network with: make devnet-down"
+	$(DEVNET) send --rpc-url http://localhost:8545 --count 0 --interval 250ms >/dev/null & \
+	  trap 'kill $$! 2>/dev/null' EXIT; \
+	  $(BIN)/single-node --instance-id node-1 --jwt-secret jwt.hex --genesis genesis.json --data-dir .devnet/cl
+
+## run-stage1: stage 1 against the same network: 8 blocks, every Engine API call printed
+run-stage1: $(DEVNET)
+	$(DEVNET) up --geth 2
 	go build -o $(BIN)/engine-api ./01-engine-api
-	@echo "--- sending transfers to geth (RPC 8545) while stage 1 builds blocks; stop the network with: make devnet-down"
 	$(DEVNET) send --rpc-url http://localhost:8545 --count 20 --interval 250ms >/dev/null & \
 	  trap 'kill $$! 2>/dev/null' EXIT; \
 	  $(BIN)/engine-api --jwt-secret jwt.hex --genesis genesis.json --blocks 8 --interval 700ms

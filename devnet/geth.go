@@ -32,7 +32,12 @@ type GethNode struct {
 	P2PPort  int
 	Key      *ecdsa.PrivateKey // devp2p node key, kept across wipes so peers still find it
 
+	// DevMode is set for a geth started with --dev: it drives itself (its
+	// simulated beacon) and opens no Engine API port.
+	DevMode bool
+
 	bin, genesis string
+	gethDefaults bool
 	chainID      uint64
 	peers        []string // enode URLs of the other nodes
 }
@@ -82,7 +87,9 @@ func gethArgs(g *GethNode, jwtPath string, extra []string) []string {
 		"--ipcdisable",
 		"--verbosity", "3",
 	}
-	args = append(args, CrashSafeGethFlags...)
+	if !g.gethDefaults {
+		args = append(args, CrashSafeGethFlags...)
+	}
 	return append(args, extra...)
 }
 
@@ -103,7 +110,10 @@ func (g *GethNode) initialize(ctx context.Context) error {
 	if _, err := os.Stat(filepath.Join(g.DataDir, "geth", "chaindata")); err == nil {
 		return nil
 	}
-	args := append([]string{"init", "--datadir", g.DataDir}, stateSchemeFlags...)
+	args := []string{"init", "--datadir", g.DataDir}
+	if !g.gethDefaults {
+		args = append(args, stateSchemeFlags...)
+	}
 	cmd := exec.CommandContext(ctx, g.bin, append(args, g.genesis)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s: geth init %s: %w\n%s", g.Name, g.genesis, err, lastLines(string(out), 15))
@@ -139,7 +149,7 @@ func (g *GethNode) Wipe(ctx context.Context) error {
 // process exits (the error carries the end of its log), or ctx ends.
 func (g *GethNode) WaitReady(ctx context.Context) error {
 	return waitFor(ctx, g.Process, func() error {
-		if _, err := g.Call(ctx, "eth_blockNumber"); err != nil {
+		if _, err := g.Call(ctx, "eth_blockNumber"); err != nil || g.DevMode {
 			return err
 		}
 		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", g.AuthPort), time.Second)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/ethereum/go-ethereum/crypto"
@@ -38,7 +39,11 @@ type Config struct {
 	FreePorts   bool     // pick free loopback ports instead of Defaults (tests)
 	Detach      bool     // let processes outlive this program (the CLI's `up`)
 	GethArgs    []string // extra flags for every geth
-	Logger      *slog.Logger
+	// GethDefaults runs geth with its default state storage instead of
+	// CrashSafeGethFlags: faster per block, but a SIGKILLed lone geth may
+	// come back unable to import (see CrashSafeGethFlags). Benchmarks only.
+	GethDefaults bool
+	Logger       *slog.Logger
 }
 
 // Network is a running set of processes.
@@ -150,6 +155,7 @@ func newGeth(cfg Config, i int, bin string, chainID uint64, ports portPlan) (*Ge
 		},
 		DataDir: dataDir, HTTPPort: ports.http[i], AuthPort: ports.auth[i], P2PPort: ports.p2p[i],
 		Key: key, bin: bin, genesis: cfg.GenesisPath, chainID: chainID,
+		DevMode: slices.Contains(cfg.GethArgs, "--dev"), gethDefaults: cfg.GethDefaults,
 	}, nil
 }
 

@@ -29,7 +29,7 @@ import (
 )
 
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	net  *devnet.Network
 	geth *devnet.GethNode
 	eth  *ethclient.Client
@@ -42,9 +42,15 @@ type harness struct {
 
 // newHarness starts one geth and prepares (but does not start) a CL
 // configured by mutate.
-func newHarness(t *testing.T, mutate func(*config.Config)) *harness {
+func newHarness(t testing.TB, mutate func(*config.Config)) *harness {
 	t.Helper()
-	n := devnet.StartT(t, devnet.Config{GethNodes: 1})
+	return newHarnessOn(t, devnet.Config{GethNodes: 1}, mutate)
+}
+
+// newHarnessOn is newHarness with a network configuration of the caller's.
+func newHarnessOn(t testing.TB, netCfg devnet.Config, mutate func(*config.Config)) *harness {
+	t.Helper()
+	n := devnet.StartT(t, netCfg)
 	g := n.Geth[0]
 	eth, err := ethclient.Dial(g.RPCURL())
 	if err != nil {
@@ -73,7 +79,7 @@ func newHarness(t *testing.T, mutate func(*config.Config)) *harness {
 	return h
 }
 
-func mustFindUp(t *testing.T, name string) string {
+func mustFindUp(t testing.TB, name string) string {
 	t.Helper()
 	p, err := devnet.FindUp(name)
 	if err != nil {
@@ -112,7 +118,7 @@ var (
 )
 
 // nodeBinary builds cmd/main.go once per test run.
-func nodeBinary(t *testing.T) string {
+func nodeBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "single-node-bin-")
@@ -142,7 +148,7 @@ func (h *harness) startProcess() *devnet.Process {
 			Args: []string{"--instance-id", c.InstanceID, "--eth-client-url", c.EngineURL, "--jwt-secret", c.JWTSecret,
 				"--genesis", c.GenesisPath, "--data-dir", c.DataDir, "--mode", c.Mode, "--block-time", c.BlockTime.String(),
 				"--max-idle", c.MaxIdle.String(), "--build-wait", c.BuildWait.String(), "--max-drift", c.MaxDrift.String(),
-				"--health-addr", c.HealthAddr, "--log-level", "debug"},
+				"--health-addr", c.HealthAddr, "--log-level", c.LogLevel},
 		}
 	}
 	if err := h.proc.Start(); err != nil {
@@ -291,7 +297,7 @@ func (h *harness) get(path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p[:len(p)-1]))

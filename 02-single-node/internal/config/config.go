@@ -46,7 +46,7 @@ func Default() Config {
 		Mode:         "block-time",
 		BlockTime:    time.Second,
 		MaxIdle:      0,
-		BuildWait:    5 * time.Millisecond,
+		BuildWait:    time.Millisecond,
 		MaxDrift:     10 * time.Second,
 		FeeRecipient: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
 		HealthAddr:   ":8080",
@@ -64,8 +64,8 @@ func (c Config) Validate() error {
 	if !instanceIDPattern.MatchString(c.InstanceID) {
 		bad("instance-id", fmt.Sprintf("%q", c.InstanceID), "letters, digits, '.', '_' and '-', at most 63")
 	}
-	if u, err := url.Parse(c.EngineURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		bad("eth-client-url", fmt.Sprintf("%q", c.EngineURL), "want an http:// or https:// URL")
+	if u, err := url.Parse(c.EngineURL); err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		bad("eth-client-url", fmt.Sprintf("%q", c.EngineURL), "want an http(s):// or ws(s):// URL")
 	}
 	if c.Mode != "block-time" && c.Mode != "on-demand" {
 		bad("mode", fmt.Sprintf("%q", c.Mode), "want block-time or on-demand")

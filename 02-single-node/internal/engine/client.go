@@ -69,9 +69,11 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	c, err := rpc.DialOptions(ctx, o.URL,
-		rpc.WithHTTPAuth(jwtAuth(o.Secret, o.Now)),
-		rpc.WithHTTPClient(&http.Client{Timeout: CallTimeout}))
+	opts := []rpc.ClientOption{rpc.WithHTTPAuth(jwtAuth(o.Secret, o.Now))}
+	if strings.HasPrefix(o.URL, "http") {
+		opts = append(opts, rpc.WithHTTPClient(&http.Client{Timeout: CallTimeout}))
+	}
+	c, err := rpc.DialOptions(ctx, o.URL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("engine API %s: %w", o.URL, err)
 	}
@@ -249,7 +251,7 @@ func (c *Client) HeaderByHash(ctx context.Context, hash common.Hash) (*types.Hea
 // geth's pool over a WebSocket on the same authenticated port. Unsubscribe
 // also closes the connection.
 func (c *Client) SubscribePendingTransactions(ctx context.Context, ch chan<- common.Hash) (ethereum.Subscription, error) {
-	wsURL := "ws" + strings.TrimPrefix(c.url, "http")
+	wsURL := "ws" + strings.TrimPrefix(strings.TrimPrefix(c.url, "http"), "ws")
 	ws, err := rpc.DialOptions(ctx, wsURL, rpc.WithHTTPAuth(jwtAuth(c.secret, c.now)))
 	if err != nil {
 		return nil, explain("eth_subscribe", wsURL, err)

@@ -16,7 +16,7 @@ func payload(n uint64, parent common.Hash) *engine.Payload {
 	return &engine.Payload{
 		ExecutionPayload: &beacon.ExecutableData{Number: n, ParentHash: parent, BlockHash: common.BigToHash(new(big.Int).SetUint64(1000 + n)),
 			Timestamp: 10 + n, BaseFeePerGas: big.NewInt(7), LogsBloom: make([]byte, 256), ExtraData: []byte{}, Transactions: [][]byte{}},
-		VersionedHashes:  []common.Hash{}, Requests: []hexutil.Bytes{},
+		VersionedHashes: []common.Hash{}, Requests: []hexutil.Bytes{},
 	}
 }
 
