@@ -52,10 +52,18 @@ func (t *benchTable) markdown(machine string) string {
 	return sb.String()
 }
 
-// Producers under test: geth --dev, or geth driven by stage 2 (as its own process).
-func devGeth(b *testing.B) *devnet.GethNode {
-	n := devnet.StartT(b, devnet.Config{GethNodes: 1, GethArgs: []string{"--dev", "--dev.period", "0"}})
-	return n.Geth[0]
+// Producers under test: geth --dev, or geth driven by stage 2 (as its own
+// process). Each scenario stops its processes when done (stop), so that idle
+// geths of earlier rounds do not share the CPU with later ones.
+func devGeth(b *testing.B) *devnet.Network {
+	return devnet.StartT(b, devnet.Config{GethNodes: 1, GethArgs: []string{"--dev", "--dev.period", "0"}})
+}
+
+func (h *harness) stopAllProcesses() {
+	if h.proc != nil {
+		_ = h.proc.Stop(10 * time.Second)
+	}
+	h.net.Stop()
 }
 
 func stage2(b *testing.B, mutate func(*config.Config)) *harness {
@@ -103,10 +111,12 @@ func median(rs []loadgen.Result, key func(loadgen.Result) float64) loadgen.Resul
 // mutate), alternating, `rounds` times each.
 func sideBySide(b *testing.B, mutate func(*config.Config), scenario func(g *loadgen.Generator) loadgen.Result) (dev, ours []loadgen.Result) {
 	for range rounds {
-		dev = append(dev, scenario(generator(b, devGeth(b).RPCURL())))
+		n := devGeth(b)
+		dev = append(dev, scenario(generator(b, n.Geth[0].RPCURL())))
+		n.Stop()
 		h := stage2(b, mutate)
 		ours = append(ours, scenario(generator(b, h.geth.RPCURL())))
-		_ = h.proc.Stop(10 * time.Second)
+		h.stopAllProcesses()
 	}
 	return dev, ours
 }
@@ -179,7 +189,7 @@ func benchEmptyBlocks(b *testing.B, t *benchTable) {
 		time.Sleep(5 * time.Second) // the measurement window
 		end, _ := h.gethHead()
 		rate := float64(end-start) / time.Since(begin).Seconds()
-		_ = h.proc.Stop(10 * time.Second)
+		h.stopAllProcesses()
 		t.add("empty blocks, max rate (block time 1 µs, build wait 0), "+v.name, "stage 2 block-time", fmt.Sprintf("%.0f blocks/s", rate))
 		b.ReportMetric(rate, "stage2-empty-blocks/s-"+map[bool]string{false: "crashsafe", true: "gethdefaults"}[v.net.GethDefaults])
 	}
@@ -196,6 +206,7 @@ func benchBlockTimeCapacity(b *testing.B, t *benchTable) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		h.stopAllProcesses()
 		b.Logf("block time 1 s, %v tx/s: %s", rate, latencyCell(r))
 		if r.Pending() > 0 || r.Percentile(100) > 2*time.Second {
 			break

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"math/big"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"github.com/holiman/uint256"
 
 	"github.com/geth-consensus/tutorial/02-single-node/internal/config"
+	"github.com/geth-consensus/tutorial/02-single-node/internal/node"
 )
 
 var sink = common.HexToAddress("0x000000000000000000000000000000000000dEaD")
@@ -337,5 +339,50 @@ func TestBadInputIsNamed(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A store whose blocks differ from geth's at the same height: the node
+// refuses to run and names the block, rather than forking or overwriting.
+func TestConflictingStoreRefusesToStart(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxIdle, c.MaxDrift = "on-demand", 5*time.Millisecond, time.Hour })
+	firstStore := h.cfg.DataDir
+	h.startNode()
+	h.waitHead(5, 20*time.Second)
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+	// Another CL builds a different chain on a wiped geth.
+	if err := h.geth.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.geth.Wipe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.geth.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.geth.WaitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.cfg.DataDir = t.TempDir()
+	h.startNode()
+	h.waitHead(20, 20*time.Second)
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+	h.cfg.DataDir = firstStore
+	h.startNode()
+	select {
+	case err := <-h.stopped:
+		h.stop = nil
+		if !errors.Is(err, node.ErrConflict) || !strings.Contains(err.Error(), "in the store but") {
+			t.Fatalf("err = %v; want ErrConflict naming the block", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("node ran on a store that conflicts with geth")
+	}
+	if head, _ := h.gethHead(); head != 20 {
+		t.Fatalf("geth's chain was changed: head %d, want 20", head)
 	}
 }

@@ -22,6 +22,7 @@ type Metrics struct {
 	BlockGas       prometheus.Histogram
 	BuildWait      prometheus.Histogram
 	BlockDuration  prometheus.Histogram
+	StoreCommit    prometheus.Histogram
 	HeadNumber     prometheus.Gauge
 	DriftSeconds   prometheus.Gauge
 	DriftPaused    prometheus.Gauge
@@ -50,6 +51,9 @@ func New() *Metrics {
 		BlockDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
 			Name: "block_duration_seconds", Help: "From forkchoiceUpdated with attributes to the block being final.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		StoreCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "store_commit_seconds", Help: "Time to persist a block (one fsynced bbolt transaction).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)}),
 		HeadNumber: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
 			Name: "head_number", Help: "Number of the finalized head."}),
 		DriftSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
@@ -68,7 +72,7 @@ func New() *Metrics {
 			Name: "engine_call_duration_seconds", Help: "Engine API call latency by method and outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}, []string{"method", "outcome"}),
 	}
-	m.Registry.MustRegister(m.BlocksProduced, m.BlockTxs, m.BlockGas, m.BuildWait, m.BlockDuration,
+	m.Registry.MustRegister(m.BlocksProduced, m.BlockTxs, m.BlockGas, m.BuildWait, m.BlockDuration, m.StoreCommit,
 		m.HeadNumber, m.DriftSeconds, m.DriftPaused, m.Ready, m.Replayed, m.Discarded, m.Errors, m.EngineCalls,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -83,6 +83,7 @@ type SingleNodeApp struct {
 	metrics *metrics.Metrics
 
 	head        builder.Parent // the stored head; owned by Run's goroutine
+	base, perTx time.Duration  // learnt build wait terms; owned by Run's goroutine
 	unpointed   bool           // head is stored but geth not yet told it is final
 	driftPaused bool           // owned by Run's goroutine
 
@@ -111,7 +112,7 @@ func New(opts Options, log *slog.Logger, e Engine, st *state.Manager, b *builder
 		opts.Now = time.Now
 	}
 	return &SingleNodeApp{opts: opts, log: log, engine: e, state: st, builder: b, metrics: m,
-		pending: newPendingSet(), reason: "starting"}
+		pending: newPendingSet(), base: opts.BuildWait, perTx: initialPerTx, reason: "starting"}
 }
 
 // Run produces blocks until ctx ends. Transient faults (geth unreachable,
@@ -191,7 +192,7 @@ func (a *SingleNodeApp) produce(ctx context.Context) error {
 			}
 		}
 		if err := a.waitForDrift(ctx); err != nil {
-			return err
+			return nil // only ctx ends a drift pause early: we are stopping
 		}
 		slot := a.opts.Now()
 		if ahead := time.Unix(int64(a.builder.Timestamp(a.head)), 0).Sub(slot); ahead < a.opts.MaxDrift {
@@ -223,17 +224,26 @@ func (a *SingleNodeApp) buildDue(next time.Time) bool {
 	return n > 0 || unknown
 }
 
-// Per pending transaction, geth needs about this long to build a payload:
-// measured 25-30 µs per plain transfer on two vCPUs (geth's "Updated
-// payload" log, 1,000 transfers in 29 ms). The build wait grows with the
-// pending transactions one block can hold.
-const perTxBuildTime = 30 * time.Microsecond
+// The build wait is base + n × perTx for n pending transactions, and both
+// terms are learnt. perTx starts at 30 µs (an idle two-vCPU machine builds a
+// plain transfer in 25-30 µs); under load, while geth also validates incoming
+// transactions, it takes two to three times that. A miss (an empty payload
+// while transactions are pending) doubles the term that dominated: the base
+// for a few transactions, perTx for many; every hit shrinks both by 1/16,
+// the base no lower than --build-wait.
+const (
+	initialPerTx = 30 * time.Microsecond
+	minPerTx     = 10 * time.Microsecond
+	maxPerTx     = time.Millisecond
+	maxBase      = 10 * time.Millisecond
+	fewTxs       = 50 // below this many pending, a miss is blamed on the base
+)
 
 // maxBlockTxs is how many plain transfers fit the genesis gas limit
-// (60,000,000 / 21,000); more pending transactions do not make the build longer.
+// (60,000,000 / 21,000); more pending transactions do not make a build longer.
 const maxBlockTxs = 2857
 
-// Upper bound of the build wait after doublings.
+// Upper bound of one build wait.
 const maxBuildWait = 500 * time.Millisecond
 
 // buildAttempts bounds the rebuilds of one block when payloads come back
@@ -242,15 +252,14 @@ const buildAttempts = 4
 
 // produceBlock builds, applies and finalizes one block. geth's first version
 // of a payload is empty and the full one follows once built, so the wait
-// before getPayload grows with the number of pending transactions, and an
-// empty payload while transactions are pending is dropped and rebuilt with
-// twice the wait. heartbeat allows an empty block (block-time slots, the
-// on-demand idle heartbeat) once the attempts are used up or nothing is
-// pending.
+// before getPayload grows with the pending transactions, and an empty payload
+// while transactions are pending is a miss: dropped, and rebuilt with a
+// longer wait. heartbeat allows an empty block (block-time slots, the
+// on-demand idle heartbeat) once nothing is pending or the attempts are used.
 func (a *SingleNodeApp) produceBlock(ctx context.Context, heartbeat bool) error {
 	for attempt := range buildAttempts {
 		n, _ := a.pending.count()
-		wait := min(maxBuildWait, (a.opts.BuildWait+time.Duration(min(n, maxBlockTxs))*perTxBuildTime)<<attempt)
+		wait := min(maxBuildWait, a.base+time.Duration(min(n, maxBlockTxs))*a.perTx)
 		start := a.opts.Now()
 		p, err := a.builder.Build(ctx, a.head, wait)
 		if err == nil || errors.Is(err, builder.ErrNoPayloadID) || errors.Is(err, engine.ErrUnknownPayload) {
@@ -262,15 +271,24 @@ func (a *SingleNodeApp) produceBlock(ctx context.Context, heartbeat bool) error 
 			continue
 		case err != nil:
 			return err
-		case len(p.ExecutionPayload.Transactions) == 0:
-			if n > 0 && attempt < buildAttempts-1 {
-				a.metrics.Discarded.Inc() // a miss: geth had not finished the full build
+		case len(p.ExecutionPayload.Transactions) == 0 && n > 0:
+			// A miss: geth had not finished the full build.
+			if n < fewTxs {
+				a.base = min(maxBase, max(2*a.base, 100*time.Microsecond))
+			} else {
+				a.perTx = min(maxPerTx, 2*a.perTx)
+			}
+			if attempt < buildAttempts-1 {
+				a.metrics.Discarded.Inc()
 				continue
 			}
-			if !heartbeat {
-				a.pending.attempted()
-				return nil // nothing includable: wait for the next announcement
-			}
+		case len(p.ExecutionPayload.Transactions) > 0:
+			a.perTx = max(minPerTx, a.perTx-a.perTx/16)
+			a.base = max(a.opts.BuildWait, a.base-a.base/16)
+		}
+		if len(p.ExecutionPayload.Transactions) == 0 && !heartbeat {
+			a.pending.attempted()
+			return nil // nothing includable: wait for the next announcement
 		}
 		a.metrics.BuildWait.Observe(wait.Seconds())
 		return a.apply(ctx, p, start)
@@ -295,9 +313,11 @@ func (a *SingleNodeApp) apply(ctx context.Context, p *engine.Payload, start time
 		}
 		return err
 	}
+	committing := a.opts.Now()
 	if err := a.state.Commit(p); err != nil {
 		return fmt.Errorf("%w: persist block %d: %v", errFatal, data.Number, err)
 	}
+	a.metrics.StoreCommit.Observe(a.opts.Now().Sub(committing).Seconds())
 	a.head = builder.Parent{Number: data.Number, Hash: data.BlockHash, Timestamp: data.Timestamp}
 	a.unpointed = true // produce finalizes it in geth, alone or with the next build
 	a.pending.included(data.Transactions, a.opts.Now())
@@ -344,7 +364,7 @@ func (a *SingleNodeApp) waitForDrift(ctx context.Context) error {
 		}
 		a.setDriftPaused(true, ahead)
 		if !sleep(ctx, ahead-a.opts.MaxDrift) {
-			return nil
+			return ctx.Err()
 		}
 	}
 }
