@@ -61,7 +61,9 @@ func Open(dir string) (*Manager, error) {
 	path := filepath.Join(dir, "state.db")
 	// The timeout turns "another process holds the file" into an error
 	// instead of a hang: two CLs on one store would fork the chain.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	// NoFreelistSync skips writing the free-page list on every commit (one
+	// page less per block); bbolt rebuilds it by scanning the file at open.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, fmt.Errorf("open %s (is another instance running on this --data-dir?): %w", path, err)
 	}
