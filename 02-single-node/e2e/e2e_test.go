@@ -18,6 +18,7 @@ import (
 	"github.com/holiman/uint256"
 
 	"github.com/geth-consensus/tutorial/02-single-node/internal/config"
+	"github.com/geth-consensus/tutorial/02-single-node/internal/loadgen"
 	"github.com/geth-consensus/tutorial/02-single-node/internal/node"
 )
 
@@ -384,5 +385,40 @@ func TestConflictingStoreRefusesToStart(t *testing.T) {
 	}
 	if head, _ := h.gethHead(); head != 20 {
 		t.Fatalf("geth's chain was changed: head %d, want 20", head)
+	}
+}
+
+// The load generator users point at their own chain: every transfer it
+// sends is found in a block, with a latency, in both modes.
+func TestLoadgenMeasuresInclusion(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxDrift = "on-demand", time.Hour })
+	h.startNode()
+	keys, err := loadgen.ParseKeys(loadgen.DevKeys[5:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := loadgen.New(context.Background(), h.geth.RPCURL(), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	burst, err := g.Burst(context.Background(), 300, 100, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steady, err := g.Steady(context.Background(), 50, 2*time.Second, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, r := range map[string]loadgen.Result{"burst": burst, "steady": steady} {
+		if r.Pending() != 0 || r.Included != r.Sent || r.Blocks == 0 || r.Percentile(50) <= 0 || r.TxPerSec() <= 0 {
+			t.Errorf("%s: %+v (p50 %s)", name, r, r.Percentile(50))
+		}
+		if r.Gas != uint64(r.Included)*21000 {
+			t.Errorf("%s: gas %d for %d transfers", name, r.Gas, r.Included)
+		}
+	}
+	if steady.Sent != 100 {
+		t.Errorf("steady 50 tx/s for 2 s sent %d", steady.Sent)
 	}
 }

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/geth-consensus/tutorial/devnet"
+)
+
+// The CLI's detached life cycle, as `make run` uses it: up leaves the
+// processes running after the command exits, status sees them, down stops
+// every one of them.
+func TestUpStatusDown(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "devnet")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	dir := filepath.Join(t.TempDir(), "state")
+	genesis, _ := devnet.FindUp("genesis.json")
+	jwt, _ := devnet.FindUp("jwt.hex")
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, append(args, "--dir", dir)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	t.Cleanup(func() { _, _ = run("down") })
+
+	if out, err := run("up", "--geth", "2", "--redis", "--postgres", "1", "--free-ports", "--genesis", genesis, "--jwt-secret", jwt); err != nil {
+		t.Fatalf("up: %v\n%s", err, out)
+	}
+	out, err := run("status")
+	if err != nil || strings.Count(out, "head #0") != 2 || !strings.Contains(out, "redis") || !strings.Contains(out, "postgres-0") {
+		t.Fatalf("status after up: %v\n%s", err, out)
+	}
+	state, err := devnet.ReadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, f := range state.PIDFiles {
+		pid, err := devnet.ReadPIDFile(f)
+		if err != nil || pid == 0 || !devnet.Alive(pid) {
+			t.Fatalf("%s: pid %d not alive after up (%v)", f, pid, err)
+		}
+		pids = append(pids, pid)
+	}
+	if out, err := run("down"); err != nil {
+		t.Fatalf("down: %v\n%s", err, out)
+	}
+	for _, pid := range pids {
+		if devnet.Alive(pid) {
+			t.Errorf("pid %d alive after down", pid)
+		}
+	}
+	if out, err := run("status"); err == nil {
+		t.Errorf("status after down succeeded:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "geth-0")); err != nil {
+		t.Errorf("down without --wipe removed the chain: %v", err)
+	}
+}
