@@ -194,18 +194,7 @@ func TestGethWipedIsReplayed(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := h.chain()
-	if err := h.geth.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.geth.Wipe(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.geth.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.geth.WaitReady(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	h.wipeGeth()
 	if head, _ := h.gethHead(); head != 0 {
 		t.Fatalf("wiped geth starts at %d", head)
 	}
@@ -354,18 +343,7 @@ func TestConflictingStoreRefusesToStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Another CL builds a different chain on a wiped geth.
-	if err := h.geth.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.geth.Wipe(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.geth.Start(); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.geth.WaitReady(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	h.wipeGeth()
 	h.cfg.DataDir = t.TempDir()
 	h.startNode()
 	h.waitHead(20, 20*time.Second)

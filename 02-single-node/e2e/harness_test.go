@@ -170,6 +170,19 @@ func (h *harness) stopAll() {
 	}
 }
 
+// wipeGeth SIGKILLs geth, deletes its datadir, initialises it again from
+// genesis and starts it: a replaced disk.
+func (h *harness) wipeGeth() {
+	h.t.Helper()
+	ctx := context.Background()
+	for _, step := range []func() error{h.geth.Kill, func() error { return h.geth.Wipe(ctx) }, h.geth.Start,
+		func() error { return h.geth.WaitReady(ctx) }} {
+		if err := step(); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+}
+
 // gethHead returns geth's head number, or an error while it is down.
 func (h *harness) gethHead() (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
