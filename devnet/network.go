@@ -27,11 +27,11 @@ var Defaults = struct {
 	PostgresUser: "postgres", PostgresPassword: "postgres", PostgresDB: "consensus",
 }
 
-// Config describes a network. The zero value plus Dir, GenesisPath and
-// JWTPath starts one geth.
+// Config describes a network: Dir, GenesisPath and JWTPath, and what to
+// start in it.
 type Config struct {
 	Dir         string // state directory: datadirs, logs, pid files, network.json
-	GethNodes   int    // number of geth nodes, peered with each other (default 1)
+	GethNodes   int    // number of geth nodes, peered with each other (0: none, e.g. Redis only)
 	Redis       bool   // start a Redis server
 	Postgres    int    // number of PostgreSQL servers (the cluster's, then the member's)
 	GenesisPath string
@@ -57,9 +57,6 @@ type Network struct {
 // Start initialises whatever is missing under cfg.Dir, starts every process
 // and waits until each answers. On error it stops what it started.
 func Start(ctx context.Context, cfg Config) (*Network, error) {
-	if cfg.GethNodes == 0 {
-		cfg.GethNodes = 1
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -32,6 +32,9 @@ type Process struct {
 	// Credential, when set, runs the process as another user (PostgreSQL
 	// refuses to run as root).
 	Credential *syscall.Credential
+	// StopSignal asks for a graceful exit; SIGTERM when zero (PostgreSQL
+	// wants SIGINT: its SIGTERM waits for every client to disconnect).
+	StopSignal syscall.Signal
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -145,7 +148,12 @@ func (p *Process) Stop(timeout time.Duration) error {
 	pid, done := p.cmd.Process.Pid, p.done
 	p.mu.Unlock()
 
-	_ = syscall.Kill(-pid, syscall.SIGTERM)
+	tree := descendants(pid)
+	sig := p.StopSignal
+	if sig == 0 {
+		sig = syscall.SIGTERM
+	}
+	_ = syscall.Kill(-pid, sig)
 	_ = syscall.Kill(-pid, syscall.SIGCONT)
 	select {
 	case <-done:
@@ -153,6 +161,7 @@ func (p *Process) Stop(timeout time.Duration) error {
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		<-done
 	}
+	waitGone(tree, timeout)
 	p.removePIDFile()
 	return nil
 }
@@ -167,12 +176,60 @@ func (p *Process) Kill() error {
 	}
 	pid, done := p.cmd.Process.Pid, p.done
 	p.mu.Unlock()
+	tree := descendants(pid)
 	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil {
 		return fmt.Errorf("%s: kill: %w", p.Name, err)
 	}
+	for _, c := range tree {
+		_ = syscall.Kill(c, syscall.SIGKILL)
+	}
 	<-done
+	waitGone(tree, 10*time.Second)
 	p.removePIDFile()
 	return nil
+}
+
+// descendants lists the processes below pid, found through the parent links
+// in /proc. A process group is not enough: PostgreSQL's backends each start
+// their own session, so a signal to the postmaster's group misses them, and
+// a restart while one still holds the shared memory fails.
+func descendants(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	children := map[int][]int{}
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesised command name: state, ppid, ...
+		s := string(b)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) > 1 {
+			if ppid, err := strconv.Atoi(fields[1]); err == nil {
+				children[ppid] = append(children[ppid], child)
+			}
+		}
+	}
+	var out []int
+	for queue := children[pid]; len(queue) > 0; queue = queue[1:] {
+		out = append(out, queue[0])
+		queue = append(queue, children[queue[0]]...)
+	}
+	return out
+}
+
+// waitGone polls until none of pids is alive, up to timeout.
+func waitGone(pids []int, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for _, pid := range pids {
+		for Alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // Pause freezes the process (SIGSTOP): it keeps its sockets but answers nothing.
@@ -209,8 +266,10 @@ func (p *Process) TailLog(n int64) string {
 	return string(b)
 }
 
-// StopPIDFile terminates a detached process recorded in pidPath (SIGTERM, then
-// SIGKILL after timeout) and removes the file. A missing file is not an error.
+// StopPIDFile stops a detached process recorded in pidPath and everything
+// below it: SIGINT (a graceful stop for geth, redis-server and a fast one for
+// postgres), then SIGKILL after timeout. It removes the file; a missing file
+// is not an error.
 func StopPIDFile(pidPath string, timeout time.Duration) error {
 	pid, err := ReadPIDFile(pidPath)
 	if err != nil || pid == 0 {
@@ -220,16 +279,17 @@ func StopPIDFile(pidPath string, timeout time.Duration) error {
 	if !Alive(pid) {
 		return nil
 	}
-	_ = syscall.Kill(-pid, syscall.SIGTERM)
+	tree := append(descendants(pid), pid)
+	_ = syscall.Kill(-pid, syscall.SIGINT)
 	_ = syscall.Kill(-pid, syscall.SIGCONT)
-	deadline := time.Now().Add(timeout)
-	for Alive(pid) {
-		if time.Now().After(deadline) {
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
-			deadline = time.Now().Add(timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
+	waitGone([]int{pid}, timeout)
+	if Alive(pid) {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
 	}
+	for _, p := range tree {
+		_ = syscall.Kill(p, syscall.SIGKILL) // stragglers in sessions of their own
+	}
+	waitGone(tree, timeout)
 	return nil
 }
 

@@ -95,6 +95,7 @@ func newPostgres(dir, name string, port int, detach bool) (*Postgres, error) {
 	data := filepath.Join(dir, name)
 	return &Postgres{Port: port, DataDir: data, binDir: binDir, cred: cred, Process: &Process{
 		Name: name, Path: filepath.Join(binDir, "postgres"), Detach: detach, Credential: cred,
+		StopSignal: syscall.SIGINT, // fast shutdown: SIGTERM would wait for clients
 		Args: []string{"-D", data, "-p", strconv.Itoa(port),
 			"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
 			"-c", "max_connections=200"},

@@ -1,0 +1,97 @@
+// Command loadgen sends signed transfers to a chain and reports inclusion
+// latency and throughput. Point it at your own chain's RPC (it needs HTTP and
+// WebSocket on the same address, as geth's --http + --ws on one port gives).
+//
+//	go run ./cmd/loadgen --rpc-url http://localhost:8545 --rate 200 --duration 30s
+//	go run ./cmd/loadgen --burst 5000
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/loadgen"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := rootCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func rootCmd() *cobra.Command {
+	var (
+		rpcURL   string
+		keys     string
+		rate     float64
+		duration time.Duration
+		burst    int
+		batch    int
+		wait     time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:           "loadgen",
+		Short:         "Send transfers and measure their inclusion latency and throughput",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var errs []error
+			if burst < 0 || rate < 0 || batch <= 0 || duration <= 0 {
+				errs = append(errs, errors.New("--burst and --rate must not be negative; --batch and --duration must be positive"))
+			}
+			if (burst == 0) == (rate == 0) {
+				errs = append(errs, errors.New("give exactly one of --burst N or --rate R"))
+			}
+			hexKeys := loadgen.DevKeys
+			if keys != "" {
+				hexKeys = strings.Split(keys, ",")
+			}
+			parsed, err := loadgen.ParseKeys(hexKeys)
+			errs = append(errs, err)
+			if err := errors.Join(errs...); err != nil {
+				return err
+			}
+			g, err := loadgen.New(cmd.Context(), rpcURL, parsed)
+			if err != nil {
+				return err
+			}
+			defer g.Close()
+			var r loadgen.Result
+			if burst > 0 {
+				r, err = g.Burst(cmd.Context(), burst, batch, wait)
+			} else {
+				r, err = g.Steady(cmd.Context(), rate, duration, wait)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Printf("sent %d, included %d in %d blocks, pending %d\n", r.Sent, r.Included, r.Blocks, r.Pending())
+			fmt.Printf("latency p50 %s  p99 %s  max %s\n", r.Percentile(50), r.Percentile(99), r.Percentile(100))
+			fmt.Printf("throughput %.0f tx/s  %.1f Mgas/s over %s\n", r.TxPerSec(), r.MgasPerSec(), r.Duration.Round(time.Millisecond))
+			if r.Pending() > 0 {
+				return fmt.Errorf("%d transactions still pending after %s", r.Pending(), wait)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&rpcURL, "rpc-url", "http://localhost:8545", "JSON-RPC URL (HTTP; WebSocket on the same address)")
+	f.StringVar(&keys, "private-keys", os.Getenv("LOADGEN_KEYS"), "comma-separated sender keys (env LOADGEN_KEYS; default: the ten dev accounts)")
+	f.Float64Var(&rate, "rate", 0, "steady load: transfers per second")
+	f.DurationVar(&duration, "duration", 20*time.Second, "steady load: how long")
+	f.IntVar(&burst, "burst", 0, "burst: this many transfers as fast as possible")
+	f.IntVar(&batch, "batch", 200, "burst: transfers per JSON-RPC batch")
+	f.DurationVar(&wait, "wait", 30*time.Second, "how long to wait for inclusion after the last send")
+	return cmd
+}

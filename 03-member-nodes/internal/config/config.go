@@ -1,0 +1,151 @@
+// Package config holds the node's configuration: one struct with defaults,
+// a Validate that names every wrong flag at once, and the cobra flag set with
+// environment-variable fallbacks.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// Config is everything the node needs to start.
+type Config struct {
+	InstanceID   string
+	EngineURL    string
+	JWTSecret    string
+	GenesisPath  string
+	DataDir      string
+	Mode         string
+	BlockTime    time.Duration
+	MaxIdle      time.Duration
+	BuildWait    time.Duration
+	MaxDrift     time.Duration
+	FeeRecipient string
+	HealthAddr   string
+	LogLevel     string
+	LogFormat    string
+}
+
+// Default returns the defaults: block-time mode at 1 s against the local
+// network's geth.
+func Default() Config {
+	return Config{
+		InstanceID:   "node-1",
+		EngineURL:    "http://localhost:8551",
+		JWTSecret:    "../jwt.hex",
+		GenesisPath:  "../genesis.json",
+		DataDir:      "data",
+		Mode:         "block-time",
+		BlockTime:    time.Second,
+		MaxIdle:      0,
+		BuildWait:    time.Millisecond,
+		MaxDrift:     10 * time.Second,
+		FeeRecipient: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+		HealthAddr:   ":8080",
+		LogLevel:     "info",
+		LogFormat:    "text",
+	}
+}
+
+var instanceIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Validate returns every problem at once, each naming its flag.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(flag string, v any, why string) { errs = append(errs, fmt.Errorf("--%s %v: %s", flag, v, why)) }
+	if !instanceIDPattern.MatchString(c.InstanceID) {
+		bad("instance-id", fmt.Sprintf("%q", c.InstanceID), "letters, digits, '.', '_' and '-', at most 63")
+	}
+	if u, err := url.Parse(c.EngineURL); err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		bad("eth-client-url", fmt.Sprintf("%q", c.EngineURL), "want an http(s):// or ws(s):// URL")
+	}
+	if c.Mode != "block-time" && c.Mode != "on-demand" {
+		bad("mode", fmt.Sprintf("%q", c.Mode), "want block-time or on-demand")
+	}
+	if c.BlockTime <= 0 {
+		bad("block-time", c.BlockTime, "must be positive")
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"max-idle", c.MaxIdle}, {"build-wait", c.BuildWait}, {"max-drift", c.MaxDrift}} {
+		if d.v < 0 {
+			bad(d.flag, d.v, "must not be negative")
+		}
+	}
+	if c.BuildWait > time.Second {
+		bad("build-wait", c.BuildWait, "at most 1s: getPayload must come within geth's build window")
+	}
+	if !common.IsHexAddress(c.FeeRecipient) {
+		bad("fee-recipient", fmt.Sprintf("%q", c.FeeRecipient), "not a 20-byte hex address")
+	}
+	if _, _, err := net.SplitHostPort(c.HealthAddr); err != nil {
+		bad("health-addr", fmt.Sprintf("%q", c.HealthAddr), "want host:port or :port")
+	}
+	if c.LogLevel != "debug" && c.LogLevel != "info" && c.LogLevel != "warn" && c.LogLevel != "error" {
+		bad("log-level", fmt.Sprintf("%q", c.LogLevel), "want debug, info, warn or error")
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("log-format", fmt.Sprintf("%q", c.LogFormat), "want text or json")
+	}
+	if c.DataDir == "" {
+		bad("data-dir", `""`, "must not be empty")
+	}
+	return errors.Join(errs...)
+}
+
+// Bind registers the flags on cmd with c's values as defaults, and records
+// the environment variable of each.
+func (c *Config) Bind(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&c.InstanceID, "instance-id", c.InstanceID, "name of this node (logs, data directory)")
+	f.StringVar(&c.EngineURL, "eth-client-url", c.EngineURL, "geth's authenticated Engine API URL (also used for eth_* and the pending-transaction subscription)")
+	f.StringVar(&c.JWTSecret, "jwt-secret", c.JWTSecret, "JWT secret: a file, or 32 bytes as hex with or without 0x")
+	f.StringVar(&c.GenesisPath, "genesis", c.GenesisPath, "genesis.json geth was initialised with")
+	f.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the CL's store (<data-dir>/<instance-id>/state.db)")
+	f.StringVar(&c.Mode, "mode", c.Mode, "block-time (a block every --block-time) or on-demand (a block when transactions are pending)")
+	f.DurationVar(&c.BlockTime, "block-time", c.BlockTime, "time between blocks in block-time mode")
+	f.DurationVar(&c.MaxIdle, "max-idle", c.MaxIdle, "on-demand: an empty heartbeat block after this long without one; 0 = never")
+	f.DurationVar(&c.BuildWait, "build-wait", c.BuildWait, "base wait between forkchoiceUpdated and getPayload; grows by 50µs per pending transaction")
+	f.DurationVar(&c.MaxDrift, "max-drift", c.MaxDrift, "pause production while block timestamps would run further ahead of the wall clock")
+	f.StringVar(&c.FeeRecipient, "fee-recipient", c.FeeRecipient, "address that receives the priority fees")
+	f.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "listen address of /metrics, /healthz, /readyz, /status")
+	f.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	f.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
+	for name, key := range map[string]string{
+		"instance-id": "INSTANCE_ID", "eth-client-url": "ETH_CLIENT_URL", "jwt-secret": "JWT_SECRET",
+		"genesis": "GENESIS", "data-dir": "DATA_DIR", "mode": "BLOCK_MODE", "block-time": "BLOCK_TIME",
+		"max-idle": "MAX_IDLE", "build-wait": "BUILD_WAIT", "max-drift": "MAX_DRIFT",
+		"fee-recipient": "FEE_RECIPIENT", "health-addr": "HEALTH_ADDR", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
+	} {
+		fl := f.Lookup(name)
+		fl.Usage += fmt.Sprintf(" (env %s)", key)
+		_ = f.SetAnnotation(name, "env", []string{key})
+	}
+}
+
+// ApplyEnv sets every flag not given on the command line from its
+// environment variable (flags win), returning an error per malformed value.
+func ApplyEnv(cmd *cobra.Command, lookup func(string) (string, bool)) error {
+	var errs []error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		keys := f.Annotations["env"]
+		if len(keys) == 0 || f.Changed {
+			return
+		}
+		if v, ok := lookup(keys[0]); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q (for --%s): %w", keys[0], v, f.Name, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}

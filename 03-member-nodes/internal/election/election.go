@@ -1,0 +1,185 @@
+// Package election is the leader lease: a key in Redis that one candidate
+// holds at a time for a TTL, and a fencing epoch that grows with every new
+// holder. Every operation is one Lua script, so Redis runs it atomically.
+//
+// The lease alone cannot stop a leader that was paused past its TTL from
+// acting: it does not know it lost. Two things close that gap. The holder
+// keeps a local deadline on the monotonic clock, taken before its request is
+// sent and shortened by a margin, and stops producing when it passes. And
+// the block store refuses writes from an epoch older than the newest it has
+// seen (the fencing token), so a stale leader that acts anyway is rejected.
+package election
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrLost means the lease is no longer ours: it expired and, perhaps,
+// another candidate holds it.
+var ErrLost = errors.New("lease lost")
+
+// Lease is a held lease.
+type Lease struct {
+	Holder string
+	Epoch  uint64
+	// Deadline is when the holder must stop acting as leader unless it
+	// renewed: request time + TTL - margin, on the monotonic clock.
+	Deadline time.Time
+}
+
+// Valid reports whether the lease may still be used at now.
+func (l Lease) Valid(now time.Time) bool { return now.Before(l.Deadline) }
+
+func (l Lease) value() string { return l.Holder + "|" + strconv.FormatUint(l.Epoch, 10) }
+
+// Elector runs the lease operations for one candidate.
+type Elector struct {
+	rdb      redis.UniversalClient
+	key      string // the lease: "<id>|<epoch>" with a TTL
+	epochKey string // the fencing counter
+	id       string
+	ttl      time.Duration
+	margin   time.Duration
+	now      func() time.Time
+}
+
+// Options configure an Elector.
+type Options struct {
+	Prefix string        // key prefix; default "consensus"
+	ID     string        // this candidate
+	TTL    time.Duration // lease length
+	Margin time.Duration // safety margin off the local deadline; default TTL/5
+	Now    func() time.Time
+}
+
+// New returns an Elector for candidate o.ID.
+func New(rdb redis.UniversalClient, o Options) (*Elector, error) {
+	if o.ID == "" || strings.Contains(o.ID, "|") {
+		return nil, fmt.Errorf("election: candidate id %q must be non-empty and contain no '|'", o.ID)
+	}
+	if o.TTL < 10*time.Millisecond {
+		return nil, fmt.Errorf("election: lease TTL %s too short", o.TTL)
+	}
+	if o.Prefix == "" {
+		o.Prefix = "consensus"
+	}
+	if o.Margin == 0 {
+		o.Margin = o.TTL / 5
+	}
+	if o.Margin >= o.TTL {
+		return nil, fmt.Errorf("election: margin %s must be below the TTL %s", o.Margin, o.TTL)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Elector{rdb: rdb, key: o.Prefix + ":leader", epochKey: o.Prefix + ":epoch",
+		id: o.ID, ttl: o.TTL, margin: o.Margin, now: o.Now}, nil
+}
+
+// acquire takes the lease if nobody holds it, with an epoch above both the
+// counter and the caller's floor (the newest epoch the block store has seen:
+// Redis may have restarted empty). It answers {1, epoch} when taken or
+// already ours, {0, epoch, holder} when another candidate holds it.
+var acquire = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local sep = string.find(cur, '|', 1, true)
+  local holder, epoch = string.sub(cur, 1, sep - 1), string.sub(cur, sep + 1)
+  if holder == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return {1, epoch}
+  end
+  return {0, epoch, holder}
+end
+local epoch = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3])
+if epoch <= floor then
+  epoch = floor + 1
+  redis.call('SET', KEYS[2], epoch)
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. epoch, 'NX', 'PX', ARGV[2])
+return {1, tostring(epoch)}
+`)
+
+// renew extends the lease only if it is still exactly ours (holder and epoch).
+var renew = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`)
+
+// release deletes the lease only if it is still ours.
+var release = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// TryAcquire takes the lease if it is free (or already ours). It returns
+// the lease and true when we hold it, or the current holder's lease and false.
+func (e *Elector) TryAcquire(ctx context.Context, floor uint64) (Lease, bool, error) {
+	sent := e.now()
+	res, err := acquire.Run(ctx, e.rdb, []string{e.key, e.epochKey}, e.id, e.ttl.Milliseconds(), floor).Slice()
+	if err != nil {
+		return Lease{}, false, fmt.Errorf("acquire lease: %w", err)
+	}
+	epoch, err := strconv.ParseUint(fmt.Sprint(res[1]), 10, 64)
+	if err != nil {
+		return Lease{}, false, fmt.Errorf("acquire lease: epoch %v: %w", res[1], err)
+	}
+	if res[0].(int64) == 1 {
+		return Lease{Holder: e.id, Epoch: epoch, Deadline: sent.Add(e.ttl - e.margin)}, true, nil
+	}
+	return Lease{Holder: fmt.Sprint(res[2]), Epoch: epoch}, false, nil
+}
+
+// Renew extends a held lease and moves its deadline; ErrLost when it is
+// no longer ours.
+func (e *Elector) Renew(ctx context.Context, l Lease) (Lease, error) {
+	sent := e.now()
+	ok, err := renew.Run(ctx, e.rdb, []string{e.key}, l.value(), e.ttl.Milliseconds()).Int()
+	if err != nil {
+		return l, fmt.Errorf("renew lease: %w", err)
+	}
+	if ok != 1 {
+		return l, fmt.Errorf("epoch %d: %w", l.Epoch, ErrLost)
+	}
+	l.Deadline = sent.Add(e.ttl - e.margin)
+	return l, nil
+}
+
+// Release gives the lease up if it is still ours (a clean shutdown), so the
+// next leader need not wait for the TTL.
+func (e *Elector) Release(ctx context.Context, l Lease) error {
+	if _, err := release.Run(ctx, e.rdb, []string{e.key}, l.value()).Int(); err != nil {
+		return fmt.Errorf("release lease: %w", err)
+	}
+	return nil
+}
+
+// Current returns who holds the lease, for members looking for the leader.
+func (e *Elector) Current(ctx context.Context) (holder string, epoch uint64, ok bool, err error) {
+	v, err := e.rdb.Get(ctx, e.key).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", 0, false, nil
+	}
+	if err != nil {
+		return "", 0, false, err
+	}
+	holder, ep, found := strings.Cut(v, "|")
+	if !found {
+		return "", 0, false, fmt.Errorf("lease value %q: not holder|epoch", v)
+	}
+	epoch, err = strconv.ParseUint(ep, 10, 64)
+	return holder, epoch, err == nil, err
+}

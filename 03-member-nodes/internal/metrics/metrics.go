@@ -1,0 +1,90 @@
+// Package metrics defines the node's Prometheus metrics on a registry of its
+// own (no global registry, so several nodes can run in one test process).
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+const namespace = "consensus"
+
+// Metrics are the stage's own metrics. Names carry the unit.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	BlocksProduced prometheus.Counter
+	BlockTxs       prometheus.Histogram
+	BlockGas       prometheus.Histogram
+	BuildWait      prometheus.Histogram
+	BlockDuration  prometheus.Histogram
+	StoreCommit    prometheus.Histogram
+	HeadNumber     prometheus.Gauge
+	DriftSeconds   prometheus.Gauge
+	DriftPaused    prometheus.Gauge
+	Ready          prometheus.Gauge
+	Replayed       prometheus.Counter
+	Discarded      prometheus.Counter
+	Errors         *prometheus.CounterVec
+	EngineCalls    *prometheus.HistogramVec
+}
+
+// New creates and registers the metrics.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		BlocksProduced: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
+			Name: "blocks_produced_total", Help: "Blocks this node built and finalized."}),
+		BlockTxs: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "block_transactions", Help: "Transactions per produced block.",
+			Buckets: []float64{0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000}}),
+		BlockGas: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "block_gas_used", Help: "Gas used per produced block.",
+			Buckets: prometheus.ExponentialBuckets(21000, 4, 9)}),
+		BuildWait: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "build_wait_seconds", Help: "Time geth was given between forkchoiceUpdated and getPayload.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 12)}),
+		BlockDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "block_duration_seconds", Help: "From forkchoiceUpdated with attributes to the block being final.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		StoreCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "store_commit_seconds", Help: "Time to persist a block (one fsynced bbolt transaction).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)}),
+		HeadNumber: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "head_number", Help: "Number of the finalized head."}),
+		DriftSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "timestamp_drift_seconds", Help: "Head block timestamp minus wall clock (positive: the chain runs ahead)."}),
+		DriftPaused: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "drift_paused", Help: "1 while production waits for the wall clock to catch up with --max-drift."}),
+		Ready: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "ready", Help: "1 when geth is reachable, reconciled and the head advances as expected."}),
+		Replayed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
+			Name: "blocks_replayed_total", Help: "Stored payloads replayed into geth during recovery."}),
+		Discarded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
+			Name: "payloads_discarded_total", Help: "Empty payloads dropped in on-demand mode (rebuilt with a longer wait)."}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+			Name: "errors_total", Help: "Errors by kind."}, []string{"kind"}),
+		EngineCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "engine_call_duration_seconds", Help: "Engine API call latency by method and outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}, []string{"method", "outcome"}),
+	}
+	m.Registry.MustRegister(m.BlocksProduced, m.BlockTxs, m.BlockGas, m.BuildWait, m.BlockDuration, m.StoreCommit,
+		m.HeadNumber, m.DriftSeconds, m.DriftPaused, m.Ready, m.Replayed, m.Discarded, m.Errors, m.EngineCalls,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveEngineCall implements engine.Observer. The outcome is "ok", the
+// payload status (valid, invalid, syncing, accepted) or an error kind.
+func (m *Metrics) ObserveEngineCall(method, outcome string, d time.Duration) {
+	m.EngineCalls.WithLabelValues(method, outcome).Observe(d.Seconds())
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}

@@ -1,0 +1,501 @@
+// Package node is the SingleNodeApp: the loop that decides when a block is
+// made, makes it with the BlockBuilder, persists it with the StateManager and
+// only then tells geth it is final; and the recovery that brings geth and
+// the store into agreement at start-up and after every fault.
+//
+// The order of one block is the whole crash-safety argument:
+//
+//	build (forkchoiceUpdated+attributes, wait, getPayload)   nothing changes
+//	newPayload                                               geth has the block, not canonical
+//	StateManager.Commit (fsync)                              the CL has it: it is final
+//	forkchoiceUpdated(head = safe = finalized = block)       geth agrees
+//
+// A SIGKILL before Commit loses a block nobody finalized; after it, the
+// store is ahead of geth and recovery replays or re-points geth. geth never
+// finalizes a block the store lacks.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"sync"
+	"time"
+
+	"github.com/ethereum/go-ethereum"
+	beacon "github.com/ethereum/go-ethereum/beacon/engine"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/builder"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/metrics"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
+)
+
+// Mode is when blocks are made.
+type Mode string
+
+const (
+	// ModeBlockTime makes a block every BlockTime, empty or not.
+	ModeBlockTime Mode = "block-time"
+	// ModeOnDemand makes a block as soon as transactions are pending, and
+	// an empty heartbeat block after MaxIdle without one (0 = never).
+	ModeOnDemand Mode = "on-demand"
+)
+
+// Engine is what the node needs from geth.
+type Engine interface {
+	builder.Engine
+	NewPayload(ctx context.Context, p *engine.Payload) error
+	HeaderByNumber(ctx context.Context, n *big.Int) (*types.Header, error)
+	HeaderByHash(ctx context.Context, hash common.Hash) (*types.Header, error)
+	SubscribePendingTransactions(ctx context.Context, ch chan<- common.Hash) (ethereum.Subscription, error)
+}
+
+// Options configure the node.
+type Options struct {
+	Mode        Mode
+	BlockTime   time.Duration
+	MaxIdle     time.Duration
+	BuildWait   time.Duration // base wait between forkchoiceUpdated and getPayload
+	MaxDrift    time.Duration // how far block timestamps may run ahead of the wall clock
+	GenesisHash common.Hash   // of genesis.json: geth must run this chain
+	Now         func() time.Time
+}
+
+// ErrConflict means geth and the store disagree about a finalized block. The
+// node refuses to run: one of them belongs to another chain.
+var ErrConflict = errors.New("geth and the CL's store disagree")
+
+// errFatal marks failures that retrying cannot fix (the store cannot write).
+var errFatal = errors.New("fatal")
+
+// SingleNodeApp produces blocks on one geth.
+type SingleNodeApp struct {
+	opts    Options
+	log     *slog.Logger
+	engine  Engine
+	state   *state.Manager
+	builder *builder.BlockBuilder
+	metrics *metrics.Metrics
+
+	head        builder.Parent // the stored head; owned by Run's goroutine
+	base, perTx time.Duration  // learnt build wait terms; owned by Run's goroutine
+	unpointed   bool           // head is stored but geth not yet told it is final
+	driftPaused bool           // owned by Run's goroutine
+
+	pending *pendingSet // announced transactions not yet in a block
+
+	mu        sync.Mutex // guards the fields below, read by the health endpoints
+	ready     bool
+	reason    string
+	lastBlock time.Time
+	status    Status
+}
+
+// Status is what /status reports.
+type Status struct {
+	Mode      Mode   `json:"mode"`
+	Head      uint64 `json:"head"`
+	HeadHash  string `json:"head_hash"`
+	Ready     bool   `json:"ready"`
+	Reason    string `json:"reason,omitempty"`
+	LastBlock string `json:"last_block,omitempty"`
+}
+
+// New wires a node. It does not contact geth until Run.
+func New(opts Options, log *slog.Logger, e Engine, st *state.Manager, b *builder.BlockBuilder, m *metrics.Metrics) *SingleNodeApp {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &SingleNodeApp{opts: opts, log: log, engine: e, state: st, builder: b, metrics: m,
+		pending: newPendingSet(), base: opts.BuildWait, perTx: initialPerTx, reason: "starting"}
+}
+
+// Run produces blocks until ctx ends. Transient faults (geth unreachable,
+// restarted, syncing) are retried with capped backoff, reconciling with geth
+// each time; Run returns an error only for what retrying cannot fix.
+func (a *SingleNodeApp) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel (defers run last-in first-out)
+	defer cancel()
+	wg.Go(func() { a.watchPending(ctx) })
+	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	for {
+		err := a.reconcile(ctx)
+		if err == nil {
+			backoff.reset()
+			err = a.produce(ctx)
+		}
+		if ctx.Err() != nil {
+			a.setReady(false, "shutting down")
+			return nil
+		}
+		if errors.Is(err, ErrConflict) || errors.Is(err, errFatal) || !engine.Retryable(err) {
+			a.setReady(false, err.Error())
+			return err
+		}
+		a.setReady(false, err.Error())
+		a.metrics.Errors.WithLabelValues(errorKind(err)).Inc()
+		a.log.Warn("production paused", "err", err, "retry_in", backoff.next())
+		if !sleep(ctx, backoff.take()) {
+			return nil
+		}
+	}
+}
+
+// produce makes blocks until an error or the end of ctx.
+func (a *SingleNodeApp) produce(ctx context.Context) error {
+	a.setReady(true, "")
+	a.pending.markUnknown() // transactions may have arrived while we were not producing
+	var timer *time.Timer
+	next := a.opts.Now() // block-time mode: when the next slot starts
+	if a.opts.Mode == ModeBlockTime {
+		timer = time.NewTimer(0)
+	} else if a.opts.MaxIdle > 0 {
+		timer = time.NewTimer(a.opts.MaxIdle)
+	}
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+		if a.unpointed { // leaving: geth must not stay behind the store
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), engine.CallTimeout)
+			defer cancel()
+			_ = a.finalize(fctx)
+		}
+	}()
+	for {
+		// The block just stored becomes final in geth either now, or, when
+		// the next block is due at once, through that block's
+		// forkchoiceUpdated: one Engine API round trip less per block.
+		if a.unpointed && !a.buildDue(next) {
+			if err := a.finalize(ctx); err != nil {
+				return err
+			}
+		}
+		heartbeat := false
+		if !a.buildDue(next) {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-a.pending.wake:
+				if !a.buildDue(next) {
+					continue // only the timer makes blocks; or a stale signal
+				}
+			case <-timerC(timer):
+				heartbeat = true
+			}
+		}
+		if err := a.waitForDrift(ctx); err != nil {
+			return nil // only ctx ends a drift pause early: we are stopping
+		}
+		slot := a.opts.Now()
+		if ahead := time.Unix(int64(a.builder.Timestamp(a.head)), 0).Sub(slot); ahead < a.opts.MaxDrift {
+			a.setDriftPaused(false, ahead) // a full second of headroom again
+		}
+		// In block-time mode every slot gets a block, empty if need be.
+		if err := a.produceBlock(ctx, heartbeat || a.opts.Mode == ModeBlockTime); err != nil {
+			return err
+		}
+		if timer != nil {
+			timer.Stop()
+			wait := a.opts.MaxIdle
+			if a.opts.Mode == ModeBlockTime {
+				next = slot.Add(a.opts.BlockTime)
+				wait = max(0, next.Sub(a.opts.Now()))
+			}
+			timer.Reset(wait)
+		}
+	}
+}
+
+// buildDue reports whether the next block should start at once: on demand,
+// transactions are pending; on a block time, its slot has begun.
+func (a *SingleNodeApp) buildDue(next time.Time) bool {
+	if a.opts.Mode == ModeBlockTime {
+		return !a.opts.Now().Before(next)
+	}
+	n, unknown := a.pending.count()
+	return n > 0 || unknown
+}
+
+// The build wait is base + n × perTx for n pending transactions, and both
+// terms are learnt. perTx starts at 30 µs (an idle two-vCPU machine builds a
+// plain transfer in 25-30 µs); under load, while geth also validates incoming
+// transactions, it takes two to three times that. A miss (an empty payload
+// while transactions are pending) doubles the term that dominated: the base
+// for a few transactions, perTx for many; every hit shrinks both by 1/16,
+// the base no lower than --build-wait.
+const (
+	initialPerTx = 30 * time.Microsecond
+	minPerTx     = 10 * time.Microsecond
+	maxPerTx     = time.Millisecond
+	maxBase      = 10 * time.Millisecond
+	fewTxs       = 50 // below this many pending, a miss is blamed on the base
+)
+
+// maxBlockTxs is how many plain transfers fit the genesis gas limit
+// (60,000,000 / 21,000); more pending transactions do not make a build longer.
+const maxBlockTxs = 2857
+
+// Upper bound of one build wait.
+const maxBuildWait = 500 * time.Millisecond
+
+// buildAttempts bounds the rebuilds of one block when payloads come back
+// empty while transactions are pending.
+const buildAttempts = 4
+
+// produceBlock builds, applies and finalizes one block. geth's first version
+// of a payload is empty and the full one follows once built, so the wait
+// before getPayload grows with the pending transactions, and an empty payload
+// while transactions are pending is a miss: dropped, and rebuilt with a
+// longer wait. heartbeat allows an empty block (block-time slots, the
+// on-demand idle heartbeat) once nothing is pending or the attempts are used.
+func (a *SingleNodeApp) produceBlock(ctx context.Context, heartbeat bool) error {
+	for attempt := range buildAttempts {
+		n, _ := a.pending.count()
+		wait := min(maxBuildWait, a.base+time.Duration(min(n, maxBlockTxs))*a.perTx)
+		start := a.opts.Now()
+		p, err := a.builder.Build(ctx, a.head, wait)
+		if err == nil || errors.Is(err, builder.ErrNoPayloadID) || errors.Is(err, engine.ErrUnknownPayload) {
+			a.unpointed = false // the build's forkchoiceUpdated made the head final
+		}
+		switch {
+		case errors.Is(err, builder.ErrNoPayloadID), errors.Is(err, engine.ErrUnknownPayload):
+			a.log.Info("rebuilding", "reason", err)
+			continue
+		case err != nil:
+			return err
+		case len(p.ExecutionPayload.Transactions) == 0 && n > 0:
+			// A miss: geth had not finished the full build.
+			if n < fewTxs {
+				a.base = min(maxBase, max(2*a.base, 100*time.Microsecond))
+			} else {
+				a.perTx = min(maxPerTx, 2*a.perTx)
+			}
+			if attempt < buildAttempts-1 {
+				a.metrics.Discarded.Inc()
+				continue
+			}
+		case len(p.ExecutionPayload.Transactions) > 0:
+			a.perTx = max(minPerTx, a.perTx-a.perTx/16)
+			a.base = max(a.opts.BuildWait, a.base-a.base/16)
+		}
+		if len(p.ExecutionPayload.Transactions) == 0 && !heartbeat {
+			a.pending.attempted()
+			return nil // nothing includable: wait for the next announcement
+		}
+		a.metrics.BuildWait.Observe(wait.Seconds())
+		return a.apply(ctx, p, start)
+	}
+	return nil
+}
+
+// apply executes, persists and finalizes a built payload. Once started it
+// finishes even when ctx is cancelled: a shutdown abandons a build, never a
+// half-applied block.
+func (a *SingleNodeApp) apply(ctx context.Context, p *engine.Payload, start time.Time) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*engine.CallTimeout)
+	defer cancel()
+	data := p.ExecutionPayload
+	if err := a.engine.NewPayload(ctx, p); err != nil {
+		if errors.Is(err, engine.ErrInvalid) {
+			// geth rejected the block it built itself: never resend it; the
+			// next trigger builds a new one.
+			a.metrics.Errors.WithLabelValues("invalid_payload").Inc()
+			a.log.Error("geth rejected its own payload", "number", data.Number, "hash", data.BlockHash, "err", err)
+			return nil
+		}
+		return err
+	}
+	committing := a.opts.Now()
+	if err := a.state.Commit(p); err != nil {
+		return fmt.Errorf("%w: persist block %d: %v", errFatal, data.Number, err)
+	}
+	a.metrics.StoreCommit.Observe(a.opts.Now().Sub(committing).Seconds())
+	a.head = builder.Parent{Number: data.Number, Hash: data.BlockHash, Timestamp: data.Timestamp}
+	a.unpointed = true // produce finalizes it in geth, alone or with the next build
+	a.pending.included(data.Transactions, a.opts.Now())
+	elapsed := a.opts.Now().Sub(start)
+	a.recordBlock(data, elapsed)
+	a.log.Info("block", "number", data.Number, "hash", data.BlockHash, "txs", len(data.Transactions),
+		"gas", data.GasUsed, "elapsed", elapsed.Round(10*time.Microsecond))
+	return nil
+}
+
+// finalize makes the head canonical, safe and finalized in geth. With one
+// producer nothing can reorg it.
+func (a *SingleNodeApp) finalize(ctx context.Context) error {
+	h := a.head.Hash
+	_, err := a.engine.ForkchoiceUpdated(ctx, beacon.ForkchoiceStateV1{HeadBlockHash: h, SafeBlockHash: h, FinalizedBlockHash: h}, nil, a.head.Timestamp)
+	if err == nil {
+		a.unpointed = false
+	}
+	return err
+}
+
+func (a *SingleNodeApp) recordBlock(data *beacon.ExecutableData, elapsed time.Duration) {
+	now := a.opts.Now()
+	a.metrics.BlocksProduced.Inc()
+	a.metrics.BlockTxs.Observe(float64(len(data.Transactions)))
+	a.metrics.BlockGas.Observe(float64(data.GasUsed))
+	a.metrics.BlockDuration.Observe(elapsed.Seconds())
+	a.metrics.HeadNumber.Set(float64(data.Number))
+	a.metrics.DriftSeconds.Set(time.Unix(int64(data.Timestamp), 0).Sub(now).Seconds())
+	a.mu.Lock()
+	a.lastBlock = now
+	a.status.Head, a.status.HeadHash = data.Number, data.BlockHash.Hex()
+	a.mu.Unlock()
+}
+
+// waitForDrift pauses production while the next block's timestamp would be
+// more than MaxDrift ahead of the wall clock. It logs when a pause starts and
+// ends, not for every block in between.
+func (a *SingleNodeApp) waitForDrift(ctx context.Context) error {
+	for {
+		ahead := time.Unix(int64(a.builder.Timestamp(a.head)), 0).Sub(a.opts.Now())
+		if ahead <= a.opts.MaxDrift {
+			return nil
+		}
+		a.setDriftPaused(true, ahead)
+		if !sleep(ctx, ahead-a.opts.MaxDrift) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (a *SingleNodeApp) setDriftPaused(paused bool, ahead time.Duration) {
+	if paused == a.driftPaused {
+		return
+	}
+	a.driftPaused = paused
+	if paused {
+		a.metrics.DriftPaused.Set(1)
+		a.log.Warn("block timestamps too far ahead of the wall clock: pausing", "ahead", ahead, "max_drift", a.opts.MaxDrift)
+	} else {
+		a.metrics.DriftPaused.Set(0)
+		a.log.Info("timestamps back within --max-drift: production resumed")
+	}
+}
+
+// watchPending keeps a newPendingTransactions subscription open and counts
+// notifications, so on-demand blocks start without polling lag and the build
+// wait can grow with the pool.
+func (a *SingleNodeApp) watchPending(ctx context.Context) {
+	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	for ctx.Err() == nil {
+		ch := make(chan common.Hash, 4096)
+		sub, err := a.engine.SubscribePendingTransactions(ctx, ch)
+		if err != nil {
+			if !sleep(ctx, backoff.take()) {
+				return
+			}
+			continue
+		}
+		backoff.reset()
+		a.pending.markUnknown() // transactions may have arrived while we were not listening
+	recv:
+		for {
+			select {
+			case <-ctx.Done():
+				sub.Unsubscribe()
+				return
+			case h := <-ch:
+				a.pending.add(h, a.opts.Now())
+			case err := <-sub.Err():
+				a.log.Warn("pending transaction subscription lost", "err", err)
+				break recv
+			}
+		}
+		sub.Unsubscribe()
+	}
+}
+
+// Ready reports whether the node is producing as expected, and why not.
+func (a *SingleNodeApp) Ready() (bool, string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.ready {
+		return false, a.reason
+	}
+	if a.opts.Mode == ModeBlockTime && !a.lastBlock.IsZero() {
+		if since := a.opts.Now().Sub(a.lastBlock); since > 3*a.opts.BlockTime+2*time.Second {
+			return false, fmt.Sprintf("no block for %s (block time %s)", since.Round(time.Millisecond), a.opts.BlockTime)
+		}
+	}
+	return true, ""
+}
+
+// Status reports the head and readiness.
+func (a *SingleNodeApp) Status() Status {
+	ready, reason := a.Ready()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.status
+	s.Mode, s.Ready, s.Reason = a.opts.Mode, ready, reason
+	if !a.lastBlock.IsZero() {
+		s.LastBlock = a.lastBlock.UTC().Format(time.RFC3339Nano)
+	}
+	return s
+}
+
+func (a *SingleNodeApp) setReady(ready bool, reason string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.ready, a.reason = ready, reason
+	a.status.Head, a.status.HeadHash = a.head.Number, a.head.Hash.Hex()
+	if ready {
+		a.metrics.Ready.Set(1)
+	} else {
+		a.metrics.Ready.Set(0)
+	}
+}
+
+func errorKind(err error) string {
+	for _, k := range []struct {
+		err  error
+		kind string
+	}{{engine.ErrUnreachable, "unreachable"}, {engine.ErrSyncing, "syncing"}, {engine.ErrAccepted, "accepted"},
+		{engine.ErrUnknownPayload, "unknown_payload"}, {engine.ErrJWTClockSkew, "jwt_clock_skew"}} {
+		if errors.Is(err, k.err) {
+			return k.kind
+		}
+	}
+	return "other"
+}
+
+func timerC(t *time.Timer) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+// sleep waits d or until ctx ends; it reports whether the wait completed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// backoff doubles from min to max.
+type backoff struct{ min, max, cur time.Duration }
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
+func (b *backoff) next() time.Duration           { return b.cur }
+func (b *backoff) reset()                        { b.cur = b.min }
+func (b *backoff) take() time.Duration {
+	d := b.cur
+	b.cur = min(b.max, 2*b.cur)
+	return d
+}

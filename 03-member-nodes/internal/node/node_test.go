@@ -1,0 +1,197 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum"
+	beacon "github.com/ethereum/go-ethereum/beacon/engine"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/builder"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/metrics"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
+)
+
+// fakeGeth is an in-memory chain behind the Engine interface: enough to test
+// the node's decisions without a geth. The real thing is tested in e2e/.
+type fakeGeth struct {
+	mu        sync.Mutex
+	headers   map[common.Hash]*types.Header
+	canonical []common.Hash
+	built     map[beacon.PayloadID]*types.Header
+	sent      map[common.Hash]int // newPayload calls per block hash
+	invalid   func(h *types.Header) bool
+}
+
+func newFakeGeth() *fakeGeth {
+	g := &types.Header{Number: big.NewInt(0), Difficulty: big.NewInt(0)}
+	return &fakeGeth{headers: map[common.Hash]*types.Header{g.Hash(): g}, canonical: []common.Hash{g.Hash()},
+		built: map[beacon.PayloadID]*types.Header{}, sent: map[common.Hash]int{}}
+}
+
+func (f *fakeGeth) genesis() common.Hash { return f.canonical[0] }
+
+func (f *fakeGeth) ForkchoiceUpdated(_ context.Context, fc beacon.ForkchoiceStateV1, attrs *beacon.PayloadAttributes, _ uint64) (*beacon.PayloadID, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	head, ok := f.headers[fc.HeadBlockHash]
+	if !ok {
+		return nil, engine.ErrSyncing
+	}
+	// The canonical chain is the head and its ancestors.
+	chain := make([]common.Hash, head.Number.Uint64()+1)
+	for h := head; ; h = f.headers[h.ParentHash] {
+		chain[h.Number.Uint64()] = h.Hash()
+		if h.Number.Sign() == 0 {
+			break
+		}
+	}
+	f.canonical = chain
+	if attrs == nil {
+		return nil, nil
+	}
+	h := &types.Header{Number: new(big.Int).Add(head.Number, big.NewInt(1)), ParentHash: head.Hash(), Time: attrs.Timestamp,
+		MixDigest: attrs.Random, Difficulty: big.NewInt(0)}
+	id := beacon.PayloadID{byte(len(f.built)), byte(len(f.built) >> 8), byte(len(f.built) >> 16)}
+	f.built[id] = h
+	return &id, nil
+}
+
+func (f *fakeGeth) GetPayload(_ context.Context, id beacon.PayloadID, _ uint64) (*engine.Payload, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h := f.built[id]
+	return &engine.Payload{ExecutionPayload: &beacon.ExecutableData{Number: h.Number.Uint64(), ParentHash: h.ParentHash,
+		BlockHash: h.Hash(), Timestamp: h.Time, Random: h.MixDigest, BaseFeePerGas: big.NewInt(1), LogsBloom: make([]byte, 256)},
+		VersionedHashes: []common.Hash{}}, nil
+}
+
+func (f *fakeGeth) NewPayload(_ context.Context, p *engine.Payload) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d := p.ExecutionPayload
+	f.sent[d.BlockHash]++
+	h := &types.Header{Number: new(big.Int).SetUint64(d.Number), ParentHash: d.ParentHash, Time: d.Timestamp, MixDigest: d.Random, Difficulty: big.NewInt(0)}
+	if f.invalid != nil && f.invalid(h) {
+		return engine.ErrInvalid
+	}
+	f.headers[h.Hash()] = h
+	return nil
+}
+
+func (f *fakeGeth) HeaderByNumber(_ context.Context, n *big.Int) (*types.Header, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i := len(f.canonical) - 1
+	if n != nil {
+		i = int(n.Int64())
+	}
+	if i >= len(f.canonical) {
+		return nil, ethereum.NotFound
+	}
+	return f.headers[f.canonical[i]], nil
+}
+
+func (f *fakeGeth) HeaderByHash(_ context.Context, h common.Hash) (*types.Header, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if hd, ok := f.headers[h]; ok {
+		return hd, nil
+	}
+	return nil, ethereum.NotFound
+}
+
+func (f *fakeGeth) SubscribePendingTransactions(context.Context, chan<- common.Hash) (ethereum.Subscription, error) {
+	return nil, errors.New("no subscriptions in the fake")
+}
+
+func (f *fakeGeth) head() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return uint64(len(f.canonical) - 1)
+}
+
+func startFake(t *testing.T, f *fakeGeth, opts Options) (stop func() error) {
+	t.Helper()
+	st, err := state.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	opts.GenesisHash = f.genesis()
+	if opts.Mode == "" {
+		opts.Mode = ModeBlockTime
+	}
+	app := New(opts, slog.New(slog.NewTextHandler(io.Discard, nil)), f, st, builder.New(f, common.Address{}, time.Now), metrics.New())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	return func() error { cancel(); return <-done }
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// INVALID is final: the node never resends a payload geth rejected, and
+// builds a new one instead.
+func TestInvalidPayloadIsNeverResent(t *testing.T) {
+	f := newFakeGeth()
+	rejected := 0
+	f.invalid = func(h *types.Header) bool {
+		if h.Number.Uint64() == 3 && rejected < 2 {
+			rejected++
+			return true
+		}
+		return false
+	}
+	stop := startFake(t, f, Options{BlockTime: time.Millisecond, MaxDrift: time.Hour})
+	waitFor(t, func() bool { return f.head() >= 6 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for hash, n := range f.sent {
+		if n > 1 {
+			t.Errorf("payload %s sent %d times", hash, n)
+		}
+	}
+	if rejected != 2 {
+		t.Errorf("rejected %d payloads at height 3, want 2", rejected)
+	}
+}
+
+// With --max-drift 0 no block may carry a timestamp ahead of the wall clock:
+// at most one block per second, however short the block time.
+func TestDriftCapPausesProduction(t *testing.T) {
+	f := newFakeGeth()
+	stop := startFake(t, f, Options{BlockTime: time.Millisecond, MaxDrift: 0})
+	waitFor(t, func() bool { return f.head() >= 2 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, hash := range f.canonical[1:] {
+		if ts := f.headers[hash].Time; int64(ts) > time.Now().Unix() {
+			t.Errorf("block timestamp %d is ahead of the wall clock %d", ts, time.Now().Unix())
+		}
+	}
+}

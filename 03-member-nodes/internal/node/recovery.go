@@ -1,0 +1,221 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/ethereum/go-ethereum"
+	"github.com/ethereum/go-ethereum/common"
+
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/builder"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
+)
+
+// replayFinalizeEvery is how many replayed blocks pass between
+// forkchoiceUpdated calls, so geth's head (and its in-memory state layers)
+// keeps up with a long replay.
+const replayFinalizeEvery = 64
+
+// reconcile brings geth and the store into agreement and sets the node's
+// head. It runs at start-up and after every fault:
+//
+//   - geth behind the store (a crash rewound it, or its datadir is new):
+//     replay the stored payloads with newPayload, oldest first;
+//   - geth ahead of the store (the CL's state was lost): adopt geth's head;
+//   - a different block at the same height: ErrConflict, refuse to run.
+func (a *SingleNodeApp) reconcile(ctx context.Context) error {
+	gethHead, err := a.engine.HeaderByNumber(ctx, nil)
+	if err != nil {
+		return err
+	}
+	genesis, err := a.engine.HeaderByNumber(ctx, big.NewInt(0))
+	if err != nil {
+		return err
+	}
+	if genesis.Hash() != a.opts.GenesisHash {
+		return fmt.Errorf("%w: geth runs genesis %s, --genesis gives %s", ErrConflict, genesis.Hash(), a.opts.GenesisHash)
+	}
+	if err := a.state.Init(state.Head{Number: 0, Hash: genesis.Hash(), Timestamp: genesis.Time}); err != nil {
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	stored, _, err := a.state.Head()
+	if err != nil {
+		return fmt.Errorf("%w: read store: %v", errFatal, err)
+	}
+	gethNum := gethHead.Number.Uint64()
+
+	if gethNum >= stored.Number {
+		h, err := a.engine.HeaderByNumber(ctx, new(big.Int).SetUint64(stored.Number))
+		if err != nil {
+			return err
+		}
+		if h.Hash() != stored.Hash {
+			return fmt.Errorf("%w: block %d is %s in the store but %s in geth; one of them belongs to another chain: refusing to run",
+				ErrConflict, stored.Number, stored.Hash, h.Hash())
+		}
+		if gethNum > stored.Number {
+			a.log.Warn("geth is ahead of the CL's store (CL state lost?): adopting geth's head",
+				"store_head", stored.Number, "geth_head", gethNum, "hash", gethHead.Hash())
+			stored = state.Head{Number: gethNum, Hash: gethHead.Hash(), Timestamp: gethHead.Time}
+			if err := a.state.Adopt(stored); err != nil {
+				return fmt.Errorf("%w: %v", errFatal, err)
+			}
+		}
+	} else if err := a.replay(ctx, gethNum, stored.Number); err != nil {
+		return err
+	}
+
+	a.head = builder.Parent{Number: stored.Number, Hash: stored.Hash, Timestamp: stored.Timestamp}
+	if err := a.finalize(ctx); err != nil {
+		return fmt.Errorf("point geth at the stored head %d: %w", stored.Number, err)
+	}
+	a.metrics.HeadNumber.Set(float64(stored.Number))
+	a.mu.Lock()
+	a.status.Head, a.status.HeadHash = stored.Number, stored.Hash.Hex()
+	a.mu.Unlock()
+	a.log.Info("reconciled with geth", "head", stored.Number, "hash", stored.Hash, "geth_was_at", gethNum)
+	return nil
+}
+
+// replay brings geth from its head gethNum up to the stored head `to`.
+//
+// After a crash geth usually still holds the blocks but has rewound its head
+// (its latest state was only in memory) and waits for a forkchoiceUpdated
+// before it will import anything: it answers newPayload with SYNCING
+// ("forced head needed for startup"). So: find the highest stored block geth
+// still holds, point geth at it and let it re-execute from its own store;
+// then replay with newPayload, oldest first, the blocks it lacks (all of them
+// when its datadir was wiped).
+func (a *SingleNodeApp) replay(ctx context.Context, gethNum, to uint64) error {
+	if err := a.checkOnStoredChain(ctx, gethNum); err != nil {
+		return err
+	}
+	held, err := a.highestHeld(ctx, gethNum, to)
+	if err != nil {
+		return err
+	}
+	if held > gethNum {
+		a.log.Warn("geth is behind but holds the blocks: letting it re-execute them", "from", gethNum+1, "to", held)
+		if err := a.waitForGethHead(ctx, held); err != nil {
+			return err
+		}
+	}
+	if held == to {
+		return nil
+	}
+	a.log.Warn("geth lacks stored blocks: replaying payloads", "from", held+1, "to", to)
+	for n := held + 1; n <= to; n++ {
+		p, err := a.state.Payload(n)
+		if err != nil {
+			return fmt.Errorf("%w: replay block %d: %v", errFatal, n, err)
+		}
+		if err := a.engine.NewPayload(ctx, p); err != nil {
+			return fmt.Errorf("replay block %d: %w", n, err)
+		}
+		a.metrics.Replayed.Inc()
+		if (n-held)%replayFinalizeEvery == 0 || n == to {
+			a.head = builder.Parent{Number: n, Hash: p.ExecutionPayload.BlockHash, Timestamp: p.ExecutionPayload.Timestamp}
+			if err := a.finalize(ctx); err != nil {
+				return fmt.Errorf("replay block %d: %w", n, err)
+			}
+		}
+	}
+	return nil
+}
+
+// checkOnStoredChain checks that geth's block n is the stored block n.
+func (a *SingleNodeApp) checkOnStoredChain(ctx context.Context, n uint64) error {
+	want, err := a.storedHash(n)
+	if err != nil {
+		return err
+	}
+	h, err := a.engine.HeaderByNumber(ctx, new(big.Int).SetUint64(n))
+	if err != nil {
+		return err
+	}
+	if h.Hash() != want {
+		return fmt.Errorf("%w: block %d is %s in the store but %s in geth", ErrConflict, n, want, h.Hash())
+	}
+	return nil
+}
+
+func (a *SingleNodeApp) storedHash(n uint64) (common.Hash, error) {
+	if n == 0 {
+		return a.opts.GenesisHash, nil
+	}
+	h, err := a.state.HashAt(n)
+	if errors.Is(err, state.ErrNoPayload) {
+		return h, fmt.Errorf("%w: geth is at block %d but the store holds no payload for it (adopted from geth): cannot replay", errFatal, n)
+	}
+	if err != nil {
+		return h, fmt.Errorf("%w: %v", errFatal, err)
+	}
+	return h, nil
+}
+
+// highestHeld binary-searches (lo, hi] for the highest stored block geth
+// still holds; geth's block database is contiguous from genesis.
+func (a *SingleNodeApp) highestHeld(ctx context.Context, lo, hi uint64) (uint64, error) {
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		hash, err := a.storedHash(mid)
+		if err != nil {
+			return 0, err
+		}
+		_, err = a.engine.HeaderByHash(ctx, hash)
+		switch {
+		case err == nil:
+			lo = mid
+		case errors.Is(err, ethereum.NotFound):
+			hi = mid - 1
+		default:
+			return 0, err
+		}
+	}
+	return lo, nil
+}
+
+// How long geth may go without advancing while it re-executes blocks from
+// its own store before recovery gives up and retries from the start.
+const stallTimeout = 15 * time.Second
+
+// waitForGethHead points geth at stored block n (forkchoiceUpdated) and
+// polls until its head reaches n, as long as it keeps making progress.
+func (a *SingleNodeApp) waitForGethHead(ctx context.Context, n uint64) error {
+	hash, err := a.storedHash(n)
+	if err != nil {
+		return err
+	}
+	p, err := a.state.Payload(n)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errFatal, err)
+	}
+	target := builder.Parent{Number: n, Hash: hash, Timestamp: p.ExecutionPayload.Timestamp}
+	last, lastProgress := uint64(0), time.Now()
+	for {
+		a.head = target
+		err := a.finalize(ctx)
+		if err == nil {
+			return nil // VALID: geth's head is n
+		}
+		if !errors.Is(err, engine.ErrSyncing) {
+			return err
+		}
+		h, err := a.engine.HeaderByNumber(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if now := h.Number.Uint64(); now > last {
+			last, lastProgress = now, time.Now()
+		} else if time.Since(lastProgress) > stallTimeout {
+			return fmt.Errorf("geth stopped at block %d on its way to %d: %w", now, n, engine.ErrSyncing)
+		}
+		if !sleep(ctx, 200*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+}
