@@ -1,0 +1,233 @@
+package state
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
+)
+
+// PGStore is the cluster's block store in PostgreSQL: every finalized block
+// with who produced it, in which epoch, and its signature. The leader's
+// commit is one transaction that refuses a stale epoch and a block that does
+// not extend the stored head; only after it commits does the leader make the
+// block final in geth.
+type PGStore struct {
+	pool *pgxpool.Pool
+}
+
+// Errors a committing leader tells apart with errors.Is.
+var (
+	// ErrStaleEpoch: a newer leader has written; this one must step down.
+	ErrStaleEpoch = errors.New("stale fencing epoch")
+	// ErrNotHead: the block's parent is not the stored head (another leader
+	// committed first, or the leader is behind).
+	ErrNotHead = errors.New("block does not extend the stored head")
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// migrationLock is the advisory lock id that serializes migrations when
+// several nodes start at once.
+const migrationLock = 0x7374616765330001
+
+// OpenPG connects to url and applies the embedded migrations that are not
+// applied yet.
+func OpenPG(ctx context.Context, url string) (*PGStore, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("--postgres-url: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres %s: %w", cfg.ConnConfig.Host, err)
+	}
+	s := &PGStore{pool: pool}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the pool.
+func (s *PGStore) Close() { s.pool.Close() }
+
+// migrate applies migrations/NNNN_*.sql in order, each in its own
+// transaction with its version recorded, under an advisory lock.
+func (s *PGStore) migrate(ctx context.Context) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(migrationLock)); err != nil {
+		return fmt.Errorf("migrations: lock: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(migrationLock)) //nolint:errcheck
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		version, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"), "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: name must start with a number: %w", name, err)
+		}
+		sql, err := migrations.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			var applied bool
+			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)", version).Scan(&applied); err != nil || applied {
+				return err
+			}
+			if _, err := tx.Exec(ctx, string(sql)); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version) VALUES ($1)", version)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migration %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Block is one stored block.
+type Block struct {
+	Number     uint64
+	Hash       common.Hash
+	ParentHash common.Hash
+	Timestamp  uint64
+	Payload    *engine.Payload // nil for genesis and adopted blocks
+	LeaderID   string
+	Epoch      uint64
+	Signature  []byte
+}
+
+// InitGenesis records block 0 if the store is empty, and refuses a store
+// made for another chain.
+func (s *PGStore) InitGenesis(ctx context.Context, genesis Head) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO blocks (number, hash, parent_hash, timestamp, leader_id, epoch)
+		VALUES (0, $1, $2, $3, 'genesis', 0) ON CONFLICT (number) DO NOTHING`,
+		genesis.Hash.Bytes(), common.Hash{}.Bytes(), int64(genesis.Timestamp))
+	if err != nil {
+		return fmt.Errorf("store genesis: %w", err)
+	}
+	var have []byte
+	if err := s.pool.QueryRow(ctx, "SELECT hash FROM blocks WHERE number = 0").Scan(&have); err != nil {
+		return err
+	}
+	if common.BytesToHash(have) != genesis.Hash {
+		return fmt.Errorf("the store was created for genesis %x, geth runs genesis %s: use another database", have, genesis.Hash)
+	}
+	return nil
+}
+
+// Commit is the leader's fenced write, one transaction: lock the fencing
+// row; refuse an epoch older than the newest seen (ErrStaleEpoch); refuse a
+// block whose parent is not the stored head (ErrNotHead); insert the block
+// and raise the fencing epoch.
+func (s *PGStore) Commit(ctx context.Context, b Block) error {
+	payload, err := json.Marshal(b.Payload)
+	if err != nil {
+		return err
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var fenced uint64
+		if err := tx.QueryRow(ctx, "SELECT epoch FROM fencing FOR UPDATE").Scan(&fenced); err != nil {
+			return fmt.Errorf("lock fencing row: %w", err)
+		}
+		if b.Epoch < fenced {
+			return fmt.Errorf("block %d from %s in epoch %d, the store has seen epoch %d: %w", b.Number, b.LeaderID, b.Epoch, fenced, ErrStaleEpoch)
+		}
+		var headNum uint64
+		var headHash []byte
+		if err := tx.QueryRow(ctx, "SELECT number, hash FROM blocks ORDER BY number DESC LIMIT 1").Scan(&headNum, &headHash); err != nil {
+			return fmt.Errorf("read head: %w", err)
+		}
+		if b.Number != headNum+1 || b.ParentHash != common.BytesToHash(headHash) {
+			return fmt.Errorf("block %d on %s, stored head %d %x: %w", b.Number, b.ParentHash, headNum, headHash, ErrNotHead)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO blocks (number, hash, parent_hash, timestamp, payload, leader_id, epoch, signature)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			int64(b.Number), b.Hash.Bytes(), b.ParentHash.Bytes(), int64(b.Timestamp), payload, b.LeaderID, int64(b.Epoch), b.Signature); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation: that hash or number exists
+				return fmt.Errorf("block %d %s: %w: %s", b.Number, b.Hash, ErrNotHead, pgErr.Detail)
+			}
+			return err
+		}
+		if b.Epoch > fenced {
+			if _, err := tx.Exec(ctx, "UPDATE fencing SET epoch = $1", int64(b.Epoch)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Head returns the stored head.
+func (s *PGStore) Head(ctx context.Context) (Head, error) {
+	var h Head
+	var hash []byte
+	var ts int64
+	err := s.pool.QueryRow(ctx, "SELECT number, hash, timestamp FROM blocks ORDER BY number DESC LIMIT 1").Scan(&h.Number, &hash, &ts)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return h, fmt.Errorf("empty store: %w", ErrNoPayload)
+	}
+	h.Hash, h.Timestamp = common.BytesToHash(hash), uint64(ts)
+	return h, err
+}
+
+// FencedEpoch returns the newest epoch any leader has written with: the
+// floor a new leader's epoch must exceed.
+func (s *PGStore) FencedEpoch(ctx context.Context) (uint64, error) {
+	var e uint64
+	err := s.pool.QueryRow(ctx, "SELECT epoch FROM fencing").Scan(&e)
+	return e, err
+}
+
+// Block returns stored block n.
+func (s *PGStore) Block(ctx context.Context, n uint64) (*Block, error) {
+	b := &Block{Number: n}
+	var hash, parent, payload []byte
+	var ts, epoch int64
+	err := s.pool.QueryRow(ctx, `SELECT hash, parent_hash, timestamp, payload, leader_id, epoch, signature
+		FROM blocks WHERE number = $1`, int64(n)).Scan(&hash, &parent, &ts, &payload, &b.LeaderID, &epoch, &b.Signature)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("block %d: %w", n, ErrNoPayload)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b.Hash, b.ParentHash, b.Timestamp, b.Epoch = common.BytesToHash(hash), common.BytesToHash(parent), uint64(ts), uint64(epoch)
+	if payload != nil && string(payload) != "null" {
+		b.Payload = new(engine.Payload)
+		if err := json.Unmarshal(payload, b.Payload); err != nil {
+			return nil, fmt.Errorf("block %d payload: %w", n, err)
+		}
+	}
+	return b, nil
+}

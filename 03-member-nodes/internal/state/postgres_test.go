@@ -1,0 +1,156 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"math/big"
+	"sync"
+	"testing"
+
+	beacon "github.com/ethereum/go-ethereum/beacon/engine"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/geth-consensus/tutorial/devnet"
+
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
+)
+
+// The block store against a real PostgreSQL started by the devnet library.
+
+func newPG(t *testing.T) (*devnet.Postgres, *PGStore) {
+	t.Helper()
+	n := devnet.StartT(t, devnet.Config{Postgres: 1})
+	s, err := OpenPG(context.Background(), n.Postgres[0].URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.InitGenesis(context.Background(), Head{Hash: common.HexToHash("0x9e")}); err != nil {
+		t.Fatal(err)
+	}
+	return n.Postgres[0], s
+}
+
+func block(n uint64, parent common.Hash, leader string, epoch uint64) Block {
+	hash := common.BigToHash(new(big.Int).SetUint64(1000*epoch + n))
+	return Block{Number: n, Hash: hash, ParentHash: parent, Timestamp: 100 + n, LeaderID: leader, Epoch: epoch,
+		Signature: []byte{1, 2, 3},
+		Payload: &engine.Payload{ExecutionPayload: &beacon.ExecutableData{Number: n, ParentHash: parent, BlockHash: hash,
+			BaseFeePerGas: big.NewInt(7), LogsBloom: make([]byte, 256), ExtraData: []byte{}, Transactions: [][]byte{{0x02, 0x01}}},
+			VersionedHashes: []common.Hash{}, Requests: []hexutil.Bytes{}}}
+}
+
+func TestFencedCommit(t *testing.T) {
+	_, s := newPG(t)
+	ctx := context.Background()
+	parent := common.HexToHash("0x9e")
+	for n := uint64(1); n <= 3; n++ {
+		b := block(n, parent, "leader-1", 1)
+		if err := s.Commit(ctx, b); err != nil {
+			t.Fatalf("commit %d: %v", n, err)
+		}
+		parent = b.Hash
+	}
+	got, err := s.Block(ctx, 2)
+	if err != nil || got.LeaderID != "leader-1" || got.Epoch != 1 || got.Payload == nil ||
+		got.Payload.ExecutionPayload.Number != 2 || len(got.Payload.ExecutionPayload.Transactions) != 1 {
+		t.Fatalf("block 2 read back as %+v, %v", got, err)
+	}
+
+	// A new leader (epoch 2) commits block 4; the old one (epoch 1) is fenced out.
+	b4 := block(4, parent, "leader-2", 2)
+	if err := s.Commit(ctx, b4); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, block(5, b4.Hash, "leader-1", 1)); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("stale leader: %v", err)
+	}
+	// Not the head's child: wrong parent, wrong number, an existing number.
+	for _, b := range []Block{block(5, parent, "leader-2", 2), block(6, b4.Hash, "leader-2", 2), block(4, parent, "leader-2", 2)} {
+		if err := s.Commit(ctx, b); !errors.Is(err, ErrNotHead) {
+			t.Fatalf("block %d on %s: %v", b.Number, b.ParentHash, err)
+		}
+	}
+	if h, err := s.Head(ctx); err != nil || h.Number != 4 || h.Hash != b4.Hash {
+		t.Fatalf("head %+v %v, want block 4", h, err)
+	}
+	if e, err := s.FencedEpoch(ctx); err != nil || e != 2 {
+		t.Fatalf("fenced epoch %d %v", e, err)
+	}
+	if err := s.InitGenesis(ctx, Head{Hash: common.HexToHash("0x01")}); err == nil {
+		t.Fatal("a store of another chain accepted")
+	}
+}
+
+// Two leaders racing for the same height: exactly one block lands.
+func TestRacingCommitsOneWins(t *testing.T) {
+	_, s := newPG(t)
+	parent := common.HexToHash("0x9e")
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		wins int
+	)
+	for epoch := uint64(1); epoch <= 6; epoch++ {
+		wg.Go(func() {
+			if err := s.Commit(context.Background(), block(1, parent, "leader", epoch)); err == nil {
+				mu.Lock()
+				wins++
+				mu.Unlock()
+			} else if !errors.Is(err, ErrNotHead) && !errors.Is(err, ErrStaleEpoch) {
+				t.Errorf("epoch %d: %v", epoch, err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins != 1 {
+		t.Fatalf("%d blocks committed at height 1", wins)
+	}
+}
+
+// Migrations run once, also when several nodes start at the same time.
+func TestMigrationsAreIdempotent(t *testing.T) {
+	n := devnet.StartT(t, devnet.Config{Postgres: 1})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			s, err := OpenPG(context.Background(), n.Postgres[0].URL())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			s.Close()
+		})
+	}
+	wg.Wait()
+}
+
+// PostgreSQL SIGKILLed: commits fail while it is down, nothing committed is
+// lost, and commits resume once it is back.
+func TestSurvivesPostgresKill(t *testing.T) {
+	pg, s := newPG(t)
+	ctx := context.Background()
+	b1 := block(1, common.HexToHash("0x9e"), "leader", 1)
+	if err := s.Commit(ctx, b1); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	b2 := block(2, b1.Hash, "leader", 1)
+	if err := s.Commit(ctx, b2); err == nil || errors.Is(err, ErrNotHead) || errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("commit with PostgreSQL down: %v", err)
+	}
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.Head(ctx); err != nil || h.Hash != b1.Hash {
+		t.Fatalf("head after the crash: %+v %v", h, err)
+	}
+	if err := s.Commit(ctx, b2); err != nil {
+		t.Fatalf("commit after restart: %v", err)
+	}
+}
