@@ -1,0 +1,78 @@
+package signer
+
+import (
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
+)
+
+const leaderKey = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+
+func TestSignAndVerify(t *testing.T) {
+	leader, err := LoadKey("0x" + leaderKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := crypto.GenerateKey()
+	intruder := &Signer{key: other, Address: crypto.PubkeyToAddress(other.PublicKey)}
+	v, err := NewVerifier([]common.Address{leader.Address})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := Header{ChainID: big.NewInt(1337), Number: 7, Hash: common.HexToHash("0xaa"), ParentHash: common.HexToHash("0xbb"), Epoch: 3}
+	sig, err := leader.Sign(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addr, err := v.Verify(h, sig); err != nil || addr != leader.Address {
+		t.Fatalf("valid signature: %s %v", addr, err)
+	}
+	// The same signature on anything else fails, field by field.
+	for name, changed := range map[string]Header{
+		"chain":  {ChainID: big.NewInt(1), Number: 7, Hash: h.Hash, ParentHash: h.ParentHash, Epoch: 3},
+		"number": {ChainID: h.ChainID, Number: 8, Hash: h.Hash, ParentHash: h.ParentHash, Epoch: 3},
+		"hash":   {ChainID: h.ChainID, Number: 7, Hash: common.HexToHash("0xab"), ParentHash: h.ParentHash, Epoch: 3},
+		"parent": {ChainID: h.ChainID, Number: 7, Hash: h.Hash, ParentHash: common.HexToHash("0xbc"), Epoch: 3},
+		"epoch":  {ChainID: h.ChainID, Number: 7, Hash: h.Hash, ParentHash: h.ParentHash, Epoch: 4},
+	} {
+		if _, err := v.Verify(changed, sig); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("%s changed: %v", name, err)
+		}
+	}
+	bad, _ := intruder.Sign(h)
+	if _, err := v.Verify(h, bad); !errors.Is(err, ErrBadSignature) || !strings.Contains(err.Error(), "not an allowed leader") {
+		t.Errorf("intruder: %v", err)
+	}
+	for _, garbage := range [][]byte{nil, sig[:64], append(append([]byte{}, sig[:64]...), 9)} {
+		if _, err := v.Verify(h, garbage); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("garbage %x: %v", garbage, err)
+		}
+	}
+}
+
+func TestLoadKey(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "leader.key")
+	if err := os.WriteFile(file, []byte(leaderKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, ok := range []string{leaderKey, "0x" + leaderKey, file} {
+		if s, err := LoadKey(ok); err != nil || s.Address != common.HexToAddress("0x70997970C51812dc3A010C7d01b50e0d17dc79C8") {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"0x1234", filepath.Join(t.TempDir(), "missing")} {
+		_, err := LoadKey(bad)
+		if err == nil || strings.Contains(err.Error(), leaderKey) {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	if _, err := NewVerifier(nil); err == nil {
+		t.Error("empty allow list accepted")
+	}
+}
