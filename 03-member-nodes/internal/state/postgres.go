@@ -209,24 +209,56 @@ func (s *PGStore) FencedEpoch(ctx context.Context) (uint64, error) {
 	return e, err
 }
 
+const blockColumns = "number, hash, parent_hash, timestamp, payload, leader_id, epoch, signature"
+
 // Block returns stored block n.
 func (s *PGStore) Block(ctx context.Context, n uint64) (*Block, error) {
-	b := &Block{Number: n}
-	var hash, parent, payload []byte
-	var ts, epoch int64
-	err := s.pool.QueryRow(ctx, `SELECT hash, parent_hash, timestamp, payload, leader_id, epoch, signature
-		FROM blocks WHERE number = $1`, int64(n)).Scan(&hash, &parent, &ts, &payload, &b.LeaderID, &epoch, &b.Signature)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("block %d: %w", n, ErrNoPayload)
-	}
+	return s.queryBlock(ctx, fmt.Sprint(n), "SELECT "+blockColumns+" FROM blocks WHERE number = $1", int64(n))
+}
+
+// BlockByHash returns the stored block with this hash.
+func (s *PGStore) BlockByHash(ctx context.Context, hash common.Hash) (*Block, error) {
+	return s.queryBlock(ctx, hash.Hex(), "SELECT "+blockColumns+" FROM blocks WHERE hash = $1", hash.Bytes())
+}
+
+// BlocksAfter returns up to limit blocks numbered above after, oldest first.
+func (s *PGStore) BlocksAfter(ctx context.Context, after uint64, limit int) ([]*Block, error) {
+	rows, err := s.pool.Query(ctx, "SELECT "+blockColumns+" FROM blocks WHERE number > $1 ORDER BY number LIMIT $2", int64(after), limit)
 	if err != nil {
 		return nil, err
 	}
-	b.Hash, b.ParentHash, b.Timestamp, b.Epoch = common.BytesToHash(hash), common.BytesToHash(parent), uint64(ts), uint64(epoch)
+	defer rows.Close()
+	var out []*Block
+	for rows.Next() {
+		b, err := scanBlock(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+func (s *PGStore) queryBlock(ctx context.Context, what, sql string, arg any) (*Block, error) {
+	b, err := scanBlock(s.pool.QueryRow(ctx, sql, arg))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("block %s: %w", what, ErrNoPayload)
+	}
+	return b, err
+}
+
+func scanBlock(row pgx.Row) (*Block, error) {
+	b := &Block{}
+	var hash, parent, payload []byte
+	var number, ts, epoch int64
+	if err := row.Scan(&number, &hash, &parent, &ts, &payload, &b.LeaderID, &epoch, &b.Signature); err != nil {
+		return nil, err
+	}
+	b.Number, b.Hash, b.ParentHash, b.Timestamp, b.Epoch = uint64(number), common.BytesToHash(hash), common.BytesToHash(parent), uint64(ts), uint64(epoch)
 	if payload != nil && string(payload) != "null" {
 		b.Payload = new(engine.Payload)
 		if err := json.Unmarshal(payload, b.Payload); err != nil {
-			return nil, fmt.Errorf("block %d payload: %w", n, err)
+			return nil, fmt.Errorf("block %d payload: %w", b.Number, err)
 		}
 	}
 	return b, nil
