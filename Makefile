@@ -2,7 +2,6 @@
 
 SHELL       := /bin/bash
 MODULES     := devnet $(wildcard 0*-*)
-STAGE       ?= 01-engine-api
 BIN         := $(CURDIR)/bin
 DEVNET      := $(BIN)/devnet
 # staticcheck 2026.2.2
