@@ -106,7 +106,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // rounds of the side-by-side scenarios; each producer's median round is
 // reported, so one noisy run on a shared two-vCPU machine decides nothing.
-const rounds = 3
+const rounds = 5
 
 // median returns the round with the median value of key.
 func median(rs []loadgen.Result, key func(loadgen.Result) float64) loadgen.Result {
@@ -116,15 +116,26 @@ func median(rs []loadgen.Result, key func(loadgen.Result) float64) loadgen.Resul
 }
 
 // sideBySide runs scenario against geth --dev and against stage 2 (with
-// mutate), alternating, `rounds` times each.
+// mutate), `rounds` times each, alternating which goes first.
 func sideBySide(b *testing.B, mutate func(*config.Config), scenario func(g *loadgen.Generator) loadgen.Result) (dev, ours []loadgen.Result) {
-	for range rounds {
+	runDev := func() {
 		n := devGeth(b)
 		dev = append(dev, scenario(generator(b, n.Geth[0].RPCURL())))
 		settle(n)
+	}
+	runOurs := func() {
 		h := stage2(b, mutate)
 		ours = append(ours, scenario(generator(b, h.geth.RPCURL())))
 		h.stopAllProcesses()
+	}
+	for round := range rounds {
+		if round%2 == 0 {
+			runDev()
+			runOurs()
+		} else {
+			runOurs()
+			runDev()
+		}
 	}
 	return dev, ours
 }
