@@ -383,11 +383,21 @@ type builder struct {
 }
 
 // buildBlock makes geth build, execute and adopt one block on top of parent.
+// A failure names the block, its timestamp and the fork that chose the
+// method versions (what an "Unsupported fork" answer needs to be read).
 func (b *builder) buildBlock(ctx context.Context, parent blockRef) (blockRef, error) {
-	start := time.Now()
+	timestamp := max(uint64(time.Now().Unix()), parent.time+1)
+	next, err := b.build(ctx, parent, timestamp)
+	if err != nil {
+		return parent, fmt.Errorf("block #%d, timestamp %d, fork %s: %w", parent.number+1, timestamp, b.chain.LatestFork(timestamp), err)
+	}
+	return next, nil
+}
+
+func (b *builder) build(ctx context.Context, parent blockRef, timestamp uint64) (blockRef, error) {
 	// Block timestamps are whole seconds and must exceed the parent's, so
 	// more than one block per second runs the chain's clock ahead of ours.
-	timestamp := max(uint64(start.Unix()), parent.time+1)
+	start := time.Now()
 	v, err := methodsAt(b.chain, timestamp)
 	if err != nil {
 		return parent, err
@@ -560,7 +570,7 @@ func explainCallError(method, url string, err error) error {
 	}
 	var rpcErr rpc.Error
 	if errors.As(err, &rpcErr) && rpcErr.ErrorCode() == engine.UnsupportedFork.ErrorCode() {
-		return fmt.Errorf("%s: %w (-38005): this method version does not match the fork geth has active at the payload's timestamp; check that --genesis is the file geth was initialised with: %v", method, ErrUnsupportedFork, err)
+		return fmt.Errorf("%s: %w (-38005): geth has another fork active at this timestamp than --genesis says, so it wants another version of this method; check that --genesis is the file geth was initialised with: %v", method, ErrUnsupportedFork, err)
 	}
 	if rpcErr != nil {
 		// geth puts the underlying reason in the error's data field.

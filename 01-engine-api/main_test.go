@@ -356,3 +356,35 @@ func mustFindUp(t *testing.T, name string) string {
 }
 
 func itoa(n int) string { return big.NewInt(int64(n)).String() }
+
+// A fork schedule that disagrees with geth's: the builder believes Prague is
+// the latest fork and asks for engine_getPayloadV4, geth (on Osaka) answers
+// -38005, and the error names the block, the fork and the method version.
+func TestUnsupportedForkNamesForkAndVersion(t *testing.T) {
+	h := newHarness(t)
+	secret, err := loadJWTSecret(h.cfg.JWTSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := dialEngine(context.Background(), h.cfg.EngineURL, secret, 8*time.Second, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	genesis, err := loadGenesis(h.cfg.GenesisPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pragueOnly := *genesis.Config
+	pragueOnly.OsakaTime = nil
+	b := &builder{engine: e, chain: &pragueOnly, out: new(bytes.Buffer), wait: 10 * time.Millisecond}
+	head := h.head()
+	_, err = b.buildBlock(context.Background(), blockRef{number: head.Number.Uint64(), hash: head.Hash(), time: head.Time})
+	if !errors.Is(err, ErrUnsupportedFork) {
+		t.Fatalf("err = %v; want ErrUnsupportedFork", err)
+	}
+	for _, want := range []string{"fork Prague", "engine_getPayloadV4", "-38005", "block #1"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %q: %v", want, err)
+		}
+	}
+}

@@ -142,7 +142,7 @@ func (c *Client) ForkchoiceUpdated(ctx context.Context, fc engine.ForkchoiceStat
 	var resp engine.ForkChoiceResponse
 	status := func() string { return strings.ToLower(resp.PayloadStatus.Status) }
 	if err := c.callWithStatus(ctx, CallTimeout, &resp, status, m.ForkchoiceUpdated, fc, attrs); err != nil {
-		return nil, err
+		return nil, withFork(err, m, ts)
 	}
 	if err := checkStatus(m.ForkchoiceUpdated, resp.PayloadStatus); err != nil {
 		return nil, err
@@ -160,7 +160,7 @@ func (c *Client) GetPayload(ctx context.Context, id engine.PayloadID, timestamp 
 	}
 	var env engine.ExecutionPayloadEnvelope
 	if err := c.call(ctx, GetPayloadTimeout, &env, m.GetPayload, id); err != nil {
-		return nil, err
+		return nil, withFork(err, m, timestamp)
 	}
 	hashes, err := VersionedHashes(env.BlobsBundle)
 	if err != nil {
@@ -189,9 +189,18 @@ func (c *Client) NewPayload(ctx context.Context, p *Payload) error {
 	}
 	outcome := func() string { return strings.ToLower(status.Status) }
 	if err := c.callWithStatus(ctx, CallTimeout, &status, outcome, m.NewPayload, args...); err != nil {
-		return err
+		return withFork(err, m, p.ExecutionPayload.Timestamp)
 	}
 	return checkStatus(m.NewPayload, status)
+}
+
+// withFork adds, to an "Unsupported fork" answer, the fork the CL's genesis
+// says is active at the payload's timestamp: the version came from it.
+func withFork(err error, m Methods, timestamp uint64) error {
+	if errors.Is(err, ErrUnsupportedFork) {
+		return fmt.Errorf("%w; --genesis says fork %s at timestamp %d", err, m.Fork, timestamp)
+	}
+	return err
 }
 
 // ExchangeCapabilities checks that geth serves every method in want.

@@ -91,6 +91,11 @@ func TestErrorsAreClassified(t *testing.T) {
 			t.Errorf("%v: want %v, retryable %v", tc.err, tc.want, tc.retryable)
 		}
 	}
+	m, _ := MethodsAt(&params.ChainConfig{ChainID: big.NewInt(1), LondonBlock: big.NewInt(0), ShanghaiTime: new(uint64)}, 5)
+	if err := withFork(explain(m.GetPayload, "u", codeErr{-38005}), m, 5); !errors.Is(err, ErrUnsupportedFork) ||
+		!strings.Contains(err.Error(), "engine_getPayloadV2") || !strings.Contains(err.Error(), "fork Shanghai at timestamp 5") {
+		t.Errorf("-38005 does not name the method version and the fork: %v", err)
+	}
 	if !strings.Contains(checkStatus("m", beacon.PayloadStatusV1{Status: beacon.INVALID, ValidationError: &reason}).Error(), reason) {
 		t.Error("INVALID does not carry geth's validation error")
 	}
