@@ -100,6 +100,16 @@ func TestNetworkLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A graceful restart (SIGTERM, start again) keeps the node's chain and peers.
+	if err := n.Geth[1].Restart(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Geth[1].WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.WaitPeered(ctx, 1); err != nil {
+		t.Fatalf("no re-peering after a restart: %v", err)
+	}
 	if n.Postgres[0].URL() == n.Postgres[1].URL() {
 		t.Fatal("two PostgreSQL servers share a URL")
 	}

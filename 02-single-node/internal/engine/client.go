@@ -83,9 +83,6 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 // Close releases the client's connections.
 func (c *Client) Close() { c.rpc.Close() }
 
-// URL is the endpoint this client talks to.
-func (c *Client) URL() string { return c.url }
-
 // call makes one call and reports it to the observer, with status (a
 // payload status, when the caller knows one after decoding) as its outcome.
 func (c *Client) call(ctx context.Context, timeout time.Duration, result any, method string, args ...any) error {
@@ -203,27 +200,25 @@ func withFork(err error, m Methods, timestamp uint64) error {
 	return err
 }
 
-// ExchangeCapabilities checks that geth serves every method in want.
-func (c *Client) ExchangeCapabilities(ctx context.Context, want []string) error {
+// CheckCapabilities asks geth (engine_exchangeCapabilities) whether it
+// serves the three methods the fork schedule picks at timestamp, and names
+// the first one it lacks.
+func (c *Client) CheckCapabilities(ctx context.Context, timestamp uint64) error {
+	m, err := MethodsAt(c.chain, timestamp)
+	if err != nil {
+		return err
+	}
+	want := []string{m.ForkchoiceUpdated, m.GetPayload, m.NewPayload}
 	var theirs []string
 	if err := c.call(ctx, CallTimeout, &theirs, "engine_exchangeCapabilities", want); err != nil {
 		return err
 	}
-	for _, m := range want {
-		if !slices.Contains(theirs, m) {
-			return fmt.Errorf("geth does not offer %s, which the fork schedule requires: upgrade geth", m)
+	for _, method := range want {
+		if !slices.Contains(theirs, method) {
+			return fmt.Errorf("geth does not offer %s, which fork %s needs: upgrade geth", method, m.Fork)
 		}
 	}
 	return nil
-}
-
-// ChainID returns eth_chainId.
-func (c *Client) ChainID(ctx context.Context) (*big.Int, error) {
-	var id hexutil.Big
-	if err := c.call(ctx, CallTimeout, &id, "eth_chainId"); err != nil {
-		return nil, err
-	}
-	return id.ToInt(), nil
 }
 
 // HeaderByNumber returns the canonical header at n, or the head when n is

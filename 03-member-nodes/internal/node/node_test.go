@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +26,7 @@ import (
 // the node's decisions without a geth. The real thing is tested in e2e/.
 type fakeGeth struct {
 	mu        sync.Mutex
+	missing   string // a method geth claims not to serve
 	headers   map[common.Hash]*types.Header
 	canonical []common.Hash
 	built     map[beacon.PayloadID]*types.Header
@@ -114,13 +116,22 @@ func (f *fakeGeth) SubscribePendingTransactions(context.Context, chan<- common.H
 	return nil, errors.New("no subscriptions in the fake")
 }
 
+func (f *fakeGeth) CheckCapabilities(context.Context, uint64) error {
+	if f.missing != "" {
+		return errors.New("geth does not offer " + f.missing)
+	}
+	return nil
+}
+
 func (f *fakeGeth) head() uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return uint64(len(f.canonical) - 1)
 }
 
-func startFake(t *testing.T, f *fakeGeth, opts Options) (stop func() error) {
+// startFake runs a node on f; stop cancels it and returns Run's error, done
+// delivers that error when Run ends by itself.
+func startFake(t *testing.T, f *fakeGeth, opts Options) (stop func() error, done <-chan error) {
 	t.Helper()
 	st, err := state.Open(t.TempDir())
 	if err != nil {
@@ -133,9 +144,10 @@ func startFake(t *testing.T, f *fakeGeth, opts Options) (stop func() error) {
 	}
 	app := New(opts, slog.New(slog.NewTextHandler(io.Discard, nil)), f, st, builder.New(f, common.Address{}, time.Now), metrics.New())
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx) }()
-	return func() error { cancel(); return <-done }
+	result := make(chan error, 1)
+	go func() { result <- app.Run(ctx) }()
+	t.Cleanup(cancel)
+	return func() error { cancel(); return <-result }, result
 }
 
 func waitFor(t *testing.T, cond func() bool) {
@@ -161,7 +173,7 @@ func TestInvalidPayloadIsNeverResent(t *testing.T) {
 		}
 		return false
 	}
-	stop := startFake(t, f, Options{BlockTime: time.Millisecond, MaxDrift: time.Hour})
+	stop, _ := startFake(t, f, Options{BlockTime: time.Millisecond, MaxDrift: time.Hour})
 	waitFor(t, func() bool { return f.head() >= 6 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -182,7 +194,7 @@ func TestInvalidPayloadIsNeverResent(t *testing.T) {
 // at most one block per second, however short the block time.
 func TestDriftCapPausesProduction(t *testing.T) {
 	f := newFakeGeth()
-	stop := startFake(t, f, Options{BlockTime: time.Millisecond, MaxDrift: 0})
+	stop, _ := startFake(t, f, Options{BlockTime: time.Millisecond, MaxDrift: 0})
 	waitFor(t, func() bool { return f.head() >= 2 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -193,5 +205,25 @@ func TestDriftCapPausesProduction(t *testing.T) {
 		if ts := f.headers[hash].Time; int64(ts) > time.Now().Unix() {
 			t.Errorf("block timestamp %d is ahead of the wall clock %d", ts, time.Now().Unix())
 		}
+	}
+}
+
+// A geth without the methods the fork schedule needs: the node stops with
+// the reason instead of retrying for ever or producing nothing silently.
+func TestMissingEngineMethodStopsTheNode(t *testing.T) {
+	f := newFakeGeth()
+	f.missing = "engine_getPayloadV5"
+	_, done := startFake(t, f, Options{BlockTime: time.Millisecond, MaxDrift: time.Hour})
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("node kept running without the methods it needs")
+	}
+	if err == nil || !strings.Contains(err.Error(), "engine_getPayloadV5") {
+		t.Fatalf("Run returned %v; want the missing method named", err)
+	}
+	if f.head() != 0 {
+		t.Fatalf("produced %d blocks without the methods", f.head())
 	}
 }

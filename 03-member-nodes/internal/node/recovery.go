@@ -39,6 +39,10 @@ func (a *SingleNodeApp) reconcile(ctx context.Context) error {
 	if genesis.Hash() != a.opts.GenesisHash {
 		return fmt.Errorf("%w: geth runs genesis %s, --genesis gives %s", ErrConflict, genesis.Hash(), a.opts.GenesisHash)
 	}
+	// geth must serve the methods the fork schedule picks for the next block.
+	if err := a.engine.CheckCapabilities(ctx, max(uint64(a.opts.Now().Unix()), gethHead.Time+1)); err != nil {
+		return err
+	}
 	if err := a.state.Init(state.Head{Number: 0, Hash: genesis.Hash(), Timestamp: genesis.Time}); err != nil {
 		return fmt.Errorf("%w: %v", ErrConflict, err)
 	}

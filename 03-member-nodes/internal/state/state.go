@@ -98,20 +98,6 @@ func (m *Manager) Head() (h Head, ok bool, err error) {
 	return h, ok, err
 }
 
-// Genesis returns the genesis hash the store was created for.
-func (m *Manager) Genesis() (common.Hash, bool, error) {
-	var g common.Hash
-	var ok bool
-	err := m.db.View(func(tx *bolt.Tx) error {
-		if raw := tx.Bucket(bucketMeta).Get(keyGenesis); raw != nil {
-			ok = true
-			g = common.BytesToHash(raw)
-		}
-		return nil
-	})
-	return g, ok, err
-}
-
 // Init records the chain's genesis and sets it as the head of an empty
 // store. It refuses a store created for another chain.
 func (m *Manager) Init(genesis Head) error {
