@@ -201,13 +201,7 @@ func descendants(pid int) []int {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// Fields after the parenthesised command name: state, ppid, ...
-		s := string(b)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		fields := statFields("/proc/" + e.Name() + "/stat")
 		if len(fields) > 1 {
 			if ppid, err := strconv.Atoi(fields[1]); err == nil {
 				children[ppid] = append(children[ppid], child)
@@ -222,6 +216,33 @@ func descendants(pid int) []int {
 	return out
 }
 
+// statFields returns the fields of a /proc stat file after the parenthesised
+// command name: state, ppid, ... It returns nil if the file cannot be read.
+func statFields(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+}
+
+// stopped reports whether every thread of pid is stopped by a signal (state T).
+// A process that has exited counts as stopped: it answers nothing either.
+func stopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return true
+	}
+	for _, t := range tasks {
+		fields := statFields(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		if len(fields) > 0 && fields[0] != "T" {
+			return false
+		}
+	}
+	return true
+}
+
 // waitGone polls until none of pids is alive, up to timeout.
 func waitGone(pids []int, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
@@ -232,8 +253,26 @@ func waitGone(pids []int, timeout time.Duration) {
 	}
 }
 
-// Pause freezes the process (SIGSTOP): it keeps its sockets but answers nothing.
-func (p *Process) Pause() error { return p.Signal(syscall.SIGSTOP) }
+// Pause freezes the process (SIGSTOP): it keeps its sockets but answers
+// nothing. kill(2) only queues the signal, and a thread running on another
+// CPU can still finish a request, so Pause returns once every thread of the
+// process and its children is seen stopped.
+func (p *Process) Pause() error {
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	pid := p.Pid()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, q := range append([]int{pid}, descendants(pid)...) {
+		for !stopped(q) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: pid %d not stopped 5s after SIGSTOP", p.Name, q)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return nil
+}
 
 // Resume continues a paused process (SIGCONT).
 func (p *Process) Resume() error { return p.Signal(syscall.SIGCONT) }
