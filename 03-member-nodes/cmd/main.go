@@ -1,8 +1,12 @@
-// Command single-node is stage 2 of the tutorial: a complete single-node
-// block producer for geth (SingleNodeApp = BlockBuilder + StateManager).
+// Command member-nodes is stage 3 of the tutorial: leader candidates elected
+// through a Redis lease produce blocks into a PostgreSQL store; member nodes
+// follow, verify and apply every block to their own geth and database.
 //
-//	go run ./cmd/main.go --instance-id node-1
-//	go run ./cmd/main.go --instance-id node-1 --mode on-demand --max-idle 10s
+//	go run ./cmd/main.go --instance-id leader-1 --mode leader
+//	go run ./cmd/main.go --instance-id member-1 --mode member \
+//	  --eth-client-url http://localhost:8552 \
+//	  --postgres-url "postgres://postgres:postgres@localhost:5433/consensus?sslmode=disable" \
+//	  --health-addr :8081
 package main
 
 import (
@@ -31,11 +35,18 @@ func main() {
 func rootCmd() *cobra.Command {
 	cfg := config.Default()
 	cmd := &cobra.Command{
-		Use:   "single-node",
-		Short: "Single-node consensus layer for geth (stage 2)",
-		Long: `single-node drives one geth through the Engine API as the only block producer.
-It makes a block every --block-time, or on demand when transactions are pending,
-persists every block it finalizes, and recovers geth after crashes and wipes.
+		Use:   "member-nodes",
+		Short: "Leader-elected consensus layer for geth with member nodes (stage 3)",
+		Long: `member-nodes drives one geth through the Engine API as part of a cluster.
+
+--mode leader: a candidate. While it holds the Redis lease it makes a block every
+--block-time (or on demand), signs it and commits it to the cluster's PostgreSQL
+in one fenced transaction before geth makes it final; otherwise it follows.
+--mode member: follows the leader it finds through Redis, verifies every block
+(signature, epoch, number, parent) and applies it to its geth and its own
+PostgreSQL. It never produces.
+
+Every node serves /blocks, /status, /metrics, /healthz and /readyz.
 
 Every flag falls back to the environment variable named in its help.`,
 		SilenceUsage:  true,

@@ -95,7 +95,7 @@ func sendBlobTx(t *testing.T, h *harness, keyIndex int) *types.Transaction {
 }
 
 func TestOnDemandMakesNoEmptyBlocks(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Mode = "on-demand" })
+	h := newHarness(t, func(c *config.Config) { c.BlockMode = "on-demand" })
 	h.startNode()
 	h.eventually(10*time.Second, func() error { return readyErr(h) })
 
@@ -132,7 +132,7 @@ watch:
 }
 
 func TestOnDemandHeartbeat(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxIdle = "on-demand", 300*time.Millisecond })
+	h := newHarness(t, func(c *config.Config) { c.BlockMode, c.MaxIdle = "on-demand", 300*time.Millisecond })
 	h.startNode()
 	h.waitHead(3, 10*time.Second)
 	for i, n := range h.blockTxCounts() {
@@ -144,7 +144,7 @@ func TestOnDemandHeartbeat(t *testing.T) {
 
 // SIGKILL geth mid-run and restart it: production resumes on the same chain.
 func TestGethKilledAndRestarted(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour })
+	h := newHarness(t, func(c *config.Config) { c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour })
 	h.startNode()
 	h.waitHead(30, 20*time.Second)
 	before := h.chain()
@@ -176,7 +176,7 @@ func TestGethKilledAndRestarted(t *testing.T) {
 // SIGKILL geth and wipe its datadir: the CL replays every block, and the new
 // geth has the same hashes.
 func TestGethWipedIsReplayed(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour })
+	h := newHarness(t, func(c *config.Config) { c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour })
 	h.startNode()
 	sender, err := devnet.NewSender(context.Background(), h.eth, 4)
 	if err != nil {
@@ -215,7 +215,7 @@ func TestGethWipedIsReplayed(t *testing.T) {
 
 // SIGKILL the CL process and restart it: it continues from its persisted head.
 func TestNodeKilledAndRestarted(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxIdle, c.MaxDrift = "on-demand", 5*time.Millisecond, time.Hour })
+	h := newHarness(t, func(c *config.Config) { c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 5*time.Millisecond, time.Hour })
 	proc := h.startProcess()
 	for round := range 3 {
 		h.waitHead(uint64(20*(round+1)), 30*time.Second)
@@ -310,14 +310,19 @@ func TestBadInputIsNamed(t *testing.T) {
 		env  []string
 		want []string
 	}{
-		{"flags", []string{"--eth-client-url", "localhost:8551", "--block-time", "-1s", "--max-idle", "-2s", "--mode", "fast"}, nil,
-			[]string{"--eth-client-url", "--block-time", "--max-idle", "--mode"}},
+		{"flags", []string{"--eth-client-url", "localhost:8551", "--block-time", "-1s", "--max-idle", "-2s", "--mode", "fast",
+			"--leaders", "0x12", "--lease-ttl", "2s", "--lease-renew", "1s", "--postgres-url", "localhost:5432"}, nil,
+			[]string{"--eth-client-url", "--block-time", "--max-idle", "--mode", "--leaders", "--lease-renew", "--postgres-url"}},
 		{"env", nil, []string{"BUILD_WAIT=-5ms", "BLOCK_TIME=soon"}, []string{"--build-wait -5ms", `BLOCK_TIME="soon"`}},
 		{"malformed jwt", []string{"--jwt-secret", "0x1234"}, nil, []string{"jwt secret"}},
 		{"malformed genesis", []string{"--jwt-secret", mustFindUp(t, "jwt.hex"), "--genesis", malformed}, nil, []string{malformed}},
+		{"malformed signer key", []string{"--jwt-secret", mustFindUp(t, "jwt.hex"), "--genesis", mustFindUp(t, "genesis.json"),
+			"--signer-key", "0xnothex"}, nil, []string{"signer key"}},
+		{"signer not a listed leader", []string{"--jwt-secret", mustFindUp(t, "jwt.hex"), "--genesis", mustFindUp(t, "genesis.json"),
+			"--leaders", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"}, nil, []string{"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "--leaders does not list"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(bin, append(tc.args, "--data-dir", dir, "--health-addr", "127.0.0.1:0")...)
+			cmd := exec.Command(bin, append(tc.args, "--health-addr", "127.0.0.1:0")...)
 			cmd.Env = append(os.Environ(), tc.env...)
 			out, err := cmd.CombinedOutput()
 			if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 {
@@ -335,8 +340,8 @@ func TestBadInputIsNamed(t *testing.T) {
 // A store whose blocks differ from geth's at the same height: the node
 // refuses to run and names the block, rather than forking or overwriting.
 func TestConflictingStoreRefusesToStart(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxIdle, c.MaxDrift = "on-demand", 5*time.Millisecond, time.Hour })
-	firstStore := h.cfg.DataDir
+	h := newHarnessOn(t, devnet.Config{GethNodes: 1, Redis: true, Postgres: 2}, func(c *config.Config) { c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 5*time.Millisecond, time.Hour })
+	firstStore := h.cfg.PostgresURL
 	h.startNode()
 	h.waitHead(5, 20*time.Second)
 	if err := h.stopNode(); err != nil {
@@ -344,7 +349,7 @@ func TestConflictingStoreRefusesToStart(t *testing.T) {
 	}
 	// Another CL builds a different chain on a wiped geth.
 	h.wipeGeth()
-	h.cfg.DataDir = t.TempDir()
+	h.cfg.PostgresURL = h.net.Postgres[1].URL()
 	h.startNode()
 	h.waitHead(20, 20*time.Second)
 	if err := h.stopNode(); err != nil {
@@ -354,7 +359,7 @@ func TestConflictingStoreRefusesToStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.cfg.DataDir = firstStore
+	h.cfg.PostgresURL = firstStore
 	h.startNode()
 	select {
 	case err := <-h.stopped:
@@ -373,7 +378,7 @@ func TestConflictingStoreRefusesToStart(t *testing.T) {
 // The load generator users point at their own chain: every transfer it
 // sends is found in a block, with a latency, in both modes.
 func TestLoadgenMeasuresInclusion(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxDrift = "on-demand", time.Hour })
+	h := newHarness(t, func(c *config.Config) { c.BlockMode, c.MaxDrift = "on-demand", time.Hour })
 	h.startNode()
 	keys, err := loadgen.ParseKeys(loadgen.DevKeys[5:])
 	if err != nil {

@@ -1,6 +1,6 @@
-// Package e2e tests the single-node CL end to end: real geth processes from
-// the devnet library, the CL in-process (node.Main) or as its binary when a
-// test must SIGKILL it.
+// Package e2e tests the stage-3 CL end to end: real geth, Redis and
+// PostgreSQL processes from the devnet library, the CL in-process
+// (node.Main) or as its binary when a test must SIGKILL or SIGSTOP it.
 package e2e
 
 import (
@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -40,11 +41,11 @@ type harness struct {
 	proc    *devnet.Process // node as a process
 }
 
-// newHarness starts one geth and prepares (but does not start) a CL
-// configured by mutate.
+// newHarness starts one geth, Redis and PostgreSQL and prepares (but does
+// not start) a lone leader candidate configured by mutate.
 func newHarness(t testing.TB, mutate func(*config.Config)) *harness {
 	t.Helper()
-	return newHarnessOn(t, devnet.Config{GethNodes: 1}, mutate)
+	return newHarnessOn(t, devnet.Config{GethNodes: 1, Redis: true, Postgres: 1}, mutate)
 }
 
 // newHarnessOn is newHarness with a network configuration of the caller's.
@@ -65,7 +66,8 @@ func newHarnessOn(t testing.TB, netCfg devnet.Config, mutate func(*config.Config
 	cfg.EngineURL = g.EngineURL()
 	cfg.JWTSecret = mustFindUp(t, "jwt.hex")
 	cfg.GenesisPath = mustFindUp(t, "genesis.json")
-	cfg.DataDir = t.TempDir()
+	cfg.RedisAddr = n.Redis.Addr()
+	cfg.PostgresURL = n.Postgres[0].URL()
 	cfg.HealthAddr = "127.0.0.1:" + strconv.Itoa(port)
 	cfg.LogLevel = "debug"
 	if mutate != nil {
@@ -121,12 +123,12 @@ var (
 func nodeBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "single-node-bin-")
+		dir, err := os.MkdirTemp("", "member-nodes-bin-")
 		if err != nil {
 			buildErr = err
 			return
 		}
-		binPath = filepath.Join(dir, "single-node")
+		binPath = filepath.Join(dir, "member-nodes")
 		out, err := exec.Command("go", "build", "-o", binPath, "github.com/geth-consensus/tutorial/03-member-nodes/cmd").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
@@ -142,19 +144,25 @@ func nodeBinary(t testing.TB) string {
 func (h *harness) startProcess() *devnet.Process {
 	h.t.Helper()
 	if h.proc == nil {
-		c := h.cfg
-		h.proc = &devnet.Process{
-			Name: "single-node", Path: nodeBinary(h.t), LogPath: filepath.Join(h.t.TempDir(), "node.log"),
-			Args: []string{"--instance-id", c.InstanceID, "--eth-client-url", c.EngineURL, "--jwt-secret", c.JWTSecret,
-				"--genesis", c.GenesisPath, "--data-dir", c.DataDir, "--mode", c.Mode, "--block-time", c.BlockTime.String(),
-				"--max-idle", c.MaxIdle.String(), "--build-wait", c.BuildWait.String(), "--max-drift", c.MaxDrift.String(),
-				"--health-addr", c.HealthAddr, "--log-level", c.LogLevel},
-		}
+		h.proc = nodeProcess(h.t, h.cfg)
 	}
 	if err := h.proc.Start(); err != nil {
 		h.t.Fatal(err)
 	}
 	return h.proc
+}
+
+// nodeProcess describes the CL binary run with cfg, as flags.
+func nodeProcess(t testing.TB, c config.Config) *devnet.Process {
+	return &devnet.Process{
+		Name: c.InstanceID, Path: nodeBinary(t), LogPath: filepath.Join(t.TempDir(), c.InstanceID+".log"),
+		Args: []string{"--instance-id", c.InstanceID, "--mode", c.Mode, "--eth-client-url", c.EngineURL, "--jwt-secret", c.JWTSecret,
+			"--genesis", c.GenesisPath, "--block-mode", c.BlockMode, "--block-time", c.BlockTime.String(),
+			"--max-idle", c.MaxIdle.String(), "--build-wait", c.BuildWait.String(), "--max-drift", c.MaxDrift.String(),
+			"--health-addr", c.HealthAddr, "--redis-addr", c.RedisAddr, "--postgres-url", c.PostgresURL,
+			"--signer-key", c.SignerKey, "--leaders", strings.Join(c.Leaders, ","),
+			"--lease-ttl", c.LeaseTTL.String(), "--lease-renew", c.LeaseRenew.String(), "--log-level", c.LogLevel},
+	}
 }
 
 func (h *harness) stopAll() {
@@ -241,29 +249,39 @@ func (h *harness) chain() []common.Hash {
 	return hashes
 }
 
-// checkStoreMatches opens the (stopped) CL's store and checks that its head
-// and every stored payload are on geth's chain.
+// checkStoreMatches checks that the CL's store head and every stored
+// block are on geth's chain.
 func (h *harness) checkStoreMatches(gethChain []common.Hash) state.Head {
 	h.t.Helper()
-	st, err := state.Open(filepath.Join(h.cfg.DataDir, h.cfg.InstanceID))
+	return checkStore(h.t, h.cfg.PostgresURL, gethChain)
+}
+
+// checkStore checks the store at url against a geth chain.
+func checkStore(t testing.TB, url string, gethChain []common.Hash) state.Head {
+	t.Helper()
+	ctx := context.Background()
+	st, err := state.Open(ctx, url)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer st.Close()
-	head, ok, err := st.Head()
-	if err != nil || !ok {
-		h.t.Fatalf("store head: %v %v", ok, err)
+	head, err := st.Head(ctx)
+	if err != nil {
+		t.Fatalf("store head: %v", err)
 	}
 	if head.Number >= uint64(len(gethChain)) || gethChain[head.Number] != head.Hash {
-		h.t.Fatalf("store head %d %s is not on geth's chain (geth head %d)", head.Number, head.Hash, len(gethChain)-1)
+		t.Fatalf("store head %d %s is not on geth's chain (geth head %d)", head.Number, head.Hash, len(gethChain)-1)
 	}
-	for n := uint64(1); n <= head.Number; n++ {
-		p, err := st.Payload(n)
-		if err != nil {
-			h.t.Fatalf("store lacks block %d: %v", n, err)
-		}
-		if p.ExecutionPayload.BlockHash != gethChain[n] {
-			h.t.Fatalf("block %d: store %s, geth %s", n, p.ExecutionPayload.BlockHash, gethChain[n])
+	blocks, err := st.BlocksAfter(ctx, 0, int(head.Number)+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uint64(len(blocks)) != head.Number {
+		t.Fatalf("store holds %d blocks above genesis, head is %d", len(blocks), head.Number)
+	}
+	for i, b := range blocks {
+		if n := uint64(i + 1); b.Number != n || b.Hash != gethChain[n] || b.Payload.ExecutionPayload.BlockHash != b.Hash {
+			t.Fatalf("block %d: store has %d %s, geth %s", n, b.Number, b.Hash, gethChain[n])
 		}
 	}
 	return head

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -22,40 +23,70 @@ type Config struct {
 	EngineURL    string
 	JWTSecret    string
 	GenesisPath  string
-	DataDir      string
-	Mode         string
+	Mode         string // leader (a candidate) or member
+	BlockMode    string // block-time or on-demand
 	BlockTime    time.Duration
 	MaxIdle      time.Duration
 	BuildWait    time.Duration
 	MaxDrift     time.Duration
 	FeeRecipient string
 	HealthAddr   string
+	AdvertiseURL string // how other nodes reach this node's HTTP API
+	RedisAddr    string
+	PostgresURL  string
+	SignerKey    string   // the leader's secp256k1 key: a file or hex
+	Leaders      []string // addresses whose signed blocks members accept
+	LeaseTTL     time.Duration
+	LeaseRenew   time.Duration
 	LogLevel     string
 	LogFormat    string
 }
 
-// Default returns the defaults: block-time mode at 1 s against the local
-// network's geth.
+// DevSignerKey is the first well-known Foundry/Anvil dev key, the default
+// --signer-key so that the tutorial's commands run as they are. It is public:
+// generate your own for anything real.
+const DevSignerKey = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+
+// Default returns the defaults: a leader candidate making a block every
+// second against the local network's geth, Redis and cluster PostgreSQL.
 func Default() Config {
 	return Config{
 		InstanceID:   "node-1",
 		EngineURL:    "http://localhost:8551",
 		JWTSecret:    "../jwt.hex",
 		GenesisPath:  "../genesis.json",
-		DataDir:      "data",
-		Mode:         "block-time",
+		Mode:         "leader",
+		BlockMode:    "block-time",
 		BlockTime:    time.Second,
 		MaxIdle:      0,
 		BuildWait:    time.Millisecond,
 		MaxDrift:     10 * time.Second,
 		FeeRecipient: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
 		HealthAddr:   ":8080",
+		RedisAddr:    "localhost:6379",
+		PostgresURL:  "postgres://postgres:postgres@localhost:5432/consensus?sslmode=disable",
+		SignerKey:    DevSignerKey,
+		Leaders:      []string{"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"},
+		LeaseTTL:     2 * time.Second,
+		LeaseRenew:   500 * time.Millisecond,
 		LogLevel:     "info",
 		LogFormat:    "text",
 	}
 }
 
 var instanceIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Advertise returns the URL other nodes reach this node's HTTP API at.
+func (c Config) Advertise() string {
+	if c.AdvertiseURL != "" {
+		return strings.TrimSuffix(c.AdvertiseURL, "/")
+	}
+	host, port, _ := net.SplitHostPort(c.HealthAddr)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
 
 // Validate returns every problem at once, each naming its flag.
 func (c Config) Validate() error {
@@ -67,8 +98,11 @@ func (c Config) Validate() error {
 	if u, err := url.Parse(c.EngineURL); err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
 		bad("eth-client-url", fmt.Sprintf("%q", c.EngineURL), "want an http(s):// or ws(s):// URL")
 	}
-	if c.Mode != "block-time" && c.Mode != "on-demand" {
-		bad("mode", fmt.Sprintf("%q", c.Mode), "want block-time or on-demand")
+	if c.Mode != "leader" && c.Mode != "member" {
+		bad("mode", fmt.Sprintf("%q", c.Mode), "want leader (a candidate in the election) or member")
+	}
+	if c.BlockMode != "block-time" && c.BlockMode != "on-demand" {
+		bad("block-mode", fmt.Sprintf("%q", c.BlockMode), "want block-time or on-demand")
 	}
 	if c.BlockTime <= 0 {
 		bad("block-time", c.BlockTime, "must be positive")
@@ -96,8 +130,33 @@ func (c Config) Validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("log-format", fmt.Sprintf("%q", c.LogFormat), "want text or json")
 	}
-	if c.DataDir == "" {
-		bad("data-dir", `""`, "must not be empty")
+	if c.AdvertiseURL != "" {
+		if u, err := url.Parse(c.AdvertiseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("advertise-url", fmt.Sprintf("%q", c.AdvertiseURL), "want an http(s):// URL")
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.RedisAddr); err != nil {
+		bad("redis-addr", fmt.Sprintf("%q", c.RedisAddr), "want host:port")
+	}
+	if u, err := url.Parse(c.PostgresURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		bad("postgres-url", "(hidden)", "want postgres://user:password@host:port/db")
+	}
+	if c.Mode == "leader" && c.SignerKey == "" {
+		bad("signer-key", `""`, "a leader signs its blocks: give a key file or hex")
+	}
+	if len(c.Leaders) == 0 {
+		bad("leaders", `""`, "name at least one leader address")
+	}
+	for _, a := range c.Leaders {
+		if !common.IsHexAddress(a) {
+			bad("leaders", fmt.Sprintf("%q", a), "not a 20-byte hex address")
+		}
+	}
+	if c.LeaseTTL < 100*time.Millisecond {
+		bad("lease-ttl", c.LeaseTTL, "at least 100ms")
+	}
+	if c.LeaseRenew <= 0 || c.LeaseRenew > c.LeaseTTL/3 {
+		bad("lease-renew", c.LeaseRenew, fmt.Sprintf("must be positive and at most a third of --lease-ttl (%s)", c.LeaseTTL))
 	}
 	return errors.Join(errs...)
 }
@@ -106,25 +165,34 @@ func (c Config) Validate() error {
 // the environment variable of each.
 func (c *Config) Bind(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&c.InstanceID, "instance-id", c.InstanceID, "name of this node (logs, data directory)")
+	f.StringVar(&c.InstanceID, "instance-id", c.InstanceID, "name of this node: logs, lease holder, node directory in Redis")
 	f.StringVar(&c.EngineURL, "eth-client-url", c.EngineURL, "geth's authenticated Engine API URL (also used for eth_* and the pending-transaction subscription)")
 	f.StringVar(&c.JWTSecret, "jwt-secret", c.JWTSecret, "JWT secret: a file, or 32 bytes as hex with or without 0x")
 	f.StringVar(&c.GenesisPath, "genesis", c.GenesisPath, "genesis.json geth was initialised with")
-	f.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the CL's store (<data-dir>/<instance-id>/state.db)")
-	f.StringVar(&c.Mode, "mode", c.Mode, "block-time (a block every --block-time) or on-demand (a block when transactions are pending)")
+	f.StringVar(&c.Mode, "mode", c.Mode, "leader (a candidate: produces while it holds the Redis lease, follows otherwise) or member (follows, never produces)")
+	f.StringVar(&c.BlockMode, "block-mode", c.BlockMode, "block-time (a block every --block-time) or on-demand (a block when transactions are pending)")
 	f.DurationVar(&c.BlockTime, "block-time", c.BlockTime, "time between blocks in block-time mode")
 	f.DurationVar(&c.MaxIdle, "max-idle", c.MaxIdle, "on-demand: an empty heartbeat block after this long without one; 0 = never")
 	f.DurationVar(&c.BuildWait, "build-wait", c.BuildWait, "base wait between forkchoiceUpdated and getPayload; grows by 50µs per pending transaction")
 	f.DurationVar(&c.MaxDrift, "max-drift", c.MaxDrift, "pause production while block timestamps would run further ahead of the wall clock")
 	f.StringVar(&c.FeeRecipient, "fee-recipient", c.FeeRecipient, "address that receives the priority fees")
-	f.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "listen address of /metrics, /healthz, /readyz, /status")
+	f.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "listen address of the HTTP API: /blocks, /status, /metrics, /healthz, /readyz")
+	f.StringVar(&c.AdvertiseURL, "advertise-url", c.AdvertiseURL, "URL other nodes reach this node's HTTP API at (default http://127.0.0.1:<health port>)")
+	f.StringVar(&c.RedisAddr, "redis-addr", c.RedisAddr, "Redis: the leader lease, block notices, node directory")
+	f.StringVar(&c.PostgresURL, "postgres-url", c.PostgresURL, "block store: the cluster database for leaders, the member's own database for members")
+	f.StringVar(&c.SignerKey, "signer-key", c.SignerKey, "leader's secp256k1 key, a file or hex (default: the public Anvil dev key #0, dev only)")
+	f.StringSliceVar(&c.Leaders, "leaders", c.Leaders, "comma-separated addresses whose signed blocks are accepted")
+	f.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "leader lease length: a dead leader is replaced within about this long")
+	f.DurationVar(&c.LeaseRenew, "lease-renew", c.LeaseRenew, "how often the leader renews its lease and candidates try to take it")
 	f.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	f.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	for name, key := range map[string]string{
 		"instance-id": "INSTANCE_ID", "eth-client-url": "ETH_CLIENT_URL", "jwt-secret": "JWT_SECRET",
-		"genesis": "GENESIS", "data-dir": "DATA_DIR", "mode": "BLOCK_MODE", "block-time": "BLOCK_TIME",
+		"genesis": "GENESIS", "mode": "MODE", "block-mode": "BLOCK_MODE", "block-time": "BLOCK_TIME",
 		"max-idle": "MAX_IDLE", "build-wait": "BUILD_WAIT", "max-drift": "MAX_DRIFT",
-		"fee-recipient": "FEE_RECIPIENT", "health-addr": "HEALTH_ADDR", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
+		"fee-recipient": "FEE_RECIPIENT", "health-addr": "HEALTH_ADDR", "advertise-url": "ADVERTISE_URL",
+		"redis-addr": "REDIS_ADDR", "postgres-url": "POSTGRES_URL", "signer-key": "SIGNER_KEY", "leaders": "LEADERS",
+		"lease-ttl": "LEASE_TTL", "lease-renew": "LEASE_RENEW", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
 	} {
 		fl := f.Lookup(name)
 		fl.Usage += fmt.Sprintf(" (env %s)", key)

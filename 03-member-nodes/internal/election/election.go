@@ -42,6 +42,7 @@ func (l Lease) value() string { return l.Holder + "|" + strconv.FormatUint(l.Epo
 // Elector runs the lease operations for one candidate.
 type Elector struct {
 	rdb      redis.UniversalClient
+	prefix   string
 	key      string // the lease: "<id>|<epoch>" with a TTL
 	epochKey string // the fencing counter
 	id       string
@@ -67,9 +68,7 @@ func New(rdb redis.UniversalClient, o Options) (*Elector, error) {
 	if o.TTL < 10*time.Millisecond {
 		return nil, fmt.Errorf("election: lease TTL %s too short", o.TTL)
 	}
-	if o.Prefix == "" {
-		o.Prefix = "consensus"
-	}
+	o.Prefix = keyPrefix(o.Prefix)
 	if o.Margin == 0 {
 		o.Margin = o.TTL / 5
 	}
@@ -79,7 +78,7 @@ func New(rdb redis.UniversalClient, o Options) (*Elector, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Elector{rdb: rdb, key: o.Prefix + ":leader", epochKey: o.Prefix + ":epoch",
+	return &Elector{rdb: rdb, prefix: o.Prefix, key: o.Prefix + ":leader", epochKey: o.Prefix + ":epoch",
 		id: o.ID, ttl: o.TTL, margin: o.Margin, now: o.Now}, nil
 }
 
@@ -169,7 +168,12 @@ func (e *Elector) Release(ctx context.Context, l Lease) error {
 
 // Current returns who holds the lease, for members looking for the leader.
 func (e *Elector) Current(ctx context.Context) (holder string, epoch uint64, ok bool, err error) {
-	v, err := e.rdb.Get(ctx, e.key).Result()
+	return Current(ctx, e.rdb, e.prefix)
+}
+
+// Current returns who holds the lease under prefix ("" = "consensus").
+func Current(ctx context.Context, rdb redis.UniversalClient, prefix string) (holder string, epoch uint64, ok bool, err error) {
+	v, err := rdb.Get(ctx, keyPrefix(prefix)+":leader").Result()
 	if errors.Is(err, redis.Nil) {
 		return "", 0, false, nil
 	}
@@ -182,4 +186,35 @@ func (e *Elector) Current(ctx context.Context) (holder string, epoch uint64, ok 
 	}
 	epoch, err = strconv.ParseUint(ep, 10, 64)
 	return holder, epoch, err == nil, err
+}
+
+// The node directory: every node announces the URL of its HTTP API under
+// <prefix>:node:<id> with a TTL, so that members find the leader's API from
+// the lease holder's id, and a node that died drops out by itself.
+
+// Announce records id's API URL for ttl.
+func Announce(ctx context.Context, rdb redis.UniversalClient, prefix, id, url string, ttl time.Duration) error {
+	if err := rdb.Set(ctx, keyPrefix(prefix)+":node:"+id, url, ttl).Err(); err != nil {
+		return fmt.Errorf("announce %s: %w", id, err)
+	}
+	return nil
+}
+
+// ErrUnknownNode means a node has not announced its URL (or it expired).
+var ErrUnknownNode = errors.New("node not in the directory")
+
+// URL returns the API URL node id announced.
+func URL(ctx context.Context, rdb redis.UniversalClient, prefix, id string) (string, error) {
+	u, err := rdb.Get(ctx, keyPrefix(prefix)+":node:"+id).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("%s: %w", id, ErrUnknownNode)
+	}
+	return u, err
+}
+
+func keyPrefix(p string) string {
+	if p == "" {
+		return "consensus"
+	}
+	return p
 }

@@ -31,6 +31,14 @@ type Metrics struct {
 	Discarded      prometheus.Counter
 	Errors         *prometheus.CounterVec
 	EngineCalls    *prometheus.HistogramVec
+
+	Leader         prometheus.Gauge
+	Epoch          prometheus.Gauge
+	LeaseRenew     prometheus.Histogram
+	BlocksApplied  prometheus.Counter
+	SyncLagBlocks  prometheus.Gauge
+	SyncLag        prometheus.Histogram
+	VerifyFailures *prometheus.CounterVec
 }
 
 // New creates and registers the metrics.
@@ -52,7 +60,7 @@ func New() *Metrics {
 			Name: "block_duration_seconds", Help: "From forkchoiceUpdated with attributes to the block being final.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		StoreCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
-			Name: "store_commit_seconds", Help: "Time to persist a block (one fsynced bbolt transaction).",
+			Name: "store_commit_seconds", Help: "Time to persist a block (one PostgreSQL transaction; fenced for a leader).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)}),
 		HeadNumber: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
 			Name: "head_number", Help: "Number of the finalized head."}),
@@ -71,9 +79,26 @@ func New() *Metrics {
 		EngineCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace,
 			Name: "engine_call_duration_seconds", Help: "Engine API call latency by method and outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}, []string{"method", "outcome"}),
+		Leader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "leader", Help: "1 while this node holds a valid leader lease."}),
+		Epoch: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "epoch", Help: "Fencing epoch of the current leader as this node knows it."}),
+		LeaseRenew: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "lease_renew_seconds", Help: "Latency of a lease renewal (one Lua script in Redis).",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 14)}),
+		BlocksApplied: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
+			Name: "blocks_applied_total", Help: "Blocks another node produced that this node verified and applied."}),
+		SyncLagBlocks: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "sync_lag_blocks", Help: "Newest block announced by the leader minus this node's head."}),
+		SyncLag: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "sync_lag_seconds", Help: "From the leader's commit of a block to this node making it final in its geth.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		VerifyFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+			Name: "verification_failures_total", Help: "Blocks rejected by verification, by reason."}, []string{"reason"}),
 	}
 	m.Registry.MustRegister(m.BlocksProduced, m.BlockTxs, m.BlockGas, m.BuildWait, m.BlockDuration, m.StoreCommit,
 		m.HeadNumber, m.DriftSeconds, m.DriftPaused, m.Ready, m.Replayed, m.Discarded, m.Errors, m.EngineCalls,
+		m.Leader, m.Epoch, m.LeaseRenew, m.BlocksApplied, m.SyncLagBlocks, m.SyncLag, m.VerifyFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -6,22 +6,26 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/builder"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/election"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/metrics"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/server"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/signer"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/syncer"
 )
 
 // Main wires a node from a validated configuration and runs it, with its
-// HTTP server, until ctx ends.
+// HTTP API, until ctx ends.
 func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log = log.With("node", cfg.InstanceID)
 	secret, err := engine.LoadJWTSecret(cfg.JWTSecret)
@@ -32,11 +36,31 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	st, err := state.Open(filepath.Join(cfg.DataDir, cfg.InstanceID))
+	var allowed []common.Address
+	for _, a := range cfg.Leaders {
+		allowed = append(allowed, common.HexToAddress(a))
+	}
+	verifier, err := signer.NewVerifier(allowed)
+	if err != nil {
+		return fmt.Errorf("--leaders: %w", err)
+	}
+	var sgn *signer.Signer
+	if Role(cfg.Mode) == RoleLeader {
+		if sgn, err = signer.LoadKey(cfg.SignerKey); err != nil {
+			return err
+		}
+		if !slices.Contains(allowed, sgn.Address) {
+			return fmt.Errorf("--signer-key is the key of %s, which --leaders does not list: members would reject every block", sgn.Address)
+		}
+	}
+	st, err := state.Open(ctx, cfg.PostgresURL)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, DialTimeout: time.Second,
+		ReadTimeout: cfg.LeaseTTL / 4, WriteTimeout: cfg.LeaseTTL / 4, MaxRetries: 1})
+	defer rdb.Close()
 
 	m := metrics.New()
 	client, err := engine.Dial(ctx, engine.Options{URL: cfg.EngineURL, Secret: secret, Chain: genesis.Config, Observer: m})
@@ -44,13 +68,27 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer client.Close()
+	var (
+		el  *election.Elector
+		src Source = st // a candidate follows the cluster store it writes to
+	)
+	if Role(cfg.Mode) == RoleLeader {
+		if el, err = election.New(rdb, election.Options{ID: cfg.InstanceID, TTL: cfg.LeaseTTL}); err != nil {
+			return err
+		}
+	} else {
+		src = syncer.NewLeaderAPI(rdb, "")
+	}
 	b := builder.New(client, common.HexToAddress(cfg.FeeRecipient), time.Now)
 	app := New(Options{
-		Mode: Mode(cfg.Mode), BlockTime: cfg.BlockTime, MaxIdle: cfg.MaxIdle, BuildWait: cfg.BuildWait,
+		ID: cfg.InstanceID, Role: Role(cfg.Mode), APIURL: cfg.Advertise(), ChainID: genesis.Config.ChainID,
+		Signer: sgn, Verifier: verifier, LeaseRenew: cfg.LeaseRenew,
+		Mode: Mode(cfg.BlockMode), BlockTime: cfg.BlockTime, MaxIdle: cfg.MaxIdle, BuildWait: cfg.BuildWait,
 		MaxDrift: cfg.MaxDrift, GenesisHash: genesis.ToBlock().Hash(),
-	}, log.With("component", "producer"), client, st, b, m)
+	}, log.With("component", "node"), client, st, b, m, rdb, el, src)
 
 	srv := server.New(cfg.HealthAddr, statusNode{app}, m.Handler(), log.With("component", "http"))
+	srv.HandleBlocks(st)
 	l, err := srv.Listen()
 	if err != nil {
 		return fmt.Errorf("--health-addr %s: %w", cfg.HealthAddr, err)
@@ -60,7 +98,8 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ctx, l) }()
 
-	log.Info("starting", "mode", cfg.Mode, "engine", cfg.EngineURL, "data_dir", cfg.DataDir, "block_time", cfg.BlockTime)
+	log.Info("starting", "mode", cfg.Mode, "engine", cfg.EngineURL, "redis", cfg.RedisAddr, "api", cfg.Advertise(),
+		"block_mode", cfg.BlockMode, "block_time", cfg.BlockTime)
 	runErr := app.Run(ctx)
 	cancel()
 	if err := <-srvErr; err != nil && runErr == nil {
@@ -90,9 +129,9 @@ func LoadGenesis(path string) (*core.Genesis, error) {
 }
 
 // statusNode adapts the app to the server's interface.
-type statusNode struct{ *SingleNodeApp }
+type statusNode struct{ *App }
 
-func (s statusNode) Status() any { return s.SingleNodeApp.Status() }
+func (s statusNode) Status() any { return s.App.Status() }
 
 // NewLogger builds the structured logger the configuration asks for.
 func NewLogger(cfg config.Config) *slog.Logger {

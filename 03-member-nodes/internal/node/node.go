@@ -1,18 +1,25 @@
-// Package node is the SingleNodeApp: the loop that decides when a block is
-// made, makes it with the BlockBuilder, persists it with the StateManager and
-// only then tells geth it is final; and the recovery that brings geth and
-// the store into agreement at start-up and after every fault.
+// Package node is a cluster node: a leader candidate or a member. The
+// candidate that holds the Redis lease is the leader: the loop that decides
+// when a block is made, makes it with the BlockBuilder, commits it to the
+// cluster's StateManager (PostgreSQL) and only then tells geth it is final.
+// Every other node follows: it fetches each block, verifies it and applies it
+// to its own geth (and, a member, to its own database). Recovery brings geth
+// and the store into agreement at start-up and after every fault.
 //
-// The order of one block is the whole crash-safety argument:
+// The order of one block is the whole safety argument:
 //
 //	build (forkchoiceUpdated+attributes, wait, getPayload)   nothing changes
 //	newPayload                                               geth has the block, not canonical
-//	StateManager.Commit (fsync)                              the CL has it: it is final
+//	lease still valid? sign                                  a local check, then the proof
+//	StateManager.Commit (one fenced transaction)             the cluster has it: it is final
 //	forkchoiceUpdated(head = safe = finalized = block)       geth agrees
+//	notify (Redis pub/sub)                                   members fetch it
 //
-// A SIGKILL before Commit loses a block nobody finalized; after it, the
-// store is ahead of geth and recovery replays or re-points geth. geth never
-// finalizes a block the store lacks.
+// The commit refuses a stale epoch and a block that does not extend the
+// stored head, so two leaders can never both finalize a block at one height:
+// the database, not the lease, is the last word. A crash before Commit loses
+// a block nobody finalized; after it, the store is ahead of geth and recovery
+// replays. geth never finalizes a block the store lacks.
 package node
 
 import (
@@ -22,6 +29,7 @@ import (
 	"log/slog"
 	"math/big"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ethereum/go-ethereum"
@@ -29,10 +37,25 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/builder"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/election"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/metrics"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/signer"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
+)
+
+// Role is what a node may do.
+type Role string
+
+const (
+	// RoleLeader is a candidate: it produces while it holds the lease and
+	// follows otherwise.
+	RoleLeader Role = "leader"
+	// RoleMember follows and never produces.
+	RoleMember Role = "member"
 )
 
 // Mode is when blocks are made.
@@ -58,6 +81,15 @@ type Engine interface {
 
 // Options configure the node.
 type Options struct {
+	ID          string // instance id: the lease holder name and the directory entry
+	Role        Role
+	APIURL      string // where other nodes reach this node's block API
+	KeyPrefix   string // Redis key prefix ("" = "consensus")
+	ChainID     *big.Int
+	Signer      *signer.Signer   // leaders: signs every block
+	Verifier    *signer.Verifier // everyone: the allowed leaders
+	LeaseRenew  time.Duration    // lease renewal and acquisition attempts
+	Poll        time.Duration    // followers look for blocks at least this often
 	Mode        Mode
 	BlockTime   time.Duration
 	MaxIdle     time.Duration
@@ -71,24 +103,52 @@ type Options struct {
 // node refuses to run: one of them belongs to another chain.
 var ErrConflict = errors.New("geth and the CL's store disagree")
 
-// errFatal marks failures that retrying cannot fix (the store cannot write).
+// errFatal marks failures that retrying cannot fix (a stored block lacks
+// its payload).
 var errFatal = errors.New("fatal")
 
-// SingleNodeApp produces blocks on one geth.
-type SingleNodeApp struct {
+// errUnavailable marks a cluster service that is down (PostgreSQL, Redis, the
+// leader's API): the node waits for it and goes on.
+var errUnavailable = errors.New("unavailable")
+
+// errRoleChange ends producing or following: the lease was won or lost.
+var errRoleChange = errors.New("role change")
+
+// Source is where a follower gets blocks: the cluster store for a leader
+// candidate, the leader's block API for a member.
+type Source interface {
+	BlocksAfter(ctx context.Context, after uint64, limit int) ([]*state.Block, error)
+}
+
+// App is one cluster node.
+type App struct {
 	opts    Options
 	log     *slog.Logger
 	engine  Engine
 	state   *state.Manager
 	builder *builder.BlockBuilder
 	metrics *metrics.Metrics
+	rdb     redis.UniversalClient
+	elector *election.Elector // nil for members
+	source  Source
 
 	head        builder.Parent // the stored head; owned by Run's goroutine
+	headEpoch   uint64         // epoch of the head block; owned by Run's goroutine
+	gethAhead   uint64         // a member's geth held blocks up to here its store lacked
 	base, perTx time.Duration  // learnt build wait terms; owned by Run's goroutine
 	unpointed   bool           // head is stored but geth not yet told it is final
 	driftPaused bool           // owned by Run's goroutine
 
 	pending *pendingSet // announced transactions not yet in a block
+
+	leaseMu    sync.Mutex // guards lease, held and deadline
+	lease      election.Lease
+	held       bool
+	deadline   *time.Timer   // signals roleChange when the lease's local deadline passes
+	roleChange chan struct{} // a lease was won or lost
+	news       chan struct{} // a block notice arrived
+	announced  atomic.Uint64 // newest block number a notice announced
+	notified   uint64        // newest block this leader announced; owned by Run's goroutine
 
 	mu        sync.Mutex // guards the fields below, read by the health endpoints
 	ready     bool
@@ -99,7 +159,12 @@ type SingleNodeApp struct {
 
 // Status is what /status reports.
 type Status struct {
-	Mode      Mode   `json:"mode"`
+	ID        string `json:"id"`
+	Role      string `json:"role"` // leader, candidate (a leader-mode node not holding the lease) or member
+	Leader    string `json:"leader,omitempty"`
+	Epoch     uint64 `json:"epoch"`
+	Lag       uint64 `json:"lag"` // blocks announced but not yet applied here
+	Mode      Mode   `json:"block_mode"`
 	Head      uint64 `json:"head"`
 	HeadHash  string `json:"head_hash"`
 	Ready     bool   `json:"ready"`
@@ -107,36 +172,56 @@ type Status struct {
 	LastBlock string `json:"last_block,omitempty"`
 }
 
-// New wires a node. It does not contact geth until Run.
-func New(opts Options, log *slog.Logger, e Engine, st *state.Manager, b *builder.BlockBuilder, m *metrics.Metrics) *SingleNodeApp {
+// New wires a node. el is the candidate's Elector (nil for a member); src
+// is where it follows from. It contacts nothing until Run.
+func New(opts Options, log *slog.Logger, e Engine, st *state.Manager, b *builder.BlockBuilder, m *metrics.Metrics,
+	rdb redis.UniversalClient, el *election.Elector, src Source) *App {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &SingleNodeApp{opts: opts, log: log, engine: e, state: st, builder: b, metrics: m,
-		pending: newPendingSet(), base: opts.BuildWait, perTx: initialPerTx, reason: "starting"}
+	if opts.Poll == 0 {
+		opts.Poll = time.Second
+	}
+	return &App{opts: opts, log: log, engine: e, state: st, builder: b, metrics: m, rdb: rdb, elector: el, source: src,
+		pending: newPendingSet(), base: opts.BuildWait, perTx: initialPerTx, reason: "starting",
+		roleChange: make(chan struct{}, 1), news: make(chan struct{}, 1)}
 }
 
-// Run produces blocks until ctx ends. Transient faults (geth unreachable,
-// restarted, syncing) are retried with capped backoff, reconciling with geth
-// each time; Run returns an error only for what retrying cannot fix.
-func (a *SingleNodeApp) Run(ctx context.Context) error {
+// Run produces (while it leads) or follows until ctx ends. Transient faults
+// (geth, PostgreSQL or Redis unreachable, geth restarted or syncing) are
+// retried with capped backoff, reconciling with geth each time; Run returns
+// an error only for what retrying cannot fix.
+func (a *App) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	defer wg.Wait() // after cancel (defers run last-in first-out)
+	defer a.releaseLease() // last: nothing produces any more
+	defer wg.Wait()        // after cancel (defers run last-in first-out)
 	defer cancel()
-	wg.Go(func() { a.watchPending(ctx) })
+	wg.Go(func() { a.register(ctx) })
+	wg.Go(func() { a.watchNotices(ctx) })
+	if a.opts.Role == RoleLeader {
+		wg.Go(func() { a.watchPending(ctx) })
+		wg.Go(func() { a.keepLease(ctx) })
+	}
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for {
 		err := a.reconcile(ctx)
 		if err == nil {
 			backoff.reset()
-			err = a.produce(ctx)
+			if a.leading() {
+				err = a.produce(ctx)
+			} else {
+				err = a.follow(ctx)
+			}
 		}
 		if ctx.Err() != nil {
 			a.setReady(false, "shutting down")
 			return nil
 		}
-		if errors.Is(err, ErrConflict) || errors.Is(err, errFatal) || !engine.Retryable(err) {
+		if errors.Is(err, errRoleChange) {
+			continue
+		}
+		if errors.Is(err, ErrConflict) || errors.Is(err, errFatal) || (!engine.Retryable(err) && !errors.Is(err, errUnavailable)) {
 			a.setReady(false, err.Error())
 			return err
 		}
@@ -149,8 +234,18 @@ func (a *SingleNodeApp) Run(ctx context.Context) error {
 	}
 }
 
-// produce makes blocks until an error or the end of ctx.
-func (a *SingleNodeApp) produce(ctx context.Context) error {
+// produce makes blocks until an error, the loss of the lease or the end of
+// ctx. It first fences the store with its epoch, so that from now on the
+// database refuses every older leader.
+func (a *App) produce(ctx context.Context) error {
+	lease, ok := a.currentLease()
+	if !ok {
+		return errRoleChange
+	}
+	if err := a.state.Fence(ctx, lease.Epoch); err != nil {
+		return a.commitFailed(err)
+	}
+	a.log.Info("leading", "epoch", lease.Epoch, "head", a.head.Number)
 	a.setReady(true, "")
 	a.pending.markUnknown() // transactions may have arrived while we were not producing
 	var timer *time.Timer
@@ -167,7 +262,9 @@ func (a *SingleNodeApp) produce(ctx context.Context) error {
 		if a.unpointed { // leaving: geth must not stay behind the store
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), engine.CallTimeout)
 			defer cancel()
-			_ = a.finalize(fctx)
+			if a.finalize(fctx) == nil {
+				a.notify(fctx)
+			}
 		}
 	}()
 	for {
@@ -178,12 +275,18 @@ func (a *SingleNodeApp) produce(ctx context.Context) error {
 			if err := a.finalize(ctx); err != nil {
 				return err
 			}
+			a.notify(ctx)
+		}
+		if !a.leading() {
+			return errRoleChange
 		}
 		heartbeat := false
 		if !a.buildDue(next) {
 			select {
 			case <-ctx.Done():
 				return nil
+			case <-a.roleChange:
+				continue
 			case <-a.pending.wake:
 				if !a.buildDue(next) {
 					continue // only the timer makes blocks; or a stale signal
@@ -217,7 +320,7 @@ func (a *SingleNodeApp) produce(ctx context.Context) error {
 
 // buildDue reports whether the next block should start at once: on demand,
 // transactions are pending; on a block time, its slot has begun.
-func (a *SingleNodeApp) buildDue(next time.Time) bool {
+func (a *App) buildDue(next time.Time) bool {
 	if a.opts.Mode == ModeBlockTime {
 		return !a.opts.Now().Before(next)
 	}
@@ -257,14 +360,15 @@ const buildAttempts = 4
 // while transactions are pending is a miss: dropped, and rebuilt with a
 // longer wait. heartbeat allows an empty block (block-time slots, the
 // on-demand idle heartbeat) once nothing is pending or the attempts are used.
-func (a *SingleNodeApp) produceBlock(ctx context.Context, heartbeat bool) error {
+func (a *App) produceBlock(ctx context.Context, heartbeat bool) error {
 	for attempt := range buildAttempts {
 		n, _ := a.pending.count()
 		wait := min(maxBuildWait, a.base+time.Duration(min(n, maxBlockTxs))*a.perTx)
 		start := a.opts.Now()
 		p, err := a.builder.Build(ctx, a.head, wait)
-		if err == nil || errors.Is(err, builder.ErrNoPayloadID) || errors.Is(err, engine.ErrUnknownPayload) {
+		if a.unpointed && (err == nil || errors.Is(err, builder.ErrNoPayloadID) || errors.Is(err, engine.ErrUnknownPayload)) {
 			a.unpointed = false // the build's forkchoiceUpdated made the head final
+			a.notify(ctx)
 		}
 		switch {
 		case errors.Is(err, builder.ErrNoPayloadID), errors.Is(err, engine.ErrUnknownPayload):
@@ -297,10 +401,11 @@ func (a *SingleNodeApp) produceBlock(ctx context.Context, heartbeat bool) error 
 	return nil
 }
 
-// apply executes, persists and finalizes a built payload. Once started it
-// finishes even when ctx is cancelled: a shutdown abandons a build, never a
-// half-applied block.
-func (a *SingleNodeApp) apply(ctx context.Context, p *engine.Payload, start time.Time) error {
+// apply executes, signs, commits and finalizes a built payload. Once started
+// it finishes even when ctx is cancelled: a shutdown abandons a build, never
+// a half-applied block. A leader whose lease ran out, or whom the database
+// fences out, commits nothing and steps down.
+func (a *App) apply(ctx context.Context, p *engine.Payload, start time.Time) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*engine.CallTimeout)
 	defer cancel()
 	data := p.ExecutionPayload
@@ -314,12 +419,25 @@ func (a *SingleNodeApp) apply(ctx context.Context, p *engine.Payload, start time
 		}
 		return err
 	}
+	lease, ok := a.currentLease()
+	if !ok { // the local deadline passed while building: do not even try
+		a.log.Warn("lease expired while building: dropping the block", "number", data.Number)
+		return errRoleChange
+	}
+	sig, err := a.opts.Signer.Sign(signer.Header{ChainID: a.opts.ChainID, Number: data.Number, Hash: data.BlockHash,
+		ParentHash: data.ParentHash, Epoch: lease.Epoch})
+	if err != nil {
+		return fmt.Errorf("%w: sign block %d: %v", errFatal, data.Number, err)
+	}
 	committing := a.opts.Now()
-	if err := a.state.Commit(p); err != nil {
-		return fmt.Errorf("%w: persist block %d: %v", errFatal, data.Number, err)
+	err = a.state.Commit(ctx, state.Block{Number: data.Number, Hash: data.BlockHash, ParentHash: data.ParentHash,
+		Timestamp: data.Timestamp, Payload: p, LeaderID: a.opts.ID, Epoch: lease.Epoch, Signature: sig})
+	if err != nil {
+		return a.commitFailed(err)
 	}
 	a.metrics.StoreCommit.Observe(a.opts.Now().Sub(committing).Seconds())
 	a.head = builder.Parent{Number: data.Number, Hash: data.BlockHash, Timestamp: data.Timestamp}
+	a.headEpoch = lease.Epoch
 	a.unpointed = true // produce finalizes it in geth, alone or with the next build
 	a.pending.included(data.Transactions, a.opts.Now())
 	elapsed := a.opts.Now().Sub(start)
@@ -329,9 +447,22 @@ func (a *SingleNodeApp) apply(ctx context.Context, p *engine.Payload, start time
 	return nil
 }
 
-// finalize makes the head canonical, safe and finalized in geth. With one
-// producer nothing can reorg it.
-func (a *SingleNodeApp) finalize(ctx context.Context) error {
+// commitFailed handles a refused or failed commit: fenced out or beaten to
+// the height, the node steps down and follows; the database unreachable, it
+// waits for it (the lease keeper goes on renewing).
+func (a *App) commitFailed(err error) error {
+	if errors.Is(err, state.ErrStaleEpoch) || errors.Is(err, state.ErrNotHead) {
+		a.log.Warn("the cluster store refused this leader: stepping down", "err", err)
+		a.dropLease()
+		return errRoleChange
+	}
+	a.metrics.Errors.WithLabelValues("store").Inc()
+	return fmt.Errorf("%w: cluster store: %v", errUnavailable, err)
+}
+
+// finalize makes the head canonical, safe and finalized in geth. The cluster
+// store has it, so nothing can reorg it.
+func (a *App) finalize(ctx context.Context) error {
 	h := a.head.Hash
 	_, err := a.engine.ForkchoiceUpdated(ctx, beacon.ForkchoiceStateV1{HeadBlockHash: h, SafeBlockHash: h, FinalizedBlockHash: h}, nil, a.head.Timestamp)
 	if err == nil {
@@ -340,7 +471,7 @@ func (a *SingleNodeApp) finalize(ctx context.Context) error {
 	return err
 }
 
-func (a *SingleNodeApp) recordBlock(data *beacon.ExecutableData, elapsed time.Duration) {
+func (a *App) recordBlock(data *beacon.ExecutableData, elapsed time.Duration) {
 	now := a.opts.Now()
 	a.metrics.BlocksProduced.Inc()
 	a.metrics.BlockTxs.Observe(float64(len(data.Transactions)))
@@ -357,7 +488,7 @@ func (a *SingleNodeApp) recordBlock(data *beacon.ExecutableData, elapsed time.Du
 // waitForDrift pauses production while the next block's timestamp would be
 // more than MaxDrift ahead of the wall clock. It logs when a pause starts and
 // ends, not for every block in between.
-func (a *SingleNodeApp) waitForDrift(ctx context.Context) error {
+func (a *App) waitForDrift(ctx context.Context) error {
 	for {
 		ahead := time.Unix(int64(a.builder.Timestamp(a.head)), 0).Sub(a.opts.Now())
 		if ahead <= a.opts.MaxDrift {
@@ -370,7 +501,7 @@ func (a *SingleNodeApp) waitForDrift(ctx context.Context) error {
 	}
 }
 
-func (a *SingleNodeApp) setDriftPaused(paused bool, ahead time.Duration) {
+func (a *App) setDriftPaused(paused bool, ahead time.Duration) {
 	if paused == a.driftPaused {
 		return
 	}
@@ -387,7 +518,7 @@ func (a *SingleNodeApp) setDriftPaused(paused bool, ahead time.Duration) {
 // watchPending keeps a newPendingTransactions subscription open and counts
 // notifications, so on-demand blocks start without polling lag and the build
 // wait can grow with the pool.
-func (a *SingleNodeApp) watchPending(ctx context.Context) {
+func (a *App) watchPending(ctx context.Context) {
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
 		ch := make(chan common.Hash, 4096)
@@ -418,13 +549,13 @@ func (a *SingleNodeApp) watchPending(ctx context.Context) {
 }
 
 // Ready reports whether the node is producing as expected, and why not.
-func (a *SingleNodeApp) Ready() (bool, string) {
+func (a *App) Ready() (bool, string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.ready {
 		return false, a.reason
 	}
-	if a.opts.Mode == ModeBlockTime && !a.lastBlock.IsZero() {
+	if a.leading() && a.opts.Mode == ModeBlockTime && !a.lastBlock.IsZero() {
 		if since := a.opts.Now().Sub(a.lastBlock); since > 3*a.opts.BlockTime+2*time.Second {
 			return false, fmt.Sprintf("no block for %s (block time %s)", since.Round(time.Millisecond), a.opts.BlockTime)
 		}
@@ -432,20 +563,27 @@ func (a *SingleNodeApp) Ready() (bool, string) {
 	return true, ""
 }
 
-// Status reports the head and readiness.
-func (a *SingleNodeApp) Status() Status {
+// Status reports the role, the leader, the head and readiness.
+func (a *App) Status() Status {
 	ready, reason := a.Ready()
+	role := string(a.opts.Role)
+	if a.opts.Role == RoleLeader && !a.leading() {
+		role = "candidate"
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.status
-	s.Mode, s.Ready, s.Reason = a.opts.Mode, ready, reason
+	s.ID, s.Role, s.Mode, s.Ready, s.Reason = a.opts.ID, role, a.opts.Mode, ready, reason
+	if announced := a.announced.Load(); announced > s.Head {
+		s.Lag = announced - s.Head
+	}
 	if !a.lastBlock.IsZero() {
 		s.LastBlock = a.lastBlock.UTC().Format(time.RFC3339Nano)
 	}
 	return s
 }
 
-func (a *SingleNodeApp) setReady(ready bool, reason string) {
+func (a *App) setReady(ready bool, reason string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.ready, a.reason = ready, reason
@@ -461,7 +599,7 @@ func errorKind(err error) string {
 	for _, k := range []struct {
 		err  error
 		kind string
-	}{{engine.ErrUnreachable, "unreachable"}, {engine.ErrSyncing, "syncing"}, {engine.ErrAccepted, "accepted"},
+	}{{errUnavailable, "unavailable"}, {engine.ErrUnreachable, "unreachable"}, {engine.ErrSyncing, "syncing"}, {engine.ErrAccepted, "accepted"},
 		{engine.ErrUnknownPayload, "unknown_payload"}, {engine.ErrJWTClockSkew, "jwt_clock_skew"}} {
 		if errors.Is(err, k.err) {
 			return k.kind

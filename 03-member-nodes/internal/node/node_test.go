@@ -16,14 +16,21 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 
+	"github.com/geth-consensus/tutorial/devnet"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/builder"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/election"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/metrics"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/signer"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
 )
 
 // fakeGeth is an in-memory chain behind the Engine interface: enough to test
-// the node's decisions without a geth. The real thing is tested in e2e/.
+// the node's decisions without a geth (Redis and PostgreSQL are real). The
+// real thing is tested in e2e/.
 type fakeGeth struct {
 	mu        sync.Mutex
 	missing   string // a method geth claims not to serve
@@ -129,23 +136,43 @@ func (f *fakeGeth) head() uint64 {
 	return uint64(len(f.canonical) - 1)
 }
 
-// startFake runs a node on f; stop cancels it and returns Run's error, done
+// startFake runs a leader candidate on f, with a real Redis and PostgreSQL
+// from the devnet library; stop cancels it and returns Run's error, done
 // delivers that error when Run ends by itself.
 func startFake(t *testing.T, f *fakeGeth, opts Options) (stop func() error, done <-chan error) {
 	t.Helper()
-	st, err := state.Open(t.TempDir())
+	ctx := context.Background()
+	n := devnet.StartT(t, devnet.Config{Redis: true, Postgres: 1})
+	st, err := state.Open(ctx, n.Postgres[0].URL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(st.Close)
+	rdb := redis.NewClient(&redis.Options{Addr: n.Redis.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	sgn, err := signer.LoadKey(config.DevSignerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := signer.NewVerifier([]common.Address{sgn.Address})
+	if err != nil {
+		t.Fatal(err)
+	}
+	el, err := election.New(rdb, election.Options{ID: "leader-1", TTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.ID, opts.Role, opts.ChainID, opts.Signer, opts.Verifier = "leader-1", RoleLeader, big.NewInt(1337), sgn, verifier
+	opts.LeaseRenew = 100 * time.Millisecond
 	opts.GenesisHash = f.genesis()
 	if opts.Mode == "" {
 		opts.Mode = ModeBlockTime
 	}
-	app := New(opts, slog.New(slog.NewTextHandler(io.Discard, nil)), f, st, builder.New(f, common.Address{}, time.Now), metrics.New())
-	ctx, cancel := context.WithCancel(context.Background())
+	app := New(opts, slog.New(slog.NewTextHandler(io.Discard, nil)), f, st, builder.New(f, common.Address{}, time.Now), metrics.New(),
+		rdb, el, st)
+	runCtx, cancel := context.WithCancel(ctx)
 	result := make(chan error, 1)
-	go func() { result <- app.Run(ctx) }()
+	go func() { result <- app.Run(runCtx) }()
 	t.Cleanup(cancel)
 	return func() error { cancel(); return <-result }, result
 }

@@ -21,13 +21,17 @@ import (
 const replayFinalizeEvery = 64
 
 // reconcile brings geth and the store into agreement and sets the node's
-// head. It runs at start-up and after every fault:
+// head. It runs at start-up, after every fault and before a new leader's
+// first block (a candidate's store is the cluster store, so this is where a
+// new leader catches up with the cluster):
 //
-//   - geth behind the store (a crash rewound it, or its datadir is new):
-//     replay the stored payloads with newPayload, oldest first;
-//   - geth ahead of the store (the CL's state was lost): adopt geth's head;
+//   - geth behind the store (a crash rewound it, its datadir is new, or the
+//     cluster moved on): replay the stored payloads with newPayload, oldest first;
+//   - geth ahead of the store: a member's database was reset, and it
+//     re-fetches those blocks from the cluster, each checked against geth;
+//     a candidate refuses, since the cluster store is the only authority;
 //   - a different block at the same height: ErrConflict, refuse to run.
-func (a *SingleNodeApp) reconcile(ctx context.Context) error {
+func (a *App) reconcile(ctx context.Context) error {
 	gethHead, err := a.engine.HeaderByNumber(ctx, nil)
 	if err != nil {
 		return err
@@ -43,14 +47,15 @@ func (a *SingleNodeApp) reconcile(ctx context.Context) error {
 	if err := a.engine.CheckCapabilities(ctx, max(uint64(a.opts.Now().Unix()), gethHead.Time+1)); err != nil {
 		return err
 	}
-	if err := a.state.Init(state.Head{Number: 0, Hash: genesis.Hash(), Timestamp: genesis.Time}); err != nil {
-		return fmt.Errorf("%w: %v", ErrConflict, err)
+	if err := a.state.Init(ctx, state.Head{Number: 0, Hash: genesis.Hash(), Timestamp: genesis.Time}); err != nil {
+		return a.storeErr(err)
 	}
-	stored, _, err := a.state.Head()
+	stored, err := a.state.Head(ctx)
 	if err != nil {
-		return fmt.Errorf("%w: read store: %v", errFatal, err)
+		return a.storeErr(err)
 	}
 	gethNum := gethHead.Number.Uint64()
+	a.gethAhead = 0
 
 	if gethNum >= stored.Number {
 		h, err := a.engine.HeaderByNumber(ctx, new(big.Int).SetUint64(stored.Number))
@@ -62,20 +67,24 @@ func (a *SingleNodeApp) reconcile(ctx context.Context) error {
 				ErrConflict, stored.Number, stored.Hash, h.Hash())
 		}
 		if gethNum > stored.Number {
-			a.log.Warn("geth is ahead of the CL's store (CL state lost?): adopting geth's head",
-				"store_head", stored.Number, "geth_head", gethNum, "hash", gethHead.Hash())
-			stored = state.Head{Number: gethNum, Hash: gethHead.Hash(), Timestamp: gethHead.Time}
-			if err := a.state.Adopt(stored); err != nil {
-				return fmt.Errorf("%w: %v", errFatal, err)
+			if a.opts.Role != RoleMember {
+				return fmt.Errorf("%w: geth finalized blocks %d to %d that the cluster store lacks (was the database restored from a backup?): refusing to run; wipe this geth to resync it from the store",
+					ErrConflict, stored.Number+1, gethNum)
 			}
+			a.log.Warn("geth is ahead of this member's store (database reset?): re-fetching those blocks from the cluster",
+				"store_head", stored.Number, "geth_head", gethNum)
+			a.gethAhead = gethNum
 		}
 	} else if err := a.replay(ctx, gethNum, stored.Number); err != nil {
 		return err
 	}
 
 	a.head = builder.Parent{Number: stored.Number, Hash: stored.Hash, Timestamp: stored.Timestamp}
-	if err := a.finalize(ctx); err != nil {
-		return fmt.Errorf("point geth at the stored head %d: %w", stored.Number, err)
+	a.headEpoch = stored.Epoch
+	if a.gethAhead == 0 {
+		if err := a.finalize(ctx); err != nil {
+			return fmt.Errorf("point geth at the stored head %d: %w", stored.Number, err)
+		}
 	}
 	a.metrics.HeadNumber.Set(float64(stored.Number))
 	a.mu.Lock()
@@ -83,6 +92,16 @@ func (a *SingleNodeApp) reconcile(ctx context.Context) error {
 	a.mu.Unlock()
 	a.log.Info("reconciled with geth", "head", stored.Number, "hash", stored.Hash, "geth_was_at", gethNum)
 	return nil
+}
+
+// storeErr classifies a store failure: a store of another chain is a
+// conflict; anything else is PostgreSQL being unreachable, waited for.
+func (a *App) storeErr(err error) error {
+	if errors.Is(err, state.ErrOtherChain) {
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	a.metrics.Errors.WithLabelValues("store").Inc()
+	return fmt.Errorf("%w: store: %v", errUnavailable, err)
 }
 
 // replay brings geth from its head gethNum up to the stored head `to`.
@@ -94,7 +113,7 @@ func (a *SingleNodeApp) reconcile(ctx context.Context) error {
 // still holds, point geth at it and let it re-execute from its own store;
 // then replay with newPayload, oldest first, the blocks it lacks (all of them
 // when its datadir was wiped).
-func (a *SingleNodeApp) replay(ctx context.Context, gethNum, to uint64) error {
+func (a *App) replay(ctx context.Context, gethNum, to uint64) error {
 	if err := a.checkOnStoredChain(ctx, gethNum); err != nil {
 		return err
 	}
@@ -113,9 +132,12 @@ func (a *SingleNodeApp) replay(ctx context.Context, gethNum, to uint64) error {
 	}
 	a.log.Warn("geth lacks stored blocks: replaying payloads", "from", held+1, "to", to)
 	for n := held + 1; n <= to; n++ {
-		p, err := a.state.Payload(n)
-		if err != nil {
+		p, err := a.state.Payload(ctx, n)
+		if errors.Is(err, state.ErrNoPayload) {
 			return fmt.Errorf("%w: replay block %d: %v", errFatal, n, err)
+		}
+		if err != nil {
+			return a.storeErr(err)
 		}
 		if err := a.engine.NewPayload(ctx, p); err != nil {
 			return fmt.Errorf("replay block %d: %w", n, err)
@@ -132,8 +154,8 @@ func (a *SingleNodeApp) replay(ctx context.Context, gethNum, to uint64) error {
 }
 
 // checkOnStoredChain checks that geth's block n is the stored block n.
-func (a *SingleNodeApp) checkOnStoredChain(ctx context.Context, n uint64) error {
-	want, err := a.storedHash(n)
+func (a *App) checkOnStoredChain(ctx context.Context, n uint64) error {
+	want, err := a.storedHash(ctx, n)
 	if err != nil {
 		return err
 	}
@@ -147,26 +169,26 @@ func (a *SingleNodeApp) checkOnStoredChain(ctx context.Context, n uint64) error 
 	return nil
 }
 
-func (a *SingleNodeApp) storedHash(n uint64) (common.Hash, error) {
+func (a *App) storedHash(ctx context.Context, n uint64) (common.Hash, error) {
 	if n == 0 {
 		return a.opts.GenesisHash, nil
 	}
-	h, err := a.state.HashAt(n)
+	h, err := a.state.HashAt(ctx, n)
 	if errors.Is(err, state.ErrNoPayload) {
-		return h, fmt.Errorf("%w: geth is at block %d but the store holds no payload for it (adopted from geth): cannot replay", errFatal, n)
+		return h, fmt.Errorf("%w: the store has a head above block %d but not the block itself", errFatal, n)
 	}
 	if err != nil {
-		return h, fmt.Errorf("%w: %v", errFatal, err)
+		return h, a.storeErr(err)
 	}
 	return h, nil
 }
 
 // highestHeld binary-searches (lo, hi] for the highest stored block geth
 // still holds; geth's block database is contiguous from genesis.
-func (a *SingleNodeApp) highestHeld(ctx context.Context, lo, hi uint64) (uint64, error) {
+func (a *App) highestHeld(ctx context.Context, lo, hi uint64) (uint64, error) {
 	for lo < hi {
 		mid := lo + (hi-lo+1)/2
-		hash, err := a.storedHash(mid)
+		hash, err := a.storedHash(ctx, mid)
 		if err != nil {
 			return 0, err
 		}
@@ -189,14 +211,14 @@ const stallTimeout = 15 * time.Second
 
 // waitForGethHead points geth at stored block n (forkchoiceUpdated) and
 // polls until its head reaches n, as long as it keeps making progress.
-func (a *SingleNodeApp) waitForGethHead(ctx context.Context, n uint64) error {
-	hash, err := a.storedHash(n)
+func (a *App) waitForGethHead(ctx context.Context, n uint64) error {
+	hash, err := a.storedHash(ctx, n)
 	if err != nil {
 		return err
 	}
-	p, err := a.state.Payload(n)
+	p, err := a.state.Payload(ctx, n)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errFatal, err)
+		return a.storeErr(err)
 	}
 	target := builder.Parent{Number: n, Hash: hash, Timestamp: p.ExecutionPayload.Timestamp}
 	last, lastProgress := uint64(0), time.Now()

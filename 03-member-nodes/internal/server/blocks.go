@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
@@ -40,11 +41,19 @@ type BlockJSON struct {
 	Epoch      hexutil.Uint64  `json:"epoch"`
 	Signature  hexutil.Bytes   `json:"signature,omitempty"`
 	Payload    *engine.Payload `json:"payload,omitempty"`
+	// CommittedAt is when the serving node's store committed the block.
+	CommittedAt time.Time `json:"committedAt"`
 }
 
 func toJSON(b *state.Block) BlockJSON {
 	return BlockJSON{Number: hexutil.Uint64(b.Number), Hash: b.Hash, ParentHash: b.ParentHash, Timestamp: hexutil.Uint64(b.Timestamp),
-		Leader: b.LeaderID, Epoch: hexutil.Uint64(b.Epoch), Signature: b.Signature, Payload: b.Payload}
+		Leader: b.LeaderID, Epoch: hexutil.Uint64(b.Epoch), Signature: b.Signature, Payload: b.Payload, CommittedAt: b.CreatedAt}
+}
+
+// Block converts a block read from the wire back to the store's type.
+func (j BlockJSON) Block() *state.Block {
+	return &state.Block{Number: uint64(j.Number), Hash: j.Hash, ParentHash: j.ParentHash, Timestamp: uint64(j.Timestamp),
+		Payload: j.Payload, LeaderID: j.Leader, Epoch: uint64(j.Epoch), Signature: j.Signature, CreatedAt: j.CommittedAt}
 }
 
 // HandleBlocks serves the block API from store:

@@ -28,13 +28,13 @@ func (readyNode) Status() any           { return nil }
 func TestBlockAPI(t *testing.T) {
 	n := devnet.StartT(t, devnet.Config{Postgres: 1})
 	ctx := context.Background()
-	store, err := state.OpenPG(ctx, n.Postgres[0].URL())
+	store, err := state.Open(ctx, n.Postgres[0].URL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
 	parent := common.HexToHash("0x9e")
-	if err := store.InitGenesis(ctx, state.Head{Hash: parent}); err != nil {
+	if err := store.Init(ctx, state.Head{Hash: parent}); err != nil {
 		t.Fatal(err)
 	}
 	hashes := []common.Hash{parent}

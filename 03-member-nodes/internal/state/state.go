@@ -1,185 +1,328 @@
-// Package state is the StateManager: the consensus layer's own durable
-// record of the chain it finalized. It keeps the head (number, hash,
-// timestamp) and the full payload of every block the CL finalized, so that a
-// geth that lost its datadir can be rebuilt by replaying them.
+// Package state is the StateManager: the consensus layer's durable record
+// of the chain, in PostgreSQL. Stage 2 kept it in a bbolt file next to the
+// node; here it is shared: the leader candidates write to one cluster
+// database, and every member keeps its own copy in its own database.
 //
-// Storage is bbolt (go.etcd.io/bbolt, the store under etcd): one file, a
-// B+tree, and every Update is an ACID transaction that is fsynced before it
-// returns. The CL persists a block before it tells geth the block is final
-// (see the node package), so a SIGKILL at any instant leaves the store at or
-// ahead of geth, never behind it, and never disagreeing.
-//
-// Why not files with rename: the head and the payload must change together,
-// which is one transaction here and a two-file protocol there. Why not
-// pebble: its strength is write throughput on large datasets, while this
-// store writes one small record per block and reads almost never.
+// Each block is stored whole: the payload (for replay into a geth that lost
+// it), who produced it, in which fencing epoch, and the leader's signature.
+// The leader's commit is one transaction that refuses a stale epoch and a
+// block that does not extend the stored head; only after it commits does the
+// leader make the block final in geth. PostgreSQL's commit is durable
+// (synchronous_commit, fsync of the WAL) before it returns, so, as in stage
+// 2, the store is at or ahead of geth after a crash, never behind it.
 package state
 
 import (
-	"encoding/binary"
+	"context"
+	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
-	bolt "go.etcd.io/bbolt"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
 )
 
-var (
-	bucketMeta     = []byte("meta")
-	bucketPayloads = []byte("payloads") // big-endian number → JSON engine.Payload
-	keyHead        = []byte("head")
-	keyGenesis     = []byte("genesis")
-)
-
-// ErrNoPayload means the store holds no payload for a block number (blocks
-// adopted from geth, or below the store's first block).
+// ErrNoPayload means the store holds no block (or no payload) for a number.
 var ErrNoPayload = errors.New("no stored payload")
 
-// Head is the last block the CL finalized.
+// ErrOtherChain means the database was created for another genesis.
+var ErrOtherChain = errors.New("the store belongs to another chain")
+
+// Head is the last block the store finalized, and the epoch it was made in.
 type Head struct {
 	Number    uint64      `json:"number"`
 	Hash      common.Hash `json:"hash"`
 	Timestamp uint64      `json:"timestamp"`
+	Epoch     uint64      `json:"epoch"`
 }
 
-// Manager is the StateManager. It is safe for concurrent use.
+// Manager is the StateManager, now a PostgreSQL database. It is safe for
+// concurrent use.
 type Manager struct {
-	db *bolt.DB
+	pool *pgxpool.Pool
 }
 
-// Open opens (or creates) the store in dir/state.db.
-func Open(dir string) (*Manager, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
-	}
-	path := filepath.Join(dir, "state.db")
-	// The timeout turns "another process holds the file" into an error
-	// instead of a hang: two CLs on one store would fork the chain.
-	// NoFreelistSync skips writing the free-page list on every commit (one
-	// page less per block); bbolt rebuilds it by scanning the file at open.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+// Errors a committing leader tells apart with errors.Is.
+var (
+	// ErrStaleEpoch: a newer leader has written; this one must step down.
+	ErrStaleEpoch = errors.New("stale fencing epoch")
+	// ErrNotHead: the block's parent is not the stored head (another leader
+	// committed first, or the leader is behind).
+	ErrNotHead = errors.New("block does not extend the stored head")
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// migrationLock is the advisory lock id that serializes migrations when
+// several nodes start at once.
+const migrationLock = 0x7374616765330001
+
+// Open connects to url and applies the embedded migrations that are not
+// applied yet.
+func Open(ctx context.Context, url string) (*Manager, error) {
+	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("open %s (is another instance running on this --data-dir?): %w", path, err)
+		return nil, fmt.Errorf("--postgres-url: %w", err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketPayloads} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres %s: %w", cfg.ConnConfig.Host, err)
+	}
+	s := &Manager{pool: pool}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the pool.
+func (s *Manager) Close() { s.pool.Close() }
+
+// migrate applies migrations/NNNN_*.sql in order, each in its own
+// transaction with its version recorded, under an advisory lock.
+func (s *Manager) migrate(ctx context.Context) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(migrationLock)); err != nil {
+		return fmt.Errorf("migrations: lock: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(migrationLock)) //nolint:errcheck
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		version, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"), "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: name must start with a number: %w", name, err)
+		}
+		sql, err := migrations.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			var applied bool
+			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)", version).Scan(&applied); err != nil || applied {
+				return err
+			}
+			if _, err := tx.Exec(ctx, string(sql)); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version) VALUES ($1)", version)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migration %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Block is one stored block.
+type Block struct {
+	Number     uint64
+	Hash       common.Hash
+	ParentHash common.Hash
+	Timestamp  uint64
+	Payload    *engine.Payload // nil for genesis
+	LeaderID   string
+	Epoch      uint64
+	Signature  []byte
+	CreatedAt  time.Time // when this store committed it (the database's clock)
+}
+
+// Init records block 0 if the store is empty, and refuses a store
+// made for another chain.
+func (s *Manager) Init(ctx context.Context, genesis Head) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO blocks (number, hash, parent_hash, timestamp, leader_id, epoch)
+		VALUES (0, $1, $2, $3, 'genesis', 0) ON CONFLICT (number) DO NOTHING`,
+		genesis.Hash.Bytes(), common.Hash{}.Bytes(), int64(genesis.Timestamp))
+	if err != nil {
+		return fmt.Errorf("store genesis: %w", err)
+	}
+	var have []byte
+	if err := s.pool.QueryRow(ctx, "SELECT hash FROM blocks WHERE number = 0").Scan(&have); err != nil {
+		return err
+	}
+	if common.BytesToHash(have) != genesis.Hash {
+		return fmt.Errorf("%w: it was created for genesis %x, geth runs genesis %s: use another database", ErrOtherChain, have, genesis.Hash)
+	}
+	return nil
+}
+
+// Commit is the leader's fenced write, one transaction: lock the fencing
+// row; refuse an epoch older than the newest seen (ErrStaleEpoch); refuse a
+// block whose parent is not the stored head (ErrNotHead); insert the block
+// and raise the fencing epoch.
+func (s *Manager) Commit(ctx context.Context, b Block) error {
+	payload, err := json.Marshal(b.Payload)
+	if err != nil {
+		return err
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var fenced uint64
+		if err := tx.QueryRow(ctx, "SELECT epoch FROM fencing FOR UPDATE").Scan(&fenced); err != nil {
+			return fmt.Errorf("lock fencing row: %w", err)
+		}
+		if b.Epoch < fenced {
+			return fmt.Errorf("block %d from %s in epoch %d, the store has seen epoch %d: %w", b.Number, b.LeaderID, b.Epoch, fenced, ErrStaleEpoch)
+		}
+		var headNum uint64
+		var headHash []byte
+		if err := tx.QueryRow(ctx, "SELECT number, hash FROM blocks ORDER BY number DESC LIMIT 1").Scan(&headNum, &headHash); err != nil {
+			return fmt.Errorf("read head: %w", err)
+		}
+		if b.Number != headNum+1 || b.ParentHash != common.BytesToHash(headHash) {
+			return fmt.Errorf("block %d on %s, stored head %d %x: %w", b.Number, b.ParentHash, headNum, headHash, ErrNotHead)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO blocks (number, hash, parent_hash, timestamp, payload, leader_id, epoch, signature)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			int64(b.Number), b.Hash.Bytes(), b.ParentHash.Bytes(), int64(b.Timestamp), payload, b.LeaderID, int64(b.Epoch), b.Signature); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation: that hash or number exists
+				return fmt.Errorf("block %d %s: %w: %s", b.Number, b.Hash, ErrNotHead, pgErr.Detail)
+			}
+			return err
+		}
+		if b.Epoch > fenced {
+			if _, err := tx.Exec(ctx, "UPDATE fencing SET epoch = $1", int64(b.Epoch)); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		db.Close()
-		return nil, err
+}
+
+// Head returns the stored head.
+func (s *Manager) Head(ctx context.Context) (Head, error) {
+	var h Head
+	var hash []byte
+	var ts, epoch int64
+	err := s.pool.QueryRow(ctx, "SELECT number, hash, timestamp, epoch FROM blocks ORDER BY number DESC LIMIT 1").Scan(&h.Number, &hash, &ts, &epoch)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return h, fmt.Errorf("empty store: %w", ErrNoPayload)
 	}
-	return &Manager{db: db}, nil
+	h.Hash, h.Timestamp, h.Epoch = common.BytesToHash(hash), uint64(ts), uint64(epoch)
+	return h, err
 }
 
-// Close closes the store.
-func (m *Manager) Close() error { return m.db.Close() }
-
-// Head returns the finalized head, or ok=false for an empty store.
-func (m *Manager) Head() (h Head, ok bool, err error) {
-	err = m.db.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketMeta).Get(keyHead)
-		if raw == nil {
-			return nil
-		}
-		ok = true
-		return json.Unmarshal(raw, &h)
-	})
-	return h, ok, err
-}
-
-// Init records the chain's genesis and sets it as the head of an empty
-// store. It refuses a store created for another chain.
-func (m *Manager) Init(genesis Head) error {
-	return m.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if raw := meta.Get(keyGenesis); raw != nil {
-			if have := common.BytesToHash(raw); have != genesis.Hash {
-				return fmt.Errorf("the store was created for genesis %s, geth runs genesis %s: use another --data-dir", have, genesis.Hash)
-			}
-			return nil
-		}
-		if err := meta.Put(keyGenesis, genesis.Hash.Bytes()); err != nil {
-			return err
-		}
-		return putHead(meta, genesis)
-	})
-}
-
-// Commit stores a finalized block's payload and makes it the head, in one
-// fsynced transaction. The block must extend the current head.
-func (m *Manager) Commit(p *engine.Payload) error {
-	data := p.ExecutionPayload
-	raw, err := json.Marshal(p)
-	if err != nil {
-		return err
-	}
-	return m.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		var head Head
-		if err := json.Unmarshal(meta.Get(keyHead), &head); err != nil {
-			return fmt.Errorf("read head: %w", err)
-		}
-		if data.Number != head.Number+1 || data.ParentHash != head.Hash {
-			return fmt.Errorf("block %d (parent %s) does not extend the stored head %d %s", data.Number, data.ParentHash, head.Number, head.Hash)
-		}
-		if err := tx.Bucket(bucketPayloads).Put(key(data.Number), raw); err != nil {
-			return err
-		}
-		return putHead(meta, Head{Number: data.Number, Hash: data.BlockHash, Timestamp: data.Timestamp})
-	})
-}
-
-// Adopt sets the head to a block the store has no payload for: geth's
-// canonical head when the CL's state was lost and geth is ahead of it.
-func (m *Manager) Adopt(h Head) error {
-	return m.db.Update(func(tx *bolt.Tx) error { return putHead(tx.Bucket(bucketMeta), h) })
-}
-
-// Payload returns the stored payload of block n.
-func (m *Manager) Payload(n uint64) (*engine.Payload, error) {
-	var p engine.Payload
-	err := m.db.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketPayloads).Get(key(n))
-		if raw == nil {
-			return fmt.Errorf("block %d: %w", n, ErrNoPayload)
-		}
-		return json.Unmarshal(raw, &p)
-	})
+// Payload returns the stored payload of block n, for replay.
+func (s *Manager) Payload(ctx context.Context, n uint64) (*engine.Payload, error) {
+	b, err := s.Block(ctx, n)
 	if err != nil {
 		return nil, err
 	}
-	return &p, nil
+	if b.Payload == nil {
+		return nil, fmt.Errorf("block %d: %w", n, ErrNoPayload)
+	}
+	return b.Payload, nil
 }
 
-// HashAt returns the stored hash of block n (the head's, or a payload's).
-func (m *Manager) HashAt(n uint64) (common.Hash, error) {
-	if h, ok, err := m.Head(); err != nil || (ok && h.Number == n) {
-		return h.Hash, err
+// HashAt returns the stored hash of block n.
+func (s *Manager) HashAt(ctx context.Context, n uint64) (common.Hash, error) {
+	var hash []byte
+	err := s.pool.QueryRow(ctx, "SELECT hash FROM blocks WHERE number = $1", int64(n)).Scan(&hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return common.Hash{}, fmt.Errorf("block %d: %w", n, ErrNoPayload)
 	}
-	p, err := m.Payload(n)
+	return common.BytesToHash(hash), err
+}
+
+// Fence raises the fencing epoch to epoch, as a new leader does before its
+// first block: from then on the database refuses every older leader, even
+// one that has not noticed it lost the lease. ErrStaleEpoch if a newer epoch
+// has already written.
+func (s *Manager) Fence(ctx context.Context, epoch uint64) error {
+	var fenced int64
+	err := s.pool.QueryRow(ctx, "UPDATE fencing SET epoch = GREATEST(epoch, $1) RETURNING epoch", int64(epoch)).Scan(&fenced)
 	if err != nil {
-		return common.Hash{}, err
+		return fmt.Errorf("raise the fencing epoch: %w", err)
 	}
-	return p.ExecutionPayload.BlockHash, nil
+	if uint64(fenced) > epoch {
+		return fmt.Errorf("epoch %d, the store has seen epoch %d: %w", epoch, fenced, ErrStaleEpoch)
+	}
+	return nil
 }
 
-func putHead(meta *bolt.Bucket, h Head) error {
-	raw, err := json.Marshal(h)
+// FencedEpoch returns the newest epoch any leader has written with: the
+// floor a new leader's epoch must exceed.
+func (s *Manager) FencedEpoch(ctx context.Context) (uint64, error) {
+	var e uint64
+	err := s.pool.QueryRow(ctx, "SELECT epoch FROM fencing").Scan(&e)
+	return e, err
+}
+
+const blockColumns = "number, hash, parent_hash, timestamp, payload, leader_id, epoch, signature, created_at"
+
+// Block returns stored block n.
+func (s *Manager) Block(ctx context.Context, n uint64) (*Block, error) {
+	return s.queryBlock(ctx, fmt.Sprint(n), "SELECT "+blockColumns+" FROM blocks WHERE number = $1", int64(n))
+}
+
+// BlockByHash returns the stored block with this hash.
+func (s *Manager) BlockByHash(ctx context.Context, hash common.Hash) (*Block, error) {
+	return s.queryBlock(ctx, hash.Hex(), "SELECT "+blockColumns+" FROM blocks WHERE hash = $1", hash.Bytes())
+}
+
+// BlocksAfter returns up to limit blocks numbered above after, oldest first.
+func (s *Manager) BlocksAfter(ctx context.Context, after uint64, limit int) ([]*Block, error) {
+	rows, err := s.pool.Query(ctx, "SELECT "+blockColumns+" FROM blocks WHERE number > $1 ORDER BY number LIMIT $2", int64(after), limit)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return meta.Put(keyHead, raw)
+	defer rows.Close()
+	var out []*Block
+	for rows.Next() {
+		b, err := scanBlock(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
 }
 
-func key(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
+func (s *Manager) queryBlock(ctx context.Context, what, sql string, arg any) (*Block, error) {
+	b, err := scanBlock(s.pool.QueryRow(ctx, sql, arg))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("block %s: %w", what, ErrNoPayload)
+	}
+	return b, err
+}
+
+func scanBlock(row pgx.Row) (*Block, error) {
+	b := &Block{}
+	var hash, parent, payload []byte
+	var number, ts, epoch int64
+	if err := row.Scan(&number, &hash, &parent, &ts, &payload, &b.LeaderID, &epoch, &b.Signature, &b.CreatedAt); err != nil {
+		return nil, err
+	}
+	b.Number, b.Hash, b.ParentHash, b.Timestamp, b.Epoch = uint64(number), common.BytesToHash(hash), common.BytesToHash(parent), uint64(ts), uint64(epoch)
+	if payload != nil && string(payload) != "null" {
+		b.Payload = new(engine.Payload)
+		if err := json.Unmarshal(payload, b.Payload); err != nil {
+			return nil, fmt.Errorf("block %d payload: %w", b.Number, err)
+		}
+	}
+	return b, nil
+}

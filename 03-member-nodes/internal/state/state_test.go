@@ -1,92 +1,167 @@
 package state
 
 import (
+	"context"
+	"errors"
 	"math/big"
-	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	beacon "github.com/ethereum/go-ethereum/beacon/engine"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/geth-consensus/tutorial/devnet"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
 )
 
-func payload(n uint64, parent common.Hash) *engine.Payload {
-	return &engine.Payload{
-		ExecutionPayload: &beacon.ExecutableData{Number: n, ParentHash: parent, BlockHash: common.BigToHash(new(big.Int).SetUint64(1000 + n)),
-			Timestamp: 10 + n, BaseFeePerGas: big.NewInt(7), LogsBloom: make([]byte, 256), ExtraData: []byte{}, Transactions: [][]byte{}},
-		VersionedHashes: []common.Hash{}, Requests: []hexutil.Bytes{},
-	}
-}
+// The block store against a real PostgreSQL started by the devnet library.
 
-func TestCommitExtendsTheHeadAndSurvivesReopen(t *testing.T) {
-	dir := t.TempDir()
-	m, err := Open(dir)
+func newPG(t *testing.T) (*devnet.Postgres, *Manager) {
+	t.Helper()
+	n := devnet.StartT(t, devnet.Config{Postgres: 1})
+	s, err := Open(context.Background(), n.Postgres[0].URL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	genesis := Head{Number: 0, Hash: common.HexToHash("0x99"), Timestamp: 0}
-	if err := m.Init(genesis); err != nil {
+	t.Cleanup(s.Close)
+	if err := s.Init(context.Background(), Head{Hash: common.HexToHash("0x9e")}); err != nil {
 		t.Fatal(err)
 	}
-	parent := genesis.Hash
+	return n.Postgres[0], s
+}
+
+func block(n uint64, parent common.Hash, leader string, epoch uint64) Block {
+	hash := common.BigToHash(new(big.Int).SetUint64(1000*epoch + n))
+	return Block{Number: n, Hash: hash, ParentHash: parent, Timestamp: 100 + n, LeaderID: leader, Epoch: epoch,
+		Signature: []byte{1, 2, 3},
+		Payload: &engine.Payload{ExecutionPayload: &beacon.ExecutableData{Number: n, ParentHash: parent, BlockHash: hash,
+			BaseFeePerGas: big.NewInt(7), LogsBloom: make([]byte, 256), ExtraData: []byte{}, Transactions: [][]byte{{0x02, 0x01}}},
+			VersionedHashes: []common.Hash{}, Requests: []hexutil.Bytes{}}}
+}
+
+func TestFencedCommit(t *testing.T) {
+	_, s := newPG(t)
+	ctx := context.Background()
+	parent := common.HexToHash("0x9e")
 	for n := uint64(1); n <= 3; n++ {
-		p := payload(n, parent)
-		if err := m.Commit(p); err != nil {
+		b := block(n, parent, "leader-1", 1)
+		if err := s.Commit(ctx, b); err != nil {
 			t.Fatalf("commit %d: %v", n, err)
 		}
-		parent = p.ExecutionPayload.BlockHash
+		parent = b.Hash
 	}
-	// A block that does not extend the head is refused: wrong number, wrong parent.
-	for _, p := range []*engine.Payload{payload(5, parent), payload(4, common.HexToHash("0xbad"))} {
-		if err := m.Commit(p); err == nil || !strings.Contains(err.Error(), "does not extend") {
-			t.Fatalf("commit of block %d on %s: %v", p.ExecutionPayload.Number, p.ExecutionPayload.ParentHash, err)
-		}
-	}
-	if err := m.Close(); err != nil {
-		t.Fatal(err)
+	got, err := s.Block(ctx, 2)
+	if err != nil || got.LeaderID != "leader-1" || time.Since(got.CreatedAt) > time.Minute || got.Epoch != 1 || got.Payload == nil ||
+		got.Payload.ExecutionPayload.Number != 2 || len(got.Payload.ExecutionPayload.Transactions) != 1 {
+		t.Fatalf("block 2 read back as %+v, %v", got, err)
 	}
 
-	m, err = Open(dir)
-	if err != nil {
+	// A new leader (epoch 2) commits block 4; the old one (epoch 1) is fenced out.
+	b4 := block(4, parent, "leader-2", 2)
+	if err := s.Commit(ctx, b4); err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	head, ok, err := m.Head()
-	if err != nil || !ok || head.Number != 3 || head.Hash != parent {
-		t.Fatalf("head after reopen = %+v %v %v", head, ok, err)
+	if err := s.Commit(ctx, block(5, b4.Hash, "leader-1", 1)); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("stale leader: %v", err)
 	}
-	p, err := m.Payload(2)
-	if err != nil || p.ExecutionPayload.Number != 2 || p.VersionedHashes == nil || p.Requests == nil {
-		t.Fatalf("payload 2 = %+v, %v (lists must stay non-nil for newPayload)", p, err)
-	}
-	if _, err := m.Payload(7); err == nil {
-		t.Fatal("payload 7 found")
-	}
-	if err := m.Init(Head{Hash: common.HexToHash("0x42")}); err == nil || !strings.Contains(err.Error(), "another --data-dir") {
-		t.Fatalf("init with another genesis: %v", err)
-	}
-	// Adopting a head from geth: the head moves, no payload appears.
-	if err := m.Adopt(Head{Number: 10, Hash: common.HexToHash("0x10")}); err != nil {
+	// Fencing ahead of the first block: epoch 3 shuts epoch 2 out at once.
+	if err := s.Fence(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
-	if h, _, _ := m.Head(); h.Number != 10 {
-		t.Fatalf("head after adopt = %d", h.Number)
+	if err := s.Fence(ctx, 2); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("fence with an older epoch: %v", err)
 	}
-	if _, err := m.HashAt(9); err == nil {
-		t.Fatal("adopted region has a payload")
+	if err := s.Commit(ctx, block(5, b4.Hash, "leader-2", 2)); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("leader of epoch 2 after epoch 3 fenced: %v", err)
+	}
+	// Not the head's child: wrong parent, wrong number, an existing number.
+	for _, b := range []Block{block(5, parent, "leader-3", 3), block(6, b4.Hash, "leader-3", 3), block(4, parent, "leader-3", 3)} {
+		if err := s.Commit(ctx, b); !errors.Is(err, ErrNotHead) {
+			t.Fatalf("block %d on %s: %v", b.Number, b.ParentHash, err)
+		}
+	}
+	if h, err := s.Head(ctx); err != nil || h.Number != 4 || h.Hash != b4.Hash || h.Epoch != 2 {
+		t.Fatalf("head %+v %v, want block 4", h, err)
+	}
+	if e, err := s.FencedEpoch(ctx); err != nil || e != 3 {
+		t.Fatalf("fenced epoch %d %v", e, err)
+	}
+	if err := s.Init(ctx, Head{Hash: common.HexToHash("0x01")}); err == nil {
+		t.Fatal("a store of another chain accepted")
 	}
 }
 
-func TestSecondOpenFailsInsteadOfHanging(t *testing.T) {
-	dir := t.TempDir()
-	m, err := Open(dir)
-	if err != nil {
+// Two leaders racing for the same height: exactly one block lands.
+func TestRacingCommitsOneWins(t *testing.T) {
+	_, s := newPG(t)
+	parent := common.HexToHash("0x9e")
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		wins int
+	)
+	for epoch := uint64(1); epoch <= 6; epoch++ {
+		wg.Go(func() {
+			if err := s.Commit(context.Background(), block(1, parent, "leader", epoch)); err == nil {
+				mu.Lock()
+				wins++
+				mu.Unlock()
+			} else if !errors.Is(err, ErrNotHead) && !errors.Is(err, ErrStaleEpoch) {
+				t.Errorf("epoch %d: %v", epoch, err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins != 1 {
+		t.Fatalf("%d blocks committed at height 1", wins)
+	}
+}
+
+// Migrations run once, also when several nodes start at the same time.
+func TestMigrationsAreIdempotent(t *testing.T) {
+	n := devnet.StartT(t, devnet.Config{Postgres: 1})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			s, err := Open(context.Background(), n.Postgres[0].URL())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			s.Close()
+		})
+	}
+	wg.Wait()
+}
+
+// PostgreSQL SIGKILLed: commits fail while it is down, nothing committed is
+// lost, and commits resume once it is back.
+func TestSurvivesPostgresKill(t *testing.T) {
+	pg, s := newPG(t)
+	ctx := context.Background()
+	b1 := block(1, common.HexToHash("0x9e"), "leader", 1)
+	if err := s.Commit(ctx, b1); err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), "another instance") {
-		t.Fatalf("second open: %v", err)
+	if err := pg.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	b2 := block(2, b1.Hash, "leader", 1)
+	if err := s.Commit(ctx, b2); err == nil || errors.Is(err, ErrNotHead) || errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("commit with PostgreSQL down: %v", err)
+	}
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.Head(ctx); err != nil || h.Hash != b1.Hash {
+		t.Fatalf("head after the crash: %+v %v", h, err)
+	}
+	if err := s.Commit(ctx, b2); err != nil {
+		t.Fatalf("commit after restart: %v", err)
 	}
 }

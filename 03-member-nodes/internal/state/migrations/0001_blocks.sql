@@ -5,10 +5,10 @@ CREATE TABLE blocks (
     hash        BYTEA  NOT NULL UNIQUE CHECK (length(hash) = 32),
     parent_hash BYTEA  NOT NULL CHECK (length(parent_hash) = 32),
     timestamp   BIGINT NOT NULL,
-    payload     JSONB,              -- engine.Payload; NULL for genesis and adopted blocks
+    payload     JSONB,              -- engine.Payload; NULL for genesis
     leader_id   TEXT   NOT NULL,
     epoch       BIGINT NOT NULL CHECK (epoch >= 0),
-    signature   BYTEA,              -- the leader's secp256k1 signature over the block hash
+    signature   BYTEA,              -- the leader's secp256k1 signature over the block (see package signer)
     created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 

@@ -1,0 +1,151 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/builder"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/syncer"
+)
+
+// syncPage is how many blocks a follower asks for at a time.
+const syncPage = 200
+
+// follow keeps geth at the cluster's head until the lease is won or ctx
+// ends: at every block notice, and every Poll in case a notice was lost, it
+// fetches the blocks above its head, verifies and applies them. A fault of
+// the source (no leader, leader API or cluster store unreachable, a block
+// rejected) is logged and retried at the next notice or poll.
+func (a *App) follow(ctx context.Context) error {
+	a.setReady(true, "")
+	poll := time.NewTicker(a.opts.Poll)
+	defer poll.Stop()
+	var lastSourceErr string
+	for {
+		if a.leading() {
+			return errRoleChange
+		}
+		err := a.syncOnce(ctx)
+		switch {
+		case errors.Is(err, errUnavailable):
+			if msg := err.Error(); msg != lastSourceErr { // once per distinct fault, not per poll
+				a.log.Warn("cannot sync", "err", err)
+				lastSourceErr = msg
+			}
+		case err != nil:
+			return err
+		default:
+			lastSourceErr = ""
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.news:
+		case <-poll.C:
+		case <-a.roleChange:
+		}
+	}
+}
+
+// syncOnce applies every block the source has above the head.
+func (a *App) syncOnce(ctx context.Context) error {
+	for {
+		blocks, err := a.source.BlocksAfter(ctx, a.head.Number, syncPage)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("%w: %v", errUnavailable, err)
+		}
+		for _, b := range blocks {
+			if err := a.applyBlock(ctx, b); err != nil {
+				return err
+			}
+		}
+		a.setLag()
+		if len(blocks) < syncPage || ctx.Err() != nil || a.leading() {
+			return nil
+		}
+	}
+}
+
+// applyBlock verifies a block another node produced and applies it: the
+// same order as the leader's, with verification in place of signing. A
+// block that fails verification is never applied.
+func (a *App) applyBlock(ctx context.Context, b *state.Block) error {
+	tip := syncer.Tip{Number: a.head.Number, Hash: a.head.Hash, Epoch: a.headEpoch}
+	if err := syncer.Verify(a.opts.ChainID, a.opts.Verifier, tip, b); err != nil {
+		return a.reject(b, err)
+	}
+	// Once started, a block is applied whole even if ctx ends.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*engine.CallTimeout)
+	defer cancel()
+	if b.Number <= a.gethAhead {
+		// This geth finalized blocks its store lost: they must be these.
+		h, err := a.engine.HeaderByNumber(ctx, new(big.Int).SetUint64(b.Number))
+		if err != nil {
+			return err
+		}
+		if h.Hash() != b.Hash {
+			return fmt.Errorf("%w: geth finalized %s at block %d, the cluster has %s", ErrConflict, h.Hash(), b.Number, b.Hash)
+		}
+	}
+	if err := a.engine.NewPayload(ctx, b.Payload); err != nil {
+		if errors.Is(err, engine.ErrInvalid) {
+			return a.reject(b, &syncer.Rejection{Reason: "invalid", Detail: err.Error()})
+		}
+		return err
+	}
+	if a.opts.Role == RoleMember { // a candidate follows the cluster store itself
+		committing := a.opts.Now()
+		if err := a.state.Commit(ctx, *b); err != nil {
+			a.metrics.Errors.WithLabelValues("store").Inc()
+			return fmt.Errorf("%w: store block %d: %v", errUnavailable, b.Number, err)
+		}
+		a.metrics.StoreCommit.Observe(a.opts.Now().Sub(committing).Seconds())
+	}
+	a.head = builder.Parent{Number: b.Number, Hash: b.Hash, Timestamp: b.Timestamp}
+	a.headEpoch = b.Epoch
+	if err := a.finalize(ctx); err != nil {
+		return err
+	}
+	now := a.opts.Now()
+	a.metrics.BlocksApplied.Inc()
+	a.metrics.HeadNumber.Set(float64(b.Number))
+	if !b.CreatedAt.IsZero() {
+		a.metrics.SyncLag.Observe(now.Sub(b.CreatedAt).Seconds())
+	}
+	a.mu.Lock()
+	a.lastBlock = now
+	a.status.Head, a.status.HeadHash = b.Number, b.Hash.Hex()
+	a.mu.Unlock()
+	a.log.Debug("applied", "number", b.Number, "hash", b.Hash, "leader", b.LeaderID, "epoch", b.Epoch,
+		"txs", len(b.Payload.ExecutionPayload.Transactions))
+	return nil
+}
+
+// reject counts and logs a block that failed verification.
+func (a *App) reject(b *state.Block, err error) error {
+	reason := "other"
+	var r *syncer.Rejection
+	if errors.As(err, &r) {
+		reason = r.Reason
+	}
+	a.metrics.VerifyFailures.WithLabelValues(reason).Inc()
+	a.log.Error("block rejected", "number", b.Number, "hash", b.Hash, "leader", b.LeaderID, "epoch", b.Epoch, "reason", reason, "err", err)
+	return fmt.Errorf("%w: %v", errUnavailable, err)
+}
+
+// setLag publishes how far this node is behind the newest notice.
+func (a *App) setLag() {
+	lag := uint64(0)
+	if announced := a.announced.Load(); announced > a.head.Number {
+		lag = announced - a.head.Number
+	}
+	a.metrics.SyncLagBlocks.Set(float64(lag))
+}
