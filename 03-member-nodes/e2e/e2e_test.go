@@ -144,7 +144,9 @@ func TestOnDemandHeartbeat(t *testing.T) {
 
 // SIGKILL geth mid-run and restart it: production resumes on the same chain.
 func TestGethKilledAndRestarted(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour })
+	h := newHarness(t, func(c *config.Config) {
+		c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour
+	})
 	h.startNode()
 	h.waitHead(30, 20*time.Second)
 	before := h.chain()
@@ -176,7 +178,9 @@ func TestGethKilledAndRestarted(t *testing.T) {
 // SIGKILL geth and wipe its datadir: the CL replays every block, and the new
 // geth has the same hashes.
 func TestGethWipedIsReplayed(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour })
+	h := newHarness(t, func(c *config.Config) {
+		c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour
+	})
 	h.startNode()
 	sender, err := devnet.NewSender(context.Background(), h.eth, 4)
 	if err != nil {
@@ -215,7 +219,9 @@ func TestGethWipedIsReplayed(t *testing.T) {
 
 // SIGKILL the CL process and restart it: it continues from its persisted head.
 func TestNodeKilledAndRestarted(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 5*time.Millisecond, time.Hour })
+	h := newHarness(t, func(c *config.Config) {
+		c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 5*time.Millisecond, time.Hour
+	})
 	proc := h.startProcess()
 	for round := range 3 {
 		h.waitHead(uint64(20*(round+1)), 30*time.Second)
@@ -340,7 +346,9 @@ func TestBadInputIsNamed(t *testing.T) {
 // A store whose blocks differ from geth's at the same height: the node
 // refuses to run and names the block, rather than forking or overwriting.
 func TestConflictingStoreRefusesToStart(t *testing.T) {
-	h := newHarnessOn(t, devnet.Config{GethNodes: 1, Redis: true, Postgres: 2}, func(c *config.Config) { c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 5*time.Millisecond, time.Hour })
+	h := newHarnessOn(t, devnet.Config{GethNodes: 1, Redis: true, Postgres: 2}, func(c *config.Config) {
+		c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 5*time.Millisecond, time.Hour
+	})
 	firstStore := h.cfg.PostgresURL
 	h.startNode()
 	h.waitHead(5, 20*time.Second)
