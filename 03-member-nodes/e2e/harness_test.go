@@ -213,6 +213,11 @@ func (h *harness) waitHead(n uint64, timeout time.Duration) {
 // eventually polls cond every 20 ms until it returns nil or timeout passes.
 func (h *harness) eventually(timeout time.Duration, cond func() error) {
 	h.t.Helper()
+	eventually(h.t, timeout, cond)
+}
+
+func eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		err := cond()
@@ -220,30 +225,36 @@ func (h *harness) eventually(timeout time.Duration, cond func() error) {
 			return
 		}
 		if time.Now().After(deadline) {
-			h.t.Fatalf("not within %s: %v", timeout, err)
+			t.Fatalf("not within %s: %v", timeout, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// chain returns geth's canonical hashes 0..head and checks that every block's
-// parent is the block below and that head, safe and finalized agree.
+// chain returns geth's canonical hashes 0..head (see chainOf).
 func (h *harness) chain() []common.Hash {
 	h.t.Helper()
+	return chainOf(h.t, h.eth)
+}
+
+// chainOf returns a geth's canonical hashes 0..head, checking that every
+// block's parent is the block below.
+func chainOf(t testing.TB, eth *ethclient.Client) []common.Hash {
+	t.Helper()
 	ctx := context.Background()
-	head, err := h.eth.HeaderByNumber(ctx, nil)
+	head, err := eth.HeaderByNumber(ctx, nil)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	hashes := make([]common.Hash, head.Number.Uint64()+1)
 	for n := range hashes {
-		hd, err := h.eth.HeaderByNumber(ctx, big.NewInt(int64(n)))
+		hd, err := eth.HeaderByNumber(ctx, big.NewInt(int64(n)))
 		if err != nil {
-			h.t.Fatalf("block %d: %v", n, err)
+			t.Fatalf("block %d: %v", n, err)
 		}
 		hashes[n] = hd.Hash()
 		if n > 0 && hd.ParentHash != hashes[n-1] {
-			h.t.Fatalf("block %d's parent is %s, block %d is %s", n, hd.ParentHash, n-1, hashes[n-1])
+			t.Fatalf("block %d's parent is %s, block %d is %s", n, hd.ParentHash, n-1, hashes[n-1])
 		}
 	}
 	return hashes

@@ -1,0 +1,301 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/ethclient"
+	"github.com/geth-consensus/tutorial/devnet"
+
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/node"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
+)
+
+// cluster is leader candidates and members, each node a CL process with its
+// own geth; candidates share the cluster PostgreSQL (Postgres[0]), each
+// member has its own (Postgres[1+i]); one Redis.
+type cluster struct {
+	t     *testing.T
+	net   *devnet.Network
+	nodes []*clusterNode
+}
+
+type clusterNode struct {
+	cfg  config.Config
+	geth *devnet.GethNode
+	eth  *ethclient.Client
+	proc *devnet.Process
+}
+
+// newCluster starts the processes below the CLs and starts every CL. Each
+// candidate signs with its own dev key (candidate i: DevKeys[i+1]).
+func newCluster(t *testing.T, candidates, members int, mutate func(*config.Config)) *cluster {
+	t.Helper()
+	n := devnet.StartT(t, devnet.Config{GethNodes: candidates + members, Redis: true, Postgres: 1 + members})
+	var leaders []string
+	for i := range candidates {
+		leaders = append(leaders, devKeyAddress(t, i+1).Hex())
+	}
+	c := &cluster{t: t, net: n}
+	for i := range candidates + members {
+		cfg := config.Default()
+		g := n.Geth[i]
+		cfg.EngineURL = g.EngineURL()
+		cfg.JWTSecret = mustFindUp(t, "jwt.hex")
+		cfg.GenesisPath = mustFindUp(t, "genesis.json")
+		cfg.RedisAddr = n.Redis.Addr()
+		cfg.Leaders = leaders
+		port, err := devnet.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.HealthAddr = "127.0.0.1:" + strconv.Itoa(port)
+		cfg.LogLevel = "debug"
+		// Fast blocks: one whenever a transaction is pending, else every 50 ms.
+		cfg.BlockMode, cfg.MaxIdle, cfg.MaxDrift = "on-demand", 50*time.Millisecond, time.Hour
+		if i < candidates {
+			cfg.Mode, cfg.InstanceID = "leader", fmt.Sprintf("leader-%d", i+1)
+			cfg.SignerKey = devnet.DevKeys[i+1]
+			cfg.PostgresURL = n.Postgres[0].URL()
+		} else {
+			cfg.Mode, cfg.InstanceID = "member", fmt.Sprintf("member-%d", i-candidates+1)
+			cfg.PostgresURL = n.Postgres[1+i-candidates].URL()
+		}
+		if mutate != nil {
+			mutate(&cfg)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		eth, err := ethclient.Dial(g.RPCURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(eth.Close)
+		c.nodes = append(c.nodes, &clusterNode{cfg: cfg, geth: g, eth: eth, proc: nodeProcess(t, cfg)})
+	}
+	t.Cleanup(c.stop)
+	for _, cn := range c.nodes {
+		c.start(cn)
+	}
+	return c
+}
+
+func devKeyAddress(t testing.TB, i int) common.Address {
+	key, err := crypto.HexToECDSA(devnet.DevKeys[i])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return crypto.PubkeyToAddress(key.PublicKey)
+}
+
+func (c *cluster) start(cn *clusterNode) {
+	c.t.Helper()
+	if err := cn.proc.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *cluster) stop() {
+	for _, cn := range c.nodes {
+		if c.t.Failed() {
+			c.t.Logf("--- %s log:\n%s", cn.cfg.InstanceID, cn.proc.TailLog(5000))
+		}
+		_ = cn.proc.Resume() // a paused process cannot handle SIGTERM
+		_ = cn.proc.Stop(10 * time.Second)
+	}
+}
+
+func (c *cluster) candidates() []*clusterNode {
+	var out []*clusterNode
+	for _, cn := range c.nodes {
+		if cn.cfg.Mode == "leader" {
+			out = append(out, cn)
+		}
+	}
+	return out
+}
+
+func (c *cluster) members() []*clusterNode {
+	var out []*clusterNode
+	for _, cn := range c.nodes {
+		if cn.cfg.Mode == "member" {
+			out = append(out, cn)
+		}
+	}
+	return out
+}
+
+// status reads a node's /status; ok is false while the node does not answer.
+func (cn *clusterNode) status() (node.Status, bool) {
+	var s node.Status
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + cn.cfg.HealthAddr + "/status")
+	if err != nil {
+		return s, false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return s, json.Unmarshal(b, &s) == nil
+}
+
+func (cn *clusterNode) head() (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return cn.eth.BlockNumber(ctx)
+}
+
+// leaders returns the nodes whose /status says they lead.
+func (c *cluster) leaders() []*clusterNode {
+	var out []*clusterNode
+	for _, cn := range c.candidates() {
+		if s, ok := cn.status(); ok && s.Role == "leader" {
+			out = append(out, cn)
+		}
+	}
+	return out
+}
+
+// waitLeader polls until exactly one node other than not leads, and
+// returns it.
+func (c *cluster) waitLeader(timeout time.Duration, not *clusterNode) *clusterNode {
+	c.t.Helper()
+	var leader *clusterNode
+	eventually(c.t, timeout, func() error {
+		ls := c.leaders()
+		if len(ls) != 1 || ls[0] == not {
+			return fmt.Errorf("%d leaders", len(ls))
+		}
+		leader = ls[0]
+		return nil
+	})
+	return leader
+}
+
+// waitHeads polls until the geth of every given node is at n or above.
+func (c *cluster) waitHeads(n uint64, timeout time.Duration, nodes ...*clusterNode) {
+	c.t.Helper()
+	if len(nodes) == 0 {
+		nodes = c.nodes
+	}
+	eventually(c.t, timeout, func() error {
+		for _, cn := range nodes {
+			if h, err := cn.head(); err != nil || h < n {
+				return fmt.Errorf("%s: geth head %d (%v), want %d", cn.cfg.InstanceID, h, err, n)
+			}
+		}
+		return nil
+	})
+}
+
+// clusterHead is the head of the cluster store.
+func (c *cluster) clusterHead() uint64 {
+	c.t.Helper()
+	ctx := context.Background()
+	st, err := state.Open(ctx, c.net.Postgres[0].URL())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer st.Close()
+	h, err := st.Head(ctx)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return h.Number
+}
+
+// checkInvariants checks DESIGN.md's invariants across every geth and every
+// database: one hash per height everywhere, contiguous parent links, every
+// store on the chain with every block it claims, nothing finalized anywhere
+// beyond the cluster store, and one producer per fencing epoch.
+func (c *cluster) checkInvariants() {
+	c.t.Helper()
+	var longest []common.Hash
+	chains := make([][]common.Hash, len(c.nodes))
+	for i, cn := range c.nodes {
+		chains[i] = chainOf(c.t, cn.eth)
+		if len(chains[i]) > len(longest) {
+			longest = chains[i]
+		}
+	}
+	for i, ch := range chains {
+		for n, h := range ch {
+			if longest[n] != h {
+				c.t.Fatalf("fork at block %d: %s has %s, another geth %s", n, c.nodes[i].cfg.InstanceID, h, longest[n])
+			}
+		}
+	}
+	clusterHead := checkStore(c.t, c.net.Postgres[0].URL(), longest)
+	if uint64(len(longest)-1) > clusterHead.Number {
+		c.t.Fatalf("a geth finalized block %d, the cluster store ends at %d", len(longest)-1, clusterHead.Number)
+	}
+	for _, m := range c.members() {
+		checkStore(c.t, m.cfg.PostgresURL, longest)
+	}
+	ctx := context.Background()
+	st, err := state.Open(ctx, c.net.Postgres[0].URL())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer st.Close()
+	blocks, err := st.BlocksAfter(ctx, 0, int(clusterHead.Number))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	producer := map[uint64]string{}
+	var lastEpoch uint64
+	for _, b := range blocks {
+		if p, ok := producer[b.Epoch]; ok && p != b.LeaderID {
+			c.t.Fatalf("epoch %d has two producers: %s and %s", b.Epoch, p, b.LeaderID)
+		}
+		if b.Epoch < lastEpoch {
+			c.t.Fatalf("block %d of epoch %d after a block of epoch %d", b.Number, b.Epoch, lastEpoch)
+		}
+		producer[b.Epoch], lastEpoch = b.LeaderID, b.Epoch
+	}
+	c.t.Logf("invariants hold: %d blocks, %d epochs, %d geths, %d databases", clusterHead.Number, len(producer), len(c.nodes), 1+len(c.members()))
+}
+
+// Two candidates and a member: one leader; the member follows, applies and
+// stores every block; a transaction sent to the member's geth is included.
+func TestLeaderAndMemberFollow(t *testing.T) {
+	c := newCluster(t, 2, 1, nil)
+	leader := c.waitLeader(20*time.Second, nil)
+	member := c.members()[0]
+	c.waitHeads(20, 30*time.Second)
+	tx, err := devnet.SendTransfer(context.Background(), member.eth, 3, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var included uint64
+	eventually(t, 15*time.Second, func() error {
+		r, err := leader.eth.TransactionReceipt(context.Background(), tx.Hash())
+		if err == nil {
+			included = r.BlockNumber.Uint64()
+		}
+		return err
+	})
+	c.waitHeads(included+2, 15*time.Second)
+	if ls := c.leaders(); len(ls) != 1 {
+		t.Fatalf("%d leaders", len(ls))
+	}
+	s, _ := member.status()
+	if s.Role != "member" || s.Leader != leader.cfg.InstanceID || s.Epoch == 0 {
+		t.Fatalf("member status %+v; want role member following %s", s, leader.cfg.InstanceID)
+	}
+	for _, cn := range c.nodes {
+		if err := cn.proc.Stop(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.checkInvariants()
+}
