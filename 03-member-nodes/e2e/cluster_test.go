@@ -299,3 +299,90 @@ func TestLeaderAndMemberFollow(t *testing.T) {
 	}
 	c.checkInvariants()
 }
+
+// SIGKILL the leader: the other candidate takes over within the lease TTL
+// plus a renew interval, the chain goes on without a gap or a fork, and the
+// killed node, restarted, follows.
+func TestFailoverOnLeaderKill(t *testing.T) {
+	c := newCluster(t, 2, 1, nil)
+	old := c.waitLeader(20*time.Second, nil)
+	c.waitHeads(10, 30*time.Second)
+	if err := old.proc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	next := c.waitLeader(10*time.Second, old)
+	headAtKill := c.clusterHead()
+	eventually(t, 10*time.Second, func() error {
+		if h := c.clusterHead(); h <= headAtKill {
+			return fmt.Errorf("cluster head %d", h)
+		}
+		return nil
+	})
+	t.Logf("failover: %s leads, first new block %s after the SIGKILL", next.cfg.InstanceID, time.Since(killed).Round(time.Millisecond))
+	if d := time.Since(killed); d > old.cfg.LeaseTTL+5*time.Second {
+		t.Fatalf("no new block %s after the leader died (lease TTL %s)", d, old.cfg.LeaseTTL)
+	}
+	c.start(old)
+	target := c.clusterHead() + 10
+	c.waitHeads(target, 30*time.Second)
+	if s, _ := old.status(); s.Role != "candidate" {
+		t.Fatalf("restarted old leader is %q, want candidate", s.Role)
+	}
+	for _, cn := range c.nodes {
+		if err := cn.proc.Stop(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.checkInvariants()
+}
+
+// SIGSTOP the leader for longer than its lease, then SIGCONT: another
+// candidate has taken over, and the old leader commits nothing more (its
+// local deadline has passed, and the store fences its epoch out); it steps
+// down and follows.
+func TestPausedLeaderStepsDown(t *testing.T) {
+	c := newCluster(t, 2, 1, nil)
+	old := c.waitLeader(20*time.Second, nil)
+	c.waitHeads(10, 30*time.Second)
+	s, _ := old.status()
+	if err := old.proc.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	next := c.waitLeader(old.cfg.LeaseTTL+10*time.Second, old)
+	c.waitHeads(c.clusterHead()+10, 30*time.Second, next)
+	if err := old.proc.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if st, ok := old.status(); !ok || st.Role != "candidate" || st.Leader != next.cfg.InstanceID {
+			return fmt.Errorf("old leader after SIGCONT: %+v", st)
+		}
+		return nil
+	})
+	c.waitHeads(c.clusterHead()+10, 30*time.Second)
+	for _, cn := range c.nodes {
+		if err := cn.proc.Stop(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.checkInvariants()
+	// Nothing from the old epoch after the new one began.
+	ctx := context.Background()
+	st, err := state.Open(ctx, c.net.Postgres[0].URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	blocks, err := st.BlocksAfter(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seenNew := false
+	for _, b := range blocks {
+		seenNew = seenNew || b.Epoch > s.Epoch
+		if seenNew && b.LeaderID == old.cfg.InstanceID {
+			t.Fatalf("block %d by the paused leader (epoch %d) after the new leader took over", b.Number, b.Epoch)
+		}
+	}
+}
