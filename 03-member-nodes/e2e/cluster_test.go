@@ -386,3 +386,147 @@ func TestPausedLeaderStepsDown(t *testing.T) {
 		}
 	}
 }
+
+// heads returns every node's geth head (0 for a geth that does not answer).
+func (c *cluster) heads() []uint64 {
+	out := make([]uint64, len(c.nodes))
+	for i, cn := range c.nodes {
+		out[i], _ = cn.head()
+	}
+	return out
+}
+
+// holdsFor checks cond continuously for d: an invariant over a window, not a
+// wait for an event.
+func holdsFor(t *testing.T, d time.Duration, cond func() error) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if err := cond(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// settle waits until no geth head moves for a while, and returns the heads.
+func (c *cluster) settle(timeout time.Duration) []uint64 {
+	c.t.Helper()
+	var last []uint64
+	stableSince := time.Now()
+	eventually(c.t, timeout, func() error {
+		h := c.heads()
+		if fmt.Sprint(h) != fmt.Sprint(last) {
+			last, stableSince = h, time.Now()
+		}
+		if time.Since(stableSince) < time.Second {
+			return fmt.Errorf("heads still moving: %v", h)
+		}
+		return nil
+	})
+	return last
+}
+
+// Redis killed: the leader cannot renew, stops producing before its lease
+// could have expired, and nobody produces; Redis restarted (empty): a leader
+// is elected with a higher epoch than any stored, members find it, and
+// production resumes.
+func TestRedisKilled(t *testing.T) {
+	c := newCluster(t, 2, 1, nil)
+	c.waitLeader(20*time.Second, nil)
+	c.waitHeads(10, 30*time.Second)
+	if err := c.net.Redis.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	frozen := c.settle(c.nodes[0].cfg.LeaseTTL + 10*time.Second)
+	holdsFor(t, 2*time.Second, func() error {
+		if h := c.heads(); fmt.Sprint(h) != fmt.Sprint(frozen) {
+			return fmt.Errorf("blocks made without Redis: heads %v, were %v", h, frozen)
+		}
+		if ls := c.leaders(); len(ls) != 0 {
+			return fmt.Errorf("%s claims to lead without Redis", ls[0].cfg.InstanceID)
+		}
+		return nil
+	})
+	if err := c.net.Redis.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.waitLeader(20*time.Second, nil)
+	c.waitHeads(c.clusterHead()+10, 30*time.Second)
+	for _, cn := range c.nodes {
+		if err := cn.proc.Stop(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.checkInvariants()
+}
+
+// The cluster PostgreSQL killed: no block is finalized anywhere while it is
+// down (every geth head stops, and every geth block is in the store once it
+// is back), then production resumes by itself.
+func TestClusterPostgresKilled(t *testing.T) {
+	c := newCluster(t, 2, 1, nil)
+	c.waitLeader(20*time.Second, nil)
+	c.waitHeads(10, 30*time.Second)
+	pg := c.net.Postgres[0]
+	if err := pg.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	frozen := c.settle(10 * time.Second)
+	holdsFor(t, 2*time.Second, func() error {
+		if h := c.heads(); fmt.Sprint(h) != fmt.Sprint(frozen) {
+			return fmt.Errorf("blocks finalized without the cluster store: heads %v, were %v", h, frozen)
+		}
+		return nil
+	})
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.WaitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.waitHeads(slicesMax(frozen)+10, 30*time.Second)
+	for _, cn := range c.nodes {
+		if err := cn.proc.Stop(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.checkInvariants()
+}
+
+func slicesMax(s []uint64) uint64 {
+	m := uint64(0)
+	for _, v := range s {
+		m = max(m, v)
+	}
+	return m
+}
+
+// A member down for 100+ blocks catches up; then its geth is wiped and it
+// resyncs from its own store and the cluster.
+func TestMemberCatchesUp(t *testing.T) {
+	c := newCluster(t, 1, 1, nil)
+	member := c.members()[0]
+	c.waitHeads(5, 30*time.Second)
+	if err := member.proc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	behind, _ := member.head()
+	c.waitHeads(behind+120, 60*time.Second, c.candidates()[0])
+	c.start(member)
+	c.waitHeads(c.clusterHead(), 60*time.Second, member)
+	t.Logf("member caught up %d blocks", c.clusterHead()-behind)
+
+	ctx := context.Background()
+	for _, step := range []func() error{member.geth.Kill, func() error { return member.geth.Wipe(ctx) }, member.geth.Start,
+		func() error { return member.geth.WaitReady(ctx) }} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.waitHeads(c.clusterHead()+10, 60*time.Second, member)
+	for _, cn := range c.nodes {
+		if err := cn.proc.Stop(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.checkInvariants()
+}
