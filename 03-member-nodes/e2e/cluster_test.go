@@ -5,18 +5,25 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/ethclient"
 	"github.com/geth-consensus/tutorial/devnet"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/node"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/server"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/signer"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
 )
 
@@ -523,6 +530,120 @@ func TestMemberCatchesUp(t *testing.T) {
 		}
 	}
 	c.waitHeads(c.clusterHead()+10, 60*time.Second, member)
+	for _, cn := range c.nodes {
+		if err := cn.proc.Stop(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.checkInvariants()
+}
+
+// metric reads one sample from a node's /metrics (0 when absent).
+func (cn *clusterNode) metric(name string) float64 {
+	resp, err := http.Get("http://" + cn.cfg.HealthAddr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// Tampered blocks offered to a member by a node posing as the leader (the
+// lease and directory entry point at a test server): an unlisted signer, a
+// wrong parent, and a block signed by an allowed key whose payload geth
+// finds invalid. Each is rejected with its reason counted, and nothing is
+// applied; once the real leader is back the member follows it again.
+func TestTamperedBlocksAreRejected(t *testing.T) {
+	c := newCluster(t, 1, 1, nil)
+	leader, member := c.candidates()[0], c.members()[0]
+	c.waitHeads(5, 30*time.Second)
+	if err := leader.proc.Stop(10 * time.Second); err != nil { // releases the lease
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	head := c.clusterHead()
+	c.waitHeads(head, 10*time.Second, member)
+	st, err := state.Open(ctx, c.net.Postgres[0].URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	tip, err := st.Block(ctx, head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed, err := signer.LoadKey(devnet.DevKeys[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := signer.LoadKey(devnet.DevKeys[9])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// forge returns block head+1 on parent, its payload consistent with its
+	// header, signed by key.
+	forge := func(parent common.Hash, key *signer.Signer) server.BlockJSON {
+		p := *tip.Payload
+		data := *p.ExecutionPayload
+		data.Number, data.ParentHash, data.Timestamp = head+1, parent, tip.Timestamp+1
+		data.BlockHash = crypto.Keccak256Hash([]byte("forged"), parent.Bytes())
+		p.ExecutionPayload = &data
+		b := &state.Block{Number: head + 1, Hash: data.BlockHash, ParentHash: parent, Timestamp: data.Timestamp,
+			Payload: &p, LeaderID: "evil", Epoch: tip.Epoch + 1}
+		sig, err := key.Sign(signer.Header{ChainID: big.NewInt(1337), Number: b.Number, Hash: b.Hash, ParentHash: b.ParentHash, Epoch: b.Epoch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Signature = sig
+		return server.BlockJSON{Number: hexutil.Uint64(b.Number), Hash: b.Hash, ParentHash: b.ParentHash, Timestamp: hexutil.Uint64(b.Timestamp),
+			Leader: b.LeaderID, Epoch: hexutil.Uint64(b.Epoch), Signature: b.Signature, Payload: b.Payload}
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: c.net.Redis.Addr()})
+	defer rdb.Close()
+	for _, tc := range []struct {
+		reason string
+		block  server.BlockJSON
+	}{
+		{"signature", forge(tip.Hash, stranger)},
+		{"parent", forge(common.HexToHash("0xbad"), allowed)},
+		{"invalid", forge(tip.Hash, allowed)},
+	} {
+		t.Run(tc.reason, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_ = json.NewEncoder(w).Encode([]server.BlockJSON{tc.block})
+			}))
+			defer srv.Close()
+			if err := rdb.Set(ctx, "consensus:leader", fmt.Sprintf("evil|%d", tip.Epoch+1), time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := rdb.Set(ctx, "consensus:node:evil", srv.URL, time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			name := fmt.Sprintf(`consensus_verification_failures_total{reason=%q}`, tc.reason)
+			eventually(t, 10*time.Second, func() error {
+				if v := member.metric(name); v < 1 {
+					return fmt.Errorf("%s = %v", name, v)
+				}
+				return nil
+			})
+			if h, _ := member.head(); h != head {
+				t.Fatalf("member geth moved to %d on a tampered block", h)
+			}
+		})
+	}
+	checkStore(t, member.cfg.PostgresURL, chainOf(t, member.eth))
+	if err := rdb.Del(ctx, "consensus:leader").Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.start(leader)
+	c.waitHeads(head+10, 30*time.Second)
 	for _, cn := range c.nodes {
 		if err := cn.proc.Stop(10 * time.Second); err != nil {
 			t.Fatal(err)
