@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -644,6 +646,76 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 	}
 	c.start(leader)
 	c.waitHeads(head+10, 30*time.Second)
+	for _, cn := range c.nodes {
+		if err := cn.proc.Stop(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.checkInvariants()
+}
+
+// Chaos: for a bounded time, random SIGKILLs and restarts, SIGSTOPs and
+// SIGCONTs of candidates, members and Redis. Then every fault is cleared,
+// the cluster must make progress again, and the invariants must hold across
+// every geth and every database. The seed is logged; CHAOS_SEED replays one.
+func TestChaos(t *testing.T) {
+	c := newCluster(t, 3, 2, nil)
+	c.waitLeader(20*time.Second, nil)
+	c.waitHeads(5, 30*time.Second)
+	seed := time.Now().UnixNano()
+	if s, err := strconv.ParseInt(os.Getenv("CHAOS_SEED"), 10, 64); err == nil {
+		seed = s
+	}
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	t.Logf("chaos seed %d", seed)
+
+	type target struct {
+		name   string
+		proc   *devnet.Process
+		paused bool
+	}
+	var targets []*target
+	for _, cn := range c.nodes {
+		targets = append(targets, &target{name: cn.cfg.InstanceID, proc: cn.proc})
+	}
+	targets = append(targets, &target{name: "redis", proc: c.net.Redis.Process})
+	duration := 25 * time.Second
+	faults := 0
+	for end := time.Now().Add(duration); time.Now().Before(end); {
+		tg := targets[rng.IntN(len(targets))]
+		var err error
+		switch {
+		case tg.paused:
+			err, tg.paused = tg.proc.Resume(), false
+		case !tg.proc.Running():
+			err = tg.proc.Start()
+		case rng.IntN(3) == 0 && tg.name != "redis":
+			err, tg.paused = tg.proc.Pause(), true
+		default:
+			err = tg.proc.Kill()
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tg.name, err)
+		}
+		faults++
+		// Let the cluster react for a random while: shorter and longer than a lease.
+		time.Sleep(time.Duration(200+rng.IntN(2800)) * time.Millisecond)
+	}
+	for _, tg := range targets {
+		if tg.paused {
+			if err := tg.proc.Resume(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !tg.proc.Running() {
+			if err := tg.proc.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Logf("%d faults in %s; every process running again", faults, duration)
+	c.waitLeader(30*time.Second, nil)
+	c.waitHeads(c.clusterHead()+10, 60*time.Second)
 	for _, cn := range c.nodes {
 		if err := cn.proc.Stop(10 * time.Second); err != nil {
 			t.Fatal(err)
