@@ -8,7 +8,7 @@ DEVNET      := $(BIN)/devnet
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTEST      := go test -count=1 -timeout 30m
 
-.PHONY: run run-stage1 test lint bench devnet-up devnet-down devnet-status compose-up compose-down clean
+.PHONY: run run-stage1 run-stage3 test lint bench devnet-up devnet-down devnet-status compose-up compose-down clean
 
 $(DEVNET): $(shell find devnet -name '*.go') devnet/go.mod
 	go build -o $(DEVNET) ./devnet/cmd/devnet
@@ -30,6 +30,26 @@ run-stage1: $(DEVNET)
 	$(DEVNET) send --rpc-url http://localhost:8545 --count 20 --interval 250ms >/dev/null & \
 	  trap 'kill $$! 2>/dev/null' EXIT; \
 	  $(BIN)/engine-api --jwt-secret jwt.hex --genesis genesis.json --blocks 8 --interval 700ms
+
+## run-stage3: stage 3 without Docker: two leader candidates on the cluster PostgreSQL (5432)
+## and two members with their own (5433, 5434), each node with its own geth; transfers go to
+## member-1's geth. leader-1 runs in the foreground: Ctrl-C it and leader-2 takes over.
+## (A network left by stage 2 holds another chain: `bin/devnet down --wipe` first.)
+run-stage3: $(DEVNET)
+	$(DEVNET) up --geth 4 --redis --postgres 3
+	go build -o $(BIN)/member-nodes ./03-member-nodes/cmd
+	@mkdir -p .devnet/cl
+	@echo "--- leader-2, member-1, member-2 log to .devnet/cl/*.log; /status on :8080 to :8083"
+	cd 03-member-nodes; M=$(BIN)/member-nodes; \
+	  $$M --instance-id leader-2 --mode leader --eth-client-url http://localhost:8554 --health-addr :8083 \
+	    >../.devnet/cl/leader-2.log 2>&1 & P="$$!"; \
+	  $$M --instance-id member-1 --mode member --eth-client-url http://localhost:8552 --health-addr :8081 \
+	    --postgres-url "postgres://postgres:postgres@localhost:5433/consensus?sslmode=disable" >../.devnet/cl/member-1.log 2>&1 & P="$$P $$!"; \
+	  $$M --instance-id member-2 --mode member --eth-client-url http://localhost:8553 --health-addr :8082 \
+	    --postgres-url "postgres://postgres:postgres@localhost:5434/consensus?sslmode=disable" >../.devnet/cl/member-2.log 2>&1 & P="$$P $$!"; \
+	  $(DEVNET) send --rpc-url http://localhost:8546 --count 0 --interval 250ms >/dev/null & P="$$P $$!"; \
+	  trap 'kill $$P 2>/dev/null' EXIT INT TERM; \
+	  $$M --instance-id leader-1 --mode leader
 
 ## test: every module's tests, integration tests against real geth/Redis/PostgreSQL included,
 ## each module built and tested on its own (GOWORK=off) as a reader who copies it out would

@@ -446,6 +446,15 @@ func TestRedisKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	frozen := c.settle(c.nodes[0].cfg.LeaseTTL + 10*time.Second)
+	// Readiness says why: the candidates cannot take part in the election.
+	eventually(t, 10*time.Second, func() error {
+		for _, cn := range c.candidates() {
+			if code, body := cn.get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "election") {
+				return fmt.Errorf("%s /readyz: %d %s", cn.cfg.InstanceID, code, body)
+			}
+		}
+		return nil
+	})
 	holdsFor(t, 2*time.Second, func() error {
 		if h := c.heads(); fmt.Sprint(h) != fmt.Sprint(frozen) {
 			return fmt.Errorf("blocks made without Redis: heads %v, were %v", h, frozen)
@@ -540,15 +549,26 @@ func TestMemberCatchesUp(t *testing.T) {
 	c.checkInvariants()
 }
 
-// metric reads one sample from a node's /metrics (0 when absent).
-func (cn *clusterNode) metric(name string) float64 {
-	resp, err := http.Get("http://" + cn.cfg.HealthAddr + "/metrics")
+// get fetches a path of the node's HTTP API.
+func (cn *clusterNode) get(path string) (int, string) {
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + cn.cfg.HealthAddr + path)
 	if err != nil {
-		return -1
+		return 0, err.Error()
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
+	return resp.StatusCode, string(b)
+}
+
+// metric reads one sample from a node's /metrics (0 when absent, -1 when
+// the node does not answer).
+func (cn *clusterNode) metric(name string) float64 {
+	code, body := cn.get("/metrics")
+	if code != http.StatusOK {
+		return -1
+	}
+	for _, line := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			f, _ := strconv.ParseFloat(v, 64)
 			return f

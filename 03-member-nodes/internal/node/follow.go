@@ -37,10 +37,12 @@ func (a *App) follow(ctx context.Context) error {
 				a.log.Warn("cannot sync", "err", err)
 				lastSourceErr = msg
 			}
+			a.setReady(false, "cannot sync: "+err.Error())
 		case err != nil:
 			return err
 		default:
 			lastSourceErr = ""
+			a.setReady(true, "")
 		}
 		select {
 		case <-ctx.Done():

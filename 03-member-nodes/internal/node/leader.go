@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/election"
@@ -27,29 +28,34 @@ func (a *App) keepLease(ctx context.Context) {
 				a.dropLease()
 			case err != nil:
 				if ctx.Err() == nil {
+					a.setElectionErr(err)
 					a.metrics.Errors.WithLabelValues("redis").Inc()
-					a.log.Warn("lease renewal failed: producing until the local deadline", "err", err,
+					a.log.Debug("lease renewal failed: producing until the local deadline", "err", err,
 						"deadline_in", time.Until(lease.Deadline).Round(time.Millisecond))
 				}
 			default:
 				a.metrics.LeaseRenew.Observe(time.Since(start).Seconds())
+				a.setElectionErr(nil)
 				a.setLease(renewed)
 			}
 		} else if floor, err := a.state.FencedEpoch(ctx); err != nil {
 			// Without the store there is nothing to lead: do not take the lease.
 			if ctx.Err() == nil {
-				a.log.Debug("not running for leader: cluster store unreachable", "err", err)
+				a.setElectionErr(fmt.Errorf("cluster store: %w", err))
 			}
 		} else if l, ok, err := a.elector.TryAcquire(ctx, floor); err != nil {
 			if ctx.Err() == nil {
+				a.setElectionErr(err)
 				a.metrics.Errors.WithLabelValues("redis").Inc()
-				a.log.Debug("election: Redis unreachable", "err", err)
 			}
-		} else if ok {
-			a.log.Info("lease acquired", "epoch", l.Epoch)
-			a.setLease(l)
 		} else {
-			a.setLeader(l.Holder, l.Epoch)
+			a.setElectionErr(nil)
+			if ok {
+				a.log.Info("lease acquired", "epoch", l.Epoch)
+				a.setLease(l)
+			} else {
+				a.setLeader(l.Holder, l.Epoch)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -131,6 +137,24 @@ func (a *App) signalRoleChange() {
 	select {
 	case a.roleChange <- struct{}{}:
 	default:
+	}
+}
+
+// setElectionErr records why this candidate cannot take part in the
+// election (nil: it can), for /readyz and the log: once per change.
+func (a *App) setElectionErr(err error) {
+	msg := ""
+	if err != nil {
+		msg = "election: " + err.Error()
+	}
+	a.mu.Lock()
+	changed := msg != a.electionErr
+	a.electionErr = msg
+	a.mu.Unlock()
+	if changed && err != nil {
+		a.log.Warn("cannot take part in the election", "err", err)
+	} else if changed {
+		a.log.Info("back in the election")
 	}
 }
 

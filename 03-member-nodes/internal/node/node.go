@@ -150,11 +150,12 @@ type App struct {
 	announced  atomic.Uint64 // newest block number a notice announced
 	notified   uint64        // newest block this leader announced; owned by Run's goroutine
 
-	mu        sync.Mutex // guards the fields below, read by the health endpoints
-	ready     bool
-	reason    string
-	lastBlock time.Time
-	status    Status
+	mu          sync.Mutex // guards the fields below, read by the health endpoints
+	ready       bool
+	reason      string
+	electionErr string // a candidate cut off from Redis or the cluster store
+	lastBlock   time.Time
+	status      Status
 }
 
 // Status is what /status reports.
@@ -554,6 +555,9 @@ func (a *App) Ready() (bool, string) {
 	defer a.mu.Unlock()
 	if !a.ready {
 		return false, a.reason
+	}
+	if a.electionErr != "" {
+		return false, a.electionErr
 	}
 	if a.leading() && a.opts.Mode == ModeBlockTime && !a.lastBlock.IsZero() {
 		if since := a.opts.Now().Sub(a.lastBlock); since > 3*a.opts.BlockTime+2*time.Second {
