@@ -33,7 +33,7 @@ import (
 // own geth; candidates share the cluster PostgreSQL (Postgres[0]), each
 // member has its own (Postgres[1+i]); one Redis.
 type cluster struct {
-	t     *testing.T
+	t     testing.TB
 	net   *devnet.Network
 	nodes []*clusterNode
 }
@@ -47,7 +47,7 @@ type clusterNode struct {
 
 // newCluster starts the processes below the CLs and starts every CL. Each
 // candidate signs with its own dev key (candidate i: DevKeys[i+1]).
-func newCluster(t *testing.T, candidates, members int, mutate func(*config.Config)) *cluster {
+func newCluster(t testing.TB, candidates, members int, mutate func(*config.Config)) *cluster {
 	t.Helper()
 	n := devnet.StartT(t, devnet.Config{GethNodes: candidates + members, Redis: true, Postgres: 1 + members})
 	var leaders []string
