@@ -452,8 +452,17 @@ func (a *App) apply(ctx context.Context, p *engine.Payload, start time.Time) err
 // the height, the node steps down and follows; the database unreachable, it
 // waits for it (the lease keeper goes on renewing).
 func (a *App) commitFailed(err error) error {
-	if errors.Is(err, state.ErrStaleEpoch) || errors.Is(err, state.ErrNotHead) {
-		a.log.Warn("the cluster store refused this leader: stepping down", "err", err)
+	if errors.Is(err, state.ErrStaleEpoch) {
+		// A newer leader has written: give the lease up so that no
+		// candidate waits for it (ours would only be re-extended).
+		a.log.Warn("fenced out by a newer epoch: stepping down", "err", err)
+		a.releaseLease()
+		return errRoleChange
+	}
+	if errors.Is(err, state.ErrNotHead) {
+		// Another block landed first (a predecessor's last commit): catch
+		// up through reconcile, then lead on with the same lease.
+		a.log.Warn("the cluster store moved on: catching up", "err", err)
 		a.dropLease()
 		return errRoleChange
 	}
