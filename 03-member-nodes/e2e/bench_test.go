@@ -48,12 +48,7 @@ func BenchmarkSyncLagAndFailover(b *testing.B) {
 	c.waitHeads(c.clusterHead(), 30*time.Second, member)
 
 	ctx := context.Background()
-	createdAt := func(url string) map[uint64]time.Time {
-		st, err := state.Open(ctx, url)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer st.Close()
+	createdAt := func(st *state.Manager) map[uint64]time.Time {
 		blocks, err := st.BlocksAfter(ctx, 0, 1000)
 		if err != nil {
 			b.Fatal(err)
@@ -64,7 +59,7 @@ func BenchmarkSyncLagAndFailover(b *testing.B) {
 		}
 		return out
 	}
-	leaderAt, memberAt := createdAt(c.net.Postgres[0].URL()), createdAt(member.cfg.PostgresURL)
+	leaderAt, memberAt := createdAt(c.store), createdAt(openStore(b, member.cfg.PostgresURL))
 	var lags []time.Duration
 	for n, t0 := range leaderAt {
 		if t1, ok := memberAt[n]; ok {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/big"
 	"math/rand/v2"
 	"net/http"
@@ -35,6 +34,7 @@ import (
 type cluster struct {
 	t     testing.TB
 	net   *devnet.Network
+	store *state.Manager // the cluster store, read by the tests
 	nodes []*clusterNode
 }
 
@@ -54,7 +54,7 @@ func newCluster(t testing.TB, candidates, members int, mutate func(*config.Confi
 	for i := range candidates {
 		leaders = append(leaders, devKeyAddress(t, i+1).Hex())
 	}
-	c := &cluster{t: t, net: n}
+	c := &cluster{t: t, net: n, store: openStore(t, n.Postgres[0].URL())}
 	for i := range candidates + members {
 		cfg := config.Default()
 		g := n.Geth[i]
@@ -124,6 +124,16 @@ func (c *cluster) stop() {
 	}
 }
 
+// stopNodes stops every CL gracefully (SIGTERM), before the final checks.
+func (c *cluster) stopNodes() {
+	c.t.Helper()
+	for _, cn := range c.nodes {
+		if err := cn.proc.Stop(10 * time.Second); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
 func (c *cluster) candidates() []*clusterNode {
 	var out []*clusterNode
 	for _, cn := range c.nodes {
@@ -145,17 +155,13 @@ func (c *cluster) members() []*clusterNode {
 }
 
 // status reads a node's /status; ok is false while the node does not answer.
-func (cn *clusterNode) status() (node.Status, bool) {
-	var s node.Status
-	client := http.Client{Timeout: time.Second}
-	resp, err := client.Get("http://" + cn.cfg.HealthAddr + "/status")
-	if err != nil {
-		return s, false
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return s, json.Unmarshal(b, &s) == nil
+func (cn *clusterNode) status() (s node.Status, ok bool) {
+	code, body := cn.get("/status")
+	return s, code == http.StatusOK && json.Unmarshal([]byte(body), &s) == nil
 }
+
+// get fetches a path of the node's HTTP API.
+func (cn *clusterNode) get(path string) (int, string) { return httpGet(cn.cfg.HealthAddr, path) }
 
 func (cn *clusterNode) head() (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -209,13 +215,7 @@ func (c *cluster) waitHeads(n uint64, timeout time.Duration, nodes ...*clusterNo
 // clusterHead is the head of the cluster store.
 func (c *cluster) clusterHead() uint64 {
 	c.t.Helper()
-	ctx := context.Background()
-	st, err := state.Open(ctx, c.net.Postgres[0].URL())
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer st.Close()
-	h, err := st.Head(ctx)
+	h, err := c.store.Head(context.Background())
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -243,22 +243,12 @@ func (c *cluster) checkInvariants() {
 			}
 		}
 	}
-	clusterHead := checkStore(c.t, c.net.Postgres[0].URL(), longest)
+	clusterHead, blocks := checkStore(c.t, c.net.Postgres[0].URL(), longest)
 	if uint64(len(longest)-1) > clusterHead.Number {
 		c.t.Fatalf("a geth finalized block %d, the cluster store ends at %d", len(longest)-1, clusterHead.Number)
 	}
 	for _, m := range c.members() {
 		checkStore(c.t, m.cfg.PostgresURL, longest)
-	}
-	ctx := context.Background()
-	st, err := state.Open(ctx, c.net.Postgres[0].URL())
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer st.Close()
-	blocks, err := st.BlocksAfter(ctx, 0, int(clusterHead.Number))
-	if err != nil {
-		c.t.Fatal(err)
 	}
 	producer := map[uint64]string{}
 	var lastEpoch uint64
@@ -301,11 +291,7 @@ func TestLeaderAndMemberFollow(t *testing.T) {
 	if s.Role != "member" || s.Leader != leader.cfg.InstanceID || s.Epoch == 0 {
 		t.Fatalf("member status %+v; want role member following %s", s, leader.cfg.InstanceID)
 	}
-	for _, cn := range c.nodes {
-		if err := cn.proc.Stop(10 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.stopNodes()
 	c.checkInvariants()
 }
 
@@ -338,11 +324,7 @@ func TestFailoverOnLeaderKill(t *testing.T) {
 	if s, _ := old.status(); s.Role != "candidate" {
 		t.Fatalf("restarted old leader is %q, want candidate", s.Role)
 	}
-	for _, cn := range c.nodes {
-		if err := cn.proc.Stop(10 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.stopNodes()
 	c.checkInvariants()
 }
 
@@ -370,20 +352,10 @@ func TestPausedLeaderStepsDown(t *testing.T) {
 		return nil
 	})
 	c.waitHeads(c.clusterHead()+10, 30*time.Second)
-	for _, cn := range c.nodes {
-		if err := cn.proc.Stop(10 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.stopNodes()
 	c.checkInvariants()
 	// Nothing from the old epoch after the new one began.
-	ctx := context.Background()
-	st, err := state.Open(ctx, c.net.Postgres[0].URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	blocks, err := st.BlocksAfter(ctx, 0, 1000)
+	blocks, err := c.store.BlocksAfter(context.Background(), 0, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,11 +441,7 @@ func TestRedisKilled(t *testing.T) {
 	}
 	c.waitLeader(20*time.Second, nil)
 	c.waitHeads(c.clusterHead()+10, 30*time.Second)
-	for _, cn := range c.nodes {
-		if err := cn.proc.Stop(10 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.stopNodes()
 	c.checkInvariants()
 }
 
@@ -502,11 +470,7 @@ func TestClusterPostgresKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.waitHeads(slicesMax(frozen)+10, 30*time.Second)
-	for _, cn := range c.nodes {
-		if err := cn.proc.Stop(10 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.stopNodes()
 	c.checkInvariants()
 }
 
@@ -541,24 +505,8 @@ func TestMemberCatchesUp(t *testing.T) {
 		}
 	}
 	c.waitHeads(c.clusterHead()+10, 60*time.Second, member)
-	for _, cn := range c.nodes {
-		if err := cn.proc.Stop(10 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.stopNodes()
 	c.checkInvariants()
-}
-
-// get fetches a path of the node's HTTP API.
-func (cn *clusterNode) get(path string) (int, string) {
-	client := http.Client{Timeout: time.Second}
-	resp, err := client.Get("http://" + cn.cfg.HealthAddr + path)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 // metric reads one sample from a node's /metrics (0 when absent, -1 when
@@ -592,12 +540,7 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 	ctx := context.Background()
 	head := c.clusterHead()
 	c.waitHeads(head, 10*time.Second, member)
-	st, err := state.Open(ctx, c.net.Postgres[0].URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	tip, err := st.Block(ctx, head)
+	tip, err := c.store.Block(ctx, head)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -666,11 +609,7 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 	}
 	c.start(leader)
 	c.waitHeads(head+10, 30*time.Second)
-	for _, cn := range c.nodes {
-		if err := cn.proc.Stop(10 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.stopNodes()
 	c.checkInvariants()
 }
 
@@ -736,10 +675,6 @@ func TestChaos(t *testing.T) {
 	t.Logf("%d faults in %s; every process running again", faults, duration)
 	c.waitLeader(30*time.Second, nil)
 	c.waitHeads(c.clusterHead()+10, 60*time.Second)
-	for _, cn := range c.nodes {
-		if err := cn.proc.Stop(10 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.stopNodes()
 	c.checkInvariants()
 }

@@ -264,18 +264,28 @@ func chainOf(t testing.TB, eth *ethclient.Client) []common.Hash {
 // block are on geth's chain.
 func (h *harness) checkStoreMatches(gethChain []common.Hash) state.Head {
 	h.t.Helper()
-	return checkStore(h.t, h.cfg.PostgresURL, gethChain)
+	head, _ := checkStore(h.t, h.cfg.PostgresURL, gethChain)
+	return head
 }
 
-// checkStore checks the store at url against a geth chain.
-func checkStore(t testing.TB, url string, gethChain []common.Hash) state.Head {
+// openStore opens the block store at url for the test's duration.
+func openStore(t testing.TB, url string) *state.Manager {
 	t.Helper()
-	ctx := context.Background()
-	st, err := state.Open(ctx, url)
+	st, err := state.Open(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(st.Close)
+	return st
+}
+
+// checkStore checks the store at url against a geth chain: its head is on
+// the chain and it holds every block up to it, each the chain's. It returns
+// the head and the blocks above genesis.
+func checkStore(t testing.TB, url string, gethChain []common.Hash) (state.Head, []*state.Block) {
+	t.Helper()
+	ctx := context.Background()
+	st := openStore(t, url)
 	head, err := st.Head(ctx)
 	if err != nil {
 		t.Fatalf("store head: %v", err)
@@ -295,7 +305,7 @@ func checkStore(t testing.TB, url string, gethChain []common.Hash) state.Head {
 			t.Fatalf("block %d: store has %d %s, geth %s", n, b.Number, b.Hash, gethChain[n])
 		}
 	}
-	return head
+	return head, blocks
 }
 
 // blockTxCounts returns the transaction count of blocks 1..head.
@@ -328,9 +338,14 @@ func (h *harness) receipt(tx *types.Transaction, timeout time.Duration) *types.R
 	return r
 }
 
-// get fetches a health endpoint.
-func (h *harness) get(path string) (int, string) {
-	resp, err := http.Get("http://" + h.cfg.HealthAddr + path)
+// get fetches a path of the node's HTTP API.
+func (h *harness) get(path string) (int, string) { return httpGet(h.cfg.HealthAddr, path) }
+
+// httpGet fetches http://addr/path; a node that does not answer within a
+// second gives status 0 and the error.
+func httpGet(addr, path string) (int, string) {
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + addr + path)
 	if err != nil {
 		return 0, err.Error()
 	}

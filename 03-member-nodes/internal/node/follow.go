@@ -144,10 +144,12 @@ func (a *App) reject(b *state.Block, err error) error {
 }
 
 // setLag publishes how far this node is behind the newest notice.
-func (a *App) setLag() {
-	lag := uint64(0)
-	if announced := a.announced.Load(); announced > a.head.Number {
-		lag = announced - a.head.Number
+func (a *App) setLag() { a.metrics.SyncLagBlocks.Set(float64(a.lagBehind(a.head.Number))) }
+
+// lagBehind is how many announced blocks lie above head.
+func (a *App) lagBehind(head uint64) uint64 {
+	if announced := a.announced.Load(); announced > head {
+		return announced - head
 	}
-	a.metrics.SyncLagBlocks.Set(float64(lag))
+	return 0
 }

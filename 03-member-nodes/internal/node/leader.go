@@ -173,7 +173,7 @@ func (a *App) notify(ctx context.Context) {
 	}
 	a.notified = a.head.Number
 	n := notify.Notice{Number: a.head.Number, Hash: a.head.Hash, Epoch: a.headEpoch, Leader: a.opts.ID}
-	if _, err := notify.Publish(ctx, a.rdb, notify.Channel(a.opts.KeyPrefix), n); err != nil {
+	if _, err := notify.Publish(ctx, a.rdb, notify.Channel(redisPrefix), n); err != nil {
 		a.metrics.Errors.WithLabelValues("redis").Inc()
 		a.log.Debug("block notice not sent", "number", n.Number, "err", err)
 	}
@@ -191,7 +191,7 @@ func (a *App) register(ctx context.Context) {
 	t := time.NewTicker(registerEvery)
 	defer t.Stop()
 	for {
-		if err := election.Announce(ctx, a.rdb, a.opts.KeyPrefix, a.opts.ID, a.opts.APIURL, registerTTL); err != nil && ctx.Err() == nil {
+		if err := election.Announce(ctx, a.rdb, redisPrefix, a.opts.ID, a.opts.APIURL, registerTTL); err != nil && ctx.Err() == nil {
 			a.log.Debug("directory entry not refreshed", "err", err)
 		}
 		select {
@@ -208,7 +208,7 @@ func (a *App) register(ctx context.Context) {
 func (a *App) watchNotices(ctx context.Context) {
 	backoff := newBackoff(100*time.Millisecond, 2*time.Second)
 	for ctx.Err() == nil {
-		notices, err := notify.Subscribe(ctx, a.rdb, notify.Channel(a.opts.KeyPrefix), func(payload string, err error) {
+		notices, err := notify.Subscribe(ctx, a.rdb, notify.Channel(redisPrefix), func(payload string, err error) {
 			a.log.Warn("malformed block notice dropped", "payload", payload, "err", err)
 		})
 		if err != nil {

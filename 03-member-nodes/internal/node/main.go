@@ -73,11 +73,11 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		src Source = st // a candidate follows the cluster store it writes to
 	)
 	if Role(cfg.Mode) == RoleLeader {
-		if el, err = election.New(rdb, election.Options{ID: cfg.InstanceID, TTL: cfg.LeaseTTL}); err != nil {
+		if el, err = election.New(rdb, election.Options{Prefix: redisPrefix, ID: cfg.InstanceID, TTL: cfg.LeaseTTL}); err != nil {
 			return err
 		}
 	} else {
-		src = syncer.NewLeaderAPI(rdb, "")
+		src = syncer.NewLeaderAPI(rdb, redisPrefix)
 	}
 	b := builder.New(client, common.HexToAddress(cfg.FeeRecipient), time.Now)
 	app := New(Options{

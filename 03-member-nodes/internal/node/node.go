@@ -47,6 +47,9 @@ import (
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
 )
 
+// redisPrefix starts every Redis key and channel of the cluster.
+const redisPrefix = "consensus"
+
 // Role is what a node may do.
 type Role string
 
@@ -84,7 +87,6 @@ type Options struct {
 	ID          string // instance id: the lease holder name and the directory entry
 	Role        Role
 	APIURL      string // where other nodes reach this node's block API
-	KeyPrefix   string // Redis key prefix ("" = "consensus")
 	ChainID     *big.Int
 	Signer      *signer.Signer   // leaders: signs every block
 	Verifier    *signer.Verifier // everyone: the allowed leaders
@@ -587,9 +589,7 @@ func (a *App) Status() Status {
 	defer a.mu.Unlock()
 	s := a.status
 	s.ID, s.Role, s.Mode, s.Ready, s.Reason = a.opts.ID, role, a.opts.Mode, ready, reason
-	if announced := a.announced.Load(); announced > s.Head {
-		s.Lag = announced - s.Head
-	}
+	s.Lag = a.lagBehind(s.Head)
 	if !a.lastBlock.IsZero() {
 		s.LastBlock = a.lastBlock.UTC().Format(time.RFC3339Nano)
 	}
