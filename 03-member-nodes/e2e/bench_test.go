@@ -1,35 +1,194 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/ethclient"
+
+	"github.com/geth-consensus/tutorial/devnet"
+
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
-	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/loadgen"
 )
 
-// BenchmarkSyncLagAndFailover runs two candidates and a member at a 250 ms
-// block time and prints:
+// BenchmarkMemberNodes measures stage 3 and prints a table it also writes to
+// BENCHMARKS.md (`make bench`; one iteration: each scenario is a whole
+// system run):
 //
-//   - member sync lag: for every block, the member's commit time in its own
-//     PostgreSQL minus the leader's commit time in the cluster's (both
-//     servers on this machine's clock; the member's forkchoiceUpdated
-//     follows its commit within about a millisecond);
-//   - failover: SIGKILL of the leader → the next block in the cluster store,
-//     over several rounds, against the lease TTL.
-func BenchmarkSyncLagAndFailover(b *testing.B) {
+//   - member sync lag under a steady load: when the member's geth makes a
+//     block its head minus when the leader's did;
+//   - failover: SIGKILL of the leader → the next block in the cluster store;
+//   - the leader's per-block overhead and a burst's tx/s, side by side with
+//     stage 2 on the same geth binary and genesis. Stage 2 is built from
+//     ../02-single-node; a copy of this stage on its own has none, and those
+//     rows say so.
+func BenchmarkMemberNodes(b *testing.B) {
+	table := &benchTable{}
+	for range b.N {
+		benchSyncLag(b, table)
+		benchFailover(b, table)
+		stage2 := stage2Binary(b)
+		benchBlockOverhead(b, table, stage2)
+		benchBurst(b, table, stage2)
+	}
+	out := table.markdown(machine())
+	fmt.Println(out)
+	if err := os.WriteFile(filepath.Join("..", "BENCHMARKS.md"), []byte(out), 0o644); err != nil {
+		b.Fatal(err)
+	}
+}
+
+type benchTable struct{ rows [][]string }
+
+func (t *benchTable) add(cells ...string) { t.rows = append(t.rows, cells) }
+
+func (t *benchTable) markdown(machine string) string {
+	var sb strings.Builder
+	sb.WriteString("# Stage 3 benchmarks\n\nWritten by `make bench` (e2e/bench_test.go). " + machine + "\n\n")
+	sb.WriteString("| scenario | system | result |\n|---|---|---|\n")
+	for _, r := range t.rows {
+		sb.WriteString("| " + strings.Join(r, " | ") + " |\n")
+	}
+	return sb.String()
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func pct(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[int(p*float64(len(s)-1))]
+}
+
+// headTimes records when each watched geth first reports each block as its
+// head, through a newHeads subscription: the moment its RPC users see it.
+type headTimes struct {
+	mu   sync.Mutex
+	seen []map[common.Hash]time.Time
+}
+
+func watchHeads(b *testing.B, gethes ...*devnet.GethNode) *headTimes {
+	h := &headTimes{seen: make([]map[common.Hash]time.Time, len(gethes))}
+	for i, g := range gethes {
+		h.seen[i] = map[common.Hash]time.Time{}
+		c, err := ethclient.Dial(g.WSURL())
+		if err != nil {
+			b.Fatal(err)
+		}
+		heads := make(chan *types.Header, 1024)
+		sub, err := c.SubscribeNewHead(context.Background(), heads)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { sub.Unsubscribe(); c.Close() })
+		go func() {
+			for head := range heads {
+				now := time.Now()
+				h.mu.Lock()
+				if _, ok := h.seen[i][head.Hash()]; !ok {
+					h.seen[i][head.Hash()] = now
+				}
+				h.mu.Unlock()
+			}
+		}()
+	}
+	return h
+}
+
+// lags returns, for every block the last geth saw, how long after the
+// earliest of the others it did.
+func (h *headTimes) lags() []time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	last := len(h.seen) - 1
+	var out []time.Duration
+	for hash, t1 := range h.seen[last] {
+		var first time.Time
+		for _, m := range h.seen[:last] {
+			if t0, ok := m[hash]; ok && (first.IsZero() || t0.Before(first)) {
+				first = t0
+			}
+		}
+		if !first.IsZero() {
+			out = append(out, t1.Sub(first))
+		}
+	}
+	return out
+}
+
+// benchSyncLag, at a 250 ms block time: one candidate and a member with
+// empty blocks (the CL's path and geth's import alone), then two
+// candidates and a member under a steady 200 tx/s sent to the member's geth
+// (they reach the leader through geth's peering).
+func benchSyncLag(b *testing.B, t *benchTable) {
+	for _, v := range []struct {
+		candidates int
+		rate       float64 // tx/s; 0: no load
+	}{{1, 0}, {2, 200}} {
+		c := newCluster(b, v.candidates, 1, func(cfg *config.Config) {
+			cfg.BlockMode, cfg.BlockTime, cfg.MaxDrift, cfg.LogLevel = "block-time", 250*time.Millisecond, time.Hour, "warn"
+		})
+		c.waitLeader(20*time.Second, nil)
+		member := c.members()[0]
+		var gethes []*devnet.GethNode
+		for _, cn := range c.candidates() {
+			gethes = append(gethes, cn.geth)
+		}
+		heads := watchHeads(b, append(gethes, member.geth)...)
+		load := "no transactions"
+		if v.rate > 0 {
+			r, err := generator(b, member.geth.RPCURL()).Steady(context.Background(), v.rate, 15*time.Second, 30*time.Second)
+			if err != nil {
+				b.Fatal(err)
+			}
+			load = fmt.Sprintf("%.0f tx/s sent to the member's geth (%d/%d included, inclusion p50 %.0f ms)", v.rate, r.Included, r.Sent, ms(r.Percentile(50)))
+		} else {
+			time.Sleep(15 * time.Second) // the measurement window
+		}
+		c.waitHeads(c.clusterHead(), 30*time.Second, member)
+		lags := heads.lags()
+		c.stop()
+		settle(c.net)
+		if len(lags) < 20 {
+			b.Fatalf("the member's geth reported %d blocks the candidates' had", len(lags))
+		}
+		scenario := ""
+		if v.rate == 0 {
+			scenario = "member sync lag: when the member's geth makes a block its head, after the leader's geth did (newHeads on both); 250 ms block time, 15 s"
+		}
+		t.add(scenario, fmt.Sprintf("%d candidate(s) + 1 member, %s", v.candidates, load),
+			fmt.Sprintf("p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d blocks", ms(pct(lags, 0.5)), ms(pct(lags, 0.99)), ms(pct(lags, 1)), len(lags)))
+		b.ReportMetric(ms(pct(lags, 0.5)), fmt.Sprintf("sync-lag-p50-ms-%.0ftx/s", v.rate))
+		b.ReportMetric(ms(pct(lags, 0.99)), fmt.Sprintf("sync-lag-p99-ms-%.0ftx/s", v.rate))
+	}
+}
+
+// benchFailover: SIGKILL of the leader, `rounds` times, at a 250 ms block
+// time; the time to the next block in the cluster store.
+func benchFailover(b *testing.B, t *benchTable) {
 	const rounds = 5
 	c := newCluster(b, 2, 1, func(cfg *config.Config) {
-		cfg.BlockMode, cfg.BlockTime, cfg.MaxDrift, cfg.LogLevel = "block-time", 250*time.Millisecond, 10*time.Second, "info"
+		cfg.BlockMode, cfg.BlockTime, cfg.LogLevel = "block-time", 250*time.Millisecond, "warn"
 	})
-	c.waitLeader(20*time.Second, nil)
 	var failovers []time.Duration
 	for range rounds {
 		leader := c.waitLeader(20*time.Second, nil)
-		c.waitHeads(c.clusterHead()+20, 60*time.Second)
+		c.waitHeads(c.clusterHead()+10, 60*time.Second)
 		before := c.clusterHead()
 		if err := leader.proc.Kill(); err != nil {
 			b.Fatal(err)
@@ -44,36 +203,229 @@ func BenchmarkSyncLagAndFailover(b *testing.B) {
 		failovers = append(failovers, time.Since(killed))
 		c.start(leader)
 	}
-	member := c.members()[0]
-	c.waitHeads(c.clusterHead(), 30*time.Second, member)
+	cfg := c.nodes[0].cfg
+	c.stop()
+	settle(c.net)
+	var all []string
+	for _, f := range failovers {
+		all = append(all, fmt.Sprintf("%.2f", f.Seconds()))
+	}
+	t.add(fmt.Sprintf("failover: SIGKILL of the leader → the next block in the cluster store, %d rounds", rounds),
+		fmt.Sprintf("2 candidates + 1 member, lease TTL %s, renew %s", cfg.LeaseTTL, cfg.LeaseRenew),
+		fmt.Sprintf("p50 %.2f s, max %.2f s; rounds: %s s", pct(failovers, 0.5).Seconds(), pct(failovers, 1).Seconds(), strings.Join(all, ", ")))
+	b.ReportMetric(float64(pct(failovers, 0.5).Milliseconds()), "failover-p50-ms")
+	b.ReportMetric(float64(pct(failovers, 1).Milliseconds()), "failover-max-ms")
+}
 
-	ctx := context.Background()
-	createdAt := func(st *state.Manager) map[uint64]time.Time {
-		blocks, err := st.BlocksAfter(ctx, 0, 1000)
+// rounds of the side-by-side scenarios; each system's median round is
+// reported, so one noisy run on a shared machine decides nothing.
+const rounds = 3
+
+// system is a running block producer: the geth transactions go to and the
+// processes to stop afterwards.
+type system struct {
+	geth *devnet.GethNode
+	stop func()
+}
+
+// stage2Binary builds stage 2 from the monorepo ("" when this stage was
+// copied out on its own).
+func stage2Binary(b *testing.B) string {
+	dir, err := devnet.FindUp("02-single-node")
+	if err != nil {
+		b.Logf("stage 2 not found (%v): the side-by-side rows are left out", err)
+		return ""
+	}
+	bin := filepath.Join(b.TempDir(), "single-node")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd")
+	cmd.Dir, cmd.Env = dir, append(os.Environ(), "GOWORK=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("build stage 2: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runStage2 starts one geth and stage 2's binary on it with extra flags.
+func runStage2(b *testing.B, bin string, flags ...string) system {
+	n := devnet.StartT(b, devnet.Config{GethNodes: 1})
+	port, err := devnet.FreePort()
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	p := &devnet.Process{Name: "single-node", Path: bin, LogPath: filepath.Join(b.TempDir(), "single-node.log"),
+		Args: append([]string{"--instance-id", "node-1", "--eth-client-url", n.Geth[0].EngineURL(),
+			"--jwt-secret", mustFindUp(b, "jwt.hex"), "--genesis", mustFindUp(b, "genesis.json"),
+			"--data-dir", b.TempDir(), "--health-addr", addr, "--log-level", "warn"}, flags...)}
+	if err := p.Start(); err != nil {
+		b.Fatal(err)
+	}
+	eventually(b, 30*time.Second, func() error {
+		if code, body := httpGet(addr, "/readyz"); code != 200 {
+			return fmt.Errorf("stage 2 not ready: %d %s", code, body)
+		}
+		return nil
+	})
+	return system{geth: n.Geth[0], stop: func() { _ = p.Stop(10 * time.Second); settle(n) }}
+}
+
+// runStage3 starts one leader candidate and members followers.
+func runStage3(b *testing.B, members int, mutate func(*config.Config)) system {
+	c := newCluster(b, 1, members, func(cfg *config.Config) { cfg.LogLevel = "warn"; mutate(cfg) })
+	leader := c.waitLeader(30*time.Second, nil)
+	return system{geth: leader.geth, stop: func() { c.stop(); settle(c.net) }}
+}
+
+// settle stops a network and flushes the page cache, so that one
+// scenario's write-back does not slow the next one down.
+func settle(n *devnet.Network) {
+	n.Stop()
+	syscall.Sync()
+}
+
+// variant is one system under a side-by-side scenario.
+type variant struct {
+	name  string
+	start func() system
+}
+
+// variants are stage 2 and stage 3 with none and with one member, all
+// configured alike by the same block-mode settings.
+func variants(b *testing.B, stage2 string, mode string, blockTime, buildWait time.Duration) []variant {
+	vs := []variant{}
+	if stage2 != "" {
+		vs = append(vs, variant{"stage 2", func() system {
+			return runStage2(b, stage2, "--mode", mode, "--block-time", blockTime.String(), "--build-wait", buildWait.String(),
+				"--max-idle", "1s", "--max-drift", "24h")
+		}})
+	}
+	mutate := func(cfg *config.Config) {
+		cfg.BlockMode, cfg.BlockTime, cfg.BuildWait, cfg.MaxIdle, cfg.MaxDrift = mode, blockTime, buildWait, time.Second, 24*time.Hour
+	}
+	return append(vs,
+		variant{"stage 3 leader alone", func() system { return runStage3(b, 0, mutate) }},
+		variant{"stage 3 leader + 1 member", func() system { return runStage3(b, 1, mutate) }})
+}
+
+// sideBySide runs scenario on every variant, `rounds` times, rotating which
+// goes first, and returns each variant's results in order.
+func sideBySide[R any](vs []variant, scenario func(system) R) [][]R {
+	out := make([][]R, len(vs))
+	for round := range rounds {
+		for k := range vs {
+			i := (k + round) % len(vs)
+			s := vs[i].start()
+			out[i] = append(out[i], scenario(s))
+			s.stop()
+		}
+	}
+	return out
+}
+
+func median[R any](rs []R, key func(R) float64) R {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b R) int { return cmp.Compare(key(a), key(b)) })
+	return s[len(s)/2]
+}
+
+// benchBlockOverhead: empty blocks back to back (block time 1 µs, build
+// wait 0) for 5 s; the time per block, against stage 2's.
+func benchBlockOverhead(b *testing.B, t *benchTable, stage2 string) {
+	vs := variants(b, stage2, "block-time", time.Microsecond, 0)
+	rates := sideBySide(vs, func(s system) float64 {
+		eth, err := ethclient.Dial(s.geth.RPCURL())
 		if err != nil {
 			b.Fatal(err)
 		}
-		out := map[uint64]time.Time{}
-		for _, blk := range blocks {
-			out[blk.Number] = blk.CreatedAt
+		defer eth.Close()
+		start, err := eth.BlockNumber(context.Background())
+		if err != nil {
+			b.Fatal(err)
 		}
-		return out
+		begin := time.Now()
+		time.Sleep(5 * time.Second) // the measurement window
+		end, err := eth.BlockNumber(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return float64(end-start) / time.Since(begin).Seconds()
+	})
+	base := 0.0
+	for i, v := range vs {
+		rate := median(rates[i], func(r float64) float64 { return r })
+		cell := fmt.Sprintf("%.0f blocks/s, %.2f ms per block", rate, 1000/rate)
+		if v.name == "stage 2" {
+			base = 1000 / rate
+		} else if base > 0 {
+			cell += fmt.Sprintf(" (+%.2f ms over stage 2)", 1000/rate-base)
+		}
+		scenario := ""
+		if i == 0 {
+			scenario = fmt.Sprintf("per-block cost: empty blocks back to back (block time 1 µs, build wait 0) for 5 s, median of %d rounds", rounds)
+		}
+		t.add(scenario, v.name, cell)
+		b.ReportMetric(1000/rate, strings.ReplaceAll(v.name, " ", "-")+"-ms/block")
 	}
-	leaderAt, memberAt := createdAt(c.store), createdAt(openStore(b, member.cfg.PostgresURL))
-	var lags []time.Duration
-	for n, t0 := range leaderAt {
-		if t1, ok := memberAt[n]; ok {
-			lags = append(lags, t1.Sub(t0))
+	if stage2 == "" {
+		t.add("", "stage 2", "not measured: ../02-single-node not found (this stage was copied out alone)")
+	}
+}
+
+// benchBurst: 5,000 transfers in batches of 200 to the producer's geth,
+// on-demand blocks.
+func benchBurst(b *testing.B, t *benchTable, stage2 string) {
+	vs := variants(b, stage2, "on-demand", time.Second, time.Millisecond)
+	results := sideBySide(vs, func(s system) loadgen.Result {
+		r, err := generator(b, s.geth.RPCURL()).Burst(context.Background(), 5000, 200, 60*time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return r
+	})
+	for i, v := range vs {
+		r := median(results[i], loadgen.Result.TxPerSec)
+		var all []string
+		for _, x := range results[i] {
+			all = append(all, fmt.Sprintf("%.0f", x.TxPerSec()))
+		}
+		scenario := ""
+		if i == 0 {
+			scenario = fmt.Sprintf("burst of 5,000 transfers in batches of 200, on-demand blocks (median of %d rounds by tx/s)", rounds)
+		}
+		t.add(scenario, v.name, fmt.Sprintf("%.0f tx/s, %.1f Mgas/s; inclusion p50 %.0f ms, p99 %.0f ms (%d/%d included, %d blocks); rounds: %s tx/s",
+			r.TxPerSec(), r.MgasPerSec(), ms(r.Percentile(50)), ms(r.Percentile(99)), r.Included, r.Sent, r.Blocks, strings.Join(all, ", ")))
+		b.ReportMetric(r.TxPerSec(), strings.ReplaceAll(v.name, " ", "-")+"-burst-tx/s")
+	}
+	if stage2 == "" {
+		t.add("", "stage 2", "not measured: ../02-single-node not found (this stage was copied out alone)")
+	}
+}
+
+func generator(b *testing.B, rpcURL string) *loadgen.Generator {
+	keys, err := loadgen.ParseKeys(loadgen.DevKeys)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := loadgen.New(context.Background(), rpcURL, keys)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(g.Close)
+	return g
+}
+
+func machine() string {
+	cpu := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				cpu = strings.TrimSpace(strings.SplitN(line, ":", 2)[1])
+				break
+			}
 		}
 	}
-	slices.Sort(lags)
-	slices.Sort(failovers)
-	pct := func(d []time.Duration, p float64) time.Duration { return d[int(p*float64(len(d)-1))] }
-	b.ReportMetric(float64(pct(lags, 0.5).Microseconds())/1000, "sync-lag-p50-ms")
-	b.ReportMetric(float64(pct(lags, 0.99).Microseconds())/1000, "sync-lag-p99-ms")
-	b.ReportMetric(float64(pct(failovers, 0.5).Milliseconds()), "failover-p50-ms")
-	b.ReportMetric(float64(failovers[len(failovers)-1].Milliseconds()), "failover-max-ms")
-	b.Logf("member sync lag over %d blocks: p50 %s, p99 %s, max %s", len(lags), pct(lags, 0.5), pct(lags, 0.99), lags[len(lags)-1])
-	b.Logf("failover after SIGKILL of the leader, %d rounds (lease TTL %s, renew %s): %v",
-		rounds, member.cfg.LeaseTTL, member.cfg.LeaseRenew, failovers)
+	kernel, _ := exec.Command("uname", "-r").Output()
+	return fmt.Sprintf("Machine: %s, %d vCPUs, Linux %s, %s, %s; measured %s.",
+		cpu, runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(), "geth v1.17.8 (hash-scheme archive, as the devnet runs it)",
+		time.Now().UTC().Format("2006-01-02"))
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/node"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/notify"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/server"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/signer"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
@@ -525,11 +526,12 @@ func (cn *clusterNode) metric(name string) float64 {
 	return 0
 }
 
-// Tampered blocks offered to a member by a node posing as the leader (the
-// lease and directory entry point at a test server): an unlisted signer, a
-// wrong parent, and a block signed by an allowed key whose payload geth
-// finds invalid. Each is rejected with its reason counted, and nothing is
-// applied; once the real leader is back the member follows it again.
+// Tampered blocks offered to a member: an unlisted signer, a wrong parent,
+// and a block signed by an allowed key whose payload geth finds invalid;
+// each served by a node posing as the leader (the lease and directory entry
+// point at a test server), then carried inside a block notice. Each is
+// rejected with its reason counted, and nothing is applied; once the real
+// leader is back the member follows it again.
 func TestTamperedBlocksAreRejected(t *testing.T) {
 	c := newCluster(t, 1, 1, nil)
 	leader, member := c.candidates()[0], c.members()[0]
@@ -580,7 +582,21 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 		{"parent", forge(common.HexToHash("0xbad"), allowed)},
 		{"invalid", forge(tip.Hash, allowed)},
 	} {
-		t.Run(tc.reason, func(t *testing.T) {
+		name := fmt.Sprintf(`consensus_verification_failures_total{reason=%q}`, tc.reason)
+		rejected := func(before float64) {
+			t.Helper()
+			eventually(t, 10*time.Second, func() error {
+				if v := member.metric(name); v <= before {
+					return fmt.Errorf("%s = %v", name, v)
+				}
+				return nil
+			})
+			if h, _ := member.head(); h != head {
+				t.Fatalf("member geth moved to %d on a tampered block", h)
+			}
+		}
+		t.Run(tc.reason+"/api", func(t *testing.T) {
+			before := member.metric(name)
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				_ = json.NewEncoder(w).Encode([]server.BlockJSON{tc.block})
 			}))
@@ -591,16 +607,22 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 			if err := rdb.Set(ctx, "consensus:node:evil", srv.URL, time.Minute).Err(); err != nil {
 				t.Fatal(err)
 			}
-			name := fmt.Sprintf(`consensus_verification_failures_total{reason=%q}`, tc.reason)
-			eventually(t, 10*time.Second, func() error {
-				if v := member.metric(name); v < 1 {
-					return fmt.Errorf("%s = %v", name, v)
-				}
-				return nil
-			})
-			if h, _ := member.head(); h != head {
-				t.Fatalf("member geth moved to %d on a tampered block", h)
+			rejected(before)
+			if err := rdb.Del(ctx, "consensus:leader").Err(); err != nil {
+				t.Fatal(err)
 			}
+		})
+		t.Run(tc.reason+"/notice", func(t *testing.T) {
+			before := member.metric(name)
+			body, err := json.Marshal(tc.block)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := notify.Notice{Number: uint64(tc.block.Number), Hash: tc.block.Hash, Epoch: uint64(tc.block.Epoch), Leader: "evil", Block: body}
+			if _, err := notify.Publish(ctx, rdb, notify.Channel("consensus"), n); err != nil {
+				t.Fatal(err)
+			}
+			rejected(before)
 		})
 	}
 	checkStore(t, member.cfg.PostgresURL, chainOf(t, member.eth))

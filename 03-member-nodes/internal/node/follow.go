@@ -54,8 +54,19 @@ func (a *App) follow(ctx context.Context) error {
 	}
 }
 
-// syncOnce applies every block the source has above the head.
+// syncOnce applies every block the source has above the head: the block
+// the newest notice carried if it is the next one, else pages fetched from
+// the source.
 func (a *App) syncOnce(ctx context.Context) error {
+	if b := a.inline.Swap(nil); b != nil && b.Number == a.head.Number+1 {
+		if err := a.applyBlock(ctx, b); err != nil {
+			return err
+		}
+		if a.lagBehind(a.head.Number) == 0 {
+			a.setLag()
+			return nil
+		}
+	}
 	for {
 		blocks, err := a.source.BlocksAfter(ctx, a.head.Number, syncPage)
 		if err != nil {
@@ -76,9 +87,12 @@ func (a *App) syncOnce(ctx context.Context) error {
 	}
 }
 
-// applyBlock verifies a block another node produced and applies it: the
-// same order as the leader's, with verification in place of signing. A
-// block that fails verification is never applied.
+// applyBlock verifies a block another node produced and applies it:
+// newPayload, forkchoiceUpdated, then a member stores it in its own
+// database. A block that fails verification is never applied. The block is
+// already final in the cluster store, so geth may finalize it before the
+// member's copy does: a crash in between leaves geth ahead of the member's
+// store, and recovery fetches the block again and checks it against geth.
 func (a *App) applyBlock(ctx context.Context, b *state.Block) error {
 	tip := syncer.Tip{Number: a.head.Number, Hash: a.head.Hash, Epoch: a.headEpoch}
 	if err := syncer.Verify(a.opts.ChainID, a.opts.Verifier, tip, b); err != nil {
@@ -103,20 +117,24 @@ func (a *App) applyBlock(ctx context.Context, b *state.Block) error {
 		}
 		return err
 	}
-	if a.opts.Role == RoleMember { // a candidate follows the cluster store itself
-		committing := a.opts.Now()
-		if err := a.state.Commit(ctx, *b); err != nil {
-			a.metrics.Errors.WithLabelValues("store").Inc()
-			return fmt.Errorf("%w: store block %d: %v", errUnavailable, b.Number, err)
-		}
-		a.metrics.StoreCommit.Observe(a.opts.Now().Sub(committing).Seconds())
-	}
+	parent, parentEpoch := a.head, a.headEpoch
 	a.head = builder.Parent{Number: b.Number, Hash: b.Hash, Timestamp: b.Timestamp}
 	a.headEpoch = b.Epoch
 	if err := a.finalize(ctx); err != nil {
+		a.head, a.headEpoch = parent, parentEpoch
 		return err
 	}
 	now := a.opts.Now()
+	if a.opts.Role == RoleMember { // a candidate follows the cluster store itself
+		if err := a.state.Commit(ctx, *b); err != nil {
+			// Applied again at the next sync: geth answers VALID for a
+			// block it has, and the store gets its copy.
+			a.head, a.headEpoch = parent, parentEpoch
+			a.metrics.Errors.WithLabelValues("store").Inc()
+			return fmt.Errorf("%w: store block %d: %v", errUnavailable, b.Number, err)
+		}
+		a.metrics.StoreCommit.Observe(a.opts.Now().Sub(now).Seconds())
+	}
 	a.metrics.BlocksApplied.Inc()
 	a.metrics.HeadNumber.Set(float64(b.Number))
 	if !b.CreatedAt.IsZero() {

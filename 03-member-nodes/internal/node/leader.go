@@ -2,12 +2,14 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/election"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/notify"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/server"
 )
 
 // keepLease runs the election for a leader candidate: every LeaseRenew it
@@ -166,13 +168,19 @@ func (a *App) setLeader(id string, epoch uint64) {
 }
 
 // notify announces the leader's head on Redis pub/sub once geth made it
-// final. A lost notice costs a member a poll interval, never a block.
+// final, with the block inside when it is small. A lost notice costs a
+// member a poll interval, never a block.
 func (a *App) notify(ctx context.Context) {
 	if a.head.Number <= a.notified {
 		return
 	}
 	a.notified = a.head.Number
 	n := notify.Notice{Number: a.head.Number, Hash: a.head.Hash, Epoch: a.headEpoch, Leader: a.opts.ID}
+	if b := a.committed; b != nil && b.Hash == a.head.Hash {
+		if body, err := json.Marshal(server.NewBlockJSON(b)); err == nil && len(body) <= notify.MaxInline {
+			n.Block = body
+		}
+	}
 	if _, err := notify.Publish(ctx, a.rdb, notify.Channel(redisPrefix), n); err != nil {
 		a.metrics.Errors.WithLabelValues("redis").Inc()
 		a.log.Debug("block notice not sent", "number", n.Number, "err", err)
@@ -223,6 +231,14 @@ func (a *App) watchNotices(ctx context.Context) {
 				a.announced.Store(n.Number)
 			}
 			a.setLeader(n.Leader, n.Epoch)
+			if len(n.Block) > 0 {
+				var b server.BlockJSON
+				if err := json.Unmarshal(n.Block, &b); err != nil {
+					a.log.Warn("malformed block in a notice: fetching instead", "number", n.Number, "err", err)
+				} else {
+					a.inline.Store(b.Block())
+				}
+			}
 			select {
 			case a.news <- struct{}{}:
 			default:

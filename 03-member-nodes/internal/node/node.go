@@ -146,11 +146,13 @@ type App struct {
 	leaseMu    sync.Mutex // guards lease, held and deadline
 	lease      election.Lease
 	held       bool
-	deadline   *time.Timer   // signals roleChange when the lease's local deadline passes
-	roleChange chan struct{} // a lease was won or lost
-	news       chan struct{} // a block notice arrived
-	announced  atomic.Uint64 // newest block number a notice announced
-	notified   uint64        // newest block this leader announced; owned by Run's goroutine
+	deadline   *time.Timer                 // signals roleChange when the lease's local deadline passes
+	roleChange chan struct{}               // a lease was won or lost
+	news       chan struct{}               // a block notice arrived
+	announced  atomic.Uint64               // newest block number a notice announced
+	notified   uint64                      // newest block this leader announced; owned by Run's goroutine
+	committed  *state.Block                // the block this leader stored last; owned by Run's goroutine
+	inline     atomic.Pointer[state.Block] // the block the newest notice carried
 
 	mu          sync.Mutex // guards the fields below, read by the health endpoints
 	ready       bool
@@ -433,11 +435,13 @@ func (a *App) apply(ctx context.Context, p *engine.Payload, start time.Time) err
 		return fmt.Errorf("%w: sign block %d: %v", errFatal, data.Number, err)
 	}
 	committing := a.opts.Now()
-	err = a.state.Commit(ctx, state.Block{Number: data.Number, Hash: data.BlockHash, ParentHash: data.ParentHash,
-		Timestamp: data.Timestamp, Payload: p, LeaderID: a.opts.ID, Epoch: lease.Epoch, Signature: sig})
-	if err != nil {
+	blk := &state.Block{Number: data.Number, Hash: data.BlockHash, ParentHash: data.ParentHash,
+		Timestamp: data.Timestamp, Payload: p, LeaderID: a.opts.ID, Epoch: lease.Epoch, Signature: sig,
+		CreatedAt: committing} // as PostgreSQL's now(): the transaction's start
+	if err := a.state.Commit(ctx, *blk); err != nil {
 		return a.commitFailed(err)
 	}
+	a.committed = blk
 	a.metrics.StoreCommit.Observe(a.opts.Now().Sub(committing).Seconds())
 	a.head = builder.Parent{Number: data.Number, Hash: data.BlockHash, Timestamp: data.Timestamp}
 	a.headEpoch = lease.Epoch

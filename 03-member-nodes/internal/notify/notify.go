@@ -1,12 +1,15 @@
 // Package notify tells members at once that the leader committed a block:
-// one Redis pub/sub channel, one small message per block.
+// one Redis pub/sub channel, one message per block.
 //
 // Pub/sub keeps nothing for a subscriber that is away, and that is on
-// purpose: the message only says "there is news"; members fetch the blocks
-// themselves from the block API, from their own head onwards, so a missed
-// message delays a member until the next one and never loses a block. A
-// capped stream would keep the same guarantee at more cost; an unbounded one
-// would grow for ever.
+// purpose: a notice is a shortcut, not the record. It carries the block
+// itself when the block is small, so that a member at the head applies it
+// without a round trip; members fetch anything else (a big block, a gap
+// after a missed notice or downtime) from the block API, from their own
+// head onwards, so a missed message delays a member until the next one and
+// never loses a block. Members verify a block the same way whichever path
+// brought it. A capped stream would keep the same guarantee at more cost;
+// an unbounded one would grow for ever.
 package notify
 
 import (
@@ -24,7 +27,16 @@ type Notice struct {
 	Hash   common.Hash `json:"hash"`
 	Epoch  uint64      `json:"epoch"`
 	Leader string      `json:"leader"`
+	// Block is the signed block in the block API's encoding, or empty
+	// when it was too big to inline (MaxInline).
+	Block json.RawMessage `json:"block,omitempty"`
 }
+
+// MaxInline bounds a block carried inside a notice. Redis copies every
+// message to every subscriber's output buffer (pub/sub clients are cut off
+// past 8 MB for 60 s by default); a bigger block is announced without its
+// body and fetched.
+const MaxInline = 256 << 10
 
 // Channel is the pub/sub channel name under a key prefix.
 func Channel(prefix string) string {

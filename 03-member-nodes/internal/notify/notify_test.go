@@ -2,6 +2,8 @@ package notify
 
 import (
 	"context"
+	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 
@@ -22,11 +24,11 @@ func TestPublishSubscribeAcrossRedisRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Notice{Number: 7, Hash: common.HexToHash("0x07"), Epoch: 2, Leader: "leader-1"}
+	want := Notice{Number: 7, Hash: common.HexToHash("0x07"), Epoch: 2, Leader: "leader-1", Block: json.RawMessage(`{"number":"0x7"}`)}
 	if got, err := Publish(ctx, rdb, ch, want); err != nil || got != 1 {
 		t.Fatalf("publish: %d receivers, %v", got, err)
 	}
-	if got := receive(t, notices); got != want {
+	if got := receive(t, notices); !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %+v", got)
 	}
 	if err := rdb.Publish(ctx, ch, "not json").Err(); err != nil {
@@ -63,7 +65,7 @@ func TestPublishSubscribeAcrossRedisRestart(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if got := receive(t, notices); got != again {
+	if got := receive(t, notices); !reflect.DeepEqual(got, again) {
 		t.Fatalf("after restart got %+v", got)
 	}
 }

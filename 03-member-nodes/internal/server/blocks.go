@@ -45,7 +45,8 @@ type BlockJSON struct {
 	CommittedAt time.Time `json:"committedAt"`
 }
 
-func toJSON(b *state.Block) BlockJSON {
+// NewBlockJSON encodes a stored block for the wire.
+func NewBlockJSON(b *state.Block) BlockJSON {
 	return BlockJSON{Number: hexutil.Uint64(b.Number), Hash: b.Hash, ParentHash: b.ParentHash, Timestamp: hexutil.Uint64(b.Timestamp),
 		Leader: b.LeaderID, Epoch: hexutil.Uint64(b.Epoch), Signature: b.Signature, Payload: b.Payload, CommittedAt: b.CreatedAt}
 }
@@ -81,7 +82,7 @@ func (s *Server) HandleBlocks(store Blocks) {
 		}
 		out := make([]BlockJSON, len(blocks))
 		for i, b := range blocks {
-			out[i] = toJSON(b)
+			out[i] = NewBlockJSON(b)
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
@@ -140,7 +141,7 @@ func writeBlockResult(w http.ResponseWriter, b *state.Block, err error) {
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, err)
 	default:
-		writeJSON(w, http.StatusOK, toJSON(b))
+		writeJSON(w, http.StatusOK, NewBlockJSON(b))
 	}
 }
 
