@@ -1,0 +1,231 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/ethclient"
+
+	"github.com/geth-consensus/tutorial/devnet"
+
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/node"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/testnet"
+)
+
+// network is n validators, each a process of this stage's binary with its
+// own geth from the devnet library.
+type network struct {
+	t    testing.TB
+	net  *devnet.Network
+	vals []*validator
+}
+
+type validator struct {
+	i      int
+	home   string
+	health string
+	geth   *devnet.GethNode
+	eth    *ethclient.Client
+	proc   *devnet.Process
+}
+
+// newNetwork writes the homes, starts n geths and every validator.
+// extra adds flags to validator i.
+func newNetwork(t testing.TB, n int, timeoutCommit time.Duration, extra func(i int) []string) *network {
+	t.Helper()
+	dn := devnet.StartT(t, devnet.Config{GethNodes: n})
+	dir := t.TempDir()
+	ports := make([]testnet.Ports, n)
+	for i := range ports {
+		ports[i] = testnet.Ports{P2P: freePort(t), RPC: freePort(t), Prometheus: freePort(t)}
+	}
+	if err := testnet.Write(testnet.Options{Dir: dir, Validators: n, Ports: func(i int) testnet.Ports { return ports[i] },
+		TimeoutCommit: timeoutCommit}); err != nil {
+		t.Fatal(err)
+	}
+	nw := &network{t: t, net: dn}
+	for i := range n {
+		g := dn.Geth[i]
+		eth, err := ethclient.Dial(g.RPCURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(eth.Close)
+		v := &validator{i: i, home: testnet.Home(dir, i), health: "127.0.0.1:" + strconv.Itoa(freePort(t)), geth: g, eth: eth}
+		args := []string{"--cmt-home", v.home, "--eth-client-url", g.EngineURL(), "--jwt-secret", mustFindUp(t, "jwt.hex"),
+			"--genesis", mustFindUp(t, "genesis.json"), "--health-addr", v.health, "--log-level", "debug", "--build-wait", "20ms"}
+		if extra != nil {
+			args = append(args, extra(i)...)
+		}
+		v.proc = &devnet.Process{Name: fmt.Sprintf("validator-%d", i), Path: binary(t), Args: args,
+			LogPath: filepath.Join(t.TempDir(), fmt.Sprintf("validator-%d.log", i))}
+		nw.vals = append(nw.vals, v)
+	}
+	t.Cleanup(nw.stop)
+	for _, v := range nw.vals {
+		nw.start(v)
+	}
+	return nw
+}
+
+func (nw *network) start(v *validator) {
+	nw.t.Helper()
+	if err := v.proc.Start(); err != nil {
+		nw.t.Fatal(err)
+	}
+}
+
+func (nw *network) stop() {
+	for _, v := range nw.vals {
+		if nw.t.Failed() {
+			nw.t.Logf("--- validator-%d log:\n%s", v.i, v.proc.TailLog(6000))
+		}
+		_ = v.proc.Stop(15 * time.Second)
+	}
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	p, err := devnet.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func mustFindUp(t testing.TB, name string) string {
+	t.Helper()
+	p, err := devnet.FindUp(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds cmd/main.go once per test run.
+func binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "cometbft-consensus-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "cometbft-consensus")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/geth-consensus/tutorial/04-cometbft-consensus/cmd").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// status reads a validator's /status (ok false when it does not answer).
+func (v *validator) status() (s node.Status, ok bool) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + v.health + "/status")
+	if err != nil {
+		return s, false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return s, resp.StatusCode == http.StatusOK && json.Unmarshal(b, &s) == nil
+}
+
+func (v *validator) head() (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return v.eth.BlockNumber(ctx)
+}
+
+// eventually polls cond until it returns nil or timeout passes.
+func eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %v", timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitHeads polls until the geth of every given validator (all when none
+// is given) is at n or above.
+func (nw *network) waitHeads(n uint64, timeout time.Duration, vals ...*validator) {
+	nw.t.Helper()
+	if len(vals) == 0 {
+		vals = nw.vals
+	}
+	eventually(nw.t, timeout, func() error {
+		for _, v := range vals {
+			if h, err := v.head(); err != nil || h < n {
+				return fmt.Errorf("validator-%d: geth head %d (%v), want %d", v.i, h, err, n)
+			}
+		}
+		return nil
+	})
+}
+
+// checkSameChain checks that every given geth holds the same hash at every
+// height up to the lowest head, with contiguous parents.
+func (nw *network) checkSameChain(vals ...*validator) uint64 {
+	nw.t.Helper()
+	if len(vals) == 0 {
+		vals = nw.vals
+	}
+	ctx := context.Background()
+	low := ^uint64(0)
+	for _, v := range vals {
+		h, err := v.head()
+		if err != nil {
+			nw.t.Fatal(err)
+		}
+		low = min(low, h)
+	}
+	var parent common.Hash
+	for n := uint64(0); n <= low; n++ {
+		var want common.Hash
+		for k, v := range vals {
+			hdr, err := v.eth.HeaderByNumber(ctx, new(big.Int).SetUint64(n))
+			if err != nil {
+				nw.t.Fatalf("validator-%d block %d: %v", v.i, n, err)
+			}
+			if k == 0 {
+				want = hdr.Hash()
+				if n > 0 && hdr.ParentHash != parent {
+					nw.t.Fatalf("block %d: parent %s, block %d is %s", n, hdr.ParentHash, n-1, parent)
+				}
+			} else if hdr.Hash() != want {
+				nw.t.Fatalf("block %d: validator-%d has %s, validator-%d has %s", n, v.i, hdr.Hash(), vals[0].i, want)
+			}
+		}
+		parent = want
+	}
+	return low
+}

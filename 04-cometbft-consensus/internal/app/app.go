@@ -1,0 +1,274 @@
+// Package app is the ABCI application: it turns every CometBFT height into
+// exactly one execution block on this validator's geth.
+//
+//	PrepareProposal  the proposer builds a payload on its geth and proposes
+//	                 it as the block's single envelope transaction
+//	ProcessProposal  every validator checks the envelope and runs newPayload
+//	                 on its own geth: VALID or the proposal is rejected
+//	FinalizeBlock    the decided payload becomes head = safe = finalized
+//	Commit           the app state (height, execution head) is persisted
+//
+// The app hash is the execution block hash, so 2/3 of the voting power
+// signing a CometBFT block header signs geth's block of the height before.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"sync"
+	"time"
+
+	abci "github.com/cometbft/cometbft/abci/types"
+	beacon "github.com/ethereum/go-ethereum/beacon/engine"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
+
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/metrics"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/state"
+)
+
+// Engine is what the app needs from geth.
+type Engine interface {
+	ForkchoiceUpdated(ctx context.Context, fc beacon.ForkchoiceStateV1, attrs *beacon.PayloadAttributes, headTime uint64) (*beacon.PayloadID, error)
+	GetPayload(ctx context.Context, id beacon.PayloadID, timestamp uint64) (*engine.Payload, error)
+	NewPayload(ctx context.Context, p *engine.Payload) error
+	HeaderByNumber(ctx context.Context, n *big.Int) (*types.Header, error)
+}
+
+// Blocks reads decided blocks' transactions from CometBFT's block store, to
+// replay payloads into a geth that lost them while the node runs.
+type Blocks interface {
+	Txs(height int64) ([][]byte, error)
+}
+
+// Options configure the app.
+type Options struct {
+	StatePath    string         // the app state file
+	Genesis      common.Hash    // geth's genesis block hash: the app hash at height 0
+	FeeRecipient common.Address // this validator's fee recipient when it proposes
+	BuildWait    time.Duration  // between forkchoiceUpdated and getPayload
+	Byzantine    bool           // TESTS ONLY: propose corrupted payloads
+	Retry        time.Duration  // first wait before retrying geth in FinalizeBlock; 100 ms when zero
+}
+
+// Codes of CheckTx and of the transaction results.
+const (
+	CodeOK       uint32 = 0
+	CodeRejected uint32 = 1
+)
+
+// App implements abci.Application.
+type App struct {
+	abci.BaseApplication
+
+	opts    Options
+	engine  Engine
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	ctx     context.Context // ends at shutdown: unblocks geth retries
+
+	mu        sync.Mutex
+	blocks    Blocks
+	committed state.State  // as of the last Commit (or the handshake)
+	pending   *state.State // FinalizeBlock's result, persisted by Commit
+	validated common.Hash  // the last payload geth answered VALID in ProcessProposal
+	ready     bool
+	reason    string
+}
+
+// New loads the app state. ctx ends the app's retries at shutdown.
+func New(ctx context.Context, e Engine, m *metrics.Metrics, log *slog.Logger, opts Options) (*App, error) {
+	if opts.Retry <= 0 {
+		opts.Retry = 100 * time.Millisecond
+	}
+	s, err := state.Load(opts.StatePath)
+	if err != nil {
+		return nil, err
+	}
+	return &App{opts: opts, engine: e, log: log, metrics: m, ctx: ctx, committed: s}, nil
+}
+
+// SetBlocks gives the app CometBFT's block store once the node exists.
+func (a *App) SetBlocks(b Blocks) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.blocks = b
+}
+
+// Ready reports whether geth answers and heights are being committed.
+func (a *App) Ready() (bool, string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.ready, a.reason
+}
+
+// Committed returns the committed state.
+func (a *App) Committed() state.State {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.committed
+}
+
+func (a *App) setReady(ok bool, reason string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.ready, a.reason = ok, reason
+	if ok {
+		a.metrics.Ready.Set(1)
+	} else {
+		a.metrics.Ready.Set(0)
+	}
+}
+
+// Info tells CometBFT how far the app (and geth) got. When geth holds fewer
+// blocks than the app committed (it crashed and rewound, or its datadir was
+// wiped), the app reports geth's height: CometBFT then replays the missing
+// blocks from its block store through FinalizeBlock, which drives geth.
+func (a *App) Info(ctx context.Context, _ *abci.RequestInfo) (*abci.ResponseInfo, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	head, err := a.gethHead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if h := min(int64(head.Number), a.committed.Height); h != a.committed.Height || h == 0 {
+		if h < a.committed.Height {
+			a.log.Warn("geth is behind the app: CometBFT will replay the missing blocks",
+				"geth_head", head.Number, "app_height", a.committed.Height)
+		}
+		at, err := a.headerAt(ctx, uint64(h))
+		if err != nil {
+			return nil, err
+		}
+		a.committed = state.State{Height: h, Head: at}
+	}
+	s := a.committed
+	appHash := s.AppHash()
+	if s.Height == 0 {
+		appHash = a.opts.Genesis.Bytes()
+	}
+	return &abci.ResponseInfo{Data: "geth-consensus", Version: "1", AppVersion: 1,
+		LastBlockHeight: s.Height, LastBlockAppHash: appHash}, nil
+}
+
+// headerAt returns geth's canonical block n.
+func (a *App) headerAt(ctx context.Context, n uint64) (state.Head, error) {
+	var h *types.Header
+	err := a.retry(ctx, fmt.Sprintf("read geth's block %d", n), func(ctx context.Context) (err error) {
+		h, err = a.engine.HeaderByNumber(ctx, new(big.Int).SetUint64(n))
+		return err
+	})
+	if err != nil {
+		return state.Head{}, err
+	}
+	return state.Head{Number: h.Number.Uint64(), Hash: h.Hash(), Timestamp: h.Time}, nil
+}
+
+// gethHead returns geth's canonical head, waiting for geth if it does not
+// answer (CometBFT cannot start without it).
+func (a *App) gethHead(ctx context.Context) (state.Head, error) {
+	var h *types.Header
+	err := a.retry(ctx, "read geth's head", func(ctx context.Context) (err error) {
+		h, err = a.engine.HeaderByNumber(ctx, nil)
+		return err
+	})
+	if err != nil {
+		return state.Head{}, err
+	}
+	return state.Head{Number: h.Number.Uint64(), Hash: h.Hash(), Timestamp: h.Time}, nil
+}
+
+// InitChain checks that geth runs the genesis the app expects and returns
+// its hash as the initial app hash.
+func (a *App) InitChain(ctx context.Context, req *abci.RequestInitChain) (*abci.ResponseInitChain, error) {
+	if req.InitialHeight > 1 {
+		return nil, fmt.Errorf("initial_height %d: this app maps height h to execution block h and needs initial_height 1", req.InitialHeight)
+	}
+	var g *types.Header
+	err := a.retry(ctx, "read geth's genesis", func(ctx context.Context) (err error) {
+		g, err = a.engine.HeaderByNumber(ctx, big.NewInt(0))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if g.Hash() != a.opts.Genesis {
+		return nil, fmt.Errorf("geth's genesis is %s, genesis.json gives %s: initialise geth from the same genesis.json", g.Hash(), a.opts.Genesis)
+	}
+	return &abci.ResponseInitChain{AppHash: a.opts.Genesis.Bytes()}, nil
+}
+
+// CheckTx refuses every transaction: CometBFT's mempool is not how
+// Ethereum transactions travel. They go to any validator's geth RPC and
+// gossip to the others; the proposer's geth puts them in its payload.
+func (a *App) CheckTx(_ context.Context, _ *abci.RequestCheckTx) (*abci.ResponseCheckTx, error) {
+	return &abci.ResponseCheckTx{Code: CodeRejected,
+		Log: "this chain takes no transactions through CometBFT: send Ethereum transactions to a validator's geth (eth_sendRawTransaction)"}, nil
+}
+
+// seed is CometBFT's hash of the block at the parent height (geth's
+// genesis hash before height 1). The proposer of the next height cannot
+// choose it: it was fixed when the parent height was decided.
+func (a *App) seed(s state.State) common.Hash {
+	if len(s.LastBlockHash) == 0 {
+		return a.opts.Genesis
+	}
+	return common.BytesToHash(s.LastBlockHash)
+}
+
+// Attributes every validator expects of the payload at the height after s:
+// parentBeaconBlockRoot is the seed, prevRandao its keccak256. Like
+// Ethereum's RANDAO it is unpredictable before the parent height is
+// decided, and the parent's proposer could only bias it by not proposing.
+func (a *App) randomness(s state.State) (beaconRoot, prevRandao common.Hash) {
+	seed := a.seed(s)
+	return seed, crypto.Keccak256Hash([]byte("prevRandao"), seed.Bytes())
+}
+
+// Timestamp is the execution timestamp for a CometBFT block time on
+// parent: the block time in seconds, strictly above the parent's.
+func Timestamp(blockTime time.Time, parent state.Head) uint64 {
+	return max(uint64(blockTime.Unix()), parent.Timestamp+1)
+}
+
+// retry calls f until it succeeds, ctx or the app's context ends, or f
+// fails with a permanent error (geth's INVALID). Waits double up to 2 s.
+func (a *App) retry(ctx context.Context, what string, f func(context.Context) error) error {
+	wait := a.opts.Retry
+	for attempt := 0; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 3*engine.CallTimeout)
+		err := f(cctx)
+		cancel()
+		if err == nil {
+			if attempt > 0 {
+				a.setReady(true, "")
+				a.log.Info("geth answers again", "what", what)
+			}
+			return nil
+		}
+		if errors.Is(err, engine.ErrInvalid) {
+			return err
+		}
+		if attempt == 0 {
+			a.log.Warn("geth unavailable: retrying", "what", what, "err", err)
+			a.metrics.Errors.WithLabelValues("geth").Inc()
+		}
+		a.setReady(false, what+": "+err.Error())
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), err)
+		case <-a.ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%s: shutting down (last error: %v)", what, err)
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}

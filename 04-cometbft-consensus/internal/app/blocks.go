@@ -1,0 +1,319 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	abci "github.com/cometbft/cometbft/abci/types"
+	beacon "github.com/ethereum/go-ethereum/beacon/engine"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/state"
+)
+
+// PrepareProposal builds this height's payload on the proposer's geth and
+// proposes it as the only transaction; whatever CometBFT's mempool offers
+// is dropped. If geth cannot build, the proposal is empty: the other
+// validators reject it and the round moves on to the next proposer.
+func (a *App) PrepareProposal(ctx context.Context, req *abci.RequestPrepareProposal) (*abci.ResponsePrepareProposal, error) {
+	start := time.Now()
+	a.mu.Lock()
+	parent := a.committed
+	a.mu.Unlock()
+	if req.Height != parent.Height+1 {
+		return nil, fmt.Errorf("PrepareProposal for height %d, the app committed %d", req.Height, parent.Height)
+	}
+	p, err := a.build(ctx, parent, req.Time)
+	if err != nil {
+		a.metrics.Errors.WithLabelValues("build").Inc()
+		a.log.Error("cannot build a payload: proposing nothing", "height", req.Height, "err", err)
+		return &abci.ResponsePrepareProposal{}, nil
+	}
+	if a.opts.Byzantine {
+		corrupt(p)
+	}
+	tx, err := envelope.Encode(p)
+	if err == nil && int64(len(tx)) > req.MaxTxBytes {
+		err = fmt.Errorf("envelope of %d bytes, the block takes %d (consensus param block.max_bytes)", len(tx), req.MaxTxBytes)
+	}
+	if err != nil {
+		a.metrics.Errors.WithLabelValues("build").Inc()
+		a.log.Error("cannot propose the payload", "height", req.Height, "err", err)
+		return &abci.ResponsePrepareProposal{}, nil
+	}
+	data := p.ExecutionPayload
+	a.metrics.ProposalBuild.Observe(time.Since(start).Seconds())
+	a.metrics.ProposalTxs.Observe(float64(len(data.Transactions)))
+	a.log.Info("proposing", "height", req.Height, "number", data.Number, "hash", data.BlockHash,
+		"txs", len(data.Transactions), "elapsed", time.Since(start).Round(10*time.Microsecond))
+	return &abci.ResponsePrepareProposal{Txs: [][]byte{tx}}, nil
+}
+
+// build asks geth for the payload on parent for a block at blockTime.
+func (a *App) build(ctx context.Context, parent state.State, blockTime time.Time) (*engine.Payload, error) {
+	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
+	defer cancel()
+	beaconRoot, random := a.randomness(parent)
+	ts := Timestamp(blockTime, parent.Head)
+	attrs := &beacon.PayloadAttributes{
+		Timestamp:             ts,
+		Random:                random,
+		SuggestedFeeRecipient: a.opts.FeeRecipient,
+		Withdrawals:           []*types.Withdrawal{},
+		BeaconRoot:            &beaconRoot,
+	}
+	h := parent.Head.Hash
+	fc := beacon.ForkchoiceStateV1{HeadBlockHash: h, SafeBlockHash: h, FinalizedBlockHash: h}
+	id, err := a.engine.ForkchoiceUpdated(ctx, fc, attrs, parent.Head.Timestamp)
+	if err != nil {
+		return nil, err
+	}
+	if id == nil {
+		return nil, errors.New("forkchoiceUpdated answered without a payloadId")
+	}
+	if a.opts.BuildWait > 0 {
+		t := time.NewTimer(a.opts.BuildWait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		}
+	}
+	p, err := a.engine.GetPayload(ctx, *id, ts)
+	if err != nil {
+		return nil, err
+	}
+	p.BeaconRoot = beaconRoot
+	return p, nil
+}
+
+// corrupt makes a payload that is well formed and correctly hashed but
+// invalid: a state root geth cannot reach by executing it.
+func corrupt(p *engine.Payload) {
+	d := *p.ExecutionPayload
+	d.StateRoot = common.Hash{0xba, 0xd}
+	d.BlockHash = common.Hash{}
+	if b, err := beacon.ExecutableDataToBlockNoHash(d, p.VersionedHashes, &p.BeaconRoot, requestsOf(p)); err == nil {
+		d.BlockHash = b.Hash()
+	}
+	p.ExecutionPayload = &d
+}
+
+func requestsOf(p *engine.Payload) [][]byte {
+	out := make([][]byte, len(p.Requests))
+	for i, r := range p.Requests {
+		out[i] = r
+	}
+	return out
+}
+
+// Reasons ProcessProposal rejects a proposal for, as metric labels.
+const (
+	reasonMalformed   = "malformed"   // not exactly one decodable envelope
+	reasonMismatch    = "mismatch"    // number, parent, timestamp or randomness wrong
+	reasonInvalid     = "invalid"     // geth: INVALID
+	reasonSyncing     = "syncing"     // geth: SYNCING/ACCEPTED, cannot judge
+	reasonUnavailable = "unavailable" // geth did not answer
+)
+
+// ProcessProposal accepts a proposal only if it is exactly one envelope
+// whose payload extends our head at the expected timestamp and randomness,
+// and our geth executes it to VALID. SYNCING (our geth lacks the parent)
+// rejects: this validator cannot vouch for the payload; the others can
+// still decide it, and FinalizeBlock then brings our geth along.
+func (a *App) ProcessProposal(ctx context.Context, req *abci.RequestProcessProposal) (*abci.ResponseProcessProposal, error) {
+	reject := func(reason string, err error) (*abci.ResponseProcessProposal, error) {
+		a.metrics.Verdicts.WithLabelValues("reject", reason).Inc()
+		a.log.Warn("rejecting proposal", "height", req.Height, "proposer", fmt.Sprintf("%X", req.ProposerAddress), "reason", reason, "err", err)
+		return &abci.ResponseProcessProposal{Status: abci.ResponseProcessProposal_REJECT}, nil
+	}
+	a.mu.Lock()
+	parent := a.committed
+	a.mu.Unlock()
+	if len(req.Txs) != 1 {
+		return reject(reasonMalformed, fmt.Errorf("%d transactions, want exactly one envelope", len(req.Txs)))
+	}
+	p, err := envelope.Decode(req.Txs[0])
+	if err != nil {
+		return reject(reasonMalformed, err)
+	}
+	if err := a.checkFits(p, parent, req.Height, req.Time); err != nil {
+		return reject(reasonMismatch, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
+	defer cancel()
+	switch err := a.engine.NewPayload(ctx, p); {
+	case errors.Is(err, engine.ErrInvalid):
+		return reject(reasonInvalid, err)
+	case errors.Is(err, engine.ErrSyncing), errors.Is(err, engine.ErrAccepted):
+		return reject(reasonSyncing, err)
+	case err != nil:
+		return reject(reasonUnavailable, err)
+	}
+	a.mu.Lock()
+	a.validated = p.ExecutionPayload.BlockHash
+	a.mu.Unlock()
+	a.metrics.Verdicts.WithLabelValues("accept", "").Inc()
+	return &abci.ResponseProcessProposal{Status: abci.ResponseProcessProposal_ACCEPT}, nil
+}
+
+// checkFits checks the payload against what the height requires.
+func (a *App) checkFits(p *engine.Payload, parent state.State, height int64, blockTime time.Time) error {
+	d := p.ExecutionPayload
+	beaconRoot, random := a.randomness(parent)
+	switch {
+	case height != parent.Height+1:
+		return fmt.Errorf("height %d, the app committed %d", height, parent.Height)
+	case d.Number != parent.Head.Number+1:
+		return fmt.Errorf("execution block %d, want %d", d.Number, parent.Head.Number+1)
+	case d.ParentHash != parent.Head.Hash:
+		return fmt.Errorf("parent %s, our head is %s", d.ParentHash, parent.Head.Hash)
+	case d.Timestamp != Timestamp(blockTime, parent.Head):
+		return fmt.Errorf("timestamp %d, want %d for block time %s", d.Timestamp, Timestamp(blockTime, parent.Head), blockTime.UTC().Format(time.RFC3339Nano))
+	case d.Random != random:
+		return fmt.Errorf("prevRandao %s, want %s", d.Random, random)
+	case p.BeaconRoot != beaconRoot:
+		return fmt.Errorf("parentBeaconBlockRoot %s, want %s", p.BeaconRoot, beaconRoot)
+	case len(d.Withdrawals) != 0:
+		return fmt.Errorf("%d withdrawals: this chain has none", len(d.Withdrawals))
+	}
+	return nil
+}
+
+// FinalizeBlock applies the decided payload: newPayload unless
+// ProcessProposal just did, then forkchoiceUpdated with head = safe =
+// finalized. CometBFT decided the block, so there is no rejecting it here:
+// geth unreachable is waited for; geth finding it INVALID halts this node
+// (its geth disagrees with 2/3 of the validators), loudly.
+func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock) (*abci.ResponseFinalizeBlock, error) {
+	start := time.Now()
+	a.mu.Lock()
+	parent, validated := a.committed, a.validated
+	a.mu.Unlock()
+	if req.Height != parent.Height+1 {
+		return nil, fmt.Errorf("FinalizeBlock for height %d, the app committed %d", req.Height, parent.Height)
+	}
+	if len(req.Txs) != 1 {
+		return nil, fmt.Errorf("decided block %d has %d transactions, want one envelope", req.Height, len(req.Txs))
+	}
+	p, err := envelope.Decode(req.Txs[0])
+	if err != nil {
+		return nil, fmt.Errorf("decided block %d: %w", req.Height, err)
+	}
+	d := p.ExecutionPayload
+	if d.ParentHash != parent.Head.Hash || d.Number != parent.Head.Number+1 {
+		return nil, fmt.Errorf("decided block %d carries execution block %d on %s; our head is %d %s", req.Height, d.Number, d.ParentHash, parent.Head.Number, parent.Head.Hash)
+	}
+	if d.BlockHash != validated {
+		if err := a.apply(ctx, req.Height, p); err != nil {
+			return nil, err
+		}
+		a.metrics.Replayed.Inc() // decided elsewhere: catch-up, or the handshake's replay
+	}
+	head := state.Head{Number: d.Number, Hash: d.BlockHash, Timestamp: d.Timestamp}
+	err = a.retry(ctx, fmt.Sprintf("forkchoiceUpdated to block %d", d.Number), func(ctx context.Context) error {
+		_, err := a.engine.ForkchoiceUpdated(ctx, beacon.ForkchoiceStateV1{HeadBlockHash: head.Hash, SafeBlockHash: head.Hash, FinalizedBlockHash: head.Hash}, nil, head.Timestamp)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	next := state.State{Height: req.Height, Head: head, LastBlockHash: append([]byte(nil), req.Hash...)}
+	a.mu.Lock()
+	a.pending = &next
+	a.mu.Unlock()
+	results := make([]*abci.ExecTxResult, len(req.Txs))
+	for i := range results {
+		results[i] = &abci.ExecTxResult{Code: CodeOK}
+	}
+	elapsed := time.Since(start)
+	a.metrics.FinalizeLatency.Observe(elapsed.Seconds())
+	a.metrics.ExecutionHead.Set(float64(head.Number))
+	a.log.Info("finalized", "height", req.Height, "number", head.Number, "hash", head.Hash,
+		"txs", len(d.Transactions), "gas", d.GasUsed, "elapsed", elapsed.Round(10*time.Microsecond))
+	return &abci.ResponseFinalizeBlock{TxResults: results, AppHash: head.Hash.Bytes()}, nil
+}
+
+// apply runs newPayload for a decided payload, waiting for geth if it is
+// down. A geth that answers SYNCING lacks the parent (its datadir was
+// wiped under a running node): the app replays the blocks it lacks from
+// CometBFT's block store, then applies this one.
+func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) error {
+	what := fmt.Sprintf("newPayload of block %d", p.ExecutionPayload.Number)
+	for {
+		err := a.retry(ctx, what, func(ctx context.Context) error { return a.engine.NewPayload(ctx, p) })
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, engine.ErrInvalid):
+			a.metrics.Errors.WithLabelValues("invalid_decided").Inc()
+			return fmt.Errorf("geth finds decided block %d (execution %d %s) invalid, while 2/3 of the validators found it valid: this geth runs another chain or another version: %w",
+				height, p.ExecutionPayload.Number, p.ExecutionPayload.BlockHash, err)
+		case errors.Is(err, engine.ErrSyncing), errors.Is(err, engine.ErrAccepted):
+			if rerr := a.replayMissing(ctx, height); rerr != nil {
+				return rerr
+			}
+		default:
+			return err
+		}
+	}
+}
+
+// replayMissing feeds geth the decided payloads above its head and below
+// height, oldest first, from CometBFT's block store.
+func (a *App) replayMissing(ctx context.Context, height int64) error {
+	a.mu.Lock()
+	blocks := a.blocks
+	a.mu.Unlock()
+	if blocks == nil {
+		return fmt.Errorf("geth lacks the parent of block %d and the block store is not open yet", height)
+	}
+	head, err := a.gethHead(ctx)
+	if err != nil {
+		return err
+	}
+	a.log.Warn("geth lost blocks: replaying them from the CometBFT block store", "geth_head", head.Number, "to", height-1)
+	for h := int64(head.Number) + 1; h < height; h++ {
+		txs, err := blocks.Txs(h)
+		if err != nil {
+			return fmt.Errorf("block store, height %d: %w", h, err)
+		}
+		if len(txs) != 1 {
+			return fmt.Errorf("block store, height %d: %d transactions", h, len(txs))
+		}
+		p, err := envelope.Decode(txs[0])
+		if err != nil {
+			return fmt.Errorf("block store, height %d: %w", h, err)
+		}
+		if err := a.retry(ctx, fmt.Sprintf("replay block %d", h), func(ctx context.Context) error { return a.engine.NewPayload(ctx, p) }); err != nil {
+			return err
+		}
+		a.metrics.Replayed.Inc()
+	}
+	return nil
+}
+
+// Commit persists the state FinalizeBlock produced. Every block is kept
+// (retain height 0): the block store is what a wiped geth is rebuilt from.
+func (a *App) Commit(_ context.Context, _ *abci.RequestCommit) (*abci.ResponseCommit, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.pending == nil {
+		return nil, errors.New("Commit without FinalizeBlock")
+	}
+	if err := state.Save(a.opts.StatePath, *a.pending); err != nil {
+		return nil, fmt.Errorf("persist app state: %w", err)
+	}
+	a.committed, a.pending = *a.pending, nil
+	a.validated = common.Hash{}
+	a.ready, a.reason = true, ""
+	a.metrics.Ready.Set(1)
+	a.metrics.Height.Set(float64(a.committed.Height))
+	return &abci.ResponseCommit{}, nil
+}

@@ -1,0 +1,130 @@
+// Package config holds the validator's configuration: one struct with
+// defaults, a Validate that names every wrong flag at once, and the cobra
+// flag set with environment-variable fallbacks. CometBFT's own settings
+// (peers, ports, timeouts, keys) live in the CometBFT home's config.toml.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// Config is everything the validator needs besides its CometBFT home.
+type Config struct {
+	CmtHome      string
+	EngineURL    string
+	JWTSecret    string
+	GenesisPath  string
+	BuildWait    time.Duration
+	FeeRecipient string
+	HealthAddr   string
+	LogLevel     string
+	LogFormat    string
+	// Byzantine makes this validator corrupt the payloads it proposes. For
+	// tests of the other validators' ProcessProposal; hidden from --help.
+	Byzantine bool
+}
+
+// Default returns the defaults: the CometBFT home `cometbft init` makes, the
+// local network's first geth.
+func Default() Config {
+	home := ".cometbft"
+	if h, err := os.UserHomeDir(); err == nil {
+		home = filepath.Join(h, ".cometbft")
+	}
+	return Config{
+		CmtHome:      home,
+		EngineURL:    "http://localhost:8551",
+		JWTSecret:    "../jwt.hex",
+		GenesisPath:  "../genesis.json",
+		BuildWait:    50 * time.Millisecond,
+		FeeRecipient: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+		HealthAddr:   ":8080",
+		LogLevel:     "info",
+		LogFormat:    "text",
+	}
+}
+
+// Validate returns every problem at once, each naming its flag.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(flag string, v any, why string) { errs = append(errs, fmt.Errorf("--%s %v: %s", flag, v, why)) }
+	if c.CmtHome == "" {
+		bad("cmt-home", `""`, "must not be empty")
+	}
+	if u, err := url.Parse(c.EngineURL); err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		bad("eth-client-url", fmt.Sprintf("%q", c.EngineURL), "want an http(s):// or ws(s):// URL")
+	}
+	if c.BuildWait < 0 {
+		bad("build-wait", c.BuildWait, "must not be negative")
+	}
+	if c.BuildWait > time.Second {
+		bad("build-wait", c.BuildWait, "at most 1s: getPayload must come within geth's build window")
+	}
+	if !common.IsHexAddress(c.FeeRecipient) {
+		bad("fee-recipient", fmt.Sprintf("%q", c.FeeRecipient), "not a 20-byte hex address")
+	}
+	if _, _, err := net.SplitHostPort(c.HealthAddr); err != nil {
+		bad("health-addr", fmt.Sprintf("%q", c.HealthAddr), "want host:port or :port")
+	}
+	if c.LogLevel != "debug" && c.LogLevel != "info" && c.LogLevel != "warn" && c.LogLevel != "error" {
+		bad("log-level", fmt.Sprintf("%q", c.LogLevel), "want debug, info, warn or error")
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("log-format", fmt.Sprintf("%q", c.LogFormat), "want text or json")
+	}
+	return errors.Join(errs...)
+}
+
+// Bind registers the flags on cmd with c's values as defaults, and records
+// the environment variable of each.
+func (c *Config) Bind(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&c.CmtHome, "cmt-home", c.CmtHome, "CometBFT home: config/config.toml, config/genesis.json, keys, data")
+	f.StringVar(&c.EngineURL, "eth-client-url", c.EngineURL, "this validator's geth: authenticated Engine API URL")
+	f.StringVar(&c.JWTSecret, "jwt-secret", c.JWTSecret, "JWT secret: a file, or 32 bytes as hex with or without 0x")
+	f.StringVar(&c.GenesisPath, "genesis", c.GenesisPath, "genesis.json geth was initialised with")
+	f.DurationVar(&c.BuildWait, "build-wait", c.BuildWait, "proposer: wait between forkchoiceUpdated and getPayload")
+	f.StringVar(&c.FeeRecipient, "fee-recipient", c.FeeRecipient, "address that receives the priority fees of this validator's blocks")
+	f.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "listen address of /metrics, /healthz, /readyz, /status")
+	f.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	f.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
+	f.BoolVar(&c.Byzantine, "byzantine", c.Byzantine, "TESTS ONLY: propose corrupted payloads")
+	_ = f.MarkHidden("byzantine")
+	for name, key := range map[string]string{
+		"cmt-home": "CMT_HOME", "eth-client-url": "ETH_CLIENT_URL", "jwt-secret": "JWT_SECRET",
+		"genesis": "GENESIS", "build-wait": "BUILD_WAIT", "fee-recipient": "FEE_RECIPIENT",
+		"health-addr": "HEALTH_ADDR", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
+	} {
+		fl := f.Lookup(name)
+		fl.Usage += fmt.Sprintf(" (env %s)", key)
+		_ = f.SetAnnotation(name, "env", []string{key})
+	}
+}
+
+// ApplyEnv sets every flag not given on the command line from its
+// environment variable (flags win), returning an error per malformed value.
+func ApplyEnv(cmd *cobra.Command, lookup func(string) (string, bool)) error {
+	var errs []error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		keys := f.Annotations["env"]
+		if len(keys) == 0 || f.Changed {
+			return
+		}
+		if v, ok := lookup(keys[0]); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q (for --%s): %w", keys[0], v, f.Name, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}

@@ -1,0 +1,81 @@
+// Package metrics defines the app's Prometheus metrics on a registry of its
+// own. /metrics serves them together with CometBFT's, which CometBFT
+// registers on Prometheus' default registry when `instrumentation.prometheus`
+// is on in config.toml.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+const namespace = "consensus"
+
+// Metrics are the app's own metrics. Names carry the unit.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	ProposalBuild   prometheus.Histogram
+	ProposalTxs     prometheus.Histogram
+	Verdicts        *prometheus.CounterVec
+	FinalizeLatency prometheus.Histogram
+	ExecutionHead   prometheus.Gauge
+	Height          prometheus.Gauge
+	Replayed        prometheus.Counter
+	Optimistic      *prometheus.CounterVec
+	Ready           prometheus.Gauge
+	Errors          *prometheus.CounterVec
+	EngineCalls     *prometheus.HistogramVec
+}
+
+// New creates and registers the metrics.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		ProposalBuild: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "proposal_build_seconds", Help: "PrepareProposal: from the request to the envelope (forkchoiceUpdated, wait, getPayload).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		ProposalTxs: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "proposal_transactions", Help: "Ethereum transactions per proposed payload.",
+			Buckets: []float64{0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000}}),
+		Verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+			Name: "process_proposal_total", Help: "ProcessProposal verdicts: accept, or reject with the reason."}, []string{"verdict", "reason"}),
+		FinalizeLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "finalize_block_seconds", Help: "FinalizeBlock: newPayload if needed and forkchoiceUpdated (head = safe = finalized).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		ExecutionHead: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "execution_head_number", Help: "Number of the execution block geth holds as finalized head."}),
+		Height: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "committed_height", Help: "Last CometBFT height the app committed."}),
+		Replayed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
+			Name: "blocks_replayed_total", Help: "Blocks CometBFT replayed into the app (and geth) after a crash or a wiped geth."}),
+		Optimistic: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+			Name: "optimistic_builds_total", Help: "Payloads built ahead of PrepareProposal: used, or discarded with the reason."}, []string{"outcome"}),
+		Ready: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "ready", Help: "1 when geth is reachable and heights advance."}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+			Name: "errors_total", Help: "Errors by kind."}, []string{"kind"}),
+		EngineCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "engine_call_duration_seconds", Help: "Engine API call latency by method and outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}, []string{"method", "outcome"}),
+	}
+	m.Registry.MustRegister(m.ProposalBuild, m.ProposalTxs, m.Verdicts, m.FinalizeLatency, m.ExecutionHead, m.Height,
+		m.Replayed, m.Optimistic, m.Ready, m.Errors, m.EngineCalls)
+	return m
+}
+
+// ObserveEngineCall implements engine.Observer. The outcome is "ok", the
+// payload status (valid, invalid, syncing, accepted) or an error kind.
+func (m *Metrics) ObserveEngineCall(method, outcome string, d time.Duration) {
+	m.EngineCalls.WithLabelValues(method, outcome).Observe(d.Seconds())
+}
+
+// Handler serves the app's metrics and CometBFT's (and the Go runtime's,
+// from the default registry) in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	g := prometheus.Gatherers{m.Registry, prometheus.DefaultGatherer}
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+}

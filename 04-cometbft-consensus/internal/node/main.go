@@ -1,0 +1,228 @@
+// Package node wires a validator: the ABCI app, the CometBFT node that runs
+// it in process, and the HTTP endpoints.
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	cmtcfg "github.com/cometbft/cometbft/config"
+	cmtlog "github.com/cometbft/cometbft/libs/log"
+	cmtnode "github.com/cometbft/cometbft/node"
+	"github.com/cometbft/cometbft/p2p"
+	"github.com/cometbft/cometbft/privval"
+	"github.com/cometbft/cometbft/proxy"
+	"github.com/cometbft/cometbft/store"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core"
+	"github.com/spf13/viper"
+
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/app"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/config"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/metrics"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/server"
+)
+
+// Main runs a validator until ctx ends.
+func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	secret, err := engine.LoadJWTSecret(cfg.JWTSecret)
+	if err != nil {
+		return err
+	}
+	genesis, err := LoadGenesis(cfg.GenesisPath)
+	if err != nil {
+		return err
+	}
+	cmt, err := LoadCometConfig(cfg.CmtHome)
+	if err != nil {
+		return err
+	}
+	m := metrics.New()
+	client, err := engine.Dial(ctx, engine.Options{URL: cfg.EngineURL, Secret: secret, Chain: genesis.Config, Observer: m})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a, err := app.New(ctx, client, m, log.With("component", "app"), app.Options{
+		StatePath:    filepath.Join(cmt.DBDir(), "app-state.json"),
+		Genesis:      genesis.ToBlock().Hash(),
+		FeeRecipient: common.HexToAddress(cfg.FeeRecipient),
+		BuildWait:    cfg.BuildWait,
+		Byzantine:    cfg.Byzantine,
+	})
+	if err != nil {
+		return err
+	}
+	if cfg.Byzantine {
+		log.Warn("BYZANTINE: this validator proposes corrupted payloads (a test option)")
+	}
+
+	nodeKey, err := p2p.LoadNodeKey(cmt.NodeKeyFile())
+	if err != nil {
+		return fmt.Errorf("--cmt-home %s: node key: %w (run `cometbft init` or this binary's testnet command)", cfg.CmtHome, err)
+	}
+	if _, err := os.Stat(cmt.PrivValidatorKeyFile()); err != nil {
+		return fmt.Errorf("--cmt-home %s: validator key: %w", cfg.CmtHome, err)
+	}
+	pv := privval.LoadOrGenFilePV(cmt.PrivValidatorKeyFile(), cmt.PrivValidatorStateFile())
+	// NewNode runs CometBFT's handshake: Info, then a replay of the blocks
+	// the app (and geth) lack, through FinalizeBlock.
+	n, err := cmtnode.NewNodeWithContext(ctx, cmt, pv, nodeKey, proxy.NewLocalClientCreator(a),
+		cmtnode.DefaultGenesisDocProviderFunc(cmt), cmtcfg.DefaultDBProvider,
+		cmtnode.DefaultMetricsProvider(cmt.Instrumentation), cometLogger{log.With("component", "cometbft")})
+	if err != nil {
+		return fmt.Errorf("start CometBFT from %s: %w", cfg.CmtHome, err)
+	}
+	a.SetBlocks(blockStore{n.BlockStore()})
+
+	srv := server.New(cfg.HealthAddr, statusNode{a, n}, m.Handler(), log.With("component", "http"))
+	l, err := srv.Listen()
+	if err != nil {
+		return fmt.Errorf("--health-addr %s: %w", cfg.HealthAddr, err)
+	}
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- srv.Serve(ctx, l) }()
+
+	if err := n.Start(); err != nil {
+		cancel()
+		<-srvErr
+		return fmt.Errorf("start CometBFT: %w", err)
+	}
+	log.Info("validator running", "cmt_home", cfg.CmtHome, "engine", cfg.EngineURL,
+		"validator", pv.GetAddress().String(), "p2p", cmt.P2P.ListenAddress, "rpc", cmt.RPC.ListenAddress)
+	<-ctx.Done()
+	log.Info("stopping")
+	var errs []error
+	if err := n.Stop(); err != nil {
+		errs = append(errs, err)
+	}
+	n.Wait()
+	cancel()
+	if err := <-srvErr; err != nil {
+		errs = append(errs, err)
+	}
+	log.Info("stopped")
+	return errors.Join(errs...)
+}
+
+// LoadCometConfig reads <home>/config/config.toml over CometBFT's defaults,
+// as the cometbft binary does.
+func LoadCometConfig(home string) (*cmtcfg.Config, error) {
+	c := cmtcfg.DefaultConfig()
+	path := filepath.Join(home, "config", "config.toml")
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("--cmt-home %s: %w (run `cometbft init --home %s` or this binary's testnet command)", home, err, home)
+	}
+	v := viper.New()
+	v.SetConfigFile(path)
+	if err := v.ReadInConfig(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := v.Unmarshal(c); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	c.SetRoot(home)
+	if err := c.ValidateBasic(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// LoadGenesis reads geth's genesis.json with geth's own types.
+func LoadGenesis(path string) (*core.Genesis, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--genesis: %w", err)
+	}
+	var g core.Genesis
+	if err := json.Unmarshal(b, &g); err != nil {
+		return nil, fmt.Errorf("--genesis %s: %w", path, err)
+	}
+	if g.Config == nil || g.Config.ChainID == nil {
+		return nil, fmt.Errorf("--genesis %s: no config.chainId", path)
+	}
+	if _, err := engine.MethodsAt(g.Config, 0); err != nil {
+		return nil, fmt.Errorf("--genesis %s: %w", path, err)
+	}
+	return &g, nil
+}
+
+// blockStore gives the app the transactions of decided blocks.
+type blockStore struct{ s *store.BlockStore }
+
+func (b blockStore) Txs(height int64) ([][]byte, error) {
+	blk := b.s.LoadBlock(height)
+	if blk == nil {
+		return nil, fmt.Errorf("no block at height %d (store holds %d-%d)", height, b.s.Base(), b.s.Height())
+	}
+	out := make([][]byte, len(blk.Txs))
+	for i, tx := range blk.Txs {
+		out[i] = tx
+	}
+	return out, nil
+}
+
+// statusNode is what /status, /readyz report.
+type statusNode struct {
+	app  *app.App
+	node *cmtnode.Node
+}
+
+// Status is /status.
+type Status struct {
+	Height        int64  `json:"height"`
+	ExecutionHead uint64 `json:"execution_head"`
+	ExecutionHash string `json:"execution_hash"`
+	Validator     string `json:"validator"`
+	Peers         int    `json:"peers"`
+	CatchingUp    bool   `json:"catching_up"`
+	Ready         bool   `json:"ready"`
+	Reason        string `json:"reason,omitempty"`
+}
+
+func (s statusNode) Ready() (bool, string) {
+	if s.node.ConsensusReactor().WaitSync() {
+		return false, "catching up with the other validators (block sync)"
+	}
+	return s.app.Ready()
+}
+
+func (s statusNode) Status() any {
+	c := s.app.Committed()
+	ready, reason := s.Ready()
+	return Status{Height: c.Height, ExecutionHead: c.Head.Number, ExecutionHash: c.Head.Hash.Hex(),
+		Validator: s.node.PrivValidator().(*privval.FilePV).GetAddress().String(),
+		Peers:     s.node.Switch().Peers().Size(), CatchingUp: s.node.ConsensusReactor().WaitSync(),
+		Ready: ready, Reason: reason}
+}
+
+// NewLogger builds the structured logger the configuration asks for.
+func NewLogger(cfg config.Config) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// cometLogger writes CometBFT's logs through slog. CometBFT logs a lot at
+// info (every vote, every part); its info becomes our debug.
+type cometLogger struct{ l *slog.Logger }
+
+func (c cometLogger) Debug(msg string, kv ...any) { c.l.Debug(msg, kv...) }
+func (c cometLogger) Info(msg string, kv ...any)  { c.l.Debug(msg, kv...) }
+func (c cometLogger) Warn(msg string, kv ...any)  { c.l.Warn(msg, kv...) }
+func (c cometLogger) Error(msg string, kv ...any) { c.l.Error(msg, kv...) }
+func (c cometLogger) With(kv ...any) cmtlog.Logger {
+	return cometLogger{c.l.With(kv...)}
+}
