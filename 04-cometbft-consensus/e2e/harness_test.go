@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -228,4 +229,23 @@ func (nw *network) checkSameChain(vals ...*validator) uint64 {
 		parent = want
 	}
 	return low
+}
+
+// metric reads one sample from a validator's /metrics (0 when absent, -1
+// when the validator does not answer).
+func (v *validator) metric(name string) float64 {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + v.health + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if val, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(val, 64)
+			return f
+		}
+	}
+	return 0
 }
