@@ -25,7 +25,6 @@ type Metrics struct {
 	ExecutionHead   prometheus.Gauge
 	Height          prometheus.Gauge
 	Replayed        prometheus.Counter
-	Optimistic      *prometheus.CounterVec
 	Ready           prometheus.Gauge
 	Errors          *prometheus.CounterVec
 	EngineCalls     *prometheus.HistogramVec
@@ -51,9 +50,7 @@ func New() *Metrics {
 		Height: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
 			Name: "committed_height", Help: "Last CometBFT height the app committed."}),
 		Replayed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
-			Name: "blocks_replayed_total", Help: "Blocks CometBFT replayed into the app (and geth) after a crash or a wiped geth."}),
-		Optimistic: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
-			Name: "optimistic_builds_total", Help: "Payloads built ahead of PrepareProposal: used, or discarded with the reason."}, []string{"outcome"}),
+			Name: "blocks_replayed_total", Help: "Decided payloads sent to geth without this node's ProcessProposal: block sync, the handshake's replay, or a block-store replay into a wiped geth."}),
 		Ready: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
 			Name: "ready", Help: "1 when geth is reachable and heights advance."}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
@@ -63,7 +60,7 @@ func New() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}, []string{"method", "outcome"}),
 	}
 	m.Registry.MustRegister(m.ProposalBuild, m.ProposalTxs, m.Verdicts, m.FinalizeLatency, m.ExecutionHead, m.Height,
-		m.Replayed, m.Optimistic, m.Ready, m.Errors, m.EngineCalls)
+		m.Replayed, m.Ready, m.Errors, m.EngineCalls)
 	return m
 }
 
