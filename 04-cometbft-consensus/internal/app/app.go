@@ -130,24 +130,25 @@ func (a *App) setReady(ok bool, reason string) {
 // wiped), the app reports geth's height: CometBFT then replays the missing
 // blocks from its block store through FinalizeBlock, which drives geth.
 func (a *App) Info(ctx context.Context, _ *abci.RequestInfo) (*abci.ResponseInfo, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	head, err := a.gethHead(ctx)
+	s := a.Committed()
+	head, err := a.header(ctx, nil) // without a.mu: waiting for geth updates readiness
 	if err != nil {
 		return nil, err
 	}
-	if h := min(int64(head.Number), a.committed.Height); h != a.committed.Height || h == 0 {
-		if h < a.committed.Height {
+	if h := min(int64(head.Number), s.Height); h != s.Height || h == 0 {
+		if h < s.Height {
 			a.log.Warn("geth is behind the app: CometBFT will replay the missing blocks",
-				"geth_head", head.Number, "app_height", a.committed.Height)
+				"geth_head", head.Number, "app_height", s.Height)
 		}
-		at, err := a.headerAt(ctx, uint64(h))
+		at, err := a.header(ctx, big.NewInt(h))
 		if err != nil {
 			return nil, err
 		}
-		a.committed = state.State{Height: h, Head: at}
+		s = state.State{Height: h, Head: at}
+		a.mu.Lock()
+		a.committed = s
+		a.mu.Unlock()
 	}
-	s := a.committed
 	appHash := s.AppHash()
 	if s.Height == 0 {
 		appHash = a.opts.Genesis.Bytes()
@@ -156,25 +157,16 @@ func (a *App) Info(ctx context.Context, _ *abci.RequestInfo) (*abci.ResponseInfo
 		LastBlockHeight: s.Height, LastBlockAppHash: appHash}, nil
 }
 
-// headerAt returns geth's canonical block n.
-func (a *App) headerAt(ctx context.Context, n uint64) (state.Head, error) {
-	var h *types.Header
-	err := a.retry(ctx, fmt.Sprintf("read geth's block %d", n), func(ctx context.Context) (err error) {
-		h, err = a.engine.HeaderByNumber(ctx, new(big.Int).SetUint64(n))
-		return err
-	})
-	if err != nil {
-		return state.Head{}, err
+// header returns geth's canonical block n (its head when n is nil),
+// waiting for geth if it does not answer: CometBFT cannot go on without it.
+func (a *App) header(ctx context.Context, n *big.Int) (state.Head, error) {
+	what := "read geth's head"
+	if n != nil {
+		what = fmt.Sprintf("read geth's block %d", n)
 	}
-	return state.Head{Number: h.Number.Uint64(), Hash: h.Hash(), Timestamp: h.Time}, nil
-}
-
-// gethHead returns geth's canonical head, waiting for geth if it does not
-// answer (CometBFT cannot start without it).
-func (a *App) gethHead(ctx context.Context) (state.Head, error) {
 	var h *types.Header
-	err := a.retry(ctx, "read geth's head", func(ctx context.Context) (err error) {
-		h, err = a.engine.HeaderByNumber(ctx, nil)
+	err := a.retry(ctx, what, func(ctx context.Context) (err error) {
+		h, err = a.engine.HeaderByNumber(ctx, n)
 		return err
 	})
 	if err != nil {
@@ -189,16 +181,12 @@ func (a *App) InitChain(ctx context.Context, req *abci.RequestInitChain) (*abci.
 	if req.InitialHeight > 1 {
 		return nil, fmt.Errorf("initial_height %d: this app maps height h to execution block h and needs initial_height 1", req.InitialHeight)
 	}
-	var g *types.Header
-	err := a.retry(ctx, "read geth's genesis", func(ctx context.Context) (err error) {
-		g, err = a.engine.HeaderByNumber(ctx, big.NewInt(0))
-		return err
-	})
+	g, err := a.header(ctx, big.NewInt(0))
 	if err != nil {
 		return nil, err
 	}
-	if g.Hash() != a.opts.Genesis {
-		return nil, fmt.Errorf("geth's genesis is %s, genesis.json gives %s: initialise geth from the same genesis.json", g.Hash(), a.opts.Genesis)
+	if g.Hash != a.opts.Genesis {
+		return nil, fmt.Errorf("geth's genesis is %s, genesis.json gives %s: initialise geth from the same genesis.json", g.Hash, a.opts.Genesis)
 	}
 	return &abci.ResponseInitChain{AppHash: a.opts.Genesis.Bytes()}, nil
 }

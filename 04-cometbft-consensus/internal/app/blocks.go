@@ -274,7 +274,7 @@ func (a *App) replayMissing(ctx context.Context, height int64) error {
 	if blocks == nil {
 		return fmt.Errorf("geth lacks the parent of block %d and the block store is not open yet", height)
 	}
-	head, err := a.gethHead(ctx)
+	head, err := a.header(ctx, nil)
 	if err != nil {
 		return err
 	}
