@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/ethclient"
 
@@ -35,6 +36,7 @@ type network struct {
 
 type validator struct {
 	i      int
+	rpc    int // CometBFT RPC port
 	home   string
 	health string
 	geth   *devnet.GethNode
@@ -64,7 +66,7 @@ func newNetwork(t testing.TB, n int, timeoutCommit time.Duration, extra func(i i
 			t.Fatal(err)
 		}
 		t.Cleanup(eth.Close)
-		v := &validator{i: i, home: testnet.Home(dir, i), health: "127.0.0.1:" + strconv.Itoa(freePort(t)), geth: g, eth: eth}
+		v := &validator{i: i, rpc: ports[i].RPC, home: testnet.Home(dir, i), health: "127.0.0.1:" + strconv.Itoa(freePort(t)), geth: g, eth: eth}
 		args := []string{"--cmt-home", v.home, "--eth-client-url", g.EngineURL(), "--jwt-secret", mustFindUp(t, "jwt.hex"),
 			"--genesis", mustFindUp(t, "genesis.json"), "--health-addr", v.health, "--log-level", "debug", "--build-wait", "20ms"}
 		if extra != nil {
@@ -91,10 +93,26 @@ func (nw *network) start(v *validator) {
 func (nw *network) stop() {
 	for _, v := range nw.vals {
 		if nw.t.Failed() {
-			nw.t.Logf("--- validator-%d log:\n%s", v.i, v.proc.TailLog(6000))
+			nw.t.Logf("--- validator-%d log, CometBFT's debug lines left out:\n%s", v.i, v.appLog(60))
 		}
 		_ = v.proc.Stop(15 * time.Second)
 	}
+}
+
+// appLog returns the last n lines of the validator's log without
+// CometBFT's debug lines, which bury the app's.
+func (v *validator) appLog(n int) string {
+	b, err := os.ReadFile(v.proc.LogPath)
+	if err != nil {
+		return err.Error()
+	}
+	var keep []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !(strings.Contains(line, "level=DEBUG") && strings.Contains(line, "component=cometbft")) {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep[max(0, len(keep)-n):], "\n")
 }
 
 func freePort(t testing.TB) int {
@@ -229,6 +247,16 @@ func (nw *network) checkSameChain(vals ...*validator) uint64 {
 		parent = want
 	}
 	return low
+}
+
+// cometbft is a client of the validator's CometBFT RPC.
+func (v *validator) cometbft(t testing.TB) *rpchttp.HTTP {
+	t.Helper()
+	c, err := rpchttp.New(fmt.Sprintf("tcp://127.0.0.1:%d", v.rpc), "/websocket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // metric reads one sample from a validator's /metrics (0 when absent, -1

@@ -53,6 +53,13 @@ type Options struct {
 	FeeRecipient common.Address // this validator's fee recipient when it proposes
 	BuildWait    time.Duration  // between forkchoiceUpdated and getPayload
 	Byzantine    bool           // TESTS ONLY: propose corrupted payloads
+
+	// Optimistic building: when Proposers names Address as the round-0
+	// proposer of the next height, FinalizeBlock starts that payload on
+	// geth at once, and PrepareProposal only collects it. Off when
+	// Proposers is nil.
+	Proposers *Proposers
+	Address   []byte // this validator's address
 	Retry        time.Duration  // first wait before retrying geth in FinalizeBlock; 100 ms when zero
 }
 
@@ -77,6 +84,7 @@ type App struct {
 	committed state.State  // as of the last Commit (or the handshake)
 	pending   *state.State // FinalizeBlock's result, persisted by Commit
 	validated common.Hash  // the last payload geth answered VALID in ProcessProposal
+	next      *started     // the payload started for the next height, if any
 	ready     bool
 	reason    string
 }
@@ -224,8 +232,10 @@ func Timestamp(blockTime time.Time, parent state.Head) uint64 {
 	return max(uint64(blockTime.Unix()), parent.Timestamp+1)
 }
 
-// retry calls f until it succeeds, ctx or the app's context ends, or f
-// fails with a permanent error (geth's INVALID). Waits double up to 2 s.
+// retry calls f until it succeeds, ctx or the app's context ends, or geth
+// gives an answer that retrying would not change: INVALID, or SYNCING and
+// ACCEPTED (geth lacks blocks; the caller decides what to feed it). Only a
+// geth that does not answer is retried. Waits double up to 2 s.
 func (a *App) retry(ctx context.Context, what string, f func(context.Context) error) error {
 	wait := a.opts.Retry
 	for attempt := 0; ; attempt++ {
@@ -239,7 +249,7 @@ func (a *App) retry(ctx context.Context, what string, f func(context.Context) er
 			}
 			return nil
 		}
-		if errors.Is(err, engine.ErrInvalid) {
+		if errors.Is(err, engine.ErrInvalid) || lacksBlocks(err) {
 			return err
 		}
 		if attempt == 0 {
@@ -259,4 +269,10 @@ func (a *App) retry(ctx context.Context, what string, f func(context.Context) er
 		}
 		wait = min(2*wait, 2*time.Second)
 	}
+}
+
+// lacksBlocks reports geth's SYNCING or ACCEPTED: it does not have the
+// parent (or the head) it was asked about.
+func lacksBlocks(err error) bool {
+	return errors.Is(err, engine.ErrSyncing) || errors.Is(err, engine.ErrAccepted)
 }

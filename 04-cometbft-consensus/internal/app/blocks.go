@@ -28,7 +28,7 @@ func (a *App) PrepareProposal(ctx context.Context, req *abci.RequestPreparePropo
 	if req.Height != parent.Height+1 {
 		return nil, fmt.Errorf("PrepareProposal for height %d, the app committed %d", req.Height, parent.Height)
 	}
-	p, err := a.build(ctx, parent, req.Time)
+	p, optimistic, err := a.payload(ctx, parent, req.Time)
 	if err != nil {
 		a.metrics.Errors.WithLabelValues("build").Inc()
 		a.log.Error("cannot build a payload: proposing nothing", "height", req.Height, "err", err)
@@ -50,16 +50,40 @@ func (a *App) PrepareProposal(ctx context.Context, req *abci.RequestPreparePropo
 	a.metrics.ProposalBuild.Observe(time.Since(start).Seconds())
 	a.metrics.ProposalTxs.Observe(float64(len(data.Transactions)))
 	a.log.Info("proposing", "height", req.Height, "number", data.Number, "hash", data.BlockHash,
-		"txs", len(data.Transactions), "elapsed", time.Since(start).Round(10*time.Microsecond))
+		"txs", len(data.Transactions), "optimistic", optimistic, "elapsed", time.Since(start).Round(10*time.Microsecond))
 	return &abci.ResponsePrepareProposal{Txs: [][]byte{tx}}, nil
 }
 
-// build asks geth for the payload on parent for a block at blockTime.
-func (a *App) build(ctx context.Context, parent state.State, blockTime time.Time) (*engine.Payload, error) {
+// payload returns the payload on parent for a block at blockTime: the one
+// started when parent became final if it fits (optimistic is then true),
+// otherwise one built now.
+func (a *App) payload(ctx context.Context, parent state.State, blockTime time.Time) (p *engine.Payload, optimistic bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
 	defer cancel()
-	beaconRoot, random := a.randomness(parent)
 	ts := Timestamp(blockTime, parent.Head)
+	if st := a.claim(parent, ts); st != nil {
+		if p, err := a.collect(ctx, parent, st.id, st.at, ts); err == nil {
+			a.metrics.Optimistic.WithLabelValues("used").Inc()
+			return p, true, nil
+		} else if ctx.Err() != nil {
+			return nil, false, err
+		} else {
+			a.metrics.Optimistic.WithLabelValues("lost").Inc()
+			a.log.Warn("the payload started early is lost: building again", "number", parent.Head.Number+1, "err", err)
+		}
+	}
+	start := time.Now()
+	id, err := a.start(ctx, parent, ts)
+	if err != nil {
+		return nil, false, err
+	}
+	p, err = a.collect(ctx, parent, id, start, ts)
+	return p, false, err
+}
+
+// start asks geth to build the payload on parent at timestamp ts.
+func (a *App) start(ctx context.Context, parent state.State, ts uint64) (beacon.PayloadID, error) {
+	beaconRoot, random := a.randomness(parent)
 	attrs := &beacon.PayloadAttributes{
 		Timestamp:             ts,
 		Random:                random,
@@ -71,13 +95,19 @@ func (a *App) build(ctx context.Context, parent state.State, blockTime time.Time
 	fc := beacon.ForkchoiceStateV1{HeadBlockHash: h, SafeBlockHash: h, FinalizedBlockHash: h}
 	id, err := a.engine.ForkchoiceUpdated(ctx, fc, attrs, parent.Head.Timestamp)
 	if err != nil {
-		return nil, err
+		return beacon.PayloadID{}, err
 	}
 	if id == nil {
-		return nil, errors.New("forkchoiceUpdated answered without a payloadId")
+		return beacon.PayloadID{}, errors.New("forkchoiceUpdated answered without a payloadId")
 	}
-	if a.opts.BuildWait > 0 {
-		t := time.NewTimer(a.opts.BuildWait)
+	return *id, nil
+}
+
+// collect gets payload id from geth once BuildWait has passed since the
+// build started: geth's first build with transactions needs that long.
+func (a *App) collect(ctx context.Context, parent state.State, id beacon.PayloadID, started time.Time, ts uint64) (*engine.Payload, error) {
+	if wait := a.opts.BuildWait - time.Since(started); wait > 0 {
+		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -85,12 +115,65 @@ func (a *App) build(ctx context.Context, parent state.State, blockTime time.Time
 			return nil, ctx.Err()
 		}
 	}
-	p, err := a.engine.GetPayload(ctx, *id, ts)
+	p, err := a.engine.GetPayload(ctx, id, ts)
 	if err != nil {
 		return nil, err
 	}
-	p.BeaconRoot = beaconRoot
+	// getPayload does not return the beacon root: it is the attributes'.
+	p.BeaconRoot, _ = a.randomness(parent)
 	return p, nil
+}
+
+// started is a payload geth began building for the next height as soon as
+// the previous one was final.
+type started struct {
+	parent    common.Hash
+	timestamp uint64
+	at        time.Time
+	id        beacon.PayloadID
+}
+
+// startNext starts the payload of the height after s, when this validator
+// is predicted to propose it. s is final: its block is geth's head. The
+// timestamp is a prediction: the next block's time is the median of this
+// height's precommit times, which were signed moments ago.
+func (a *App) startNext(ctx context.Context, s state.State) {
+	if a.opts.Proposers == nil || !a.opts.Proposers.Is(a.opts.Address, s.Height+1) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
+	defer cancel()
+	st := &started{parent: s.Head.Hash, timestamp: Timestamp(time.Now(), s.Head), at: time.Now()}
+	id, err := a.start(ctx, s, st.timestamp)
+	if err != nil {
+		a.metrics.Optimistic.WithLabelValues("lost").Inc()
+		a.log.Warn("cannot start the next payload early", "number", s.Head.Number+1, "err", err)
+		return
+	}
+	st.id = id
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.next != nil {
+		a.metrics.Optimistic.WithLabelValues("unclaimed").Inc()
+	}
+	a.next = st
+}
+
+// claim takes the payload started for the block on parent at timestamp ts.
+func (a *App) claim(parent state.State, ts uint64) *started {
+	a.mu.Lock()
+	st := a.next
+	a.next = nil
+	a.mu.Unlock()
+	switch {
+	case st == nil:
+		return nil
+	case st.parent != parent.Head.Hash || st.timestamp != ts:
+		a.metrics.Optimistic.WithLabelValues("stale").Inc()
+		a.log.Debug("the payload started early does not fit", "parent", st.parent, "timestamp", st.timestamp, "want_timestamp", ts)
+		return nil
+	}
+	return st
 }
 
 // corrupt makes a payload that is well formed and correctly hashed but
@@ -151,7 +234,7 @@ func (a *App) ProcessProposal(ctx context.Context, req *abci.RequestProcessPropo
 	switch err := a.engine.NewPayload(ctx, p); {
 	case errors.Is(err, engine.ErrInvalid):
 		return reject(reasonInvalid, err)
-	case errors.Is(err, engine.ErrSyncing), errors.Is(err, engine.ErrAccepted):
+	case lacksBlocks(err):
 		return reject(reasonSyncing, err)
 	case err != nil:
 		return reject(reasonUnavailable, err)
@@ -210,17 +293,26 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 	if d.ParentHash != parent.Head.Hash || d.Number != parent.Head.Number+1 {
 		return nil, fmt.Errorf("decided block %d carries execution block %d on %s; our head is %d %s", req.Height, d.Number, d.ParentHash, parent.Head.Number, parent.Head.Hash)
 	}
-	if d.BlockHash != validated {
-		if err := a.apply(ctx, req.Height, p); err != nil {
-			return nil, err
-		}
-		a.metrics.Replayed.Inc() // decided elsewhere: catch-up, or the handshake's replay
-	}
 	head := state.Head{Number: d.Number, Hash: d.BlockHash, Timestamp: d.Timestamp}
-	err = a.retry(ctx, fmt.Sprintf("forkchoiceUpdated to block %d", d.Number), func(ctx context.Context) error {
-		_, err := a.engine.ForkchoiceUpdated(ctx, beacon.ForkchoiceStateV1{HeadBlockHash: head.Hash, SafeBlockHash: head.Hash, FinalizedBlockHash: head.Hash}, nil, head.Timestamp)
-		return err
-	})
+	live := d.BlockHash == validated // through our ProcessProposal, not a replay
+	for applied := live; ; applied = false {
+		if !applied {
+			if err := a.apply(ctx, req.Height, p); err != nil {
+				return nil, err
+			}
+			a.metrics.Replayed.Inc() // decided elsewhere: catch-up, or the handshake's replay
+		}
+		err = a.retry(ctx, fmt.Sprintf("forkchoiceUpdated to block %d", d.Number), func(ctx context.Context) error {
+			_, err := a.engine.ForkchoiceUpdated(ctx, beacon.ForkchoiceStateV1{HeadBlockHash: head.Hash, SafeBlockHash: head.Hash, FinalizedBlockHash: head.Hash}, nil, head.Timestamp)
+			return err
+		})
+		if !lacksBlocks(err) {
+			break
+		}
+		// geth lost the block between newPayload and here (restarted with
+		// a wiped datadir): apply it again, replaying what it lacks.
+		a.log.Warn("geth lacks the block it just validated: applying it again", "number", d.Number, "err", err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -228,6 +320,9 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 	a.mu.Lock()
 	a.pending = &next
 	a.mu.Unlock()
+	if live {
+		a.startNext(ctx, next)
+	}
 	results := make([]*abci.ExecTxResult, len(req.Txs))
 	for i := range results {
 		results[i] = &abci.ExecTxResult{Code: CodeOK}
@@ -255,7 +350,7 @@ func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) error 
 			a.metrics.Errors.WithLabelValues("invalid_decided").Inc()
 			return fmt.Errorf("geth finds decided block %d (execution %d %s) invalid, while 2/3 of the validators found it valid: this geth runs another chain or another version: %w",
 				height, p.ExecutionPayload.Number, p.ExecutionPayload.BlockHash, err)
-		case errors.Is(err, engine.ErrSyncing), errors.Is(err, engine.ErrAccepted):
+		case lacksBlocks(err):
 			if rerr := a.replayMissing(ctx, height); rerr != nil {
 				return rerr
 			}
@@ -277,6 +372,11 @@ func (a *App) replayMissing(ctx context.Context, height int64) error {
 	head, err := a.header(ctx, nil)
 	if err != nil {
 		return err
+	}
+	if int64(head.Number) >= height-1 {
+		// Not a lost parent: geth is busy with a sync of its own. Give up
+		// rather than spin; CometBFT stops the node and the operator looks.
+		return fmt.Errorf("geth holds block %d yet answers SYNCING for block %d", head.Number, height)
 	}
 	a.log.Warn("geth lost blocks: replaying them from the CometBFT block store", "geth_head", head.Number, "to", height-1)
 	for h := int64(head.Number) + 1; h < height; h++ {

@@ -25,6 +25,7 @@ type Config struct {
 	JWTSecret    string
 	GenesisPath  string
 	BuildWait    time.Duration
+	Optimistic   bool
 	FeeRecipient string
 	HealthAddr   string
 	LogLevel     string
@@ -47,6 +48,7 @@ func Default() Config {
 		JWTSecret:    "../jwt.hex",
 		GenesisPath:  "../genesis.json",
 		BuildWait:    50 * time.Millisecond,
+		Optimistic:   true,
 		FeeRecipient: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
 		HealthAddr:   ":8080",
 		LogLevel:     "info",
@@ -94,6 +96,7 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.JWTSecret, "jwt-secret", c.JWTSecret, "JWT secret: a file, or 32 bytes as hex with or without 0x")
 	f.StringVar(&c.GenesisPath, "genesis", c.GenesisPath, "genesis.json geth was initialised with")
 	f.DurationVar(&c.BuildWait, "build-wait", c.BuildWait, "proposer: wait between forkchoiceUpdated and getPayload")
+	f.BoolVar(&c.Optimistic, "optimistic-build", c.Optimistic, "when this validator proposes the next height, start its payload as soon as this one is final")
 	f.StringVar(&c.FeeRecipient, "fee-recipient", c.FeeRecipient, "address that receives the priority fees of this validator's blocks")
 	f.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "listen address of /metrics, /healthz, /readyz, /status")
 	f.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
@@ -102,7 +105,7 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	_ = f.MarkHidden("byzantine")
 	for name, key := range map[string]string{
 		"cmt-home": "CMT_HOME", "eth-client-url": "ETH_CLIENT_URL", "jwt-secret": "JWT_SECRET",
-		"genesis": "GENESIS", "build-wait": "BUILD_WAIT", "fee-recipient": "FEE_RECIPIENT",
+		"genesis": "GENESIS", "build-wait": "BUILD_WAIT", "optimistic-build": "OPTIMISTIC_BUILD", "fee-recipient": "FEE_RECIPIENT",
 		"health-addr": "HEALTH_ADDR", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
 	} {
 		fl := f.Lookup(name)

@@ -25,6 +25,7 @@ type Metrics struct {
 	ExecutionHead   prometheus.Gauge
 	Height          prometheus.Gauge
 	Replayed        prometheus.Counter
+	Optimistic      *prometheus.CounterVec
 	Ready           prometheus.Gauge
 	Errors          *prometheus.CounterVec
 	EngineCalls     *prometheus.HistogramVec
@@ -51,6 +52,8 @@ func New() *Metrics {
 			Name: "committed_height", Help: "Last CometBFT height the app committed."}),
 		Replayed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
 			Name: "blocks_replayed_total", Help: "Decided payloads sent to geth without this node's ProcessProposal: block sync, the handshake's replay, or a block-store replay into a wiped geth."}),
+		Optimistic: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+			Name: "optimistic_builds_total", Help: "Payloads started when the previous height was final, by fate: used, stale (the proposal's parent or timestamp differed), lost (geth failed or forgot it), unclaimed (another round or proposer took the height)."}, []string{"outcome"}),
 		Ready: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
 			Name: "ready", Help: "1 when geth is reachable and heights advance."}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
@@ -60,7 +63,7 @@ func New() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}, []string{"method", "outcome"}),
 	}
 	m.Registry.MustRegister(m.ProposalBuild, m.ProposalTxs, m.Verdicts, m.FinalizeLatency, m.ExecutionHead, m.Height,
-		m.Replayed, m.Ready, m.Errors, m.EngineCalls)
+		m.Replayed, m.Optimistic, m.Ready, m.Errors, m.EngineCalls)
 	return m
 }
 

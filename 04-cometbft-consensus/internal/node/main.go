@@ -43,6 +43,26 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	nodeKey, err := p2p.LoadNodeKey(cmt.NodeKeyFile())
+	if err != nil {
+		return fmt.Errorf("--cmt-home %s: node key: %w (run `cometbft init` or this binary's testnet command)", cfg.CmtHome, err)
+	}
+	if _, err := os.Stat(cmt.PrivValidatorKeyFile()); err != nil {
+		return fmt.Errorf("--cmt-home %s: validator key: %w", cfg.CmtHome, err)
+	}
+	pv := privval.LoadOrGenFilePV(cmt.PrivValidatorKeyFile(), cmt.PrivValidatorStateFile())
+	genDoc := cmtnode.DefaultGenesisDocProviderFunc(cmt)
+	doc, err := genDoc()
+	if err != nil {
+		return fmt.Errorf("--cmt-home %s: %w", cfg.CmtHome, err)
+	}
+	var proposers *app.Proposers
+	if cfg.Optimistic {
+		if proposers, err = app.NewProposers(doc.Validators); err != nil {
+			return fmt.Errorf("--cmt-home %s: genesis: %w", cfg.CmtHome, err)
+		}
+	}
+
 	m := metrics.New()
 	client, err := engine.Dial(ctx, engine.Options{URL: cfg.EngineURL, Secret: secret, Chain: genesis.Config, Observer: m})
 	if err != nil {
@@ -57,6 +77,8 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		FeeRecipient: common.HexToAddress(cfg.FeeRecipient),
 		BuildWait:    cfg.BuildWait,
 		Byzantine:    cfg.Byzantine,
+		Proposers:    proposers,
+		Address:      pv.GetAddress(),
 	})
 	if err != nil {
 		return err
@@ -65,18 +87,10 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Warn("BYZANTINE: this validator proposes corrupted payloads (a test option)")
 	}
 
-	nodeKey, err := p2p.LoadNodeKey(cmt.NodeKeyFile())
-	if err != nil {
-		return fmt.Errorf("--cmt-home %s: node key: %w (run `cometbft init` or this binary's testnet command)", cfg.CmtHome, err)
-	}
-	if _, err := os.Stat(cmt.PrivValidatorKeyFile()); err != nil {
-		return fmt.Errorf("--cmt-home %s: validator key: %w", cfg.CmtHome, err)
-	}
-	pv := privval.LoadOrGenFilePV(cmt.PrivValidatorKeyFile(), cmt.PrivValidatorStateFile())
 	// NewNode runs CometBFT's handshake: Info, then a replay of the blocks
 	// the app (and geth) lack, through FinalizeBlock.
 	n, err := cmtnode.NewNodeWithContext(ctx, cmt, pv, nodeKey, proxy.NewLocalClientCreator(a),
-		cmtnode.DefaultGenesisDocProviderFunc(cmt), cmtcfg.DefaultDBProvider,
+		genDoc, cmtcfg.DefaultDBProvider,
 		cmtnode.DefaultMetricsProvider(cmt.Instrumentation), cometLogger{log.With("component", "cometbft")})
 	if err != nil {
 		return fmt.Errorf("start CometBFT from %s: %w", cfg.CmtHome, err)
