@@ -59,8 +59,8 @@ type Options struct {
 	// geth at once, and PrepareProposal only collects it. Off when
 	// Proposers is nil.
 	Proposers *Proposers
-	Address   []byte // this validator's address
-	Retry        time.Duration  // first wait before retrying geth in FinalizeBlock; 100 ms when zero
+	Address   []byte        // this validator's address
+	Retry     time.Duration // first wait before retrying geth in FinalizeBlock; 100 ms when zero
 }
 
 // Codes of CheckTx and of the transaction results.
