@@ -1,0 +1,497 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	abci "github.com/cometbft/cometbft/abci/types"
+	"github.com/cometbft/cometbft/crypto/ed25519"
+	cmttypes "github.com/cometbft/cometbft/types"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/metrics"
+)
+
+// These tests call the ABCI methods in the order CometBFT does, as
+// CometBFT's kvstore example is tested, with an in-memory geth.
+
+var ctx = context.Background()
+
+// node is one validator under test: its app, its geth and where its state lives.
+type node struct {
+	*App
+	geth   *fakeGeth
+	m      *metrics.Metrics
+	path   string
+	blocks fakeBlocks
+}
+
+func newNode(t *testing.T, g *fakeGeth, path string, mod func(*Options)) *node {
+	t.Helper()
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "app-state.json")
+	}
+	opts := Options{StatePath: path, Genesis: g.genesis.Hash(), FeeRecipient: common.Address{0xfe}, Retry: time.Millisecond}
+	if mod != nil {
+		mod(&opts)
+	}
+	m := metrics.New()
+	a, err := New(ctx, g, m, slog.New(slog.NewTextHandler(logWriter{t}, nil)), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{App: a, geth: g, m: m, path: path, blocks: fakeBlocks{}}
+	a.SetBlocks(n.blocks)
+	if _, err := a.Info(ctx, &abci.RequestInfo{}); err != nil { // CometBFT's handshake starts with Info
+		t.Fatal(err)
+	}
+	return n
+}
+
+// logWriter shows the app's log in the test's output (with -v or on failure).
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(b []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(b), "\n"))
+	return len(b), nil
+}
+
+// restart is the same validator after a crash: a new app on the same state file and geth.
+func (n *node) restart(t *testing.T) *node { return newNode(t, n.geth, n.path, nil) }
+
+var t0 = time.Unix(1_700_000_100, 0)
+
+func blockTime(h int64) time.Time { return t0.Add(time.Duration(h) * time.Second) }
+
+// cometHash stands for CometBFT's hash of the block at height h.
+func cometHash(h int64) []byte { return crypto.Keccak256([]byte(fmt.Sprint("cometbft block ", h))) }
+
+func (n *node) prepare(t *testing.T, h int64, mempool ...[]byte) []byte {
+	t.Helper()
+	res, err := n.PrepareProposal(ctx, &abci.RequestPrepareProposal{Height: h, Time: blockTime(h), Txs: mempool, MaxTxBytes: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Txs) != 1 {
+		t.Fatalf("height %d: proposal of %d transactions, want the envelope alone", h, len(res.Txs))
+	}
+	return res.Txs[0]
+}
+
+func (n *node) process(t *testing.T, h int64, txs ...[]byte) abci.ResponseProcessProposal_ProposalStatus {
+	t.Helper()
+	res, err := n.ProcessProposal(ctx, &abci.RequestProcessProposal{Height: h, Time: blockTime(h), Txs: txs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Status
+}
+
+func (n *node) finalize(t *testing.T, h int64, tx []byte) *abci.ResponseFinalizeBlock {
+	t.Helper()
+	res, err := n.FinalizeBlock(ctx, &abci.RequestFinalizeBlock{Height: h, Time: blockTime(h), Txs: [][]byte{tx}, Hash: cometHash(h)})
+	if err != nil {
+		t.Fatalf("FinalizeBlock %d: %v", h, err)
+	}
+	if _, err := n.Commit(ctx, &abci.RequestCommit{}); err != nil {
+		t.Fatal(err)
+	}
+	n.blocks[h] = [][]byte{tx}
+	return res
+}
+
+// decide runs height h: proposer prepares, every node accepts, finalizes and commits.
+func decide(t *testing.T, h int64, proposer *node, nodes ...*node) []byte {
+	t.Helper()
+	tx := proposer.prepare(t, h)
+	var first *abci.ResponseFinalizeBlock
+	for i, n := range nodes {
+		if s := n.process(t, h, tx); s != abci.ResponseProcessProposal_ACCEPT {
+			t.Fatalf("height %d: node %d: %v", h, i, s)
+		}
+	}
+	for i, n := range nodes {
+		res := n.finalize(t, h, tx)
+		if first == nil {
+			first = res
+		} else if a, b := mustJSON(t, res), mustJSON(t, first); a != b {
+			t.Fatalf("height %d: FinalizeBlock differs between nodes:\n%s\n%s", h, a, b)
+		}
+		if head := n.geth.head(); head.Hash() != common.BytesToHash(res.AppHash) || head.Number.Int64() != h {
+			t.Fatalf("height %d: node %d: app hash %x, geth head %d %s", h, i, res.AppHash, head.Number, head.Hash())
+		}
+	}
+	return tx
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestHeightsInOrder(t *testing.T) {
+	a, b := newNode(t, newFakeGeth(), "", nil), newNode(t, newFakeGeth(), "", nil)
+	for _, n := range []*node{a, b} {
+		res, err := n.InitChain(ctx, &abci.RequestInitChain{InitialHeight: 1})
+		if err != nil || common.BytesToHash(res.AppHash) != n.geth.genesis.Hash() {
+			t.Fatalf("InitChain: %v %x", err, res.GetAppHash())
+		}
+	}
+	for h := int64(1); h <= 5; h++ {
+		proposer := []*node{a, b}[h%2]
+		decide(t, h, proposer, a, b)
+	}
+
+	// The payload's randomness comes from the parent height's CometBFT hash.
+	p, err := envelope.Decode(b.blocks[3][0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := common.BytesToHash(cometHash(2)); p.BeaconRoot != want ||
+		p.ExecutionPayload.Random != crypto.Keccak256Hash([]byte("prevRandao"), want.Bytes()) {
+		t.Fatalf("block 3: beacon root %s, prevRandao %s; want them from CometBFT's hash of height 2", p.BeaconRoot, p.ExecutionPayload.Random)
+	}
+	if ts := p.ExecutionPayload.Timestamp; ts != uint64(blockTime(3).Unix()) {
+		t.Fatalf("block 3: timestamp %d, want the block time %d", ts, blockTime(3).Unix())
+	}
+
+	// Restarted, the app reports the committed height and app hash.
+	info, err := a.restart(t).Info(ctx, &abci.RequestInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head := a.geth.head(); info.LastBlockHeight != 5 || common.BytesToHash(info.LastBlockAppHash) != head.Hash() {
+		t.Fatalf("Info after restart: height %d, app hash %x; want 5, %s", info.LastBlockHeight, info.LastBlockAppHash, head.Hash())
+	}
+}
+
+func TestPrepareProposalDropsMempoolTransactions(t *testing.T) {
+	a := newNode(t, newFakeGeth(), "", nil)
+	tx := a.prepare(t, 1, []byte("a mempool transaction"), []byte{1, 2, 3})
+	if _, err := envelope.Decode(tx); err != nil {
+		t.Fatalf("the proposal is not an envelope: %v", err)
+	}
+}
+
+func TestPrepareProposalWithGethDownProposesNothing(t *testing.T) {
+	a := newNode(t, newFakeGeth(), "", nil)
+	a.geth.down = 1
+	res, err := a.PrepareProposal(ctx, &abci.RequestPrepareProposal{Height: 1, Time: blockTime(1), MaxTxBytes: 4 << 20})
+	if err != nil || len(res.Txs) != 0 {
+		t.Fatalf("want an empty proposal (the others reject it and the round moves on), got %d txs, %v", len(res.Txs), err)
+	}
+	if n := testutil.ToFloat64(a.m.Errors.WithLabelValues("build")); n != 1 {
+		t.Fatalf("build errors %v", n)
+	}
+}
+
+func TestProcessProposalRejects(t *testing.T) {
+	proposer := newNode(t, newFakeGeth(), "", nil)
+	good := proposer.prepare(t, 1)
+	reencode := func(f func(p map[string]any)) []byte {
+		var p map[string]any
+		if err := json.Unmarshal(good[1:], &p); err != nil {
+			t.Fatal(err)
+		}
+		f(p)
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append([]byte{envelope.Version}, b...)
+	}
+	field := func(name string, v any) []byte {
+		return reencode(func(p map[string]any) { p["executionPayload"].(map[string]any)[name] = v })
+	}
+	corrupted := func() []byte {
+		p, err := envelope.Decode(good)
+		if err != nil {
+			t.Fatal(err)
+		}
+		corrupt(p)
+		tx, err := envelope.Encode(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tx
+	}()
+	oversized := make([]byte, envelope.MaxSize+1)
+	oversized[0] = envelope.Version
+
+	for _, c := range []struct {
+		name   string
+		txs    [][]byte
+		time   time.Time
+		reason string
+		down   bool
+	}{
+		{name: "no transaction", reason: reasonMalformed},
+		{name: "two envelopes", txs: [][]byte{good, good}, reason: reasonMalformed},
+		{name: "empty transaction", txs: [][]byte{{}}, reason: reasonMalformed},
+		{name: "garbage", txs: [][]byte{[]byte("\x01{not json")}, reason: reasonMalformed},
+		{name: "other version", txs: [][]byte{append([]byte{2}, good[1:]...)}, reason: reasonMalformed},
+		{name: "oversized", txs: [][]byte{oversized}, reason: reasonMalformed},
+		{name: "no payload", txs: [][]byte{reencode(func(p map[string]any) { delete(p, "executionPayload") })}, reason: reasonMalformed},
+		{name: "no withdrawals", txs: [][]byte{field("withdrawals", nil)}, reason: reasonMalformed},
+		{name: "wrong number", txs: [][]byte{field("blockNumber", "0x2")}, reason: reasonMismatch},
+		{name: "wrong parent", txs: [][]byte{field("parentHash", common.Hash{7}.Hex())}, reason: reasonMismatch},
+		{name: "timestamp of another block time", txs: [][]byte{good}, time: blockTime(9), reason: reasonMismatch},
+		{name: "prevRandao chosen by the proposer", txs: [][]byte{field("prevRandao", common.Hash{7}.Hex())}, reason: reasonMismatch},
+		{name: "beacon root chosen by the proposer", txs: [][]byte{reencode(func(p map[string]any) { p["parentBeaconBlockRoot"] = common.Hash{7}.Hex() })}, reason: reasonMismatch},
+		{name: "withdrawals", txs: [][]byte{field("withdrawals", []map[string]string{{"index": "0x0", "validatorIndex": "0x0", "address": common.Address{1}.Hex(), "amount": "0x1"}})}, reason: reasonMismatch},
+		{name: "hash that is not the block's", txs: [][]byte{field("blockHash", common.Hash{7}.Hex())}, reason: reasonInvalid},
+		{name: "state root execution does not give", txs: [][]byte{corrupted}, reason: reasonInvalid},
+		{name: "geth down", txs: [][]byte{good}, down: true, reason: reasonUnavailable},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v := newNode(t, newFakeGeth(), "", nil)
+			if c.down {
+				v.geth.down = 1
+			}
+			bt := blockTime(1)
+			if !c.time.IsZero() {
+				bt = c.time
+			}
+			res, err := v.ProcessProposal(ctx, &abci.RequestProcessProposal{Height: 1, Time: bt, Txs: c.txs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Status != abci.ResponseProcessProposal_REJECT {
+				t.Fatalf("status %v, want REJECT", res.Status)
+			}
+			if n := testutil.ToFloat64(v.m.Verdicts.WithLabelValues("reject", c.reason)); n != 1 {
+				t.Fatalf("rejections for %q: %v", c.reason, n)
+			}
+			if head := v.geth.head(); head.Number.Sign() != 0 {
+				t.Fatalf("a rejected proposal moved geth's head to %d", head.Number)
+			}
+		})
+	}
+	// The untouched proposal passes: each case above fails for its own reason.
+	if s := newNode(t, newFakeGeth(), "", nil).process(t, 1, good); s != abci.ResponseProcessProposal_ACCEPT {
+		t.Fatalf("the good proposal: %v", s)
+	}
+}
+
+// A validator whose geth lost its blocks rejects proposals it cannot
+// execute (SYNCING: it cannot vouch for them), and once the others decide
+// the height, FinalizeBlock replays the lost blocks from the block store.
+func TestSyncingGethRejectsThenReplaysFromBlockStore(t *testing.T) {
+	a, b := newNode(t, newFakeGeth(), "", nil), newNode(t, newFakeGeth(), "", nil)
+	for h := int64(1); h <= 3; h++ {
+		decide(t, h, a, a, b)
+	}
+	b.geth.wipe()
+	tx := a.prepare(t, 4)
+	if s := b.process(t, 4, tx); s != abci.ResponseProcessProposal_REJECT {
+		t.Fatalf("status %v, want REJECT from a validator whose geth lacks the parent", s)
+	}
+	if n := testutil.ToFloat64(b.m.Verdicts.WithLabelValues("reject", reasonSyncing)); n != 1 {
+		t.Fatalf("syncing rejections %v", n)
+	}
+	a.finalize(t, 4, tx)
+	before := len(b.geth.log())
+	res := b.finalize(t, 4, tx)
+	if got := slices.DeleteFunc(b.geth.log()[before:], func(c string) bool { return strings.HasPrefix(c, "header") }); !slices.Equal(got,
+		[]string{"newPayload 4", "newPayload 1", "newPayload 2", "newPayload 3", "newPayload 4", "fcu 4"}) {
+		t.Fatalf("engine calls %q", got)
+	}
+	if common.BytesToHash(res.AppHash) != a.geth.head().Hash() || b.geth.head().Hash() != a.geth.head().Hash() {
+		t.Fatal("the replayed geth does not hold the decided block")
+	}
+	if n := testutil.ToFloat64(b.m.Replayed); n != 4 {
+		t.Fatalf("replayed %v blocks, want 4", n)
+	}
+}
+
+// A geth behind the app (it crashed and rewound, or lost its datadir)
+// makes Info report geth's height: CometBFT then replays the rest.
+func TestInfoReportsGethsHeight(t *testing.T) {
+	a := newNode(t, newFakeGeth(), "", nil)
+	for h := int64(1); h <= 4; h++ {
+		decide(t, h, a, a)
+	}
+	info := func() (int64, common.Hash) {
+		res, err := a.restart(t).Info(ctx, &abci.RequestInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.LastBlockHeight, common.BytesToHash(res.LastBlockAppHash)
+	}
+	if h, hash := info(); h != 4 || hash != a.geth.head().Hash() {
+		t.Fatalf("in step: %d %s", h, hash)
+	}
+	a.geth.rewind(2)
+	if h, hash := info(); h != 2 || hash != a.geth.head().Hash() {
+		t.Fatalf("geth rewound to 2: Info says %d %s", h, hash)
+	}
+	a.geth.wipe()
+	if h, hash := info(); h != 0 || hash != a.geth.genesis.Hash() {
+		t.Fatalf("geth wiped: Info says %d %s, want 0 and the genesis hash", h, hash)
+	}
+
+	// The handshake's replay: FinalizeBlock and Commit of every stored height.
+	r := a.restart(t)
+	if _, err := r.Info(ctx, &abci.RequestInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	for h := int64(1); h <= 4; h++ {
+		r.finalize(t, h, a.blocks[h][0])
+	}
+	if n := testutil.ToFloat64(r.m.Replayed); n != 4 {
+		t.Fatalf("replayed %v", n)
+	}
+}
+
+func TestInitChainChecksGethsGenesis(t *testing.T) {
+	a := newNode(t, newFakeGeth(), "", func(o *Options) { o.Genesis = common.Hash{9} })
+	if _, err := a.InitChain(ctx, &abci.RequestInitChain{InitialHeight: 1}); err == nil || !strings.Contains(err.Error(), "genesis") {
+		t.Fatalf("geth on another genesis: %v", err)
+	}
+	b := newNode(t, newFakeGeth(), "", nil)
+	if _, err := b.InitChain(ctx, &abci.RequestInitChain{InitialHeight: 7}); err == nil || !strings.Contains(err.Error(), "initial_height 7") {
+		t.Fatalf("initial height 7: %v", err)
+	}
+}
+
+func TestCheckTxRejectsEverything(t *testing.T) {
+	a := newNode(t, newFakeGeth(), "", nil)
+	env := a.prepare(t, 1)
+	for _, tx := range [][]byte{nil, []byte("garbage"), env, make([]byte, 1<<20)} {
+		res, err := a.CheckTx(ctx, &abci.RequestCheckTx{Tx: tx, Type: abci.CheckTxType_New})
+		if err != nil || res.Code != CodeRejected || !strings.Contains(res.Log, "eth_sendRawTransaction") {
+			t.Fatalf("CheckTx of %d bytes: code %d %q %v", len(tx), res.GetCode(), res.GetLog(), err)
+		}
+	}
+}
+
+// FinalizeBlock cannot refuse a decided block: it waits for a geth that
+// does not answer, and stops on one that finds the block invalid.
+func TestFinalizeBlockWaitsForGethAndRefusesInvalid(t *testing.T) {
+	a, b := newNode(t, newFakeGeth(), "", nil), newNode(t, newFakeGeth(), "", nil)
+	tx := a.prepare(t, 1)
+	a.finalize(t, 1, tx)
+	b.geth.down = 5
+	b.finalize(t, 1, tx)
+	if ok, _ := b.Ready(); !ok {
+		t.Fatal("not ready after geth came back")
+	}
+
+	c := newNode(t, newFakeGeth(), "", nil)
+	p, err := envelope.Decode(tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	corrupt(p)
+	bad, err := envelope.Encode(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.FinalizeBlock(ctx, &abci.RequestFinalizeBlock{Height: 1, Time: blockTime(1), Txs: [][]byte{bad}, Hash: cometHash(1)})
+	if err == nil || !strings.Contains(err.Error(), "invalid") {
+		t.Fatalf("decided block geth finds INVALID: %v", err)
+	}
+	if head := c.geth.head(); head.Number.Sign() != 0 {
+		t.Fatalf("geth moved to %d", head.Number)
+	}
+}
+
+// The next proposer starts its payload in FinalizeBlock; PrepareProposal
+// collects it without asking geth to build.
+func TestOptimisticBuilding(t *testing.T) {
+	pub := ed25519.GenPrivKey().PubKey()
+	proposers, err := NewProposers([]cmttypes.GenesisValidator{{PubKey: pub, Power: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newNode(t, newFakeGeth(), "", func(o *Options) { o.Proposers, o.Address = proposers, pub.Address() })
+	tx := a.prepare(t, 1) // nothing started before height 1: built now
+	if s := a.process(t, 1, tx); s != abci.ResponseProcessProposal_ACCEPT {
+		t.Fatal(s)
+	}
+	before := len(a.geth.log())
+	a.finalize(t, 1, tx)
+	if !slices.Contains(a.geth.log()[before:], "build 2") {
+		t.Fatalf("FinalizeBlock of height 1 started no payload: %q", a.geth.log()[before:])
+	}
+	ts := a.next.timestamp // predicted from the wall clock
+
+	before = len(a.geth.log())
+	res, err := a.PrepareProposal(ctx, &abci.RequestPrepareProposal{Height: 2, Time: time.Unix(int64(ts), 0), MaxTxBytes: 4 << 20})
+	if err != nil || len(res.Txs) != 1 {
+		t.Fatal(res, err)
+	}
+	if got := a.geth.log()[before:]; !slices.Equal(got, []string{"getPayload 2"}) {
+		t.Fatalf("PrepareProposal's engine calls %q, want the started payload collected", got)
+	}
+	if n := testutil.ToFloat64(a.m.Optimistic.WithLabelValues("used")); n != 1 {
+		t.Fatalf("used %v", n)
+	}
+
+	// A block time in another second than predicted: built again.
+	pres, err := a.ProcessProposal(ctx, &abci.RequestProcessProposal{Height: 2, Time: time.Unix(int64(ts), 0), Txs: res.Txs})
+	if err != nil || pres.Status != abci.ResponseProcessProposal_ACCEPT {
+		t.Fatal(pres, err)
+	}
+	a.finalize(t, 2, res.Txs[0])
+	res, err = a.PrepareProposal(ctx, &abci.RequestPrepareProposal{Height: 3, Time: time.Unix(int64(a.next.timestamp)+5, 0), MaxTxBytes: 4 << 20})
+	if err != nil || len(res.Txs) != 1 {
+		t.Fatal(res, err)
+	}
+	if n := testutil.ToFloat64(a.m.Optimistic.WithLabelValues("stale")); n != 1 {
+		t.Fatalf("stale %v", n)
+	}
+	p, err := envelope.Decode(res.Txs[0])
+	if err != nil || p.ExecutionPayload.Number != 3 {
+		t.Fatal(err)
+	}
+}
+
+func TestProposersFollowCometBFT(t *testing.T) {
+	var gen []cmttypes.GenesisValidator
+	var vals []*cmttypes.Validator
+	for i, power := range []int64{1, 1, 2, 5} {
+		pub := ed25519.GenPrivKey().PubKey()
+		gen = append(gen, cmttypes.GenesisValidator{PubKey: pub, Power: power, Name: fmt.Sprint(i)})
+		vals = append(vals, cmttypes.NewValidator(pub, power))
+	}
+	p, err := NewProposers(gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// CometBFT's state at height 1 holds NewValidatorSet(genesis); each
+	// saved state advances it once (state.updateState).
+	set := cmttypes.NewValidatorSet(vals)
+	count := map[string]int{}
+	var byHeight [][]byte
+	for h := int64(1); h <= 90; h++ {
+		want := set.GetProposer().Address
+		byHeight = append(byHeight, want)
+		if got := p.At(h); string(got) != string(want) {
+			t.Fatalf("height %d: %X, CometBFT's set gives %X", h, got, want)
+		}
+		count[string(want)]++
+		set = set.CopyIncrementProposerPriority(1)
+	}
+	if got := p.At(3); string(got) != string(byHeight[2]) {
+		t.Fatalf("height 3 asked again: %X, want %X", got, byHeight[2])
+	}
+	if len(count) != 4 || count[string(vals[3].Address)] != 50 {
+		t.Fatalf("turns by address %v: want every validator, in proportion to power", count)
+	}
+}

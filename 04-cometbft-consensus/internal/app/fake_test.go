@@ -1,0 +1,207 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"sync"
+
+	beacon "github.com/ethereum/go-ethereum/beacon/engine"
+	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
+
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
+)
+
+// fakeGeth is an execution client in memory, for the ABCI method tests: it
+// builds payloads whose hashes are computed as geth computes them, checks
+// hashes, parents and a state root (keccak of the parent's) in newPayload,
+// and answers SYNCING when it lacks a parent. The e2e tests run real geth.
+type fakeGeth struct {
+	mu       sync.Mutex
+	genesis  *types.Header
+	blocks   map[common.Hash]*types.Header
+	canon    []common.Hash // canonical hashes by number
+	payloads map[beacon.PayloadID]*engine.Payload
+	ids      uint64
+	down     int      // calls to fail as unreachable
+	calls    []string // "fcu 3", "build 4", "newPayload 4", "getPayload 4"
+}
+
+func newFakeGeth() *fakeGeth {
+	g := &fakeGeth{genesis: &types.Header{Number: big.NewInt(0), Time: 1_700_000_000, GasLimit: 30_000_000,
+		BaseFee: big.NewInt(1_000_000_000), Difficulty: common.Big0, Root: common.Hash{1}}}
+	g.wipe()
+	return g
+}
+
+// wipe forgets every block but genesis, as a geth with a new datadir.
+func (g *fakeGeth) wipe() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.blocks = map[common.Hash]*types.Header{g.genesis.Hash(): g.genesis}
+	g.canon = []common.Hash{g.genesis.Hash()}
+	g.payloads = map[beacon.PayloadID]*engine.Payload{}
+}
+
+// rewind makes block n the head, as a geth that lost its newest state.
+func (g *fakeGeth) rewind(n uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, h := range g.canon[n+1:] {
+		delete(g.blocks, h)
+	}
+	g.canon = g.canon[:n+1]
+}
+
+func (g *fakeGeth) log() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.calls...)
+}
+
+func (g *fakeGeth) head() *types.Header {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.blocks[g.canon[len(g.canon)-1]]
+}
+
+// call records a call and fails it while the fake is down.
+func (g *fakeGeth) call(format string, args ...any) error {
+	g.calls = append(g.calls, fmt.Sprintf(format, args...))
+	if g.down > 0 {
+		g.down--
+		return fmt.Errorf("fake: %w", engine.ErrUnreachable)
+	}
+	return nil
+}
+
+func stateRoot(parent *types.Header) common.Hash { return crypto.Keccak256Hash(parent.Root[:]) }
+
+func (g *fakeGeth) ForkchoiceUpdated(_ context.Context, fc beacon.ForkchoiceStateV1, attrs *beacon.PayloadAttributes, _ uint64) (*beacon.PayloadID, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	head, ok := g.blocks[fc.HeadBlockHash]
+	if err := g.call("fcu %v", numberOf(head)); err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("fake: %w", engine.ErrSyncing)
+	}
+	var canon []common.Hash
+	for h := head; ; h = g.blocks[h.ParentHash] {
+		canon = append([]common.Hash{h.Hash()}, canon...)
+		if h.Number.Sign() == 0 {
+			break
+		}
+	}
+	g.canon = canon
+	if attrs == nil {
+		return nil, nil
+	}
+	if attrs.Timestamp <= head.Time {
+		return nil, fmt.Errorf("fake: timestamp %d not after the parent's %d", attrs.Timestamp, head.Time)
+	}
+	g.calls = append(g.calls, fmt.Sprintf("build %d", head.Number.Uint64()+1))
+	d := beacon.ExecutableData{
+		ParentHash: head.Hash(), FeeRecipient: attrs.SuggestedFeeRecipient, StateRoot: stateRoot(head),
+		ReceiptsRoot: types.EmptyReceiptsHash, LogsBloom: make([]byte, 256), Random: attrs.Random,
+		Number: head.Number.Uint64() + 1, GasLimit: head.GasLimit, Timestamp: attrs.Timestamp,
+		ExtraData: []byte{}, BaseFeePerGas: head.BaseFee, Transactions: [][]byte{}, Withdrawals: attrs.Withdrawals,
+	}
+	b, err := beacon.ExecutableDataToBlockNoHash(d, nil, attrs.BeaconRoot, [][]byte{})
+	if err != nil {
+		return nil, err
+	}
+	d.BlockHash = b.Hash()
+	g.ids++
+	var id beacon.PayloadID
+	big.NewInt(0).SetUint64(g.ids).FillBytes(id[:])
+	g.payloads[id] = &engine.Payload{ExecutionPayload: &d, VersionedHashes: []common.Hash{}, Requests: []hexutil.Bytes{}}
+	return &id, nil
+}
+
+func (g *fakeGeth) GetPayload(_ context.Context, id beacon.PayloadID, _ uint64) (*engine.Payload, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p, ok := g.payloads[id]
+	if err := g.call("getPayload %v", numberOfPayload(p)); err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("fake: %w", engine.ErrUnknownPayload)
+	}
+	cp := *p
+	d := *p.ExecutionPayload
+	cp.ExecutionPayload = &d
+	return &cp, nil
+}
+
+func (g *fakeGeth) NewPayload(_ context.Context, p *engine.Payload) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	d := p.ExecutionPayload
+	if err := g.call("newPayload %d", d.Number); err != nil {
+		return err
+	}
+	b, err := beacon.ExecutableDataToBlockNoHash(*d, p.VersionedHashes, &p.BeaconRoot, requestsOf(p))
+	if err != nil {
+		return fmt.Errorf("fake: %w: %v", engine.ErrInvalid, err)
+	}
+	if b.Hash() != d.BlockHash {
+		return fmt.Errorf("fake: %w: block hash %s, computed %s", engine.ErrInvalid, d.BlockHash, b.Hash())
+	}
+	parent, ok := g.blocks[d.ParentHash]
+	if !ok {
+		return fmt.Errorf("fake: %w", engine.ErrSyncing)
+	}
+	if d.StateRoot != stateRoot(parent) {
+		return fmt.Errorf("fake: %w: state root %s, execution gives %s", engine.ErrInvalid, d.StateRoot, stateRoot(parent))
+	}
+	g.blocks[d.BlockHash] = b.Header()
+	return nil
+}
+
+func (g *fakeGeth) HeaderByNumber(_ context.Context, n *big.Int) (*types.Header, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.call("header %v", n); err != nil {
+		return nil, err
+	}
+	i := uint64(len(g.canon) - 1)
+	if n != nil {
+		i = n.Uint64()
+	}
+	if i >= uint64(len(g.canon)) {
+		return nil, errors.New("fake: not found")
+	}
+	return g.blocks[g.canon[i]], nil
+}
+
+func numberOf(h *types.Header) any {
+	if h == nil {
+		return "unknown"
+	}
+	return h.Number
+}
+
+func numberOfPayload(p *engine.Payload) any {
+	if p == nil {
+		return "unknown"
+	}
+	return p.ExecutionPayload.Number
+}
+
+// fakeBlocks is CometBFT's block store: the decided transactions by height.
+type fakeBlocks map[int64][][]byte
+
+func (b fakeBlocks) Txs(h int64) ([][]byte, error) {
+	txs, ok := b[h]
+	if !ok {
+		return nil, fmt.Errorf("no block at height %d", h)
+	}
+	return txs, nil
+}
