@@ -91,6 +91,7 @@ http://localhost:<8551+i>.`,
 	f.StringVar(&o.Dir, "output", ".testnet", "directory of the homes")
 	f.StringVar(&o.ChainID, "chain-id", "geth-consensus", "CometBFT chain id")
 	f.IntVar(&base, "base-port", 26656, "first port")
+	f.StringVar(&o.HostPattern, "host-pattern", "", `how peers reach validator i, e.g. "validator-%d" in docker-compose (nodes then listen on all interfaces); empty: 127.0.0.1`)
 	f.DurationVar(&o.TimeoutPropose, "timeout-propose", testnet.TunedTimeouts.Propose, "consensus.timeout_propose")
 	f.DurationVar(&o.TimeoutPrevote, "timeout-prevote", testnet.TunedTimeouts.Prevote, "consensus.timeout_prevote")
 	f.DurationVar(&o.TimeoutPrecommit, "timeout-precommit", testnet.TunedTimeouts.Precommit, "consensus.timeout_precommit")

@@ -15,9 +15,10 @@ import (
 )
 
 // Four validators, each with its own geth: heights are decided and every
-// geth holds the same block at every height, final.
+// geth holds the same block at every height, final. With optimistic
+// building on, the proposers use the payloads they started early.
 func TestFourValidatorsFinalizeTheSameChain(t *testing.T) {
-	nw := newNetwork(t, 4, 200*time.Millisecond, nil)
+	nw := newNetwork(t, spec{flags: func(int) []string { return []string{"--optimistic-build"} }})
 	nw.waitHeads(10, 90*time.Second)
 	if low := nw.checkSameChain(); low < 10 {
 		t.Fatalf("lowest head %d", low)
@@ -69,7 +70,7 @@ func TestFourValidatorsFinalizeTheSameChain(t *testing.T) {
 // geth's peering and is included; one validator killed, the other three
 // go on; restarted, it catches up from its peers.
 func TestTransactionAndOneValidatorDown(t *testing.T) {
-	nw := newNetwork(t, 4, 200*time.Millisecond, nil)
+	nw := newNetwork(t, spec{})
 	nw.waitHeads(3, 90*time.Second)
 	sink := common.HexToAddress("0x00000000000000000000000000000000000c0ffe")
 	tx, err := devnet.SendTransfer(context.Background(), nw.vals[3].eth, 3, sink)
@@ -98,12 +99,12 @@ func TestTransactionAndOneValidatorDown(t *testing.T) {
 // geth find it INVALID, its proposals are rejected, and the chain goes on
 // through the other proposers; no validator halts.
 func TestByzantineProposerIsRejected(t *testing.T) {
-	nw := newNetwork(t, 4, 200*time.Millisecond, func(i int) []string {
+	nw := newNetwork(t, spec{flags: func(i int) []string {
 		if i == 0 {
 			return []string{"--byzantine"}
 		}
 		return nil
-	})
+	}})
 	nw.waitHeads(12, 120*time.Second)
 	nw.checkSameChain()
 	eventually(t, 10*time.Second, func() error {
@@ -126,7 +127,7 @@ func TestByzantineProposerIsRejected(t *testing.T) {
 // the chain resumes; validator-3's geth was killed too, and both restarted
 // nodes and their geths catch up to the same chain.
 func TestTwoValidatorsDownHaltThenResume(t *testing.T) {
-	nw := newNetwork(t, 4, 200*time.Millisecond, nil)
+	nw := newNetwork(t, spec{})
 	nw.waitHeads(5, 90*time.Second)
 	down := nw.vals[2:]
 	for _, v := range down {
@@ -165,7 +166,7 @@ func TestTwoValidatorsDownHaltThenResume(t *testing.T) {
 // geth lacking the parent and replays), and across a restart of the node
 // (Info reports geth's height and CometBFT's handshake replays).
 func TestWipedGethRecoversFromBlockStore(t *testing.T) {
-	nw := newNetwork(t, 4, 200*time.Millisecond, nil)
+	nw := newNetwork(t, spec{})
 	nw.waitHeads(8, 90*time.Second)
 	ctx := context.Background()
 	wipe := func(v *validator) {

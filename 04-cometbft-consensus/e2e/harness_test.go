@@ -44,18 +44,34 @@ type validator struct {
 	proc   *devnet.Process
 }
 
-// newNetwork writes the homes, starts n geths and every validator.
-// extra adds flags to validator i.
-func newNetwork(t testing.TB, n int, timeoutCommit time.Duration, extra func(i int) []string) *network {
+// spec describes a test network; zero values give the tests' defaults.
+type spec struct {
+	validators int
+	timeouts   testnet.Options      // only the Timeout* fields; zero keeps the tuned ones
+	gethArgs   []string             // extra flags for every geth
+	flags      func(i int) []string // extra flags for validator i
+}
+
+// newNetwork writes the homes, starts a geth per validator and every
+// validator: four, with a 200 ms commit timeout unless s says otherwise.
+func newNetwork(t testing.TB, s spec) *network {
 	t.Helper()
-	dn := devnet.StartT(t, devnet.Config{GethNodes: n})
+	if s.validators == 0 {
+		s.validators = 4
+	}
+	if s.timeouts.TimeoutCommit == 0 {
+		s.timeouts.TimeoutCommit = 200 * time.Millisecond
+	}
+	n := s.validators
+	dn := devnet.StartT(t, devnet.Config{GethNodes: n, GethArgs: s.gethArgs})
 	dir := t.TempDir()
 	ports := make([]testnet.Ports, n)
 	for i := range ports {
 		ports[i] = testnet.Ports{P2P: freePort(t), RPC: freePort(t), Prometheus: freePort(t)}
 	}
-	if err := testnet.Write(testnet.Options{Dir: dir, Validators: n, Ports: func(i int) testnet.Ports { return ports[i] },
-		TimeoutCommit: timeoutCommit}); err != nil {
+	o := s.timeouts
+	o.Dir, o.Validators, o.Ports = dir, n, func(i int) testnet.Ports { return ports[i] }
+	if err := testnet.Write(o); err != nil {
 		t.Fatal(err)
 	}
 	nw := &network{t: t, net: dn}
@@ -69,8 +85,8 @@ func newNetwork(t testing.TB, n int, timeoutCommit time.Duration, extra func(i i
 		v := &validator{i: i, rpc: ports[i].RPC, home: testnet.Home(dir, i), health: "127.0.0.1:" + strconv.Itoa(freePort(t)), geth: g, eth: eth}
 		args := []string{"--cmt-home", v.home, "--eth-client-url", g.EngineURL(), "--jwt-secret", mustFindUp(t, "jwt.hex"),
 			"--genesis", mustFindUp(t, "genesis.json"), "--health-addr", v.health, "--log-level", "debug", "--build-wait", "20ms"}
-		if extra != nil {
-			args = append(args, extra(i)...)
+		if s.flags != nil {
+			args = append(args, s.flags(i)...)
 		}
 		v.proc = &devnet.Process{Name: fmt.Sprintf("validator-%d", i), Path: binary(t), Args: args,
 			LogPath: filepath.Join(t.TempDir(), fmt.Sprintf("validator-%d.log", i))}
