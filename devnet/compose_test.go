@@ -3,6 +3,7 @@ package devnet
 import (
 	"bytes"
 	"context"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,7 +20,7 @@ import (
 // No Docker engine runs in CI, so docker-compose.yml is checked by loading it
 // with the compose library and comparing it with what the code assumes.
 
-func loadCompose(t *testing.T) (*types.Project, string) {
+func loadCompose(t *testing.T, profiles ...string) (*types.Project, string) {
 	t.Helper()
 	path, err := FindUp("docker-compose.yml")
 	if err != nil {
@@ -30,7 +31,7 @@ func loadCompose(t *testing.T) (*types.Project, string) {
 		WorkingDir:  root,
 		ConfigFiles: []types.ConfigFile{{Filename: path}},
 		Environment: types.Mapping{},
-	}, func(o *loader.Options) { o.SetProjectName("geth-consensus", true) })
+	}, func(o *loader.Options) { o.SetProjectName("geth-consensus", true); o.Profiles = profiles })
 	if err != nil {
 		t.Fatalf("docker-compose.yml does not load: %v", err)
 	}
@@ -159,5 +160,96 @@ func TestStageDefaultsArePublished(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("found no localhost defaults in the stages: is the glob wrong?")
+	}
+}
+
+// The "validators" profile runs stage 4: validator-i drives the geth whose
+// Engine API is published on 8551+i (as the testnet command pairs them),
+// serves /status on 8080+i and CometBFT's RPC on 26657+10i, from the homes
+// the one-shot testnet service writes with peers named by service.
+func TestComposeValidatorsProfile(t *testing.T) {
+	p, root := loadCompose(t, "validators")
+	enginePort := map[string]int{} // geth service → published Engine API port
+	for name, s := range p.Services {
+		for _, port := range s.Ports {
+			if port.Target == 8551 {
+				enginePort[name], _ = strconv.Atoi(port.Published)
+			}
+		}
+	}
+	for i := range 4 {
+		name := "validator-" + strconv.Itoa(i)
+		s, ok := p.Services[name]
+		if !ok {
+			t.Fatalf("no service %s in the validators profile", name)
+		}
+		env := func(k string) string {
+			if v := s.Environment[k]; v != nil {
+				return *v
+			}
+			return ""
+		}
+		u, err := url.Parse(env("ETH_CLIENT_URL"))
+		if err != nil || u.Port() != "8551" {
+			t.Fatalf("%s: ETH_CLIENT_URL %q", name, env("ETH_CLIENT_URL"))
+		}
+		if got := enginePort[u.Hostname()]; got != Defaults.GethAuth+i {
+			t.Errorf("%s drives %s, whose Engine API is published on %d; the testnet command pairs validator %d with %d", name, u.Hostname(), got, i, Defaults.GethAuth+i)
+		}
+		if _, ok := s.DependsOn[u.Hostname()]; !ok {
+			t.Errorf("%s does not wait for its geth %s", name, u.Hostname())
+		}
+		if env("CMT_HOME") != "/homes/"+name || env("HEALTH_ADDR") != ":8080" {
+			t.Errorf("%s: CMT_HOME %q HEALTH_ADDR %q", name, env("CMT_HOME"), env("HEALTH_ADDR"))
+		}
+		published := map[uint32]string{}
+		for _, port := range s.Ports {
+			published[port.Target] = port.Published
+		}
+		if rpc := 26657 + 10*i; published[8080] != strconv.Itoa(8080+i) || published[uint32(rpc)] != strconv.Itoa(rpc) {
+			t.Errorf("%s publishes %v; want 8080 on %d and CometBFT RPC %d", name, published, 8080+i, rpc)
+		}
+		if s.HealthCheck == nil || len(s.HealthCheck.Test) == 0 {
+			t.Errorf("%s has no healthcheck", name)
+		}
+		if s.Build == nil || s.Build.Dockerfile != "docker/stage4.Dockerfile" {
+			t.Errorf("%s is not built from docker/stage4.Dockerfile: %+v", name, s.Build)
+		}
+	}
+	init := strings.Join(p.Services["testnet"].Entrypoint, " ")
+	for _, want := range []string{"testnet --validators 4", "--output /homes", "--host-pattern validator-%d"} {
+		if !strings.Contains(init, want) {
+			t.Errorf("testnet service runs %q: missing %q", init, want)
+		}
+	}
+	dockerfile, err := os.ReadFile(filepath.Join(root, "docker", "stage4.Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"COPY devnet ./devnet", "COPY 04-cometbft-consensus ./04-cometbft-consensus", "go build", "./cmd"} {
+		if !strings.Contains(string(dockerfile), want) {
+			t.Errorf("docker/stage4.Dockerfile lacks %q", want)
+		}
+	}
+	key, err := crypto.HexToECDSA(*p.Services["geth"].Environment["NODEKEY"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"geth-2", "geth-3"} {
+		peers := strings.Trim(*p.Services[name].Environment["STATIC_PEERS"], `"`)
+		n, err := enode.ParseV4(strings.Replace(peers, "@geth:", "@127.0.0.1:", 1))
+		if err != nil || !bytes.Equal(crypto.FromECDSAPub(n.Pubkey()), crypto.FromECDSAPub(&key.PublicKey)) {
+			t.Errorf("%s's static peer %s is not geth (%v)", name, peers, err)
+		}
+		if _, err := crypto.HexToECDSA(*p.Services[name].Environment["NODEKEY"]); err != nil {
+			t.Errorf("%s NODEKEY: %v", name, err)
+		}
+	}
+	// Without the profile, `docker compose up` starts only the shared services.
+	plain, _ := loadCompose(t)
+	for name := range plain.Services {
+		if strings.HasPrefix(name, "validator") || name == "testnet" || name == "geth-2" || name == "geth-3" {
+			t.Errorf("%s starts without --profile validators", name)
+		}
 	}
 }

@@ -87,6 +87,7 @@ func upCmd(dir *string) *cobra.Command {
 	f.StringVar(&cfg.GenesisPath, "genesis", cfg.GenesisPath, "genesis file")
 	f.StringVar(&cfg.JWTPath, "jwt-secret", cfg.JWTPath, "JWT secret file shared by every geth")
 	f.BoolVar(&cfg.FreePorts, "free-ports", false, "use free ports instead of the docker-compose ones")
+	f.StringArrayVar(&cfg.GethArgs, "geth-arg", nil, "extra flag for every geth, repeatable (e.g. --geth-arg=--miner.recommit=100ms)")
 	return cmd
 }
 
