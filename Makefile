@@ -8,7 +8,7 @@ DEVNET      := $(BIN)/devnet
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTEST      := go test -count=1 -timeout 30m
 
-.PHONY: run run-stage1 run-stage3 test lint bench devnet-up devnet-down devnet-status compose-up compose-down clean
+.PHONY: run run-stage1 run-stage3 run-stage4 test lint bench devnet-up devnet-down devnet-status compose-up compose-down clean
 
 $(DEVNET): $(shell find devnet -name '*.go') devnet/go.mod
 	go build -o $(DEVNET) ./devnet/cmd/devnet
@@ -50,6 +50,25 @@ run-stage3: $(DEVNET)
 	  $(DEVNET) send --rpc-url http://localhost:8546 --count 0 --interval 250ms >/dev/null & P="$$P $$!"; \
 	  trap 'kill $$P 2>/dev/null' EXIT INT TERM; \
 	  $$M --instance-id leader-1 --mode leader
+
+## run-stage4: stage 4 without Docker: four validators, each with its own geth (Engine API
+## 8551-8554, geth rebuilding payloads every 100 ms for optimistic building); transfers go to
+## validator-1's geth. validator-0 runs in the foreground: Ctrl-C it and the other three go on.
+## (A network left by another stage holds another chain: `bin/devnet down --wipe` first.)
+run-stage4: $(DEVNET)
+	$(DEVNET) up --geth 4 --geth-arg=--miner.recommit=100ms
+	go build -o $(BIN)/cometbft-consensus ./04-cometbft-consensus/cmd
+	@mkdir -p .devnet/cl
+	@[ -d .devnet/testnet ] || $(BIN)/cometbft-consensus testnet --validators 4 --output .devnet/testnet
+	@echo "--- validator-1..3 log to .devnet/cl/validator-*.log; /status on :8080 to :8083"
+	cd 04-cometbft-consensus; V=$(BIN)/cometbft-consensus; P=; \
+	  for i in 1 2 3; do \
+	    $$V --cmt-home ../.devnet/testnet/validator-$$i --eth-client-url http://localhost:$$((8551+i)) \
+	      --health-addr :$$((8080+i)) --optimistic-build >../.devnet/cl/validator-$$i.log 2>&1 & P="$$P $$!"; \
+	  done; \
+	  $(DEVNET) send --rpc-url http://localhost:8546 --count 0 --interval 250ms >/dev/null & P="$$P $$!"; \
+	  trap 'kill $$P 2>/dev/null' EXIT INT TERM; \
+	  $$V --cmt-home ../.devnet/testnet/validator-0 --optimistic-build
 
 ## test: every module's tests, integration tests against real geth/Redis/PostgreSQL included,
 ## each module built and tested on its own (GOWORK=off) as a reader who copies it out would
