@@ -4,10 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/ethclient"
 
 	"github.com/geth-consensus/tutorial/devnet"
 
@@ -207,4 +213,68 @@ func mustHead(t testing.TB, v *validator) uint64 {
 		t.Fatalf("validator-%d: %v", v.i, err)
 	}
 	return h
+}
+
+// A home made by `cometbft init` (CometBFT's own binary, built from the
+// pinned module) runs as a one-validator chain, and its config.toml is the
+// one honoured: the operator's RPC port and commit timeout take effect.
+func TestCometBFTInitHome(t *testing.T) {
+	dir := t.TempDir()
+	cometbft := filepath.Join(dir, "cometbft")
+	if out, err := exec.Command("go", "build", "-o", cometbft, "github.com/cometbft/cometbft/cmd/cometbft").CombinedOutput(); err != nil {
+		t.Fatalf("build cometbft: %v\n%s", err, out)
+	}
+	home := filepath.Join(dir, "home")
+	if out, err := exec.Command(cometbft, "init", "--home", home).CombinedOutput(); err != nil {
+		t.Fatalf("cometbft init: %v\n%s", err, out)
+	}
+	rpc, p2p := freePort(t), freePort(t)
+	path := filepath.Join(home, "config", "config.toml")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toml := string(b)
+	for old, repl := range map[string]string{
+		`laddr = "tcp://127.0.0.1:26657"`: fmt.Sprintf(`laddr = "tcp://127.0.0.1:%d"`, rpc),
+		`laddr = "tcp://0.0.0.0:26656"`:   fmt.Sprintf(`laddr = "tcp://127.0.0.1:%d"`, p2p),
+		`timeout_commit = "1s"`:           `timeout_commit = "100ms"`,
+	} {
+		if !strings.Contains(toml, old) {
+			t.Fatalf("cometbft init's config.toml has no %s", old)
+		}
+		toml = strings.Replace(toml, old, repl, 1)
+	}
+	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	dn := devnet.StartT(t, devnet.Config{GethNodes: 1})
+	v := &validator{rpc: rpc, health: "127.0.0.1:" + strconv.Itoa(freePort(t)), geth: dn.Geth[0]}
+	v.eth, err = ethclient.Dial(v.geth.RPCURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.eth.Close)
+	v.proc = &devnet.Process{Name: "validator", Path: binary(t), LogPath: filepath.Join(dir, "validator.log"),
+		Args: []string{"--cmt-home", home, "--eth-client-url", v.geth.EngineURL(), "--jwt-secret", mustFindUp(t, "jwt.hex"),
+			"--genesis", mustFindUp(t, "genesis.json"), "--health-addr", v.health}}
+	if err := v.proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- validator log:\n%s", v.appLog(60))
+		}
+		_ = v.proc.Stop(15 * time.Second)
+	})
+	nw := &network{t: t, vals: []*validator{v}}
+	nw.waitHeads(5, 60*time.Second)
+	st, err := v.cometbft(t).Status(context.Background())
+	if err != nil {
+		t.Fatalf("CometBFT RPC on the port config.toml names: %v", err)
+	}
+	if st.SyncInfo.LatestBlockHeight < 5 || !strings.HasPrefix(st.NodeInfo.Network, "test-chain-") {
+		t.Fatalf("CometBFT status: height %d, chain %q", st.SyncInfo.LatestBlockHeight, st.NodeInfo.Network)
+	}
 }

@@ -59,6 +59,9 @@ func Write(o Options) error {
 	if o.Validators < 1 {
 		return fmt.Errorf("--validators %d: at least 1", o.Validators)
 	}
+	if o.HostPattern != "" && (strings.Count(o.HostPattern, "%d") != 1 || strings.Count(o.HostPattern, "%") != 1) {
+		return fmt.Errorf("--host-pattern %q: want one %%d for the validator's index, as in validator-%%d", o.HostPattern)
+	}
 	if o.ChainID == "" {
 		o.ChainID = "geth-consensus"
 	}
@@ -106,9 +109,6 @@ func Write(o Options) error {
 	}
 	host, listen := func(int) string { return "127.0.0.1" }, "127.0.0.1"
 	if o.HostPattern != "" {
-		if strings.Count(o.HostPattern, "%d") != 1 || strings.Count(o.HostPattern, "%") != 1 {
-			return fmt.Errorf("--host-pattern %q: want one %%d for the validator's index, as in validator-%%d", o.HostPattern)
-		}
 		host, listen = func(i int) string { return fmt.Sprintf(o.HostPattern, i) }, "0.0.0.0"
 	}
 	for i, n := range nodes {

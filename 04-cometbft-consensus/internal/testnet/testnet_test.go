@@ -1,0 +1,79 @@
+package testnet
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cometbft/cometbft/p2p"
+	"github.com/cometbft/cometbft/types"
+
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/node"
+)
+
+func TestWriteHomes(t *testing.T) {
+	dir := t.TempDir()
+	if err := Write(Options{Dir: dir, Validators: 4, Ports: BasePorts(30000), HostPattern: "validator-%d"}); err != nil {
+		t.Fatal(err)
+	}
+	var genesis []byte
+	ids := map[p2p.ID]int{}
+	for i := range 4 {
+		c, err := node.LoadCometConfig(Home(dir, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("tcp://0.0.0.0:%d", 30000+10*i); c.P2P.ListenAddress != want {
+			t.Errorf("validator %d listens on %s, want %s", i, c.P2P.ListenAddress, want)
+		}
+		if c.Consensus.TimeoutPropose != TunedTimeouts.Propose || c.Consensus.TimeoutCommit != TunedTimeouts.Commit || !c.Instrumentation.Prometheus {
+			t.Errorf("validator %d: timeouts %s/%s, prometheus %v", i, c.Consensus.TimeoutPropose, c.Consensus.TimeoutCommit, c.Instrumentation.Prometheus)
+		}
+		peers := strings.Split(c.P2P.PersistentPeers, ",")
+		if len(peers) != 3 {
+			t.Fatalf("validator %d peers %v", i, peers)
+		}
+		for j := range 4 {
+			if has := strings.Contains(c.P2P.PersistentPeers, fmt.Sprintf("@validator-%d:%d", j, 30000+10*j)); has == (j == i) {
+				t.Errorf("validator %d: persistent peers %s (validator %d listed: %v)", i, c.P2P.PersistentPeers, j, has)
+			}
+		}
+		key, err := p2p.LoadNodeKey(c.NodeKeyFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[key.ID()] = i
+		g, err := os.ReadFile(c.GenesisFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if genesis == nil {
+			genesis = g
+		} else if !bytes.Equal(g, genesis) {
+			t.Errorf("validator %d has another genesis", i)
+		}
+	}
+	if len(ids) != 4 {
+		t.Errorf("node keys are not distinct: %v", ids)
+	}
+	doc, err := types.GenesisDocFromJSON(genesis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Validators) != 4 || doc.InitialHeight != 1 {
+		t.Errorf("genesis: %d validators, initial height %d", len(doc.Validators), doc.InitialHeight)
+	}
+
+	if err := Write(Options{Dir: dir, Validators: 4}); err == nil || !strings.Contains(err.Error(), "already holds") {
+		t.Errorf("overwriting homes: %v", err)
+	}
+	if err := Write(Options{Dir: filepath.Join(dir, "x"), Validators: 2, HostPattern: "validator"}); err == nil || !strings.Contains(err.Error(), "--host-pattern") {
+		t.Errorf("host pattern without %%d: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x")); !os.IsNotExist(err) {
+		t.Errorf("a refused host pattern left files behind: %v", err)
+	}
+}
