@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,6 +71,33 @@ func TestFourValidatorsFinalizeTheSameChain(t *testing.T) {
 	if round0 < 5 {
 		t.Fatalf("only %d of 10 heights decided in round 0", round0)
 	}
+
+	// A validator whose geth is down says so on /readyz while the others
+	// go on, and is ready again once geth is back and caught up.
+	v := nw.vals[3]
+	if code, body := v.readyz(); code != http.StatusOK {
+		t.Fatalf("/readyz %d %s", code, body)
+	}
+	if err := v.geth.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if code, body := v.readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "geth") {
+			return fmt.Errorf("/readyz %d %q with its geth down", code, body)
+		}
+		return nil
+	})
+	if err := v.geth.Start(); err != nil {
+		t.Fatal(err)
+	}
+	nw.waitHeads(mustHead(t, nw.vals[0])+2, 60*time.Second)
+	eventually(t, 30*time.Second, func() error {
+		if code, body := v.readyz(); code != http.StatusOK {
+			return fmt.Errorf("/readyz %d %q with its geth back", code, body)
+		}
+		return nil
+	})
+	nw.checkSameChain()
 }
 
 // A transfer sent to one validator's geth reaches the proposers through

@@ -188,6 +188,18 @@ func (v *validator) status() (s node.Status, ok bool) {
 	return s, resp.StatusCode == http.StatusOK && json.Unmarshal(b, &s) == nil
 }
 
+// readyz returns the validator's /readyz status code and body.
+func (v *validator) readyz() (int, string) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + v.health + "/readyz")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 func (v *validator) head() (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

@@ -308,7 +308,7 @@ func TestSyncingGethRejectsThenReplaysFromBlockStore(t *testing.T) {
 	before := len(b.geth.log())
 	res := b.finalize(t, 4, tx)
 	if got := slices.DeleteFunc(b.geth.log()[before:], func(c string) bool { return strings.HasPrefix(c, "header") }); !slices.Equal(got,
-		[]string{"newPayload 4", "newPayload 1", "newPayload 2", "newPayload 3", "newPayload 4", "fcu 4"}) {
+		[]string{"newPayload 4", "newPayload 1", "newPayload 2", "newPayload 3", "fcu 3", "newPayload 4", "fcu 4"}) {
 		t.Fatalf("engine calls %q", got)
 	}
 	if common.BytesToHash(res.AppHash) != a.geth.head().Hash() || b.geth.head().Hash() != a.geth.head().Hash() {
@@ -316,6 +316,32 @@ func TestSyncingGethRejectsThenReplaysFromBlockStore(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(b.m.Replayed); n != 4 {
 		t.Fatalf("replayed %v blocks, want 4", n)
+	}
+}
+
+// A geth killed before it flushed its state keeps the blocks but answers
+// ACCEPTED for their children: the app replays the blocks above geth's
+// head (known: VALID at once) and points forkchoice at them, which makes
+// geth re-execute them, then applies the decided block.
+func TestKilledGethWithoutStateIsReplayed(t *testing.T) {
+	a, b := newNode(t, newFakeGeth(), "", nil), newNode(t, newFakeGeth(), "", nil)
+	for h := int64(1); h <= 4; h++ {
+		decide(t, h, a, a, b)
+	}
+	b.geth.crash(2)
+	tx := a.prepare(t, 5)
+	if s := b.process(t, 5, tx); s != abci.ResponseProcessProposal_REJECT {
+		t.Fatalf("status %v, want REJECT from a validator whose geth lacks the parent's state", s)
+	}
+	a.finalize(t, 5, tx)
+	before := len(b.geth.log())
+	b.finalize(t, 5, tx)
+	if got := slices.DeleteFunc(b.geth.log()[before:], func(c string) bool { return strings.HasPrefix(c, "header") }); !slices.Equal(got,
+		[]string{"newPayload 5", "newPayload 3", "newPayload 4", "fcu 4", "newPayload 5", "fcu 5"}) {
+		t.Fatalf("engine calls %q", got)
+	}
+	if b.geth.head().Hash() != a.geth.head().Hash() {
+		t.Fatal("geth does not hold the decided block")
 	}
 }
 

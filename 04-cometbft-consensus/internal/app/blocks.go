@@ -361,7 +361,11 @@ func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) error 
 }
 
 // replayMissing feeds geth the decided payloads above its head and below
-// height, oldest first, from CometBFT's block store.
+// height, oldest first, from CometBFT's block store, then makes the last
+// one geth's head. The forkchoiceUpdated matters for a geth that was killed
+// and kept the blocks but not their state: it answers VALID for blocks it
+// knows without executing them, and re-executes them only once forkchoice
+// points at them.
 func (a *App) replayMissing(ctx context.Context, height int64) error {
 	a.mu.Lock()
 	blocks := a.blocks
@@ -376,9 +380,10 @@ func (a *App) replayMissing(ctx context.Context, height int64) error {
 	if int64(head.Number) >= height-1 {
 		// Not a lost parent: geth is busy with a sync of its own. Give up
 		// rather than spin; CometBFT stops the node and the operator looks.
-		return fmt.Errorf("geth holds block %d yet answers SYNCING for block %d", head.Number, height)
+		return fmt.Errorf("geth holds block %d yet cannot take block %d", head.Number, height)
 	}
 	a.log.Warn("geth lost blocks: replaying them from the CometBFT block store", "geth_head", head.Number, "to", height-1)
+	var last *engine.Payload
 	for h := int64(head.Number) + 1; h < height; h++ {
 		txs, err := blocks.Txs(h)
 		if err != nil {
@@ -387,16 +392,19 @@ func (a *App) replayMissing(ctx context.Context, height int64) error {
 		if len(txs) != 1 {
 			return fmt.Errorf("block store, height %d: %d transactions", h, len(txs))
 		}
-		p, err := envelope.Decode(txs[0])
-		if err != nil {
+		if last, err = envelope.Decode(txs[0]); err != nil {
 			return fmt.Errorf("block store, height %d: %w", h, err)
 		}
-		if err := a.retry(ctx, fmt.Sprintf("replay block %d", h), func(ctx context.Context) error { return a.engine.NewPayload(ctx, p) }); err != nil {
+		if err := a.retry(ctx, fmt.Sprintf("replay block %d", h), func(ctx context.Context) error { return a.engine.NewPayload(ctx, last) }); err != nil {
 			return err
 		}
 		a.metrics.Replayed.Inc()
 	}
-	return nil
+	d := last.ExecutionPayload
+	return a.retry(ctx, fmt.Sprintf("forkchoiceUpdated to replayed block %d", d.Number), func(ctx context.Context) error {
+		_, err := a.engine.ForkchoiceUpdated(ctx, beacon.ForkchoiceStateV1{HeadBlockHash: d.BlockHash, SafeBlockHash: d.BlockHash, FinalizedBlockHash: d.BlockHash}, nil, d.Timestamp)
+		return err
+	})
 }
 
 // Commit persists the state FinalizeBlock produced. Every block is kept

@@ -21,14 +21,15 @@ import (
 // hashes, parents and a state root (keccak of the parent's) in newPayload,
 // and answers SYNCING when it lacks a parent. The e2e tests run real geth.
 type fakeGeth struct {
-	mu       sync.Mutex
-	genesis  *types.Header
-	blocks   map[common.Hash]*types.Header
-	canon    []common.Hash // canonical hashes by number
-	payloads map[beacon.PayloadID]*engine.Payload
-	ids      uint64
-	down     int      // calls to fail as unreachable
-	calls    []string // "fcu 3", "build 4", "newPayload 4", "getPayload 4"
+	mu        sync.Mutex
+	genesis   *types.Header
+	blocks    map[common.Hash]*types.Header
+	canon     []common.Hash // canonical hashes by number
+	payloads  map[beacon.PayloadID]*engine.Payload
+	ids       uint64
+	stateless map[common.Hash]bool // blocks kept through a crash without their state
+	down      int                  // calls to fail as unreachable
+	calls     []string             // "fcu 3", "build 4", "newPayload 4", "getPayload 4"
 }
 
 func newFakeGeth() *fakeGeth {
@@ -45,6 +46,19 @@ func (g *fakeGeth) wipe() {
 	g.blocks = map[common.Hash]*types.Header{g.genesis.Hash(): g.genesis}
 	g.canon = []common.Hash{g.genesis.Hash()}
 	g.payloads = map[beacon.PayloadID]*engine.Payload{}
+	g.stateless = map[common.Hash]bool{}
+}
+
+// crash rewinds the head to n but keeps the blocks above without their
+// state, as geth killed before it flushed its state: it knows them, but
+// executes their children only after forkchoice points at them again.
+func (g *fakeGeth) crash(n uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, h := range g.canon[n+1:] {
+		g.stateless[h] = true
+	}
+	g.canon = g.canon[:n+1]
 }
 
 // rewind makes block n the head, as a geth that lost its newest state.
@@ -93,6 +107,7 @@ func (g *fakeGeth) ForkchoiceUpdated(_ context.Context, fc beacon.ForkchoiceStat
 	}
 	var canon []common.Hash
 	for h := head; ; h = g.blocks[h.ParentHash] {
+		delete(g.stateless, h.Hash()) // re-executed to become the head
 		canon = append([]common.Hash{h.Hash()}, canon...)
 		if h.Number.Sign() == 0 {
 			break
@@ -147,6 +162,9 @@ func (g *fakeGeth) NewPayload(_ context.Context, p *engine.Payload) error {
 	if err := g.call("newPayload %d", d.Number); err != nil {
 		return err
 	}
+	if _, ok := g.blocks[d.BlockHash]; ok {
+		return nil // known: VALID without executing, as geth does
+	}
 	b, err := beacon.ExecutableDataToBlockNoHash(*d, p.VersionedHashes, &p.BeaconRoot, requestsOf(p))
 	if err != nil {
 		return fmt.Errorf("fake: %w: %v", engine.ErrInvalid, err)
@@ -157,6 +175,9 @@ func (g *fakeGeth) NewPayload(_ context.Context, p *engine.Payload) error {
 	parent, ok := g.blocks[d.ParentHash]
 	if !ok {
 		return fmt.Errorf("fake: %w", engine.ErrSyncing)
+	}
+	if g.stateless[d.ParentHash] {
+		return fmt.Errorf("fake: %w: state not available", engine.ErrAccepted)
 	}
 	if d.StateRoot != stateRoot(parent) {
 		return fmt.Errorf("fake: %w: state root %s, execution gives %s", engine.ErrInvalid, d.StateRoot, stateRoot(parent))
