@@ -308,7 +308,7 @@ func TestSyncingGethRejectsThenReplaysFromBlockStore(t *testing.T) {
 	before := len(b.geth.log())
 	res := b.finalize(t, 4, tx)
 	if got := slices.DeleteFunc(b.geth.log()[before:], func(c string) bool { return strings.HasPrefix(c, "header") }); !slices.Equal(got,
-		[]string{"newPayload 4", "newPayload 1", "newPayload 2", "newPayload 3", "fcu 3", "newPayload 4", "fcu 4"}) {
+		[]string{"newPayload 4", "newPayload 1", "fcu 1", "newPayload 2", "fcu 2", "newPayload 3", "fcu 3", "newPayload 4", "fcu 4"}) {
 		t.Fatalf("engine calls %q", got)
 	}
 	if common.BytesToHash(res.AppHash) != a.geth.head().Hash() || b.geth.head().Hash() != a.geth.head().Hash() {
@@ -319,29 +319,52 @@ func TestSyncingGethRejectsThenReplaysFromBlockStore(t *testing.T) {
 	}
 }
 
-// A geth killed before it flushed its state keeps the blocks but answers
-// ACCEPTED for their children: the app replays the blocks above geth's
-// head (known: VALID at once) and points forkchoice at them, which makes
-// geth re-execute them, then applies the decided block.
+// A geth killed before it flushed everything lost block 4 and the state
+// of blocks 2 and 3: it answers SYNCING for block 5 (no parent), VALID at
+// once for 2 and 3 (it knows them) and ACCEPTED for 4 until forkchoice has
+// pointed at 3. The app replays from its head, one forkchoiceUpdated per
+// block, then applies the decided block.
 func TestKilledGethWithoutStateIsReplayed(t *testing.T) {
 	a, b := newNode(t, newFakeGeth(), "", nil), newNode(t, newFakeGeth(), "", nil)
 	for h := int64(1); h <= 4; h++ {
 		decide(t, h, a, a, b)
 	}
-	b.geth.crash(2)
+	b.geth.crash(1, 3)
 	tx := a.prepare(t, 5)
 	if s := b.process(t, 5, tx); s != abci.ResponseProcessProposal_REJECT {
-		t.Fatalf("status %v, want REJECT from a validator whose geth lacks the parent's state", s)
+		t.Fatalf("status %v, want REJECT from a validator whose geth lacks the parent", s)
 	}
 	a.finalize(t, 5, tx)
 	before := len(b.geth.log())
 	b.finalize(t, 5, tx)
 	if got := slices.DeleteFunc(b.geth.log()[before:], func(c string) bool { return strings.HasPrefix(c, "header") }); !slices.Equal(got,
-		[]string{"newPayload 5", "newPayload 3", "newPayload 4", "fcu 4", "newPayload 5", "fcu 5"}) {
+		[]string{"newPayload 5", "newPayload 2", "fcu 2", "newPayload 3", "fcu 3", "newPayload 4", "fcu 4", "newPayload 5", "fcu 5"}) {
 		t.Fatalf("engine calls %q", got)
 	}
 	if b.geth.head().Hash() != a.geth.head().Hash() {
 		t.Fatal("geth does not hold the decided block")
+	}
+}
+
+// The proposer's geth lost blocks: PrepareProposal replays them before it
+// builds, or a one-validator chain would never move again.
+func TestProposerReplaysLostBlocks(t *testing.T) {
+	a := newNode(t, newFakeGeth(), "", nil)
+	for h := int64(1); h <= 4; h++ {
+		decide(t, h, a, a)
+	}
+	a.geth.crash(1, 3)
+	tx := a.prepare(t, 5)
+	p, err := envelope.Decode(tx)
+	if err != nil || p.ExecutionPayload.Number != 5 {
+		t.Fatalf("proposal: %v", err)
+	}
+	if s := a.process(t, 5, tx); s != abci.ResponseProcessProposal_ACCEPT {
+		t.Fatal(s)
+	}
+	a.finalize(t, 5, tx)
+	if n := testutil.ToFloat64(a.m.Replayed); n != 3 {
+		t.Fatalf("replayed %v blocks, want 3 (2, 3, 4)", n)
 	}
 }
 

@@ -74,6 +74,15 @@ func (a *App) payload(ctx context.Context, parent state.State, blockTime time.Ti
 	}
 	start := time.Now()
 	id, err := a.start(ctx, parent, ts)
+	if lacksBlocks(err) {
+		// geth lost blocks (killed, or its datadir wiped): bring it to the
+		// committed head first. Nobody else would on a one-validator chain.
+		if err := a.replayMissing(ctx, parent.Height+1); err != nil {
+			return nil, false, err
+		}
+		start = time.Now()
+		id, err = a.start(ctx, parent, ts)
+	}
 	if err != nil {
 		return nil, false, err
 	}
@@ -361,11 +370,11 @@ func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) error 
 }
 
 // replayMissing feeds geth the decided payloads above its head and below
-// height, oldest first, from CometBFT's block store, then makes the last
-// one geth's head. The forkchoiceUpdated matters for a geth that was killed
-// and kept the blocks but not their state: it answers VALID for blocks it
-// knows without executing them, and re-executes them only once forkchoice
-// points at them.
+// height, oldest first, from CometBFT's block store, making each its head
+// in turn. The forkchoiceUpdated matters for a geth that was killed and
+// kept some blocks but not their state: it answers VALID at once for a
+// block it knows, ACCEPTED for a child of a block without state, and
+// re-executes a known block only when forkchoice points at it.
 func (a *App) replayMissing(ctx context.Context, height int64) error {
 	a.mu.Lock()
 	blocks := a.blocks
@@ -383,7 +392,6 @@ func (a *App) replayMissing(ctx context.Context, height int64) error {
 		return fmt.Errorf("geth holds block %d yet cannot take block %d", head.Number, height)
 	}
 	a.log.Warn("geth lost blocks: replaying them from the CometBFT block store", "geth_head", head.Number, "to", height-1)
-	var last *engine.Payload
 	for h := int64(head.Number) + 1; h < height; h++ {
 		txs, err := blocks.Txs(h)
 		if err != nil {
@@ -392,19 +400,24 @@ func (a *App) replayMissing(ctx context.Context, height int64) error {
 		if len(txs) != 1 {
 			return fmt.Errorf("block store, height %d: %d transactions", h, len(txs))
 		}
-		if last, err = envelope.Decode(txs[0]); err != nil {
+		p, err := envelope.Decode(txs[0])
+		if err != nil {
 			return fmt.Errorf("block store, height %d: %w", h, err)
 		}
-		if err := a.retry(ctx, fmt.Sprintf("replay block %d", h), func(ctx context.Context) error { return a.engine.NewPayload(ctx, last) }); err != nil {
+		if err := a.retry(ctx, fmt.Sprintf("replay block %d", h), func(ctx context.Context) error { return a.engine.NewPayload(ctx, p) }); err != nil {
+			return err
+		}
+		d := p.ExecutionPayload
+		err = a.retry(ctx, fmt.Sprintf("forkchoiceUpdated to replayed block %d", h), func(ctx context.Context) error {
+			_, err := a.engine.ForkchoiceUpdated(ctx, beacon.ForkchoiceStateV1{HeadBlockHash: d.BlockHash, SafeBlockHash: d.BlockHash, FinalizedBlockHash: d.BlockHash}, nil, d.Timestamp)
+			return err
+		})
+		if err != nil {
 			return err
 		}
 		a.metrics.Replayed.Inc()
 	}
-	d := last.ExecutionPayload
-	return a.retry(ctx, fmt.Sprintf("forkchoiceUpdated to replayed block %d", d.Number), func(ctx context.Context) error {
-		_, err := a.engine.ForkchoiceUpdated(ctx, beacon.ForkchoiceStateV1{HeadBlockHash: d.BlockHash, SafeBlockHash: d.BlockHash, FinalizedBlockHash: d.BlockHash}, nil, d.Timestamp)
-		return err
-	})
+	return nil
 }
 
 // Commit persists the state FinalizeBlock produced. Every block is kept

@@ -49,27 +49,25 @@ func (g *fakeGeth) wipe() {
 	g.stateless = map[common.Hash]bool{}
 }
 
-// crash rewinds the head to n but keeps the blocks above without their
-// state, as geth killed before it flushed its state: it knows them, but
-// executes their children only after forkchoice points at them again.
-func (g *fakeGeth) crash(n uint64) {
+// crash is geth killed before it flushed everything: the head rewinds to
+// n, blocks n+1..kept stay without their state (geth knows them but
+// executes their children only after forkchoice points at them again),
+// the blocks above kept are gone.
+func (g *fakeGeth) crash(n, kept uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, h := range g.canon[n+1:] {
-		g.stateless[h] = true
+	for i, h := range g.canon[n+1:] {
+		if n+1+uint64(i) <= kept {
+			g.stateless[h] = true
+		} else {
+			delete(g.blocks, h)
+		}
 	}
 	g.canon = g.canon[:n+1]
 }
 
-// rewind makes block n the head, as a geth that lost its newest state.
-func (g *fakeGeth) rewind(n uint64) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for _, h := range g.canon[n+1:] {
-		delete(g.blocks, h)
-	}
-	g.canon = g.canon[:n+1]
-}
+// rewind makes block n the head and forgets the blocks above.
+func (g *fakeGeth) rewind(n uint64) { g.crash(n, n) }
 
 func (g *fakeGeth) log() []string {
 	g.mu.Lock()
