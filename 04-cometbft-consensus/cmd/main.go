@@ -79,8 +79,10 @@ http://localhost:<8551+i>.`,
 			if err := testnet.Write(o); err != nil {
 				return err
 			}
+			fmt.Printf("geths: one per validator, from genesis.json and jwt.hex, peered, Engine API 8551 and up; without Docker:\n"+
+				"  bin/devnet up --geth %d --geth-arg=--miner.recommit=100ms\n", o.Validators)
 			for i := range o.Validators {
-				fmt.Printf("validator %d: --cmt-home %s --eth-client-url http://localhost:%d --health-addr :%d\n",
+				fmt.Printf("validator %d: --cmt-home %s --eth-client-url http://localhost:%d --health-addr :%d --optimistic-build\n",
 					i, testnet.Home(o.Dir, i), 8551+i, 8080+i)
 			}
 			return nil

@@ -62,15 +62,16 @@ func (a *App) payload(ctx context.Context, parent state.State, blockTime time.Ti
 	defer cancel()
 	ts := Timestamp(blockTime, parent.Head)
 	if st := a.claim(parent, ts); st != nil {
-		if p, err := a.collect(ctx, parent, st.id, st.at, ts); err == nil {
+		p, err := a.collect(ctx, parent, st.id, st.at, ts)
+		if err == nil {
 			a.metrics.Optimistic.WithLabelValues("used").Inc()
 			return p, true, nil
-		} else if ctx.Err() != nil {
-			return nil, false, err
-		} else {
-			a.metrics.Optimistic.WithLabelValues("lost").Inc()
-			a.log.Warn("the payload started early is lost: building again", "number", parent.Head.Number+1, "err", err)
 		}
+		if ctx.Err() != nil {
+			return nil, false, err
+		}
+		a.metrics.Optimistic.WithLabelValues("lost").Inc()
+		a.log.Warn("the payload started early is lost: building again", "number", parent.Head.Number+1, "err", err)
 	}
 	start := time.Now()
 	id, err := a.start(ctx, parent, ts)
@@ -147,6 +148,12 @@ type started struct {
 // timestamp is a prediction: the next block's time is the median of this
 // height's precommit times, which were signed moments ago.
 func (a *App) startNext(ctx context.Context, s state.State) {
+	a.mu.Lock()
+	if a.next != nil { // started for this height, which another round or proposer decided
+		a.metrics.Optimistic.WithLabelValues("unclaimed").Inc()
+		a.next = nil
+	}
+	a.mu.Unlock()
 	if a.opts.Proposers == nil || !a.opts.Proposers.Is(a.opts.Address, s.Height+1) {
 		return
 	}
@@ -162,9 +169,6 @@ func (a *App) startNext(ctx context.Context, s state.State) {
 	st.id = id
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.next != nil {
-		a.metrics.Optimistic.WithLabelValues("unclaimed").Inc()
-	}
 	a.next = st
 }
 
