@@ -64,11 +64,11 @@ run-stage4: $(DEVNET)
 	cd 04-cometbft-consensus; V=$(BIN)/cometbft-consensus; P=; \
 	  for i in 1 2 3; do \
 	    $$V --cmt-home ../.devnet/testnet/validator-$$i --eth-client-url http://localhost:$$((8551+i)) \
-	      --health-addr :$$((8080+i)) --optimistic-build >../.devnet/cl/validator-$$i.log 2>&1 & P="$$P $$!"; \
+	      --health-addr :$$((8080+i)) >../.devnet/cl/validator-$$i.log 2>&1 & P="$$P $$!"; \
 	  done; \
 	  $(DEVNET) send --rpc-url http://localhost:8546 --count 0 --interval 250ms >/dev/null & P="$$P $$!"; \
 	  trap 'kill $$P 2>/dev/null' EXIT INT TERM; \
-	  $$V --cmt-home ../.devnet/testnet/validator-0 --optimistic-build
+	  $$V --cmt-home ../.devnet/testnet/validator-0
 
 ## test: every module's tests, integration tests against real geth/Redis/PostgreSQL included,
 ## each module built and tested on its own (GOWORK=off) as a reader who copies it out would

@@ -4,6 +4,7 @@
 #
 # NODEKEY      devp2p key (hex); fixed so that other nodes can name this one.
 # STATIC_PEERS comma-separated, quoted enode URLs to keep connected.
+# GETH_EXTRA_ARGS more geth flags, e.g. --miner.recommit=100ms for stage 4.
 set -eu
 
 if [ ! -d /data/geth/chaindata ]; then
@@ -24,4 +25,5 @@ exec geth \
   --authrpc.addr 0.0.0.0 --authrpc.port 8551 --authrpc.vhosts '*' \
   --authrpc.jwtsecret /config/jwt.hex \
   --port 30303 --nodiscover \
-  --verbosity 3
+  --verbosity 3 \
+  ${GETH_EXTRA_ARGS:-}

@@ -82,7 +82,7 @@ http://localhost:<8551+i>.`,
 			fmt.Printf("geths: one per validator, from genesis.json and jwt.hex, peered, Engine API 8551 and up; without Docker:\n"+
 				"  bin/devnet up --geth %d --geth-arg=--miner.recommit=100ms\n", o.Validators)
 			for i := range o.Validators {
-				fmt.Printf("validator %d: --cmt-home %s --eth-client-url http://localhost:%d --health-addr :%d --optimistic-build\n",
+				fmt.Printf("validator %d: --cmt-home %s --eth-client-url http://localhost:%d --health-addr :%d\n",
 					i, testnet.Home(o.Dir, i), 8551+i, 8080+i)
 			}
 			return nil

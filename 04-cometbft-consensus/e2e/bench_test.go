@@ -29,8 +29,9 @@ import (
 //   - finality latency under a steady load: a transfer sent to
 //     validator-1's geth → the block that carries it is final on that geth;
 //   - with CometBFT's default timeouts and with the tuned ones; with one
-//     validator of four down; with and without optimistic payload building
-//     (and geth rebuilding its payload every 2 s, its default, or 100 ms);
+//     validator of four down; with payloads started early (the default) or
+//     built on request; with geth refreshing a payload every 100 ms or
+//     every 2 s (its default);
 //   - a burst of transfers: tx/s.
 func BenchmarkValidators(b *testing.B) {
 	table := &benchTable{}
@@ -39,8 +40,8 @@ func BenchmarkValidators(b *testing.B) {
 			b.Run(sc.name, func(b *testing.B) { benchSteady(b, table, sc) })
 		}
 		for _, sc := range []scenario{
-			{name: "burst/tuned/4of4", timeouts: tunedTimeouts},
-			{name: "burst/tuned/4of4/optimistic/recommit100ms", timeouts: tunedTimeouts, optimistic: true, recommit: 100 * time.Millisecond},
+			{name: "burst/tuned/4of4/recommit100ms", timeouts: tunedTimeouts, optimistic: true, recommit: 100 * time.Millisecond},
+			{name: "burst/tuned/4of4/recommit100ms/on-request", timeouts: tunedTimeouts, recommit: 100 * time.Millisecond},
 		} {
 			b.Run(sc.name, func(b *testing.B) { benchBurst(b, table, sc) })
 		}
@@ -64,7 +65,7 @@ type scenario struct {
 	name       string
 	timeouts   testnet.Options
 	down       int  // validators killed before the load
-	optimistic bool // --optimistic-build
+	optimistic bool // --optimistic-build (the default); false: built on request
 	recommit   time.Duration
 }
 
@@ -73,12 +74,12 @@ const steadyRate = 40 // transfers per second
 func scenarios() []scenario {
 	fast := 100 * time.Millisecond
 	return []scenario{
-		{name: "tuned/4of4", timeouts: tunedTimeouts},
-		{name: "tuned/4of4/optimistic/recommit100ms", timeouts: tunedTimeouts, optimistic: true, recommit: fast},
-		{name: "tuned/4of4/optimistic/recommit2s", timeouts: tunedTimeouts, optimistic: true},
-		{name: "tuned/3of4", timeouts: tunedTimeouts, down: 1},
-		{name: "default/4of4", timeouts: defaultTimeouts},
-		{name: "default/3of4", timeouts: defaultTimeouts, down: 1},
+		{name: "tuned/4of4/recommit100ms", timeouts: tunedTimeouts, optimistic: true, recommit: fast},
+		{name: "tuned/4of4/geth-default-recommit", timeouts: tunedTimeouts, optimistic: true},
+		{name: "tuned/4of4/recommit100ms/on-request", timeouts: tunedTimeouts, recommit: fast},
+		{name: "tuned/3of4/recommit100ms", timeouts: tunedTimeouts, down: 1, optimistic: true, recommit: fast},
+		{name: "default/4of4/recommit100ms", timeouts: defaultTimeouts, optimistic: true, recommit: fast},
+		{name: "default/3of4/recommit100ms", timeouts: defaultTimeouts, down: 1, optimistic: true, recommit: fast},
 	}
 }
 
@@ -88,7 +89,7 @@ func startBench(b *testing.B, sc scenario) *network {
 		gethArgs = []string{"--miner.recommit", sc.recommit.String()}
 	}
 	nw := newNetwork(b, spec{timeouts: sc.timeouts, gethArgs: gethArgs, flags: func(int) []string {
-		return []string{"--log-level", "info", "--build-wait", "50ms", fmt.Sprintf("--optimistic-build=%v", sc.optimistic)}
+		return []string{"--log-level", "info", fmt.Sprintf("--optimistic-build=%v", sc.optimistic)}
 	}})
 	nw.waitHeads(3, 90*time.Second)
 	for _, v := range nw.vals[len(nw.vals)-sc.down:] {
@@ -149,7 +150,12 @@ func benchBurst(b *testing.B, t *benchTable, sc scenario) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(r.TxPerSec(), "tx/s")
-	t.add(sc.name, fmt.Sprintf("%d blocks carried them", r.Blocks),
+	var empty, proposals float64
+	for _, v := range nw.vals {
+		empty += v.metric(`consensus_proposal_transactions_bucket{le="0"}`)
+		proposals += v.metric("consensus_proposal_transactions_count")
+	}
+	t.add(sc.name, fmt.Sprintf("%d blocks carried them; %.0f of %.0f proposals empty", r.Blocks, empty, proposals),
 		fmt.Sprintf("5,000 transfers: %d final in %.1f s, **%.0f tx/s**; p50 %.0f ms, p99 %.0f ms", r.Included, r.Duration.Seconds(), r.TxPerSec(),
 			ms(pct(r.Latencies, 0.5)), ms(pct(r.Latencies, 0.99))), buildMode(nw, sc))
 }
@@ -171,7 +177,8 @@ func (t *benchTable) markdown(machine string) string {
 		fmt.Sprintf("Steady load: %d transfers/s for 30 s sent to validator-1's geth; finality is send → the block is final on that geth. ", steadyRate) +
 		"Timeouts: default = CometBFT's (propose 3 s, prevote 1 s, precommit 1 s, commit 1 s); tuned = this stage's testnet command's " +
 		fmt.Sprintf("(propose %s, prevote %s, precommit %s, commit %s). ", testnet.TunedTimeouts.Propose, testnet.TunedTimeouts.Prevote, testnet.TunedTimeouts.Precommit, testnet.TunedTimeouts.Commit) +
-		"3of4: one validator killed before the load. recommit: geth's --miner.recommit (how often it refreshes a payload being built). " +
+		"3of4: one validator killed before the load. recommit100ms: geth runs with --miner.recommit=100ms (how often it refreshes a payload being built; its default is 2 s). " +
+		"Payloads are started early for the predicted proposer (--optimistic-build, the default) unless the scenario says on-request. " +
 		machine + "\n\n")
 	sb.WriteString("| scenario | blocks | finality | payloads |\n|---|---|---|---|\n")
 	for _, r := range t.rows {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -17,8 +16,6 @@ import (
 	"github.com/ethereum/go-ethereum/ethclient"
 
 	"github.com/geth-consensus/tutorial/devnet"
-
-	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/app"
 )
 
 // Four validators, each with its own geth: heights are decided and every
@@ -42,34 +39,10 @@ func TestFourValidatorsFinalizeTheSameChain(t *testing.T) {
 		t.Errorf("%v proposals used a payload started early, in 10 heights", used)
 	}
 
-	// The app's guess of each height's round-0 proposer, which decides who
-	// starts building early, is CometBFT's choice.
-	ctx := context.Background()
-	c := nw.vals[0].cometbft(t)
-	gen, err := c.Genesis(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proposers, err := app.NewProposers(gen.Genesis.Validators)
-	if err != nil {
-		t.Fatal(err)
-	}
-	round0 := 0
-	for h := int64(1); h <= 10; h++ {
-		commit, err := c.Commit(ctx, &h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if commit.Commit.Round != 0 {
-			continue
-		}
-		round0++
-		if want, got := commit.Header.ProposerAddress, proposers.At(h); !bytes.Equal(want, got) {
-			t.Fatalf("height %d: proposer %X, the app predicted %X", h, want, got)
-		}
-	}
-	if round0 < 5 {
-		t.Fatalf("only %d of 10 heights decided in round 0", round0)
+	// The app's guess of each height's proposers, which decides who starts
+	// building early, is CometBFT's choice.
+	if rounds := nw.checkProposers(10); rounds[0] < 5 {
+		t.Fatalf("only %d of 10 heights decided in round 0", rounds[0])
 	}
 
 	// A validator whose geth is down says so on /readyz while the others
@@ -151,6 +124,9 @@ func TestByzantineProposerIsRejected(t *testing.T) {
 	nw.waitHeads(12, 120*time.Second)
 	t.Logf("MEASURED Byzantine proposer: 12 blocks in %.1f s", time.Since(start).Seconds())
 	nw.checkSameChain()
+	if rounds := nw.checkProposers(12); rounds[1] == 0 {
+		t.Errorf("no height decided in round 1 although validator-0 proposes invalid payloads: %v", rounds)
+	}
 	eventually(t, 10*time.Second, func() error {
 		for _, v := range nw.vals[1:] {
 			if n := v.metric(`consensus_process_proposal_total{reason="invalid",verdict="reject"}`); n < 1 {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/geth-consensus/tutorial/devnet"
 
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/app"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/node"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/testnet"
 )
@@ -84,7 +86,7 @@ func newNetwork(t testing.TB, s spec) *network {
 		t.Cleanup(eth.Close)
 		v := &validator{i: i, rpc: ports[i].RPC, home: testnet.Home(dir, i), health: "127.0.0.1:" + strconv.Itoa(freePort(t)), geth: g, eth: eth}
 		args := []string{"--cmt-home", v.home, "--eth-client-url", g.EngineURL(), "--jwt-secret", mustFindUp(t, "jwt.hex"),
-			"--genesis", mustFindUp(t, "genesis.json"), "--health-addr", v.health, "--log-level", "debug", "--build-wait", "20ms"}
+			"--genesis", mustFindUp(t, "genesis.json"), "--health-addr", v.health, "--log-level", "debug"}
 		if s.flags != nil {
 			args = append(args, s.flags(i)...)
 		}
@@ -285,6 +287,36 @@ func (v *validator) cometbft(t testing.TB) *rpchttp.HTTP {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// checkProposers checks the app's prediction of the proposer of the round
+// that decided each height up to n against CometBFT's blocks, and returns
+// how many heights each round decided.
+func (nw *network) checkProposers(n int64) map[int32]int {
+	nw.t.Helper()
+	ctx := context.Background()
+	c := nw.vals[0].cometbft(nw.t)
+	gen, err := c.Genesis(ctx)
+	if err != nil {
+		nw.t.Fatal(err)
+	}
+	proposers, err := app.NewProposers(gen.Genesis.Validators)
+	if err != nil {
+		nw.t.Fatal(err)
+	}
+	rounds := map[int32]int{}
+	for h := int64(1); h <= n; h++ {
+		commit, err := c.Commit(ctx, &h)
+		if err != nil {
+			nw.t.Fatal(err)
+		}
+		r := commit.Commit.Round
+		rounds[r]++
+		if want, got := commit.Header.ProposerAddress, proposers.InRound(h, r); !bytes.Equal(want, got) {
+			nw.t.Fatalf("height %d round %d: proposer %X, the app predicted %X", h, r, want, got)
+		}
+	}
+	return rounds
 }
 
 // metric reads one sample from a validator's /metrics (0 when absent, -1

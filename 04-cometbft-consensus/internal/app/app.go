@@ -54,10 +54,10 @@ type Options struct {
 	BuildWait    time.Duration  // between forkchoiceUpdated and getPayload
 	Byzantine    bool           // TESTS ONLY: propose corrupted payloads
 
-	// Optimistic building: when Proposers names Address as the round-0
-	// proposer of the next height, FinalizeBlock starts that payload on
-	// geth at once, and PrepareProposal only collects it. Off when
-	// Proposers is nil.
+	// Optimistic building: when Proposers names Address as the proposer
+	// of one of the next height's first rounds, FinalizeBlock starts that
+	// payload on geth at once, and PrepareProposal only collects it. Off
+	// when Proposers is nil.
 	Proposers *Proposers
 	Address   []byte        // this validator's address
 	Retry     time.Duration // first wait before retrying geth in FinalizeBlock; 100 ms when zero

@@ -505,6 +505,21 @@ func TestOptimisticBuilding(t *testing.T) {
 	if n := testutil.ToFloat64(a.m.Optimistic.WithLabelValues("stale")); n != 1 {
 		t.Fatalf("stale %v", n)
 	}
+	// The stale payload is fetched once more, which stops geth's work on it.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		n := 0
+		for _, c := range a.geth.log() {
+			if c == "getPayload 3" {
+				n++
+			}
+		}
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("getPayload of block 3 called %d times, want 2 (the stale one abandoned, the fresh one proposed)", n)
+		}
+	}
 	p, err := envelope.Decode(res.Txs[0])
 	if err != nil || p.ExecutionPayload.Number != 3 {
 		t.Fatal(err)
@@ -531,6 +546,11 @@ func TestProposersFollowCometBFT(t *testing.T) {
 	for h := int64(1); h <= 90; h++ {
 		want := set.GetProposer().Address
 		byHeight = append(byHeight, want)
+		for r := int32(1); r <= 3; r++ { // a round on a copy, as consensus.State.enterNewRound does
+			if got, want := p.InRound(h, r), set.CopyIncrementProposerPriority(r).GetProposer().Address; string(got) != string(want) {
+				t.Fatalf("height %d round %d: %X, CometBFT's set gives %X", h, r, got, want)
+			}
+		}
 		if got := p.At(h); string(got) != string(want) {
 			t.Fatalf("height %d: %X, CometBFT's set gives %X", h, got, want)
 		}

@@ -143,18 +143,27 @@ type started struct {
 	id        beacon.PayloadID
 }
 
+// earlyRounds is how many of a height's first rounds have their proposer
+// start building early: round 0's, and round 1's for when round 0's
+// proposer is down (a validator of four down must not slow every fourth
+// block by a build from scratch).
+const earlyRounds = 2
+
 // startNext starts the payload of the height after s, when this validator
-// is predicted to propose it. s is final: its block is geth's head. The
-// timestamp is a prediction: the next block's time is the median of this
-// height's precommit times, which were signed moments ago.
+// is predicted to propose one of its first rounds. s is final: its block
+// is geth's head. The timestamp is a prediction: the next block's time is
+// the median of this height's precommit times, signed moments ago (and the
+// same in every round of the height).
 func (a *App) startNext(ctx context.Context, s state.State) {
 	a.mu.Lock()
-	if a.next != nil { // started for this height, which another round or proposer decided
-		a.metrics.Optimistic.WithLabelValues("unclaimed").Inc()
-		a.next = nil
-	}
+	old := a.next
+	a.next = nil
 	a.mu.Unlock()
-	if a.opts.Proposers == nil || !a.opts.Proposers.Is(a.opts.Address, s.Height+1) {
+	if old != nil { // started for this height, which another proposer decided
+		a.metrics.Optimistic.WithLabelValues("unclaimed").Inc()
+		a.abandon(old)
+	}
+	if a.opts.Proposers == nil || !a.opts.Proposers.Proposes(a.opts.Address, s.Height+1, earlyRounds) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
@@ -172,6 +181,16 @@ func (a *App) startNext(ctx context.Context, s state.State) {
 	a.next = st
 }
 
+// abandon stops geth's work on a payload nobody will propose: geth keeps
+// rebuilding a payload until it is fetched or 12 s have passed.
+func (a *App) abandon(st *started) {
+	go func() {
+		ctx, cancel := context.WithTimeout(a.ctx, engine.CallTimeout)
+		defer cancel()
+		_, _ = a.engine.GetPayload(ctx, st.id, st.timestamp)
+	}()
+}
+
 // claim takes the payload started for the block on parent at timestamp ts.
 func (a *App) claim(parent state.State, ts uint64) *started {
 	a.mu.Lock()
@@ -184,6 +203,7 @@ func (a *App) claim(parent state.State, ts uint64) *started {
 	case st.parent != parent.Head.Hash || st.timestamp != ts:
 		a.metrics.Optimistic.WithLabelValues("stale").Inc()
 		a.log.Debug("the payload started early does not fit", "parent", st.parent, "timestamp", st.timestamp, "want_timestamp", ts)
+		a.abandon(st)
 		return nil
 	}
 	return st

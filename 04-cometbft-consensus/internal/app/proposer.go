@@ -8,16 +8,16 @@ import (
 	cmttypes "github.com/cometbft/cometbft/types"
 )
 
-// Proposers predicts who proposes in round 0 of a height, so that only the
-// next proposer starts building (every validator building would waste each
-// geth's CPU on payloads nobody asks for: geth keeps rebuilding an unclaimed
-// payload for 12 s).
+// Proposers predicts who proposes in the first rounds of a height, so that
+// only they start building early (every validator building would waste
+// each geth's CPU on payloads nobody asks for).
 //
 // CometBFT advances the proposer priorities once per height when it saves
-// the state (rounds advance a copy), so with a fixed validator set the
-// round-0 proposer of height h is the genesis set advanced h-1 times. This
-// app never changes the validator set. A wrong guess costs only the head
-// start: PrepareProposal builds from scratch when no payload was started.
+// the state, and once per round on a copy, so with a fixed validator set
+// the proposer of round r at height h is the genesis set advanced h-1
+// times, then r more. This app never changes the validator set. A wrong
+// guess costs only the head start: PrepareProposal builds from scratch
+// when no payload was started.
 type Proposers struct {
 	genesis []*cmttypes.Validator
 
@@ -49,7 +49,10 @@ func (p *Proposers) reset() {
 
 // At returns the address of the round-0 proposer of height h (h ≥ 1).
 // Heights are usually asked in order: each call advances from the last.
-func (p *Proposers) At(h int64) []byte {
+func (p *Proposers) At(h int64) []byte { return p.InRound(h, 0) }
+
+// InRound returns the address of the proposer of round r at height h.
+func (p *Proposers) InRound(h int64, r int32) []byte {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if h < p.height {
@@ -58,10 +61,18 @@ func (p *Proposers) At(h int64) []byte {
 	for ; p.height < h; p.height++ {
 		p.set.IncrementProposerPriority(1)
 	}
-	return p.set.GetProposer().Address
+	if r == 0 {
+		return p.set.GetProposer().Address
+	}
+	return p.set.CopyIncrementProposerPriority(r).GetProposer().Address
 }
 
-// Is reports whether addr proposes round 0 of height h.
-func (p *Proposers) Is(addr []byte, h int64) bool {
-	return bytes.Equal(p.At(h), addr)
+// Proposes reports whether addr proposes one of the first rounds of height h.
+func (p *Proposers) Proposes(addr []byte, h int64, rounds int32) bool {
+	for r := range rounds {
+		if bytes.Equal(p.InRound(h, r), addr) {
+			return true
+		}
+	}
+	return false
 }

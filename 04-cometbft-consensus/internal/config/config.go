@@ -47,7 +47,8 @@ func Default() Config {
 		EngineURL:    "http://localhost:8551",
 		JWTSecret:    "../jwt.hex",
 		GenesisPath:  "../genesis.json",
-		BuildWait:    50 * time.Millisecond,
+		BuildWait:    200 * time.Millisecond,
+		Optimistic:   true,
 		FeeRecipient: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
 		HealthAddr:   ":8080",
 		LogLevel:     "info",
@@ -94,8 +95,8 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.EngineURL, "eth-client-url", c.EngineURL, "this validator's geth: authenticated Engine API URL")
 	f.StringVar(&c.JWTSecret, "jwt-secret", c.JWTSecret, "JWT secret: a file, or 32 bytes as hex with or without 0x")
 	f.StringVar(&c.GenesisPath, "genesis", c.GenesisPath, "genesis.json geth was initialised with")
-	f.DurationVar(&c.BuildWait, "build-wait", c.BuildWait, "proposer: wait between forkchoiceUpdated and getPayload")
-	f.BoolVar(&c.Optimistic, "optimistic-build", c.Optimistic, "when this validator proposes the next height, start its payload as soon as this one is final (pair with geth --miner.recommit 100ms: see BENCHMARKS.md)")
+	f.DurationVar(&c.BuildWait, "build-wait", c.BuildWait, "proposer: at least this long between forkchoiceUpdated and getPayload; geth hands out an empty block until its first full one is built")
+	f.BoolVar(&c.Optimistic, "optimistic-build", c.Optimistic, "when this validator proposes the next height, start its payload as soon as this one is final; best with geth --miner.recommit=100ms (README)")
 	f.StringVar(&c.FeeRecipient, "fee-recipient", c.FeeRecipient, "address that receives the priority fees of this validator's blocks")
 	f.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "listen address of /metrics, /healthz, /readyz, /status")
 	f.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
