@@ -178,7 +178,7 @@ func (t *benchTable) markdown(machine string) string {
 		"Timeouts: default = CometBFT's (propose 3 s, prevote 1 s, precommit 1 s, commit 1 s); tuned = this stage's testnet command's " +
 		fmt.Sprintf("(propose %s, prevote %s, precommit %s, commit %s). ", testnet.TunedTimeouts.Propose, testnet.TunedTimeouts.Prevote, testnet.TunedTimeouts.Precommit, testnet.TunedTimeouts.Commit) +
 		"3of4: one validator killed before the load. recommit100ms: geth runs with --miner.recommit=100ms (how often it refreshes a payload being built; its default is 2 s). " +
-		"Payloads are started early for the predicted proposer (--optimistic-build, the default) unless the scenario says on-request. " +
+		"Payloads are started early by the predicted proposers of rounds 0 and 1 (--optimistic-build, the default) unless the scenario says on-request. " +
 		machine + "\n\n")
 	sb.WriteString("| scenario | blocks | finality | payloads |\n|---|---|---|---|\n")
 	for _, r := range t.rows {
