@@ -216,9 +216,13 @@ func TestWipedGethRecoversFromBlockStore(t *testing.T) {
 	t.Logf("MEASURED %d blocks lost by two wiped geths: both back at the head in %.1f s", lost, time.Since(start).Seconds())
 	nw.waitHeads(mustHead(t, nw.vals[0])+5, 120*time.Second)
 	nw.checkSameChain()
-	for _, v := range []*validator{running, restarted} {
-		if n := v.metric("consensus_blocks_replayed_total"); n < float64(lost) {
-			t.Fatalf("validator-%d replayed %v blocks into its wiped geth, want at least %d", v.i, n, lost)
+	// The restarted validator replays every lost block in the handshake,
+	// before consensus starts. The running one too, unless its geth fetched
+	// some from its peers on its own (it does after a forkchoiceUpdated to
+	// a head it lacks, which the validator sends if it proposes meanwhile).
+	for v, want := range map[*validator]float64{restarted: float64(lost), running: 1} {
+		if n := v.metric("consensus_blocks_replayed_total"); n < want {
+			t.Fatalf("validator-%d replayed %v blocks into its wiped geth, want at least %v", v.i, n, want)
 		}
 		if !v.proc.Running() {
 			t.Fatalf("validator-%d stopped", v.i)

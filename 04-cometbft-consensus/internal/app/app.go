@@ -257,17 +257,27 @@ func (a *App) retry(ctx context.Context, what string, f func(context.Context) er
 			a.metrics.Errors.WithLabelValues("geth").Inc()
 		}
 		a.setReady(false, what+": "+err.Error())
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), err)
-		case <-a.ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%s: shutting down (last error: %v)", what, err)
+		if werr := a.wait(ctx, wait); werr != nil {
+			return fmt.Errorf("%s: %w (last error: %v)", what, werr, err)
 		}
 		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// errShutdown ends waits when the app's context ends.
+var errShutdown = errors.New("shutting down")
+
+// wait sleeps for d, less if ctx or the app's context ends first.
+func (a *App) wait(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-a.ctx.Done():
+		return errShutdown
 	}
 }
 

@@ -368,6 +368,24 @@ func TestProposerReplaysLostBlocks(t *testing.T) {
 	}
 }
 
+// A geth that holds the parent yet answers SYNCING is syncing from its
+// peers on its own: FinalizeBlock waits for it instead of failing (which
+// would stop CometBFT).
+func TestFinalizeBlockWaitsForAGethSyncingOnItsOwn(t *testing.T) {
+	a, b := newNode(t, newFakeGeth(), "", nil), newNode(t, newFakeGeth(), "", nil)
+	decide(t, 1, a, a, b)
+	tx := a.prepare(t, 2)
+	a.finalize(t, 2, tx)
+	b.geth.syncing = 3
+	b.finalize(t, 2, tx)
+	if b.geth.head().Hash() != a.geth.head().Hash() {
+		t.Fatal("geth does not hold the decided block")
+	}
+	if n := slices.Index(b.geth.log(), "fcu 2"); n < 0 || strings.Count(strings.Join(b.geth.log(), ","), "newPayload 2") != 4 {
+		t.Fatalf("engine calls %q: want newPayload 2 four times, then fcu 2", b.geth.log())
+	}
+}
+
 // A geth behind the app (it crashed and rewound, or lost its datadir)
 // makes Info report geth's height: CometBFT then replays the rest.
 func TestInfoReportsGethsHeight(t *testing.T) {

@@ -116,14 +116,8 @@ func (a *App) start(ctx context.Context, parent state.State, ts uint64) (beacon.
 // collect gets payload id from geth once BuildWait has passed since the
 // build started: geth's first build with transactions needs that long.
 func (a *App) collect(ctx context.Context, parent state.State, id beacon.PayloadID, started time.Time, ts uint64) (*engine.Payload, error) {
-	if wait := a.opts.BuildWait - time.Since(started); wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		}
+	if err := a.wait(ctx, a.opts.BuildWait-time.Since(started)); err != nil {
+		return nil, err
 	}
 	p, err := a.engine.GetPayload(ctx, id, ts)
 	if err != nil {
@@ -371,9 +365,11 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 // apply runs newPayload for a decided payload, waiting for geth if it is
 // down. A geth that answers SYNCING lacks the parent (its datadir was
 // wiped under a running node): the app replays the blocks it lacks from
-// CometBFT's block store, then applies this one.
+// CometBFT's block store, then applies this one. A geth that syncs from
+// its peers on its own is waited for.
 func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) error {
 	what := fmt.Sprintf("newPayload of block %d", p.ExecutionPayload.Number)
+	wait := a.opts.Retry
 	for {
 		err := a.retry(ctx, what, func(ctx context.Context) error { return a.engine.NewPayload(ctx, p) })
 		switch {
@@ -384,14 +380,30 @@ func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) error 
 			return fmt.Errorf("geth finds decided block %d (execution %d %s) invalid, while 2/3 of the validators found it valid: this geth runs another chain or another version: %w",
 				height, p.ExecutionPayload.Number, p.ExecutionPayload.BlockHash, err)
 		case lacksBlocks(err):
-			if rerr := a.replayMissing(ctx, height); rerr != nil {
+			rerr := a.replayMissing(ctx, height)
+			if rerr == nil {
+				continue
+			}
+			if !lacksBlocks(rerr) && !errors.Is(rerr, errGethSyncing) {
 				return rerr
 			}
+			// geth fetches the blocks from its peers on its own (it does
+			// after a forkchoiceUpdated to a head it lacks): let it, then
+			// carry on from where it got.
+			a.setReady(false, what+": "+rerr.Error())
+			if werr := a.wait(ctx, wait); werr != nil {
+				return fmt.Errorf("%s: %w (last error: %v)", what, werr, rerr)
+			}
+			wait = min(2*wait, 2*time.Second)
 		default:
 			return err
 		}
 	}
 }
+
+// errGethSyncing: geth holds the parent's ancestors up to its head yet
+// cannot take the block, because it is syncing from its peers on its own.
+var errGethSyncing = errors.New("geth is syncing on its own")
 
 // replayMissing feeds geth the decided payloads above its head and below
 // height, oldest first, from CometBFT's block store, making each its head
@@ -411,9 +423,7 @@ func (a *App) replayMissing(ctx context.Context, height int64) error {
 		return err
 	}
 	if int64(head.Number) >= height-1 {
-		// Not a lost parent: geth is busy with a sync of its own. Give up
-		// rather than spin; CometBFT stops the node and the operator looks.
-		return fmt.Errorf("geth holds block %d yet cannot take block %d", head.Number, height)
+		return fmt.Errorf("%w: it holds block %d yet cannot take block %d", errGethSyncing, head.Number, height)
 	}
 	a.log.Warn("geth lost blocks: replaying them from the CometBFT block store", "geth_head", head.Number, "to", height-1)
 	for h := int64(head.Number) + 1; h < height; h++ {

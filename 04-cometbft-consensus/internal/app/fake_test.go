@@ -29,6 +29,7 @@ type fakeGeth struct {
 	ids       uint64
 	stateless map[common.Hash]bool // blocks kept through a crash without their state
 	down      int                  // calls to fail as unreachable
+	syncing   int                  // newPayload calls to answer SYNCING, as a geth syncing from its peers
 	calls     []string             // "fcu 3", "build 4", "newPayload 4", "getPayload 4"
 }
 
@@ -159,6 +160,10 @@ func (g *fakeGeth) NewPayload(_ context.Context, p *engine.Payload) error {
 	d := p.ExecutionPayload
 	if err := g.call("newPayload %d", d.Number); err != nil {
 		return err
+	}
+	if g.syncing > 0 {
+		g.syncing--
+		return fmt.Errorf("fake: %w", engine.ErrSyncing)
 	}
 	if _, ok := g.blocks[d.BlockHash]; ok {
 		return nil // known: VALID without executing, as geth does
