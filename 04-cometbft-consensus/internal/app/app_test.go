@@ -280,6 +280,9 @@ func TestProcessProposalRejects(t *testing.T) {
 			if head := v.geth.head(); head.Number.Sign() != 0 {
 				t.Fatalf("a rejected proposal moved geth's head to %d", head.Number)
 			}
+			if ok, reason := v.Ready(); c.down && ok {
+				t.Fatalf("ready with geth down (%q)", reason)
+			}
 		})
 	}
 	// The untouched proposal passes: each case above fails for its own reason.
@@ -288,34 +291,43 @@ func TestProcessProposalRejects(t *testing.T) {
 	}
 }
 
-// A validator whose geth lost its blocks rejects proposals it cannot
-// execute (SYNCING: it cannot vouch for them), and once the others decide
-// the height, FinalizeBlock replays the lost blocks from the block store.
-func TestSyncingGethRejectsThenReplaysFromBlockStore(t *testing.T) {
+// A validator whose geth lost its blocks (wiped) replays them from the
+// block store when a proposal needs them, then judges it; if geth still
+// cannot (it syncs from its peers on its own), the proposal is rejected.
+// FinalizeBlock recovers the same way when the others decided without it.
+func TestSyncingGethIsReplayedFromBlockStore(t *testing.T) {
 	a, b := newNode(t, newFakeGeth(), "", nil), newNode(t, newFakeGeth(), "", nil)
 	for h := int64(1); h <= 3; h++ {
 		decide(t, h, a, a, b)
 	}
 	b.geth.wipe()
 	tx := a.prepare(t, 4)
-	if s := b.process(t, 4, tx); s != abci.ResponseProcessProposal_REJECT {
-		t.Fatalf("status %v, want REJECT from a validator whose geth lacks the parent", s)
+	before := len(b.geth.log())
+	if s := b.process(t, 4, tx); s != abci.ResponseProcessProposal_ACCEPT {
+		t.Fatalf("status %v, want ACCEPT once the lost blocks are replayed", s)
+	}
+	if got := slices.DeleteFunc(b.geth.log()[before:], func(c string) bool { return strings.HasPrefix(c, "header") }); !slices.Equal(got,
+		[]string{"newPayload 4", "newPayload 1", "fcu 1", "newPayload 2", "fcu 2", "newPayload 3", "fcu 3", "newPayload 4"}) {
+		t.Fatalf("engine calls %q", got)
+	}
+	a.finalize(t, 4, tx)
+	b.finalize(t, 4, tx)
+
+	// geth syncing on its own: still SYNCING after the replay → REJECT.
+	b.geth.wipe()
+	b.geth.syncing = 2
+	tx = a.prepare(t, 5)
+	if s := b.process(t, 5, tx); s != abci.ResponseProcessProposal_REJECT {
+		t.Fatalf("status %v, want REJECT from a validator whose geth cannot judge", s)
 	}
 	if n := testutil.ToFloat64(b.m.Verdicts.WithLabelValues("reject", reasonSyncing)); n != 1 {
 		t.Fatalf("syncing rejections %v", n)
 	}
-	a.finalize(t, 4, tx)
-	before := len(b.geth.log())
-	res := b.finalize(t, 4, tx)
-	if got := slices.DeleteFunc(b.geth.log()[before:], func(c string) bool { return strings.HasPrefix(c, "header") }); !slices.Equal(got,
-		[]string{"newPayload 4", "newPayload 1", "fcu 1", "newPayload 2", "fcu 2", "newPayload 3", "fcu 3", "newPayload 4", "fcu 4"}) {
-		t.Fatalf("engine calls %q", got)
-	}
+	// The others decide it; FinalizeBlock replays what geth still lacks.
+	a.finalize(t, 5, tx)
+	res := b.finalize(t, 5, tx)
 	if common.BytesToHash(res.AppHash) != a.geth.head().Hash() || b.geth.head().Hash() != a.geth.head().Hash() {
 		t.Fatal("the replayed geth does not hold the decided block")
-	}
-	if n := testutil.ToFloat64(b.m.Replayed); n != 4 {
-		t.Fatalf("replayed %v blocks, want 4", n)
 	}
 }
 
@@ -331,10 +343,7 @@ func TestKilledGethWithoutStateIsReplayed(t *testing.T) {
 	}
 	b.geth.crash(1, 3)
 	tx := a.prepare(t, 5)
-	if s := b.process(t, 5, tx); s != abci.ResponseProcessProposal_REJECT {
-		t.Fatalf("status %v, want REJECT from a validator whose geth lacks the parent", s)
-	}
-	a.finalize(t, 5, tx)
+	a.finalize(t, 5, tx) // decided without b
 	before := len(b.geth.log())
 	b.finalize(t, 5, tx)
 	if got := slices.DeleteFunc(b.geth.log()[before:], func(c string) bool { return strings.HasPrefix(c, "header") }); !slices.Equal(got,

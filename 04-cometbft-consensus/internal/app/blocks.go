@@ -30,6 +30,9 @@ func (a *App) PrepareProposal(ctx context.Context, req *abci.RequestPreparePropo
 	}
 	p, optimistic, err := a.payload(ctx, parent, req.Time)
 	if err != nil {
+		if errors.Is(err, engine.ErrUnreachable) {
+			a.setReady(false, "build: "+err.Error())
+		}
 		a.metrics.Errors.WithLabelValues("build").Inc()
 		a.log.Error("cannot build a payload: proposing nothing", "height", req.Height, "err", err)
 		return &abci.ResponsePrepareProposal{}, nil
@@ -234,9 +237,11 @@ const (
 
 // ProcessProposal accepts a proposal only if it is exactly one envelope
 // whose payload extends our head at the expected timestamp and randomness,
-// and our geth executes it to VALID. SYNCING (our geth lacks the parent)
-// rejects: this validator cannot vouch for the payload; the others can
-// still decide it, and FinalizeBlock then brings our geth along.
+// and our geth executes it to VALID. A geth that answers SYNCING or
+// ACCEPTED lacks committed blocks (it was killed or wiped): the app
+// replays them from the block store and asks again. If geth still cannot
+// judge (it syncs from its peers on its own), the proposal is rejected:
+// this validator cannot vouch for it; the others can still decide it.
 func (a *App) ProcessProposal(ctx context.Context, req *abci.RequestProcessProposal) (*abci.ResponseProcessProposal, error) {
 	reject := func(reason string, err error) (*abci.ResponseProcessProposal, error) {
 		a.metrics.Verdicts.WithLabelValues("reject", reason).Inc()
@@ -258,12 +263,20 @@ func (a *App) ProcessProposal(ctx context.Context, req *abci.RequestProcessPropo
 	}
 	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
 	defer cancel()
-	switch err := a.engine.NewPayload(ctx, p); {
+	err = a.engine.NewPayload(ctx, p)
+	if lacksBlocks(err) {
+		if rerr := a.replayMissing(ctx, req.Height); rerr != nil {
+			return reject(reasonSyncing, fmt.Errorf("%w; replay: %v", err, rerr))
+		}
+		err = a.engine.NewPayload(ctx, p)
+	}
+	switch {
 	case errors.Is(err, engine.ErrInvalid):
 		return reject(reasonInvalid, err)
 	case lacksBlocks(err):
 		return reject(reasonSyncing, err)
 	case err != nil:
+		a.setReady(false, "newPayload: "+err.Error())
 		return reject(reasonUnavailable, err)
 	}
 	a.mu.Lock()
