@@ -76,17 +76,16 @@ func (a *App) payload(ctx context.Context, parent state.State, blockTime time.Ti
 		a.metrics.Optimistic.WithLabelValues("lost").Inc()
 		a.log.Warn("the payload started early is lost: building again", "number", parent.Head.Number+1, "err", err)
 	}
-	start := time.Now()
-	id, err := a.start(ctx, parent, ts)
-	if lacksBlocks(err) {
-		// geth lost blocks (killed, or its datadir wiped): bring it to the
-		// committed head first. Nobody else would on a one-validator chain.
-		if err := a.replayMissing(ctx, parent.Height+1); err != nil {
-			return nil, false, err
-		}
+	var (
+		start time.Time
+		id    beacon.PayloadID
+	)
+	// Nobody else would bring a proposer's geth back on a one-validator chain.
+	err = a.withLostBlocks(ctx, parent.Height+1, func() (err error) {
 		start = time.Now()
 		id, err = a.start(ctx, parent, ts)
-	}
+		return err
+	})
 	if err != nil {
 		return nil, false, err
 	}
@@ -263,13 +262,7 @@ func (a *App) ProcessProposal(ctx context.Context, req *abci.RequestProcessPropo
 	}
 	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
 	defer cancel()
-	err = a.engine.NewPayload(ctx, p)
-	if lacksBlocks(err) {
-		if rerr := a.replayMissing(ctx, req.Height); rerr != nil {
-			return reject(reasonSyncing, fmt.Errorf("%w; replay: %v", err, rerr))
-		}
-		err = a.engine.NewPayload(ctx, p)
-	}
+	err = a.withLostBlocks(ctx, req.Height, func() error { return a.engine.NewPayload(ctx, p) })
 	switch {
 	case errors.Is(err, engine.ErrInvalid):
 		return reject(reasonInvalid, err)
@@ -342,10 +335,7 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 			}
 			a.metrics.Replayed.Inc() // decided elsewhere: catch-up, or the handshake's replay
 		}
-		err = a.retry(ctx, fmt.Sprintf("forkchoiceUpdated to block %d", d.Number), func(ctx context.Context) error {
-			_, err := a.engine.ForkchoiceUpdated(ctx, beacon.ForkchoiceStateV1{HeadBlockHash: head.Hash, SafeBlockHash: head.Hash, FinalizedBlockHash: head.Hash}, nil, head.Timestamp)
-			return err
-		})
+		err = a.finalized(ctx, d)
 		if !lacksBlocks(err) {
 			break
 		}
@@ -418,6 +408,30 @@ func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) error 
 // cannot take the block, because it is syncing from its peers on its own.
 var errGethSyncing = errors.New("geth is syncing on its own")
 
+// finalized makes a decided block geth's head, safe and finalized block,
+// waiting for a geth that does not answer.
+func (a *App) finalized(ctx context.Context, d *beacon.ExecutableData) error {
+	h := d.BlockHash
+	return a.retry(ctx, fmt.Sprintf("forkchoiceUpdated to block %d", d.Number), func(ctx context.Context) error {
+		_, err := a.engine.ForkchoiceUpdated(ctx, beacon.ForkchoiceStateV1{HeadBlockHash: h, SafeBlockHash: h, FinalizedBlockHash: h}, nil, d.Timestamp)
+		return err
+	})
+}
+
+// withLostBlocks calls f, a call to geth about the block at height; if
+// geth answers that it lacks blocks (killed, or its datadir wiped), it
+// replays the committed blocks geth lost and calls f once more.
+func (a *App) withLostBlocks(ctx context.Context, height int64, f func() error) error {
+	err := f()
+	if !lacksBlocks(err) {
+		return err
+	}
+	if rerr := a.replayMissing(ctx, height); rerr != nil {
+		return fmt.Errorf("%w; replay: %v", err, rerr)
+	}
+	return f()
+}
+
 // replayMissing feeds geth the decided payloads above its head and below
 // height, oldest first, from CometBFT's block store, making each its head
 // in turn. The forkchoiceUpdated matters for a geth that was killed and
@@ -454,12 +468,7 @@ func (a *App) replayMissing(ctx context.Context, height int64) error {
 		if err := a.retry(ctx, fmt.Sprintf("replay block %d", h), func(ctx context.Context) error { return a.engine.NewPayload(ctx, p) }); err != nil {
 			return err
 		}
-		d := p.ExecutionPayload
-		err = a.retry(ctx, fmt.Sprintf("forkchoiceUpdated to replayed block %d", h), func(ctx context.Context) error {
-			_, err := a.engine.ForkchoiceUpdated(ctx, beacon.ForkchoiceStateV1{HeadBlockHash: d.BlockHash, SafeBlockHash: d.BlockHash, FinalizedBlockHash: d.BlockHash}, nil, d.Timestamp)
-			return err
-		})
-		if err != nil {
+		if err := a.finalized(ctx, p.ExecutionPayload); err != nil {
 			return err
 		}
 		a.metrics.Replayed.Inc()
