@@ -88,7 +88,7 @@ func startBench(b *testing.B, sc scenario) *network {
 	if sc.recommit > 0 {
 		gethArgs = []string{"--miner.recommit", sc.recommit.String()}
 	}
-	nw := newNetwork(b, spec{timeouts: sc.timeouts, gethArgs: gethArgs, flags: func(int) []string {
+	nw := newNetwork(b, spec{timeouts: sc.timeouts, blockTime: time.Second, gethArgs: gethArgs, flags: func(int) []string {
 		return []string{"--log-level", "info", fmt.Sprintf("--optimistic-build=%v", sc.optimistic)}
 	}})
 	nw.waitHeads(3, 90*time.Second)

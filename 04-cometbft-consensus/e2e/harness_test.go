@@ -50,19 +50,26 @@ type validator struct {
 type spec struct {
 	validators int
 	timeouts   testnet.Options      // only the Timeout* fields; zero keeps the tuned ones
+	blockTime  time.Duration        // --block-time; zero: testBlockTime
 	gethArgs   []string             // extra flags for every geth
 	flags      func(i int) []string // extra flags for validator i
 }
 
+// testBlockTime paces the tests' chains faster than the binary's default
+// (1 s), and slower than a round lost to a dead proposer on loopback, so
+// that the pacing is exercised by every test.
+const testBlockTime = 400 * time.Millisecond
+
 // newNetwork writes the homes, starts a geth per validator and every
-// validator: four, with a 200 ms commit timeout unless s says otherwise.
+// validator: four, with the testnet command's timeouts and a block every
+// testBlockTime unless s says otherwise.
 func newNetwork(t testing.TB, s spec) *network {
 	t.Helper()
 	if s.validators == 0 {
 		s.validators = 4
 	}
-	if s.timeouts.TimeoutCommit == 0 {
-		s.timeouts.TimeoutCommit = 200 * time.Millisecond
+	if s.blockTime == 0 {
+		s.blockTime = testBlockTime
 	}
 	n := s.validators
 	dn := devnet.StartT(t, devnet.Config{GethNodes: n, GethArgs: s.gethArgs})
@@ -86,7 +93,7 @@ func newNetwork(t testing.TB, s spec) *network {
 		t.Cleanup(eth.Close)
 		v := &validator{i: i, rpc: ports[i].RPC, home: testnet.Home(dir, i), health: "127.0.0.1:" + strconv.Itoa(freePort(t)), geth: g, eth: eth}
 		args := []string{"--cmt-home", v.home, "--eth-client-url", g.EngineURL(), "--jwt-secret", mustFindUp(t, "jwt.hex"),
-			"--genesis", mustFindUp(t, "genesis.json"), "--health-addr", v.health, "--log-level", "debug"}
+			"--genesis", mustFindUp(t, "genesis.json"), "--health-addr", v.health, "--log-level", "debug", "--block-time", s.blockTime.String()}
 		if s.flags != nil {
 			args = append(args, s.flags(i)...)
 		}

@@ -61,6 +61,11 @@ type Options struct {
 	Proposers *Proposers
 	Address   []byte        // this validator's address
 	Retry     time.Duration // first wait before retrying geth in FinalizeBlock; 100 ms when zero
+
+	// BlockTime paces heights: Commit of a height this validator voted on
+	// returns no sooner than BlockTime after the previous Commit returned
+	// (see Commit). Zero leaves the pace to CometBFT's timeout_commit.
+	BlockTime time.Duration
 }
 
 // Codes of CheckTx and of the transaction results.
@@ -83,6 +88,9 @@ type App struct {
 	blocks    Blocks
 	committed state.State  // as of the last Commit (or the handshake)
 	pending   *state.State // FinalizeBlock's result, persisted by Commit
+	live      bool         // pending came through our ProcessProposal (not block sync or replay)
+	started   bool         // consensus has called the app: the handshake is over
+	lastEnd   time.Time    // when the previous Commit returned
 	validated common.Hash  // the last payload geth answered VALID in ProcessProposal
 	next      *started     // the payload started for the next height, if any
 	ready     bool
@@ -133,12 +141,20 @@ func (a *App) setReady(ok bool, reason string) {
 	}
 }
 
-// Info tells CometBFT how far the app (and geth) got. When geth holds fewer
-// blocks than the app committed (it crashed and rewound, or its datadir was
-// wiped), the app reports geth's height: CometBFT then replays the missing
-// blocks from its block store through FinalizeBlock, which drives geth.
+// Info tells CometBFT how far the app (and geth) got. In the handshake,
+// when geth holds fewer blocks than the app committed (it crashed and
+// rewound, or its datadir was wiped), the app reports geth's height:
+// CometBFT then replays the missing blocks from its block store through
+// FinalizeBlock, which drives geth. Once consensus runs, Info (CometBFT's
+// /abci_info) only reports the committed state: a geth that loses blocks
+// then is replayed by the app itself.
 func (a *App) Info(ctx context.Context, _ *abci.RequestInfo) (*abci.ResponseInfo, error) {
-	s := a.Committed()
+	a.mu.Lock()
+	s, handshake := a.committed, !a.started
+	a.mu.Unlock()
+	if !handshake {
+		return info(s, a.opts.Genesis), nil
+	}
 	head, err := a.header(ctx, nil) // without a.mu: waiting for geth updates readiness
 	if err != nil {
 		return nil, err
@@ -157,12 +173,26 @@ func (a *App) Info(ctx context.Context, _ *abci.RequestInfo) (*abci.ResponseInfo
 		a.committed = s
 		a.mu.Unlock()
 	}
+	return info(s, a.opts.Genesis), nil
+}
+
+func info(s state.State, genesis common.Hash) *abci.ResponseInfo {
 	appHash := s.AppHash()
 	if s.Height == 0 {
-		appHash = a.opts.Genesis.Bytes()
+		appHash = genesis.Bytes()
 	}
 	return &abci.ResponseInfo{Data: "geth-consensus", Version: "1", AppVersion: 1,
-		LastBlockHeight: s.Height, LastBlockAppHash: appHash}, nil
+		LastBlockHeight: s.Height, LastBlockAppHash: appHash}
+}
+
+// parent returns the committed state the current height builds on, and
+// records that the handshake is over: CometBFT calls the consensus
+// methods only after it.
+func (a *App) parent() (parent state.State, validated common.Hash) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.started = true
+	return a.committed, a.validated
 }
 
 // header returns geth's canonical block n (its head when n is nil),

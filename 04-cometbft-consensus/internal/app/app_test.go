@@ -434,6 +434,75 @@ func TestInfoReportsGethsHeight(t *testing.T) {
 	}
 }
 
+// Once consensus runs, Info (CometBFT's /abci_info) reports the committed
+// state even when geth has lost blocks: lowering it then would make the
+// next FinalizeBlock refuse its height and stop the node. The app replays
+// what geth lost itself.
+func TestInfoAfterTheHandshakeReportsTheCommittedState(t *testing.T) {
+	a := newNode(t, newFakeGeth(), "", nil)
+	for h := int64(1); h <= 3; h++ {
+		decide(t, h, a, a)
+	}
+	committed := a.geth.head().Hash()
+	a.geth.rewind(1)
+	res, err := a.Info(ctx, &abci.RequestInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.LastBlockHeight != 3 || common.BytesToHash(res.LastBlockAppHash) != committed {
+		t.Fatalf("Info while running: height %d, app hash %x; want 3, %s", res.LastBlockHeight, res.LastBlockAppHash, committed)
+	}
+	decide(t, 4, a, a) // blocks 2 and 3 replayed from the block store
+}
+
+// With BlockTime, Commit of a height this validator voted on returns no
+// sooner than BlockTime after the previous Commit; heights replayed or
+// block-synced (no ProcessProposal) are not held.
+func TestCommitPacesHeights(t *testing.T) {
+	const blockTime = 200 * time.Millisecond
+	a := newNode(t, newFakeGeth(), "", func(o *Options) { o.BlockTime = blockTime })
+	var ends []time.Time
+	for h := int64(1); h <= 4; h++ {
+		decide(t, h, a, a)
+		ends = append(ends, time.Now())
+	}
+	for i := 1; i < len(ends); i++ {
+		if gap := ends[i].Sub(ends[i-1]); gap < blockTime {
+			t.Errorf("height %d committed %s after height %d, want at least %s", i+1, gap, i, blockTime)
+		}
+	}
+	if h := histogramCount(t, a.m, "consensus_pace_wait_seconds"); h != 3 {
+		t.Fatalf("held %d heights, want 3 (every one after the first)", h)
+	}
+
+	// The same blocks replayed into a wiped geth by a restarted validator:
+	// nothing is held.
+	a.geth.wipe()
+	r := newNode(t, a.geth, "", func(o *Options) { o.BlockTime = blockTime })
+	for h := int64(1); h <= 4; h++ {
+		r.finalize(t, h, a.blocks[h][0])
+	}
+	if h := histogramCount(t, r.m, "consensus_pace_wait_seconds"); h != 0 {
+		t.Fatalf("replayed heights held %d times", h)
+	}
+}
+
+// histogramCount returns the number of observations of histogram name.
+func histogramCount(t *testing.T, m *metrics.Metrics, name string) uint64 {
+	t.Helper()
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name {
+			return f.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
 func TestInitChainChecksGethsGenesis(t *testing.T) {
 	a := newNode(t, newFakeGeth(), "", func(o *Options) { o.Genesis = common.Hash{9} })
 	if _, err := a.InitChain(ctx, &abci.RequestInitChain{InitialHeight: 1}); err == nil || !strings.Contains(err.Error(), "genesis") {

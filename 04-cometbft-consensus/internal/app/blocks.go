@@ -22,9 +22,7 @@ import (
 // validators reject it and the round moves on to the next proposer.
 func (a *App) PrepareProposal(ctx context.Context, req *abci.RequestPrepareProposal) (*abci.ResponsePrepareProposal, error) {
 	start := time.Now()
-	a.mu.Lock()
-	parent := a.committed
-	a.mu.Unlock()
+	parent, _ := a.parent()
 	if req.Height != parent.Height+1 {
 		return nil, fmt.Errorf("PrepareProposal for height %d, the app committed %d", req.Height, parent.Height)
 	}
@@ -247,9 +245,7 @@ func (a *App) ProcessProposal(ctx context.Context, req *abci.RequestProcessPropo
 		a.log.Warn("rejecting proposal", "height", req.Height, "proposer", fmt.Sprintf("%X", req.ProposerAddress), "reason", reason, "err", err)
 		return &abci.ResponseProcessProposal{Status: abci.ResponseProcessProposal_REJECT}, nil
 	}
-	a.mu.Lock()
-	parent := a.committed
-	a.mu.Unlock()
+	parent, _ := a.parent()
 	if len(req.Txs) != 1 {
 		return reject(reasonMalformed, fmt.Errorf("%d transactions, want exactly one envelope", len(req.Txs)))
 	}
@@ -309,9 +305,7 @@ func (a *App) checkFits(p *engine.Payload, parent state.State, height int64, blo
 // (its geth disagrees with 2/3 of the validators), loudly.
 func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock) (*abci.ResponseFinalizeBlock, error) {
 	start := time.Now()
-	a.mu.Lock()
-	parent, validated := a.committed, a.validated
-	a.mu.Unlock()
+	parent, validated := a.parent()
 	if req.Height != parent.Height+1 {
 		return nil, fmt.Errorf("FinalizeBlock for height %d, the app committed %d", req.Height, parent.Height)
 	}
@@ -348,7 +342,7 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 	}
 	next := state.State{Height: req.Height, Head: head, LastBlockHash: append([]byte(nil), req.Hash...)}
 	a.mu.Lock()
-	a.pending = &next
+	a.pending, a.live = &next, live
 	a.mu.Unlock()
 	if live {
 		a.startNext(ctx, next)
@@ -478,13 +472,22 @@ func (a *App) replayMissing(ctx context.Context, height int64) error {
 
 // Commit persists the state FinalizeBlock produced. Every block is kept
 // (retain height 0): the block store is what a wiped geth is rebuilt from.
+//
+// Then it paces the chain (Options.BlockTime): CometBFT starts the next
+// height once Commit has returned and timeout_commit has passed since the
+// +2/3 precommits arrived, so holding Commit until BlockTime after the
+// previous Commit returned starts a height every BlockTime, whatever this
+// height cost: a round lost to a dead proposer (timeout_propose, then the
+// next round) is absorbed instead of added. Heights decided without this
+// validator's vote (block sync, the handshake's replay) are not held.
 func (a *App) Commit(_ context.Context, _ *abci.RequestCommit) (*abci.ResponseCommit, error) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.pending == nil {
+		a.mu.Unlock()
 		return nil, errors.New("Commit without FinalizeBlock")
 	}
 	if err := state.Save(a.opts.StatePath, *a.pending); err != nil {
+		a.mu.Unlock()
 		return nil, fmt.Errorf("persist app state: %w", err)
 	}
 	a.committed, a.pending = *a.pending, nil
@@ -492,5 +495,18 @@ func (a *App) Commit(_ context.Context, _ *abci.RequestCommit) (*abci.ResponseCo
 	a.ready, a.reason = true, ""
 	a.metrics.Ready.Set(1)
 	a.metrics.Height.Set(float64(a.committed.Height))
+	live, last := a.live, a.lastEnd
+	a.mu.Unlock()
+
+	if due := last.Add(a.opts.BlockTime); live && a.opts.BlockTime > 0 && !last.IsZero() {
+		held := time.Until(due)
+		a.metrics.PaceWait.Observe(max(0, held).Seconds())
+		if held > 0 {
+			_ = a.wait(context.Background(), held) // ends early at shutdown
+		}
+	}
+	a.mu.Lock()
+	a.lastEnd = time.Now()
+	a.mu.Unlock()
 	return &abci.ResponseCommit{}, nil
 }

@@ -25,6 +25,7 @@ type Config struct {
 	JWTSecret    string
 	GenesisPath  string
 	BuildWait    time.Duration
+	BlockTime    time.Duration
 	Optimistic   bool
 	FeeRecipient string
 	HealthAddr   string
@@ -48,6 +49,7 @@ func Default() Config {
 		JWTSecret:    "../jwt.hex",
 		GenesisPath:  "../genesis.json",
 		BuildWait:    200 * time.Millisecond,
+		BlockTime:    time.Second,
 		Optimistic:   true,
 		FeeRecipient: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
 		HealthAddr:   ":8080",
@@ -71,6 +73,9 @@ func (c Config) Validate() error {
 	}
 	if c.BuildWait > time.Second {
 		bad("build-wait", c.BuildWait, "at most 1s: getPayload must come within geth's build window")
+	}
+	if c.BlockTime < 0 {
+		bad("block-time", c.BlockTime, "must not be negative (0 leaves the pace to timeout_commit)")
 	}
 	if !common.IsHexAddress(c.FeeRecipient) {
 		bad("fee-recipient", fmt.Sprintf("%q", c.FeeRecipient), "not a 20-byte hex address")
@@ -96,6 +101,7 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.JWTSecret, "jwt-secret", c.JWTSecret, "JWT secret: a file, or 32 bytes as hex with or without 0x")
 	f.StringVar(&c.GenesisPath, "genesis", c.GenesisPath, "genesis.json geth was initialised with")
 	f.DurationVar(&c.BuildWait, "build-wait", c.BuildWait, "proposer: at least this long between forkchoiceUpdated and getPayload; geth hands out an empty block until its first full one is built")
+	f.DurationVar(&c.BlockTime, "block-time", c.BlockTime, "start a height every this long when consensus is faster (Commit waits); 0: CometBFT's timeout_commit alone sets the pace")
 	f.BoolVar(&c.Optimistic, "optimistic-build", c.Optimistic, "when this validator proposes the next height, start its payload as soon as this one is final; best with geth --miner.recommit=100ms (README)")
 	f.StringVar(&c.FeeRecipient, "fee-recipient", c.FeeRecipient, "address that receives the priority fees of this validator's blocks")
 	f.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "listen address of /metrics, /healthz, /readyz, /status")
@@ -105,7 +111,7 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	_ = f.MarkHidden("byzantine")
 	for name, key := range map[string]string{
 		"cmt-home": "CMT_HOME", "eth-client-url": "ETH_CLIENT_URL", "jwt-secret": "JWT_SECRET",
-		"genesis": "GENESIS", "build-wait": "BUILD_WAIT", "optimistic-build": "OPTIMISTIC_BUILD", "fee-recipient": "FEE_RECIPIENT",
+		"genesis": "GENESIS", "build-wait": "BUILD_WAIT", "block-time": "BLOCK_TIME", "optimistic-build": "OPTIMISTIC_BUILD", "fee-recipient": "FEE_RECIPIENT",
 		"health-addr": "HEALTH_ADDR", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
 	} {
 		fl := f.Lookup(name)

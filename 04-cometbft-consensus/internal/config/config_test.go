@@ -18,12 +18,13 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	c.CmtHome = ""
 	c.EngineURL = "localhost:8551"
 	c.BuildWait = -1
+	c.BlockTime = -1
 	c.FeeRecipient = "0x12"
 	c.HealthAddr = "8080"
 	c.LogLevel = "loud"
 	c.LogFormat = "xml"
 	err := c.Validate()
-	for _, flag := range []string{"--cmt-home", "--eth-client-url", "--build-wait", "--fee-recipient", "--health-addr", "--log-level", "--log-format"} {
+	for _, flag := range []string{"--cmt-home", "--eth-client-url", "--build-wait", "--block-time", "--fee-recipient", "--health-addr", "--log-level", "--log-format"} {
 		if err == nil || !strings.Contains(err.Error(), flag) {
 			t.Errorf("error does not name %s: %v", flag, err)
 		}

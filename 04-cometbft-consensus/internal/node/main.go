@@ -76,6 +76,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Genesis:      genesis.ToBlock().Hash(),
 		FeeRecipient: common.HexToAddress(cfg.FeeRecipient),
 		BuildWait:    cfg.BuildWait,
+		BlockTime:    cfg.BlockTime,
 		Byzantine:    cfg.Byzantine,
 		Proposers:    proposers,
 		Address:      pv.GetAddress(),
@@ -88,8 +89,10 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 
 	// NewNode runs CometBFT's handshake: Info, then a replay of the blocks
-	// the app (and geth) lack, through FinalizeBlock.
-	n, err := cmtnode.NewNodeWithContext(ctx, cmt, pv, nodeKey, proxy.NewLocalClientCreator(a),
+	// the app (and geth) lack, through FinalizeBlock. Each ABCI connection
+	// (consensus, mempool, query) gets its own lock, so Commit holding a
+	// height for --block-time does not stall /abci_info or CheckTx.
+	n, err := cmtnode.NewNodeWithContext(ctx, cmt, pv, nodeKey, proxy.NewConnSyncLocalClientCreator(a),
 		genDoc, cmtcfg.DefaultDBProvider,
 		cmtnode.DefaultMetricsProvider(cmt.Instrumentation), cometLogger{log.With("component", "cometbft")})
 	if err != nil {

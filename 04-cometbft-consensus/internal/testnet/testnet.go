@@ -50,7 +50,7 @@ func BasePorts(base int) func(int) Ports {
 // (50 ms: votes cross loopback in a few), and the commit pause of 800 ms
 // plus ~200 ms of consensus and execution gives 1 s blocks.
 var TunedTimeouts = struct{ Propose, Prevote, Precommit, Commit time.Duration }{
-	400 * time.Millisecond, 200 * time.Millisecond, 50 * time.Millisecond, 800 * time.Millisecond,
+	400 * time.Millisecond, 200 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
 }
 
 // Home returns validator i's home under dir.
