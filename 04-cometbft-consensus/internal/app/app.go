@@ -54,18 +54,23 @@ type Options struct {
 	BuildWait    time.Duration  // between forkchoiceUpdated and getPayload
 	Byzantine    bool           // TESTS ONLY: propose corrupted payloads
 
-	// Optimistic building: when Proposers names Address as the proposer
-	// of one of the next height's first rounds, FinalizeBlock starts that
-	// payload on geth at once, and PrepareProposal only collects it. Off
-	// when Proposers is nil.
-	Proposers *Proposers
-	Address   []byte        // this validator's address
-	Retry     time.Duration // first wait before retrying geth in FinalizeBlock; 100 ms when zero
+	// Proposers predicts who proposes the next height's first rounds (nil:
+	// no predictions). Optimistic building: when it names Address,
+	// FinalizeBlock starts that payload on geth at once, and
+	// PrepareProposal only collects it.
+	Proposers  *Proposers
+	Address    []byte // this validator's address
+	Optimistic bool
 
-	// BlockTime paces heights: Commit of a height this validator voted on
-	// returns no sooner than BlockTime after the previous Commit returned
-	// (see Commit). Zero leaves the pace to CometBFT's timeout_commit.
-	BlockTime time.Duration
+	// BlockTime paces heights: Commit holds a height this validator voted
+	// on until the next height is due (pace.go). Zero leaves the pace to
+	// CometBFT's timeout_commit. LostRound is what a round whose proposer
+	// is down costs (timeout_propose + timeout_precommit): the height
+	// before one whose round-0 proposer looks down is released that much
+	// earlier.
+	BlockTime, LostRound time.Duration
+
+	Retry time.Duration // first wait before retrying geth in FinalizeBlock; 100 ms when zero
 }
 
 // Codes of CheckTx and of the transaction results.
@@ -89,8 +94,9 @@ type App struct {
 	committed state.State  // as of the last Commit (or the handshake)
 	pending   *state.State // FinalizeBlock's result, persisted by Commit
 	live      bool         // pending came through our ProcessProposal (not block sync or replay)
+	nextDown  bool         // the round-0 proposer of the height after pending looks down
 	started   bool         // consensus has called the app: the handshake is over
-	lastEnd   time.Time    // when the previous Commit returned
+	pacer     pacer        // used by FinalizeBlock and Commit alone
 	validated common.Hash  // the last payload geth answered VALID in ProcessProposal
 	next      *started     // the payload started for the next height, if any
 	ready     bool
@@ -106,7 +112,8 @@ func New(ctx context.Context, e Engine, m *metrics.Metrics, log *slog.Logger, op
 	if err != nil {
 		return nil, err
 	}
-	return &App{opts: opts, engine: e, log: log, metrics: m, ctx: ctx, committed: s}, nil
+	return &App{opts: opts, engine: e, log: log, metrics: m, ctx: ctx, committed: s,
+		pacer: pacer{blockTime: opts.BlockTime, lostRound: opts.LostRound}}, nil
 }
 
 // SetBlocks gives the app CometBFT's block store once the node exists.

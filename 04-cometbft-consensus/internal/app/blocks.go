@@ -157,7 +157,7 @@ func (a *App) startNext(ctx context.Context, s state.State) {
 		a.metrics.Optimistic.WithLabelValues("unclaimed").Inc()
 		a.abandon(old)
 	}
-	if a.opts.Proposers == nil || !a.opts.Proposers.Proposes(a.opts.Address, s.Height+1, earlyRounds) {
+	if !a.opts.Optimistic || a.opts.Proposers == nil || !a.opts.Proposers.Proposes(a.opts.Address, s.Height+1, earlyRounds) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
@@ -341,8 +341,13 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 		return nil, err
 	}
 	next := state.State{Height: req.Height, Head: head, LastBlockHash: append([]byte(nil), req.Hash...)}
+	nextDown := false // pacer is Commit's and FinalizeBlock's: both on CometBFT's consensus connection
+	if a.opts.Proposers != nil {
+		a.pacer.decided(a.opts.Proposers.At(req.Height), req.ProposerAddress)
+		nextDown = a.pacer.looksDown(a.opts.Proposers.At(req.Height + 1))
+	}
 	a.mu.Lock()
-	a.pending, a.live = &next, live
+	a.pending, a.live, a.nextDown = &next, live, nextDown
 	a.mu.Unlock()
 	if live {
 		a.startNext(ctx, next)
@@ -472,14 +477,9 @@ func (a *App) replayMissing(ctx context.Context, height int64) error {
 
 // Commit persists the state FinalizeBlock produced. Every block is kept
 // (retain height 0): the block store is what a wiped geth is rebuilt from.
-//
-// Then it paces the chain (Options.BlockTime): CometBFT starts the next
-// height once Commit has returned and timeout_commit has passed since the
-// +2/3 precommits arrived, so holding Commit until BlockTime after the
-// previous Commit returned starts a height every BlockTime, whatever this
-// height cost: a round lost to a dead proposer (timeout_propose, then the
-// next round) is absorbed instead of added. Heights decided without this
-// validator's vote (block sync, the handshake's replay) are not held.
+// Then it holds the height until the next one is due (--block-time,
+// pace.go); heights decided without this validator's vote (block sync, the
+// handshake's replay) are not held.
 func (a *App) Commit(_ context.Context, _ *abci.RequestCommit) (*abci.ResponseCommit, error) {
 	a.mu.Lock()
 	if a.pending == nil {
@@ -495,18 +495,12 @@ func (a *App) Commit(_ context.Context, _ *abci.RequestCommit) (*abci.ResponseCo
 	a.ready, a.reason = true, ""
 	a.metrics.Ready.Set(1)
 	a.metrics.Height.Set(float64(a.committed.Height))
-	live, last := a.live, a.lastEnd
+	live, nextDown := a.live, a.nextDown
 	a.mu.Unlock()
 
-	if due := last.Add(a.opts.BlockTime); live && a.opts.BlockTime > 0 && !last.IsZero() {
-		held := time.Until(due)
-		a.metrics.PaceWait.Observe(max(0, held).Seconds())
-		if held > 0 {
-			_ = a.wait(context.Background(), held) // ends early at shutdown
-		}
+	if held := a.pacer.hold(time.Now(), live, nextDown); live && a.opts.BlockTime > 0 {
+		a.metrics.PaceWait.Observe(held.Seconds())
+		_ = a.wait(context.Background(), held) // ends early at shutdown
 	}
-	a.mu.Lock()
-	a.lastEnd = time.Now()
-	a.mu.Unlock()
 	return &abci.ResponseCommit{}, nil
 }

@@ -56,11 +56,9 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--cmt-home %s: %w", cfg.CmtHome, err)
 	}
-	var proposers *app.Proposers
-	if cfg.Optimistic {
-		if proposers, err = app.NewProposers(doc.Validators); err != nil {
-			return fmt.Errorf("--cmt-home %s: genesis: %w", cfg.CmtHome, err)
-		}
+	proposers, err := app.NewProposers(doc.Validators)
+	if err != nil {
+		return fmt.Errorf("--cmt-home %s: genesis: %w", cfg.CmtHome, err)
 	}
 
 	m := metrics.New()
@@ -77,6 +75,8 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		FeeRecipient: common.HexToAddress(cfg.FeeRecipient),
 		BuildWait:    cfg.BuildWait,
 		BlockTime:    cfg.BlockTime,
+		LostRound:    cmt.Consensus.TimeoutPropose + cmt.Consensus.TimeoutPrecommit,
+		Optimistic:   cfg.Optimistic,
 		Byzantine:    cfg.Byzantine,
 		Proposers:    proposers,
 		Address:      pv.GetAddress(),
