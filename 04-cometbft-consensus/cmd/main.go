@@ -97,6 +97,6 @@ http://localhost:<8551+i>.`,
 	f.DurationVar(&o.TimeoutPropose, "timeout-propose", testnet.TunedTimeouts.Propose, "consensus.timeout_propose")
 	f.DurationVar(&o.TimeoutPrevote, "timeout-prevote", testnet.TunedTimeouts.Prevote, "consensus.timeout_prevote")
 	f.DurationVar(&o.TimeoutPrecommit, "timeout-precommit", testnet.TunedTimeouts.Precommit, "consensus.timeout_precommit")
-	f.DurationVar(&o.TimeoutCommit, "timeout-commit", testnet.TunedTimeouts.Commit, "consensus.timeout_commit: the pause after a commit, ≈ the block time")
+	f.DurationVar(&o.TimeoutCommit, "timeout-commit", testnet.TunedTimeouts.Commit, "consensus.timeout_commit: the least pause after a commit; the validators' --block-time sets the block time")
 	return cmd
 }

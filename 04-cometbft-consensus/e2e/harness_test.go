@@ -50,7 +50,7 @@ type validator struct {
 type spec struct {
 	validators int
 	timeouts   testnet.Options      // only the Timeout* fields; zero keeps the tuned ones
-	blockTime  time.Duration        // --block-time; zero: testBlockTime
+	blockTime  time.Duration        // --block-time; zero: testBlockTime, negative: 0 (no pacing)
 	gethArgs   []string             // extra flags for every geth
 	flags      func(i int) []string // extra flags for validator i
 }
@@ -68,8 +68,11 @@ func newNetwork(t testing.TB, s spec) *network {
 	if s.validators == 0 {
 		s.validators = 4
 	}
-	if s.blockTime == 0 {
+	switch {
+	case s.blockTime == 0:
 		s.blockTime = testBlockTime
+	case s.blockTime < 0:
+		s.blockTime = 0
 	}
 	n := s.validators
 	dn := devnet.StartT(t, devnet.Config{GethNodes: n, GethArgs: s.gethArgs})

@@ -47,8 +47,9 @@ func BasePorts(base int) func(int) Ports {
 // TunedTimeouts are the loopback timeouts BENCHMARKS.md measures: a dead
 // proposer costs 400 ms of propose timeout instead of CometBFT's default
 // 3 s, plus the precommit timeout CometBFT waits even on a unanimous nil
-// (50 ms: votes cross loopback in a few), and the commit pause of 800 ms
-// plus ~200 ms of consensus and execution gives 1 s blocks.
+// (50 ms: votes cross loopback in a few), and a short commit pause: the
+// validator's --block-time holds each height until the next is due, so
+// timeout_commit only bounds how soon a height can follow a slow one.
 var TunedTimeouts = struct{ Propose, Prevote, Precommit, Commit time.Duration }{
 	400 * time.Millisecond, 200 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
 }
