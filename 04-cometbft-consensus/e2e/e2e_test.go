@@ -20,7 +20,8 @@ import (
 
 // Four validators, each with its own geth: heights are decided and every
 // geth holds the same block at every height, final. With optimistic
-// building on, the proposers use the payloads they started early.
+// building on, the proposers use the payloads they started early; every
+// validator holds heights to the block time.
 func TestFourValidatorsFinalizeTheSameChain(t *testing.T) {
 	nw := newNetwork(t, spec{flags: func(int) []string { return []string{"--optimistic-build"} }})
 	nw.waitHeads(10, 90*time.Second)
@@ -34,6 +35,10 @@ func TestFourValidatorsFinalizeTheSameChain(t *testing.T) {
 			t.Fatalf("validator-%d status %+v (ok %v)", v.i, s, ok)
 		}
 		used += v.metric(`consensus_optimistic_builds_total{outcome="used"}`)
+		// testBlockTime is longer than a height costs here: Commit held them.
+		if paced, held := v.metric("consensus_pace_wait_seconds_count"), v.metric("consensus_pace_wait_seconds_sum"); paced < 5 || held <= 0 {
+			t.Errorf("validator-%d: %v heights paced, held %.3f s in all", v.i, paced, held)
+		}
 	}
 	if used < 3 {
 		t.Errorf("%v proposals used a payload started early, in 10 heights", used)

@@ -56,9 +56,10 @@ type spec struct {
 }
 
 // testBlockTime paces the tests' chains faster than the binary's default
-// (1 s), and slower than a round lost to a dead proposer on loopback, so
-// that the pacing is exercised by every test.
-const testBlockTime = 400 * time.Millisecond
+// (1 s), and slower than a height costs on loopback with all validators up
+// (~500 ms on a 2-vCPU machine, timeout_commit included), so that every
+// test exercises the pacing.
+const testBlockTime = 600 * time.Millisecond
 
 // newNetwork writes the homes, starts a geth per validator and every
 // validator: four, with the testnet command's timeouts and a block every
