@@ -292,6 +292,11 @@ func TestLeaderAndMemberFollow(t *testing.T) {
 	if s.Role != "member" || s.Leader != leader.cfg.InstanceID || s.Epoch == 0 {
 		t.Fatalf("member status %+v; want role member following %s", s, leader.cfg.InstanceID)
 	}
+	// The leader proposes each block before committing it; the member
+	// executes it meanwhile, and applies it with a forkchoiceUpdated alone.
+	if used := member.metric(`consensus_preexecuted_total{outcome="used"}`); used < 10 {
+		t.Errorf("%v blocks executed ahead and used, of %d", used, included+2)
+	}
 	c.stopNodes()
 	c.checkInvariants()
 }
@@ -625,6 +630,31 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 			rejected(before)
 		})
 	}
+	// A proposed block is executed ahead at most, never made a head on a
+	// proposal's word: here one geth finds invalid.
+	t.Run("proposed", func(t *testing.T) {
+		name := `consensus_preexecuted_total{outcome="failed"}`
+		before := member.metric(name)
+		block := forge(tip.Hash, allowed)
+		block.Signature = nil
+		body, err := json.Marshal(block)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := notify.Notice{Number: uint64(block.Number), Hash: block.Hash, Leader: "evil", Block: body, Proposed: true}
+		if _, err := notify.Publish(ctx, rdb, notify.Channel("consensus"), n); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, func() error {
+			if v := member.metric(name); v <= before {
+				return fmt.Errorf("%s = %v", name, v)
+			}
+			return nil
+		})
+		if h, _ := member.head(); h != head {
+			t.Fatalf("member geth moved to %d on a proposal", h)
+		}
+	})
 	checkStore(t, member.cfg.PostgresURL, chainOf(t, member.eth))
 	if err := rdb.Del(ctx, "consensus:leader").Err(); err != nil {
 		t.Fatal(err)

@@ -39,6 +39,7 @@ type Metrics struct {
 	SyncLagBlocks  prometheus.Gauge
 	SyncLag        prometheus.Histogram
 	VerifyFailures *prometheus.CounterVec
+	PreExecuted    *prometheus.CounterVec
 }
 
 // New creates and registers the metrics.
@@ -95,10 +96,12 @@ func New() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		VerifyFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
 			Name: "verification_failures_total", Help: "Blocks rejected by verification, by reason."}, []string{"reason"}),
+		PreExecuted: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+			Name: "preexecuted_total", Help: "Blocks the leader announced before committing them, executed here ahead (newPayload) by outcome: executed, failed, used (final as executed: applied with a forkchoiceUpdated alone)."}, []string{"outcome"}),
 	}
 	m.Registry.MustRegister(m.BlocksProduced, m.BlockTxs, m.BlockGas, m.BuildWait, m.BlockDuration, m.StoreCommit,
 		m.HeadNumber, m.DriftSeconds, m.DriftPaused, m.Ready, m.Replayed, m.Discarded, m.Errors, m.EngineCalls,
-		m.Leader, m.Epoch, m.LeaseRenew, m.BlocksApplied, m.SyncLagBlocks, m.SyncLag, m.VerifyFailures,
+		m.Leader, m.Epoch, m.LeaseRenew, m.BlocksApplied, m.SyncLagBlocks, m.SyncLag, m.VerifyFailures, m.PreExecuted,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -7,6 +7,8 @@ import (
 	"math/big"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
+
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/builder"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
@@ -44,14 +46,53 @@ func (a *App) follow(ctx context.Context) error {
 			lastSourceErr = ""
 			a.setReady(true, "")
 		}
-		select {
-		case <-ctx.Done():
+		if !a.waitForNews(ctx, poll.C) {
 			return nil
-		case <-a.news:
-		case <-poll.C:
-		case <-a.roleChange:
 		}
 	}
+}
+
+// waitForNews waits for a block notice, a poll or a role change, executing
+// the blocks proposed meanwhile. It reports false when ctx ends.
+func (a *App) waitForNews(ctx context.Context, poll <-chan time.Time) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-a.proposal:
+			a.preExecute(ctx)
+		case <-a.news:
+			return true
+		case <-poll:
+			return true
+		case <-a.roleChange:
+			return true
+		}
+	}
+}
+
+// preExecute runs newPayload for the block the leader proposed, while the
+// leader executes and commits it: once the block is final, applying it is a
+// forkchoiceUpdated alone, and this node's geth follows the leader's by
+// that much sooner. geth keeps an executed block off its canonical chain
+// until forkchoice points at it, so a proposal that is never committed, or
+// one that did not come from the leader (it is unsigned), costs an
+// execution and nothing else: the block that is made final is the verified
+// one, and only if its hash is the one executed is newPayload skipped.
+func (a *App) preExecute(ctx context.Context) {
+	b := a.proposed.Swap(nil)
+	if b == nil || b.Payload == nil || b.Number != a.head.Number+1 || b.Payload.ExecutionPayload.ParentHash != a.head.Hash {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
+	defer cancel()
+	if err := a.engine.NewPayload(ctx, b.Payload); err != nil {
+		a.metrics.PreExecuted.WithLabelValues("failed").Inc()
+		a.log.Debug("proposed block not executed", "number", b.Number, "err", err)
+		return
+	}
+	a.metrics.PreExecuted.WithLabelValues("executed").Inc()
+	a.executed = b.Payload.ExecutionPayload.BlockHash
 }
 
 // syncOnce applies every block the source has above the head: the block
@@ -111,12 +152,17 @@ func (a *App) applyBlock(ctx context.Context, b *state.Block) error {
 			return fmt.Errorf("%w: geth finalized %s at block %d, the cluster has %s", ErrConflict, h.Hash(), b.Number, b.Hash)
 		}
 	}
-	if err := a.engine.NewPayload(ctx, b.Payload); err != nil {
-		if errors.Is(err, engine.ErrInvalid) {
-			return a.reject(b, &syncer.Rejection{Reason: "invalid", Detail: err.Error()})
+	if executed := a.executed; executed != b.Payload.ExecutionPayload.BlockHash {
+		if err := a.engine.NewPayload(ctx, b.Payload); err != nil {
+			if errors.Is(err, engine.ErrInvalid) {
+				return a.reject(b, &syncer.Rejection{Reason: "invalid", Detail: err.Error()})
+			}
+			return err
 		}
-		return err
+	} else {
+		a.metrics.PreExecuted.WithLabelValues("used").Inc()
 	}
+	a.executed = common.Hash{} // once: a failure below sends newPayload again
 	parent, parentEpoch := a.head, a.headEpoch
 	a.head = builder.Parent{Number: b.Number, Hash: b.Hash, Timestamp: b.Timestamp}
 	a.headEpoch = b.Epoch

@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/election"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/notify"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/server"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
 )
 
 // keepLease runs the election for a leader candidate: every LeaseRenew it
@@ -187,6 +189,27 @@ func (a *App) notify(ctx context.Context) {
 	}
 }
 
+// propose announces a block this leader built and is about to execute and
+// commit, so that followers execute it while it does (see preExecute). It
+// does not wait for Redis: a lost or late proposal only costs a follower
+// its head start.
+func (a *App) propose(p *engine.Payload) {
+	d := p.ExecutionPayload
+	b := &state.Block{Number: d.Number, Hash: d.BlockHash, ParentHash: d.ParentHash, Timestamp: d.Timestamp, Payload: p, LeaderID: a.opts.ID}
+	go func() {
+		body, err := json.Marshal(server.NewBlockJSON(b))
+		if err != nil || len(body) > notify.MaxInline {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		n := notify.Notice{Number: b.Number, Hash: b.Hash, Leader: a.opts.ID, Block: body, Proposed: true}
+		if _, err := notify.Publish(ctx, a.rdb, notify.Channel(redisPrefix), n); err != nil {
+			a.log.Debug("block proposal not sent", "number", n.Number, "err", err)
+		}
+	}()
+}
+
 // How long a node's directory entry lives, and how often it is refreshed.
 const (
 	registerTTL   = 5 * time.Second
@@ -227,6 +250,14 @@ func (a *App) watchNotices(ctx context.Context) {
 		}
 		backoff.reset()
 		for n := range notices {
+			if n.Proposed {
+				var b server.BlockJSON
+				if len(n.Block) > 0 && json.Unmarshal(n.Block, &b) == nil {
+					a.proposed.Store(b.Block())
+					signal(a.proposal)
+				}
+				continue
+			}
 			if n.Number > a.announced.Load() {
 				a.announced.Store(n.Number)
 			}
@@ -239,10 +270,15 @@ func (a *App) watchNotices(ctx context.Context) {
 					a.inline.Store(b.Block())
 				}
 			}
-			select {
-			case a.news <- struct{}{}:
-			default:
-			}
+			signal(a.news)
 		}
+	}
+}
+
+// signal wakes the reader of ch unless a wake-up is already pending.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }

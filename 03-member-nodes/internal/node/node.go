@@ -153,6 +153,9 @@ type App struct {
 	notified   uint64                      // newest block this leader announced; owned by Run's goroutine
 	committed  *state.Block                // the block this leader stored last; owned by Run's goroutine
 	inline     atomic.Pointer[state.Block] // the block the newest notice carried
+	proposal   chan struct{}               // a proposed block's notice arrived
+	proposed   atomic.Pointer[state.Block] // the block the newest proposed notice carried
+	executed   common.Hash                 // a proposed block executed ahead; owned by Run's goroutine
 
 	mu          sync.Mutex // guards the fields below, read by the health endpoints
 	ready       bool
@@ -189,7 +192,7 @@ func New(opts Options, log *slog.Logger, e Engine, st *state.Manager, b *builder
 	}
 	return &App{opts: opts, log: log, engine: e, state: st, builder: b, metrics: m, rdb: rdb, elector: el, source: src,
 		pending: newPendingSet(), base: opts.BuildWait, perTx: initialPerTx, reason: "starting",
-		roleChange: make(chan struct{}, 1), news: make(chan struct{}, 1)}
+		roleChange: make(chan struct{}, 1), news: make(chan struct{}, 1), proposal: make(chan struct{}, 1)}
 }
 
 // Run produces (while it leads) or follows until ctx ends. Transient faults
@@ -414,6 +417,7 @@ func (a *App) apply(ctx context.Context, p *engine.Payload, start time.Time) err
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*engine.CallTimeout)
 	defer cancel()
 	data := p.ExecutionPayload
+	a.propose(p)
 	if err := a.engine.NewPayload(ctx, p); err != nil {
 		if errors.Is(err, engine.ErrInvalid) {
 			// geth rejected the block it built itself: never resend it; the

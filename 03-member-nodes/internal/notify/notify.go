@@ -21,15 +21,22 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Notice announces a committed block.
+// Notice announces a committed block, or, when Proposed, a block the
+// leader built and is about to commit.
 type Notice struct {
 	Number uint64      `json:"number"`
 	Hash   common.Hash `json:"hash"`
 	Epoch  uint64      `json:"epoch"`
 	Leader string      `json:"leader"`
 	// Block is the signed block in the block API's encoding, or empty
-	// when it was too big to inline (MaxInline).
+	// when it was too big to inline (MaxInline). A proposed block is
+	// unsigned.
 	Block json.RawMessage `json:"block,omitempty"`
+	// Proposed: not final, maybe never. Followers may execute it ahead
+	// (newPayload), while the leader commits it, and never make it their
+	// head on this notice's word: only a committed block's notice, or the
+	// block API, brings a block they verify and make final.
+	Proposed bool `json:"proposed,omitempty"`
 }
 
 // MaxInline bounds a block carried inside a notice. Redis copies every
