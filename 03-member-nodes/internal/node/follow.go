@@ -152,7 +152,7 @@ func (a *App) applyBlock(ctx context.Context, b *state.Block) error {
 			return fmt.Errorf("%w: geth finalized %s at block %d, the cluster has %s", ErrConflict, h.Hash(), b.Number, b.Hash)
 		}
 	}
-	if executed := a.executed; executed != b.Payload.ExecutionPayload.BlockHash {
+	if a.executed != b.Payload.ExecutionPayload.BlockHash {
 		if err := a.engine.NewPayload(ctx, b.Payload); err != nil {
 			if errors.Is(err, engine.ErrInvalid) {
 				return a.reject(b, &syncer.Rejection{Reason: "invalid", Detail: err.Error()})

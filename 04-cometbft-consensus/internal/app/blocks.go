@@ -341,7 +341,7 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 		return nil, err
 	}
 	next := state.State{Height: req.Height, Head: head, LastBlockHash: append([]byte(nil), req.Hash...)}
-	nextDown := false // pacer is Commit's and FinalizeBlock's: both on CometBFT's consensus connection
+	nextDown := false // a.pacer is used by FinalizeBlock and Commit alone: one connection, no lock
 	if a.opts.Proposers != nil {
 		a.pacer.decided(a.opts.Proposers.At(req.Height), req.ProposerAddress)
 		nextDown = a.pacer.looksDown(a.opts.Proposers.At(req.Height + 1))
@@ -481,26 +481,33 @@ func (a *App) replayMissing(ctx context.Context, height int64) error {
 // pace.go); heights decided without this validator's vote (block sync, the
 // handshake's replay) are not held.
 func (a *App) Commit(_ context.Context, _ *abci.RequestCommit) (*abci.ResponseCommit, error) {
+	live, nextDown, err := a.persist()
+	if err != nil {
+		return nil, err
+	}
+	if held := a.pacer.hold(time.Now(), live, nextDown); live && a.opts.BlockTime > 0 {
+		a.metrics.PaceWait.Observe(held.Seconds())
+		_ = a.wait(context.Background(), held) // ends early at shutdown
+	}
+	return &abci.ResponseCommit{}, nil
+}
+
+// persist saves the pending state and makes it the committed one. It
+// reports whether this validator voted on the height, and whether the next
+// height's round-0 proposer looks down.
+func (a *App) persist() (live, nextDown bool, err error) {
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.pending == nil {
-		a.mu.Unlock()
-		return nil, errors.New("Commit without FinalizeBlock")
+		return false, false, errors.New("Commit without FinalizeBlock")
 	}
 	if err := state.Save(a.opts.StatePath, *a.pending); err != nil {
-		a.mu.Unlock()
-		return nil, fmt.Errorf("persist app state: %w", err)
+		return false, false, fmt.Errorf("persist app state: %w", err)
 	}
 	a.committed, a.pending = *a.pending, nil
 	a.validated = common.Hash{}
 	a.ready, a.reason = true, ""
 	a.metrics.Ready.Set(1)
 	a.metrics.Height.Set(float64(a.committed.Height))
-	live, nextDown := a.live, a.nextDown
-	a.mu.Unlock()
-
-	if held := a.pacer.hold(time.Now(), live, nextDown); live && a.opts.BlockTime > 0 {
-		a.metrics.PaceWait.Observe(held.Seconds())
-		_ = a.wait(context.Background(), held) // ends early at shutdown
-	}
-	return &abci.ResponseCommit{}, nil
+	return a.live, a.nextDown, nil
 }
