@@ -6,7 +6,7 @@
 // The order of one block is the whole crash-safety argument:
 //
 //	build (forkchoiceUpdated+attributes, wait, getPayload)   nothing changes
-//	newPayload                                               geth has the block, not canonical
+//	newPayload, and at the same time                         geth has the block, not canonical
 //	StateManager.Commit (fsync)                              the CL has it: it is final
 //	forkchoiceUpdated(head = safe = finalized = block)       geth agrees
 //
@@ -300,26 +300,42 @@ func (a *SingleNodeApp) produceBlock(ctx context.Context, heartbeat bool) error 
 // apply executes, persists and finalizes a built payload. Once started it
 // finishes even when ctx is cancelled: a shutdown abandons a build, never a
 // half-applied block.
+//
+// newPayload and the store's fsynced commit run at once: the order that
+// matters is that the block is stored before forkchoiceUpdated makes it
+// final in geth. If geth fails to take the block, the store is ahead of
+// geth, which is what recovery replays; if geth rejects the block it built
+// itself (INVALID), the block is taken out of the store again.
 func (a *SingleNodeApp) apply(ctx context.Context, p *engine.Payload, start time.Time) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*engine.CallTimeout)
 	defer cancel()
 	data := p.ExecutionPayload
-	if err := a.engine.NewPayload(ctx, p); err != nil {
-		if errors.Is(err, engine.ErrInvalid) {
-			// geth rejected the block it built itself: never resend it; the
-			// next trigger builds a new one.
-			a.metrics.Errors.WithLabelValues("invalid_payload").Inc()
-			a.log.Error("geth rejected its own payload", "number", data.Number, "hash", data.BlockHash, "err", err)
-			return nil
+	stored := make(chan error, 1)
+	go func() {
+		committing := a.opts.Now()
+		err := a.state.Commit(p)
+		a.metrics.StoreCommit.Observe(a.opts.Now().Sub(committing).Seconds())
+		stored <- err
+	}()
+	err := a.engine.NewPayload(ctx, p)
+	if serr := <-stored; serr != nil {
+		return fmt.Errorf("%w: persist block %d: %v", errFatal, data.Number, serr)
+	}
+	block := state.Head{Number: data.Number, Hash: data.BlockHash, Timestamp: data.Timestamp}
+	if errors.Is(err, engine.ErrInvalid) {
+		// geth rejected the block it built itself: never resend it; the
+		// next trigger builds a new one on the same parent.
+		a.metrics.Errors.WithLabelValues("invalid_payload").Inc()
+		a.log.Error("geth rejected its own payload", "number", data.Number, "hash", data.BlockHash, "err", err)
+		if rerr := a.state.Rollback(block, state.Head(a.head)); rerr != nil {
+			return fmt.Errorf("%w: take rejected block %d out of the store: %v", errFatal, data.Number, rerr)
 		}
-		return err
+		return nil
 	}
-	committing := a.opts.Now()
-	if err := a.state.Commit(p); err != nil {
-		return fmt.Errorf("%w: persist block %d: %v", errFatal, data.Number, err)
+	a.head = builder.Parent(block)
+	if err != nil {
+		return err // stored, not in geth: reconcile replays it
 	}
-	a.metrics.StoreCommit.Observe(a.opts.Now().Sub(committing).Seconds())
-	a.head = builder.Parent{Number: data.Number, Hash: data.BlockHash, Timestamp: data.Timestamp}
 	a.unpointed = true // produce finalizes it in geth, alone or with the next build
 	a.pending.included(data.Transactions, a.opts.Now())
 	elapsed := a.opts.Now().Sub(start)

@@ -73,7 +73,8 @@ func (f *fakeGeth) GetPayload(_ context.Context, id beacon.PayloadID, _ uint64) 
 	defer f.mu.Unlock()
 	h := f.built[id]
 	return &engine.Payload{ExecutionPayload: &beacon.ExecutableData{Number: h.Number.Uint64(), ParentHash: h.ParentHash,
-		BlockHash: h.Hash(), Timestamp: h.Time, Random: h.MixDigest, BaseFeePerGas: big.NewInt(1), LogsBloom: make([]byte, 256)},
+		BlockHash: h.Hash(), Timestamp: h.Time, Random: h.MixDigest, BaseFeePerGas: big.NewInt(1), LogsBloom: make([]byte, 256),
+		ExtraData: []byte{}, Transactions: [][]byte{}},
 		VersionedHashes: []common.Hash{}}, nil
 }
 
@@ -138,6 +139,12 @@ func startFake(t *testing.T, f *fakeGeth, opts Options) (stop func() error, done
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return startFakeOn(t, f, opts, st)
+}
+
+// startFakeOn is startFake on the caller's store.
+func startFakeOn(t *testing.T, f *fakeGeth, opts Options, st *state.Manager) (stop func() error, done <-chan error) {
+	t.Helper()
 	opts.GenesisHash = f.genesis()
 	if opts.Mode == "" {
 		opts.Mode = ModeBlockTime
@@ -162,8 +169,14 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 // INVALID is final: the node never resends a payload geth rejected, and
-// builds a new one instead.
+// builds a new one instead; the store, which took the block while geth
+// judged it, gives it back.
 func TestInvalidPayloadIsNeverResent(t *testing.T) {
+	st, err := state.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
 	f := newFakeGeth()
 	rejected := 0
 	f.invalid = func(h *types.Header) bool {
@@ -173,7 +186,7 @@ func TestInvalidPayloadIsNeverResent(t *testing.T) {
 		}
 		return false
 	}
-	stop, _ := startFake(t, f, Options{BlockTime: time.Millisecond, MaxDrift: time.Hour})
+	stop, _ := startFakeOn(t, f, Options{BlockTime: time.Millisecond, MaxDrift: time.Hour}, st)
 	waitFor(t, func() bool { return f.head() >= 6 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -183,6 +196,11 @@ func TestInvalidPayloadIsNeverResent(t *testing.T) {
 	for hash, n := range f.sent {
 		if n > 1 {
 			t.Errorf("payload %s sent %d times", hash, n)
+		}
+	}
+	for n, want := range f.canonical[1:] {
+		if have, err := st.HashAt(uint64(n + 1)); err != nil || have != want {
+			t.Errorf("store block %d: %s (%v), geth's canonical %s", n+1, have, err, want)
 		}
 	}
 	if rejected != 2 {

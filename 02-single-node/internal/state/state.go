@@ -140,6 +140,26 @@ func (m *Manager) Commit(p *engine.Payload) error {
 	})
 }
 
+// Rollback takes back the head block, which geth rejected after it was
+// stored and before it was made final anywhere: its payload is deleted and
+// parent is the head again.
+func (m *Manager) Rollback(block, parent Head) error {
+	return m.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		var head Head
+		if err := json.Unmarshal(meta.Get(keyHead), &head); err != nil {
+			return fmt.Errorf("read head: %w", err)
+		}
+		if head.Hash != block.Hash || block.Number != parent.Number+1 {
+			return fmt.Errorf("roll back block %d %s: the stored head is %d %s", block.Number, block.Hash, head.Number, head.Hash)
+		}
+		if err := tx.Bucket(bucketPayloads).Delete(key(block.Number)); err != nil {
+			return err
+		}
+		return putHead(meta, parent)
+	})
+}
+
 // Adopt sets the head to a block the store has no payload for: geth's
 // canonical head when the CL's state was lost and geth is ahead of it.
 func (m *Manager) Adopt(h Head) error {

@@ -90,3 +90,43 @@ func TestSecondOpenFailsInsteadOfHanging(t *testing.T) {
 		t.Fatalf("second open: %v", err)
 	}
 }
+
+// Rollback gives back the head block only: geth rejected it after it was
+// stored. Anything else is refused.
+func TestRollbackTakesBackTheHead(t *testing.T) {
+	m, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	genesis := Head{Hash: common.HexToHash("0x99")}
+	if err := m.Init(genesis); err != nil {
+		t.Fatal(err)
+	}
+	p1 := payload(1, genesis.Hash)
+	p2 := payload(2, p1.ExecutionPayload.BlockHash)
+	for _, p := range []*engine.Payload{p1, p2} {
+		if err := m.Commit(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	head := func(p *engine.Payload) Head {
+		d := p.ExecutionPayload
+		return Head{Number: d.Number, Hash: d.BlockHash, Timestamp: d.Timestamp}
+	}
+	if err := m.Rollback(head(p1), genesis); err == nil {
+		t.Fatal("rolled back block 1 under head 2")
+	}
+	if err := m.Rollback(head(p2), head(p1)); err != nil {
+		t.Fatal(err)
+	}
+	if h, _, _ := m.Head(); h != head(p1) {
+		t.Fatalf("head after rollback %+v", h)
+	}
+	if _, err := m.Payload(2); err == nil {
+		t.Fatal("payload 2 still stored")
+	}
+	if err := m.Commit(payload(2, p1.ExecutionPayload.BlockHash)); err != nil {
+		t.Fatalf("block 2 again after the rollback: %v", err)
+	}
+}
