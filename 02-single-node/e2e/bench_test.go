@@ -153,8 +153,15 @@ func benchSteady(b *testing.B, t *benchTable) {
 			return r
 		})
 	d, o := median(dev, p50), median(ours, p50)
-	t.add(fmt.Sprintf("inclusion latency, steady 200 tx/s for 15 s (median of %d rounds by p50)", rounds), "geth --dev --dev.period 0", latencyCell(d))
-	t.add("", "stage 2 on-demand", latencyCell(o))
+	all := func(rs []loadgen.Result) string {
+		var s []string
+		for _, r := range rs {
+			s = append(s, fmt.Sprintf("%.1f", p50(r)))
+		}
+		return "; rounds: p50 " + strings.Join(s, ", ") + " ms"
+	}
+	t.add(fmt.Sprintf("inclusion latency, steady 200 tx/s for 15 s (median of %d rounds by p50)", rounds), "geth --dev --dev.period 0", latencyCell(d)+all(dev))
+	t.add("", "stage 2 on-demand", latencyCell(o)+all(ours))
 	b.ReportMetric(p50(d), "gethdev-p50-ms")
 	b.ReportMetric(p50(o), "stage2-p50-ms")
 }
