@@ -630,31 +630,49 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 			rejected(before)
 		})
 	}
-	// A proposed block is executed ahead at most, never made a head on a
-	// proposal's word: here one geth finds invalid.
-	t.Run("proposed", func(t *testing.T) {
-		name := `consensus_preexecuted_total{outcome="failed"}`
-		before := member.metric(name)
-		block := forge(tip.Hash, allowed)
-		block.Signature = nil
-		body, err := json.Marshal(block)
+	// Proposals: verified before geth sees them, executed ahead at most,
+	// never made a head; and a proposal's signature never passes for a
+	// committed block's.
+	asProposal := func(key *signer.Signer) server.BlockJSON {
+		b := forge(tip.Hash, key)
+		sig, err := key.Sign(signer.Header{ChainID: big.NewInt(1337), Number: uint64(b.Number), Hash: b.Hash, ParentHash: b.ParentHash,
+			Epoch: uint64(b.Epoch), Proposal: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := notify.Notice{Number: uint64(block.Number), Hash: block.Hash, Leader: "evil", Block: body, Proposed: true}
-		if _, err := notify.Publish(ctx, rdb, notify.Channel("consensus"), n); err != nil {
-			t.Fatal(err)
-		}
-		eventually(t, 10*time.Second, func() error {
-			if v := member.metric(name); v <= before {
-				return fmt.Errorf("%s = %v", name, v)
+		b.Signature = sig
+		return b
+	}
+	for _, tc := range []struct {
+		name, metric string
+		block        server.BlockJSON
+		proposed     bool
+	}{
+		{"proposed/stranger", `consensus_preexecuted_total{outcome="rejected"}`, asProposal(stranger), true},
+		{"proposed/invalid", `consensus_preexecuted_total{outcome="failed"}`, asProposal(allowed), true},
+		{"proposal-signature-as-committed", `consensus_verification_failures_total{reason="signature"}`, asProposal(allowed), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := member.metric(tc.metric)
+			body, err := json.Marshal(tc.block)
+			if err != nil {
+				t.Fatal(err)
 			}
-			return nil
+			n := notify.Notice{Number: uint64(tc.block.Number), Hash: tc.block.Hash, Epoch: uint64(tc.block.Epoch), Leader: "evil", Block: body, Proposed: tc.proposed}
+			if _, err := notify.Publish(ctx, rdb, notify.Channel("consensus"), n); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 10*time.Second, func() error {
+				if v := member.metric(tc.metric); v <= before {
+					return fmt.Errorf("%s = %v", tc.metric, v)
+				}
+				return nil
+			})
+			if h, _ := member.head(); h != head {
+				t.Fatalf("member geth moved to %d", h)
+			}
 		})
-		if h, _ := member.head(); h != head {
-			t.Fatalf("member geth moved to %d on a proposal", h)
-		}
-	})
+	}
 	checkStore(t, member.cfg.PostgresURL, chainOf(t, member.eth))
 	if err := rdb.Del(ctx, "consensus:leader").Err(); err != nil {
 		t.Fatal(err)

@@ -97,7 +97,7 @@ func New() *Metrics {
 		VerifyFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
 			Name: "verification_failures_total", Help: "Blocks rejected by verification, by reason."}, []string{"reason"}),
 		PreExecuted: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
-			Name: "preexecuted_total", Help: "Blocks the leader announced before committing them, executed here ahead (newPayload) by outcome: executed, failed, used (final as executed: applied with a forkchoiceUpdated alone)."}, []string{"outcome"}),
+			Name: "preexecuted_total", Help: "Blocks the leader proposed before committing them, executed here ahead (newPayload), by outcome: rejected (verification), executed, failed (geth), used (committed as executed: applied with a forkchoiceUpdated alone)."}, []string{"outcome"}),
 	}
 	m.Registry.MustRegister(m.BlocksProduced, m.BlockTxs, m.BlockGas, m.BuildWait, m.BlockDuration, m.StoreCommit,
 		m.HeadNumber, m.DriftSeconds, m.DriftPaused, m.Ready, m.Replayed, m.Discarded, m.Errors, m.EngineCalls,

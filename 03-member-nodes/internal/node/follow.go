@@ -74,14 +74,22 @@ func (a *App) waitForNews(ctx context.Context, poll <-chan time.Time) bool {
 // preExecute runs newPayload for the block the leader proposed, while the
 // leader executes and commits it: once the block is final, applying it is a
 // forkchoiceUpdated alone, and this node's geth follows the leader's by
-// that much sooner. geth keeps an executed block off its canonical chain
-// until forkchoice points at it, so a proposal that is never committed, or
-// one that did not come from the leader (it is unsigned), costs an
-// execution and nothing else: the block that is made final is the verified
-// one, and only if its hash is the one executed is newPayload skipped.
+// that much sooner. The proposal is verified like a block (next number, our
+// head as parent, epoch, an allowed leader's signature, in the proposal
+// domain) before geth sees it. geth keeps an executed block off its
+// canonical chain until forkchoice points at it, so a proposal that is
+// never committed costs an execution and nothing else: the block made
+// final is the committed one, verified again, and newPayload is skipped
+// only if its hash is the one executed.
 func (a *App) preExecute(ctx context.Context) {
 	b := a.proposed.Swap(nil)
-	if b == nil || b.Payload == nil || b.Number != a.head.Number+1 || b.Payload.ExecutionPayload.ParentHash != a.head.Hash {
+	if b == nil {
+		return
+	}
+	tip := syncer.Tip{Number: a.head.Number, Hash: a.head.Hash, Epoch: a.headEpoch}
+	if err := syncer.VerifyProposal(a.opts.ChainID, a.opts.Verifier, tip, b); err != nil {
+		a.metrics.PreExecuted.WithLabelValues("rejected").Inc()
+		a.log.Debug("proposed block not executed", "number", b.Number, "err", err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
@@ -92,7 +100,7 @@ func (a *App) preExecute(ctx context.Context) {
 		return
 	}
 	a.metrics.PreExecuted.WithLabelValues("executed").Inc()
-	a.executed = b.Payload.ExecutionPayload.BlockHash
+	a.executed = b.Hash
 }
 
 // syncOnce applies every block the source has above the head: the block

@@ -11,6 +11,7 @@ import (
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/notify"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/server"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/signer"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
 )
 
@@ -191,19 +192,32 @@ func (a *App) notify(ctx context.Context) {
 
 // propose announces a block this leader built and is about to execute and
 // commit, so that followers execute it while it does (see preExecute). It
-// does not wait for Redis: a lost or late proposal only costs a follower
-// its head start.
+// is signed in the proposal domain: followers check it came from an
+// allowed leader before executing it, and its signature cannot pass for a
+// committed block's. It does not wait for Redis: a lost or late proposal
+// only costs a follower its head start.
 func (a *App) propose(p *engine.Payload) {
+	lease, ok := a.currentLease()
+	if !ok {
+		return
+	}
 	d := p.ExecutionPayload
-	b := &state.Block{Number: d.Number, Hash: d.BlockHash, ParentHash: d.ParentHash, Timestamp: d.Timestamp, Payload: p, LeaderID: a.opts.ID}
+	b := &state.Block{Number: d.Number, Hash: d.BlockHash, ParentHash: d.ParentHash, Timestamp: d.Timestamp, Payload: p,
+		LeaderID: a.opts.ID, Epoch: lease.Epoch}
 	go func() {
+		sig, err := a.opts.Signer.Sign(signer.Header{ChainID: a.opts.ChainID, Number: b.Number, Hash: b.Hash,
+			ParentHash: b.ParentHash, Epoch: b.Epoch, Proposal: true})
+		if err != nil {
+			return
+		}
+		b.Signature = sig
 		body, err := json.Marshal(server.NewBlockJSON(b))
 		if err != nil || len(body) > notify.MaxInline {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		n := notify.Notice{Number: b.Number, Hash: b.Hash, Leader: a.opts.ID, Block: body, Proposed: true}
+		n := notify.Notice{Number: b.Number, Hash: b.Hash, Epoch: b.Epoch, Leader: a.opts.ID, Block: body, Proposed: true}
 		if _, err := notify.Publish(ctx, a.rdb, notify.Channel(redisPrefix), n); err != nil {
 			a.log.Debug("block proposal not sent", "number", n.Number, "err", err)
 		}

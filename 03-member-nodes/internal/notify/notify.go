@@ -30,7 +30,7 @@ type Notice struct {
 	Leader string      `json:"leader"`
 	// Block is the signed block in the block API's encoding, or empty
 	// when it was too big to inline (MaxInline). A proposed block is
-	// unsigned.
+	// signed in the proposal domain (signer.Header.Proposal).
 	Block json.RawMessage `json:"block,omitempty"`
 	// Proposed: not final, maybe never. Followers may execute it ahead
 	// (newPayload), while the leader commits it, and never make it their

@@ -32,14 +32,26 @@ type Header struct {
 	Hash       common.Hash
 	ParentHash common.Hash
 	Epoch      uint64
+	// Proposal marks a block the leader announces before committing it.
+	// It is signed in another domain, so that a proposal's signature can
+	// never pass for a committed block's.
+	Proposal bool
 }
 
-// domain separates these signatures from any other use of the same key.
-var domain = []byte("geth-consensus/block/v1")
+// Domains separate these signatures from any other use of the same key,
+// and proposals from committed blocks.
+var (
+	domain         = []byte("geth-consensus/block/v1")
+	proposalDomain = []byte("geth-consensus/proposal/v1")
+)
 
 // Digest is keccak256(domain || chainID (32 bytes) || number || hash || parent || epoch).
 func (h Header) Digest() common.Hash {
-	buf := append([]byte{}, domain...)
+	d := domain
+	if h.Proposal {
+		d = proposalDomain
+	}
+	buf := append([]byte{}, d...)
 	buf = append(buf, common.BigToHash(h.ChainID).Bytes()...)
 	buf = binary.BigEndian.AppendUint64(buf, h.Number)
 	buf = append(buf, h.Hash.Bytes()...)

@@ -76,3 +76,31 @@ func TestLoadKey(t *testing.T) {
 		t.Error("empty allow list accepted")
 	}
 }
+
+// A proposal's signature is in another domain: it never verifies as a
+// committed block's, nor the other way round.
+func TestProposalSignaturesAreSeparate(t *testing.T) {
+	s, err := LoadKey("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := NewVerifier([]common.Address{s.Address})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := Header{ChainID: big.NewInt(1337), Number: 7, Hash: common.Hash{7}, ParentHash: common.Hash{6}, Epoch: 2}
+	proposal := block
+	proposal.Proposal = true
+	for _, c := range []struct{ signed, checked Header }{{block, proposal}, {proposal, block}} {
+		sig, err := s.Sign(c.signed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.Verify(c.signed, sig); err != nil {
+			t.Fatalf("own signature refused: %v", err)
+		}
+		if _, err := v.Verify(c.checked, sig); err == nil {
+			t.Fatalf("signature of proposal=%v accepted for proposal=%v", c.signed.Proposal, c.checked.Proposal)
+		}
+	}
+}

@@ -38,6 +38,17 @@ type Tip struct {
 // epoch that never goes back, a payload that matches the header, and the
 // signature of an allowed leader over all of it. It returns a *Rejection.
 func Verify(chainID *big.Int, v *signer.Verifier, tip Tip, b *state.Block) error {
+	return verify(chainID, v, tip, b, false)
+}
+
+// VerifyProposal is Verify for a block the leader proposed before
+// committing it, signed in the proposal domain: enough to execute it
+// ahead, never to make it final.
+func VerifyProposal(chainID *big.Int, v *signer.Verifier, tip Tip, b *state.Block) error {
+	return verify(chainID, v, tip, b, true)
+}
+
+func verify(chainID *big.Int, v *signer.Verifier, tip Tip, b *state.Block, proposal bool) error {
 	reject := func(reason, format string, args ...any) error {
 		return &Rejection{Reason: reason, Detail: fmt.Sprintf("block %d %s: ", b.Number, b.Hash) + fmt.Sprintf(format, args...)}
 	}
@@ -55,7 +66,7 @@ func Verify(chainID *big.Int, v *signer.Verifier, tip Tip, b *state.Block) error
 	if p.Number != b.Number || p.BlockHash != b.Hash || p.ParentHash != b.ParentHash || p.Timestamp != b.Timestamp {
 		return reject("payload", "payload is block %d %s on %s at %d", p.Number, p.BlockHash, p.ParentHash, p.Timestamp)
 	}
-	h := signer.Header{ChainID: chainID, Number: b.Number, Hash: b.Hash, ParentHash: b.ParentHash, Epoch: b.Epoch}
+	h := signer.Header{ChainID: chainID, Number: b.Number, Hash: b.Hash, ParentHash: b.ParentHash, Epoch: b.Epoch, Proposal: proposal}
 	if _, err := v.Verify(h, b.Signature); err != nil {
 		return reject("signature", "%v", err)
 	}
