@@ -165,7 +165,8 @@ func TestTwoValidatorsDownHaltThenResume(t *testing.T) {
 	}
 	up := nw.vals[:2]
 	// The height in flight when they died may still be decided; after that,
-	// nothing. Watch for ten block times.
+	// nothing. Watch for 3 s, five test block times: polling the heads, as
+	// long as the window lasts, is the check.
 	settled, _ := up[0].head()
 	nw.waitHeads(settled, 10*time.Second, up...)
 	settled = max(settled, mustHead(t, up[0]), mustHead(t, up[1]))

@@ -135,6 +135,22 @@ func decide(t *testing.T, h int64, proposer *node, nodes ...*node) []byte {
 	return tx
 }
 
+// corrupted returns the envelope tx with its payload made invalid the way
+// a Byzantine proposer does it (corrupt).
+func corrupted(t *testing.T, tx []byte) []byte {
+	t.Helper()
+	p, err := envelope.Decode(tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	corrupt(p)
+	bad, err := envelope.Encode(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bad
+}
+
 func mustJSON(t *testing.T, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
@@ -218,18 +234,6 @@ func TestProcessProposalRejects(t *testing.T) {
 	field := func(name string, v any) []byte {
 		return reencode(func(p map[string]any) { p["executionPayload"].(map[string]any)[name] = v })
 	}
-	corrupted := func() []byte {
-		p, err := envelope.Decode(good)
-		if err != nil {
-			t.Fatal(err)
-		}
-		corrupt(p)
-		tx, err := envelope.Encode(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tx
-	}()
 	oversized := make([]byte, envelope.MaxSize+1)
 	oversized[0] = envelope.Version
 
@@ -255,7 +259,7 @@ func TestProcessProposalRejects(t *testing.T) {
 		{name: "beacon root chosen by the proposer", txs: [][]byte{reencode(func(p map[string]any) { p["parentBeaconBlockRoot"] = common.Hash{7}.Hex() })}, reason: reasonMismatch},
 		{name: "withdrawals", txs: [][]byte{field("withdrawals", []map[string]string{{"index": "0x0", "validatorIndex": "0x0", "address": common.Address{1}.Hex(), "amount": "0x1"}})}, reason: reasonMismatch},
 		{name: "hash that is not the block's", txs: [][]byte{field("blockHash", common.Hash{7}.Hex())}, reason: reasonInvalid},
-		{name: "state root execution does not give", txs: [][]byte{corrupted}, reason: reasonInvalid},
+		{name: "state root execution does not give", txs: [][]byte{corrupted(t, good)}, reason: reasonInvalid},
 		{name: "geth down", txs: [][]byte{good}, down: true, reason: reasonUnavailable},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -536,16 +540,8 @@ func TestFinalizeBlockWaitsForGethAndRefusesInvalid(t *testing.T) {
 	}
 
 	c := newNode(t, newFakeGeth(), "", nil)
-	p, err := envelope.Decode(tx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	corrupt(p)
-	bad, err := envelope.Encode(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = c.FinalizeBlock(ctx, &abci.RequestFinalizeBlock{Height: 1, Time: blockTime(1), Txs: [][]byte{bad}, Hash: cometHash(1)})
+	bad := corrupted(t, tx)
+	_, err := c.FinalizeBlock(ctx, &abci.RequestFinalizeBlock{Height: 1, Time: blockTime(1), Txs: [][]byte{bad}, Hash: cometHash(1)})
 	if err == nil || !strings.Contains(err.Error(), "invalid") {
 		t.Fatalf("decided block geth finds INVALID: %v", err)
 	}
