@@ -87,6 +87,7 @@ type SingleNodeApp struct {
 	base, perTx time.Duration  // learnt build wait terms; owned by Run's goroutine
 	unpointed   bool           // head is stored but geth not yet told it is final
 	driftPaused bool           // owned by Run's goroutine
+	parked      int            // announced transactions parked; owned by Run's goroutine
 
 	pending *pendingSet // announced transactions not yet in a block
 
@@ -160,7 +161,13 @@ func (a *SingleNodeApp) produce(ctx context.Context) error {
 	} else if a.opts.MaxIdle > 0 {
 		timer = time.NewTimer(a.opts.MaxIdle)
 	}
+	// Parked transactions are looked at again after 100 ms, then ever
+	// more rarely: a phantom costs one build now and then, never a loop.
+	recheck, recheckArmed := time.NewTimer(time.Hour), false
+	recheck.Stop()
+	recheckBackoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	defer func() {
+		recheck.Stop()
 		if timer != nil {
 			timer.Stop()
 		}
@@ -190,6 +197,10 @@ func (a *SingleNodeApp) produce(ctx context.Context) error {
 				}
 			case <-timerC(timer):
 				heartbeat = true
+			case <-recheck.C:
+				recheckArmed = false
+				a.pending.recheck()
+				continue
 			}
 		}
 		if err := a.waitForDrift(ctx); err != nil {
@@ -202,6 +213,13 @@ func (a *SingleNodeApp) produce(ctx context.Context) error {
 		// In block-time mode every slot gets a block, empty if need be.
 		if err := a.produceBlock(ctx, heartbeat || a.opts.Mode == ModeBlockTime); err != nil {
 			return err
+		}
+		switch {
+		case a.parked == 0:
+			recheckBackoff.reset()
+		case !recheckArmed:
+			recheck.Reset(recheckBackoff.take())
+			recheckArmed = true
 		}
 		if timer != nil {
 			timer.Stop()
@@ -287,9 +305,13 @@ func (a *SingleNodeApp) produceBlock(ctx context.Context, heartbeat bool) error 
 			a.perTx = max(minPerTx, a.perTx-a.perTx/16)
 			a.base = max(a.opts.BuildWait, a.base-a.base/16)
 		}
-		if len(p.ExecutionPayload.Transactions) == 0 && !heartbeat {
-			a.pending.attempted()
-			return nil // nothing includable: wait for the next announcement
+		if len(p.ExecutionPayload.Transactions) == 0 {
+			// Whatever was announced before this build, geth's pool did
+			// not offer: park it rather than build for it again at once.
+			a.setParked(a.pending.settle(start))
+			if !heartbeat {
+				return nil // nothing includable: wait for the next announcement
+			}
 		}
 		a.metrics.BuildWait.Observe(wait.Seconds())
 		return a.apply(ctx, p, start)
@@ -337,7 +359,7 @@ func (a *SingleNodeApp) apply(ctx context.Context, p *engine.Payload, start time
 		return err // stored, not in geth: reconcile replays it
 	}
 	a.unpointed = true // produce finalizes it in geth, alone or with the next build
-	a.pending.included(data.Transactions, a.opts.Now())
+	a.setParked(a.pending.included(data.Transactions, a.opts.Now()))
 	elapsed := a.opts.Now().Sub(start)
 	a.recordBlock(data, elapsed)
 	a.log.Info("block", "number", data.Number, "hash", data.BlockHash, "txs", len(data.Transactions),
@@ -354,6 +376,11 @@ func (a *SingleNodeApp) finalize(ctx context.Context) error {
 		a.unpointed = false
 	}
 	return err
+}
+
+func (a *SingleNodeApp) setParked(n int) {
+	a.parked = n
+	a.metrics.Parked.Set(float64(n))
 }
 
 func (a *SingleNodeApp) recordBlock(data *beacon.ExecutableData, elapsed time.Duration) {
@@ -423,7 +450,9 @@ func (a *SingleNodeApp) watchPending(ctx context.Context) {
 				sub.Unsubscribe()
 				return
 			case h := <-ch:
-				a.pending.add(h, a.opts.Now())
+				if !a.pending.add(h, a.opts.Now()) {
+					a.metrics.LateAnnounced.Inc()
+				}
 			case err := <-sub.Err():
 				a.log.Warn("pending transaction subscription lost", "err", err)
 				break recv
