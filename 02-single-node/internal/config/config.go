@@ -114,7 +114,7 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.Mode, "mode", c.Mode, "block-time (a block every --block-time) or on-demand (a block when transactions are pending)")
 	f.DurationVar(&c.BlockTime, "block-time", c.BlockTime, "time between blocks in block-time mode")
 	f.DurationVar(&c.MaxIdle, "max-idle", c.MaxIdle, "on-demand: an empty heartbeat block after this long without one; 0 = never")
-	f.DurationVar(&c.BuildWait, "build-wait", c.BuildWait, "base wait between forkchoiceUpdated and getPayload; grows by 50µs per pending transaction")
+	f.DurationVar(&c.BuildWait, "build-wait", c.BuildWait, "base wait between forkchoiceUpdated and getPayload (the floor of the learnt wait, which grows with pending transactions)")
 	f.DurationVar(&c.MaxDrift, "max-drift", c.MaxDrift, "pause production while block timestamps would run further ahead of the wall clock")
 	f.StringVar(&c.FeeRecipient, "fee-recipient", c.FeeRecipient, "address that receives the priority fees")
 	f.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "listen address of /metrics, /healthz, /readyz, /status")

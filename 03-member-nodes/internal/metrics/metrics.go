@@ -29,6 +29,8 @@ type Metrics struct {
 	Ready          prometheus.Gauge
 	Replayed       prometheus.Counter
 	Discarded      prometheus.Counter
+	LateAnnounced  prometheus.Counter
+	Parked         prometheus.Gauge
 	Errors         *prometheus.CounterVec
 	EngineCalls    *prometheus.HistogramVec
 
@@ -75,6 +77,10 @@ func New() *Metrics {
 			Name: "blocks_replayed_total", Help: "Stored payloads replayed into geth during recovery."}),
 		Discarded: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
 			Name: "payloads_discarded_total", Help: "Empty payloads dropped in on-demand mode (rebuilt with a longer wait)."}),
+		LateAnnounced: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
+			Name: "late_announcements_total", Help: "Pending-transaction announcements that came after a block had included the transaction (ignored)."}),
+		Parked: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "parked_transactions", Help: "Announced transactions a whole round of builds did not include (replaced, evicted, priced out): not waited for, rechecked with backoff."}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
 			Name: "errors_total", Help: "Errors by kind."}, []string{"kind"}),
 		EngineCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace,
@@ -100,7 +106,7 @@ func New() *Metrics {
 			Name: "preexecuted_total", Help: "Blocks the leader proposed before committing them, executed here ahead (newPayload), by outcome: rejected (verification), executed, failed (geth), used (committed as executed: applied with a forkchoiceUpdated alone)."}, []string{"outcome"}),
 	}
 	m.Registry.MustRegister(m.BlocksProduced, m.BlockTxs, m.BlockGas, m.BuildWait, m.BlockDuration, m.StoreCommit,
-		m.HeadNumber, m.DriftSeconds, m.DriftPaused, m.Ready, m.Replayed, m.Discarded, m.Errors, m.EngineCalls,
+		m.HeadNumber, m.DriftSeconds, m.DriftPaused, m.Ready, m.Replayed, m.Discarded, m.LateAnnounced, m.Parked, m.Errors, m.EngineCalls,
 		m.Leader, m.Epoch, m.LeaseRenew, m.BlocksApplied, m.SyncLagBlocks, m.SyncLag, m.VerifyFailures, m.PreExecuted,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -140,6 +140,7 @@ type App struct {
 	base, perTx time.Duration  // learnt build wait terms; owned by Run's goroutine
 	unpointed   bool           // head is stored but geth not yet told it is final
 	driftPaused bool           // owned by Run's goroutine
+	parked      int            // announced transactions parked; owned by Run's goroutine
 
 	pending *pendingSet // announced transactions not yet in a block
 
@@ -263,7 +264,13 @@ func (a *App) produce(ctx context.Context) error {
 	} else if a.opts.MaxIdle > 0 {
 		timer = time.NewTimer(a.opts.MaxIdle)
 	}
+	// Parked transactions are looked at again after 100 ms, then ever
+	// more rarely: a phantom costs one build now and then, never a loop.
+	recheck, recheckArmed := time.NewTimer(time.Hour), false
+	recheck.Stop()
+	recheckBackoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	defer func() {
+		recheck.Stop()
 		if timer != nil {
 			timer.Stop()
 		}
@@ -301,6 +308,10 @@ func (a *App) produce(ctx context.Context) error {
 				}
 			case <-timerC(timer):
 				heartbeat = true
+			case <-recheck.C:
+				recheckArmed = false
+				a.pending.recheck()
+				continue
 			}
 		}
 		if err := a.waitForDrift(ctx); err != nil {
@@ -313,6 +324,13 @@ func (a *App) produce(ctx context.Context) error {
 		// In block-time mode every slot gets a block, empty if need be.
 		if err := a.produceBlock(ctx, heartbeat || a.opts.Mode == ModeBlockTime); err != nil {
 			return err
+		}
+		switch {
+		case a.parked == 0:
+			recheckBackoff.reset()
+		case !recheckArmed:
+			recheck.Reset(recheckBackoff.take())
+			recheckArmed = true
 		}
 		if timer != nil {
 			timer.Stop()
@@ -399,9 +417,13 @@ func (a *App) produceBlock(ctx context.Context, heartbeat bool) error {
 			a.perTx = max(minPerTx, a.perTx-a.perTx/16)
 			a.base = max(a.opts.BuildWait, a.base-a.base/16)
 		}
-		if len(p.ExecutionPayload.Transactions) == 0 && !heartbeat {
-			a.pending.attempted()
-			return nil // nothing includable: wait for the next announcement
+		if len(p.ExecutionPayload.Transactions) == 0 {
+			// Whatever was announced before this build, geth's pool did
+			// not offer: park it rather than build for it again at once.
+			a.setParked(a.pending.settle(start))
+			if !heartbeat {
+				return nil // nothing includable: wait for the next announcement
+			}
 		}
 		a.metrics.BuildWait.Observe(wait.Seconds())
 		return a.apply(ctx, p, start)
@@ -450,7 +472,7 @@ func (a *App) apply(ctx context.Context, p *engine.Payload, start time.Time) err
 	a.head = builder.Parent{Number: data.Number, Hash: data.BlockHash, Timestamp: data.Timestamp}
 	a.headEpoch = lease.Epoch
 	a.unpointed = true // produce finalizes it in geth, alone or with the next build
-	a.pending.included(data.Transactions, a.opts.Now())
+	a.setParked(a.pending.included(data.Transactions, a.opts.Now()))
 	elapsed := a.opts.Now().Sub(start)
 	a.recordBlock(data, elapsed)
 	a.log.Info("block", "number", data.Number, "hash", data.BlockHash, "txs", len(data.Transactions),
@@ -489,6 +511,11 @@ func (a *App) finalize(ctx context.Context) error {
 		a.unpointed = false
 	}
 	return err
+}
+
+func (a *App) setParked(n int) {
+	a.parked = n
+	a.metrics.Parked.Set(float64(n))
 }
 
 func (a *App) recordBlock(data *beacon.ExecutableData, elapsed time.Duration) {
@@ -558,7 +585,9 @@ func (a *App) watchPending(ctx context.Context) {
 				sub.Unsubscribe()
 				return
 			case h := <-ch:
-				a.pending.add(h, a.opts.Now())
+				if !a.pending.add(h, a.opts.Now()) {
+					a.metrics.LateAnnounced.Inc()
+				}
 			case err := <-sub.Err():
 				a.log.Warn("pending transaction subscription lost", "err", err)
 				break recv

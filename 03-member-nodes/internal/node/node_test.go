@@ -15,6 +15,8 @@ import (
 	beacon "github.com/ethereum/go-ethereum/beacon/engine"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/event"
 
 	"github.com/geth-consensus/tutorial/devnet"
 	"github.com/redis/go-redis/v9"
@@ -39,12 +41,22 @@ type fakeGeth struct {
 	built     map[beacon.PayloadID]*types.Header
 	sent      map[common.Hash]int // newPayload calls per block hash
 	invalid   func(h *types.Header) bool
+
+	// A transaction pool: a payload takes the offered transactions present
+	// when its build starts; hidden ones are in the pool but not offered
+	// (priced out).
+	pool     map[common.Hash][]byte
+	hidden   map[common.Hash]bool
+	txsIn    map[beacon.PayloadID][][]byte
+	builds   int                // forkchoiceUpdated calls with attributes
+	announce chan<- common.Hash // the node's pending-transaction subscription
 }
 
 func newFakeGeth() *fakeGeth {
 	g := &types.Header{Number: big.NewInt(0), Difficulty: big.NewInt(0)}
 	return &fakeGeth{headers: map[common.Hash]*types.Header{g.Hash(): g}, canonical: []common.Hash{g.Hash()},
-		built: map[beacon.PayloadID]*types.Header{}, sent: map[common.Hash]int{}}
+		built: map[beacon.PayloadID]*types.Header{}, sent: map[common.Hash]int{},
+		pool: map[common.Hash][]byte{}, hidden: map[common.Hash]bool{}, txsIn: map[beacon.PayloadID][][]byte{}}
 }
 
 func (f *fakeGeth) genesis() common.Hash { return f.canonical[0] }
@@ -72,6 +84,14 @@ func (f *fakeGeth) ForkchoiceUpdated(_ context.Context, fc beacon.ForkchoiceStat
 		MixDigest: attrs.Random, Difficulty: big.NewInt(0)}
 	id := beacon.PayloadID{byte(len(f.built)), byte(len(f.built) >> 8), byte(len(f.built) >> 16)}
 	f.built[id] = h
+	f.builds++
+	txs := [][]byte{}
+	for hash, raw := range f.pool {
+		if !f.hidden[hash] {
+			txs = append(txs, raw)
+		}
+	}
+	f.txsIn[id] = txs
 	return &id, nil
 }
 
@@ -80,7 +100,8 @@ func (f *fakeGeth) GetPayload(_ context.Context, id beacon.PayloadID, _ uint64) 
 	defer f.mu.Unlock()
 	h := f.built[id]
 	return &engine.Payload{ExecutionPayload: &beacon.ExecutableData{Number: h.Number.Uint64(), ParentHash: h.ParentHash,
-		BlockHash: h.Hash(), Timestamp: h.Time, Random: h.MixDigest, BaseFeePerGas: big.NewInt(1), LogsBloom: make([]byte, 256)},
+		BlockHash: h.Hash(), Timestamp: h.Time, Random: h.MixDigest, BaseFeePerGas: big.NewInt(1), LogsBloom: make([]byte, 256),
+		Transactions: f.txsIn[id]},
 		VersionedHashes: []common.Hash{}}, nil
 }
 
@@ -94,6 +115,9 @@ func (f *fakeGeth) NewPayload(_ context.Context, p *engine.Payload) error {
 		return engine.ErrInvalid
 	}
 	f.headers[h.Hash()] = h
+	for _, raw := range d.Transactions {
+		delete(f.pool, crypto.Keccak256Hash(raw))
+	}
 	return nil
 }
 
@@ -119,8 +143,45 @@ func (f *fakeGeth) HeaderByHash(_ context.Context, h common.Hash) (*types.Header
 	return nil, ethereum.NotFound
 }
 
-func (f *fakeGeth) SubscribePendingTransactions(context.Context, chan<- common.Hash) (ethereum.Subscription, error) {
-	return nil, errors.New("no subscriptions in the fake")
+func (f *fakeGeth) SubscribePendingTransactions(_ context.Context, ch chan<- common.Hash) (ethereum.Subscription, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.announce = ch
+	return event.NewSubscription(func(quit <-chan struct{}) error { <-quit; return nil }), nil
+}
+
+// addTx puts a transaction in the pool; it returns its hash, which the
+// caller announces (or not) with announceTx.
+func (f *fakeGeth) addTx(raw string, hidden bool) common.Hash {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h := crypto.Keccak256Hash([]byte(raw))
+	f.pool[h], f.hidden[h] = []byte(raw), hidden
+	return h
+}
+
+func (f *fakeGeth) announceTx(t *testing.T, h common.Hash) {
+	t.Helper()
+	waitFor(t, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.announce != nil })
+	f.mu.Lock()
+	ch := f.announce
+	f.mu.Unlock()
+	ch <- h
+}
+
+func (f *fakeGeth) buildCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.builds
+}
+
+// inPool reports whether the transaction is still in the pool: no block geth
+// took holds it.
+func (f *fakeGeth) inPool(h common.Hash) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.pool[h]
+	return ok
 }
 
 func (f *fakeGeth) CheckCapabilities(context.Context, uint64) error {
@@ -252,5 +313,62 @@ func TestMissingEngineMethodStopsTheNode(t *testing.T) {
 	}
 	if f.head() != 0 {
 		t.Fatalf("produced %d blocks without the methods", f.head())
+	}
+}
+
+// buildsDuring counts geth's builds in an observation window of d: for what
+// must not happen, or not often.
+func buildsDuring(f *fakeGeth, d time.Duration) int {
+	before := f.buildCount()
+	time.Sleep(d)
+	return f.buildCount() - before
+}
+
+// geth's miner may take a transaction before its announcement has reached
+// the node; the announcement that comes after the block must not count as a
+// pending transaction (the node would build for it without end).
+func TestLateAnnouncementStartsNoBuild(t *testing.T) {
+	f := newFakeGeth()
+	stop, _ := startFake(t, f, Options{Mode: ModeOnDemand, BuildWait: time.Millisecond, MaxDrift: time.Hour})
+	waitFor(t, func() bool { return f.buildCount() >= 1 }) // start-up: one look at a pool of unknown content
+	early, late := f.addTx("announced in time", false), f.addTx("announced late", false)
+	f.announceTx(t, early)
+	waitFor(t, func() bool { return !f.inPool(early) && !f.inPool(late) })
+	f.announceTx(t, late)
+	if n := buildsDuring(f, 300*time.Millisecond); n > 0 {
+		t.Errorf("%d builds in 300ms after the late announcement of an included transaction", n)
+	}
+	next := f.addTx("next", false)
+	f.announceTx(t, next)
+	waitFor(t, func() bool { return !f.inPool(next) })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A transaction the pool announces but does not offer (priced out, replaced,
+// evicted) is parked after one round of builds: the node does not build for
+// it in a loop, and looks again with backoff, so it is included once the
+// pool offers it, with no other announcement to wake the node.
+func TestUnofferedTransactionIsParkedAndRechecked(t *testing.T) {
+	f := newFakeGeth()
+	stop, _ := startFake(t, f, Options{Mode: ModeOnDemand, BuildWait: time.Millisecond, MaxDrift: time.Hour})
+	waitFor(t, func() bool { return f.buildCount() >= 1 })
+	h := f.addTx("priced out", true)
+	f.announceTx(t, h)
+	waitFor(t, func() bool { return f.buildCount() >= 1+buildAttempts })
+	// Rechecks come after 100, 200, 400 ms...: at most three in a second.
+	if n := buildsDuring(f, time.Second); n > 3 {
+		t.Errorf("%d builds in 1s for a transaction the pool does not offer; want at most 3 rechecks", n)
+	}
+	if f.head() != 0 {
+		t.Errorf("on-demand with --max-idle 0 made %d empty blocks", f.head())
+	}
+	f.mu.Lock()
+	f.hidden[h] = false
+	f.mu.Unlock()
+	waitFor(t, func() bool { return !f.inPool(h) })
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 }
