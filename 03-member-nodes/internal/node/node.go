@@ -140,7 +140,6 @@ type App struct {
 	base, perTx time.Duration  // learnt build wait terms; owned by Run's goroutine
 	unpointed   bool           // head is stored but geth not yet told it is final
 	driftPaused bool           // owned by Run's goroutine
-	parked      int            // announced transactions parked; owned by Run's goroutine
 
 	pending *pendingSet // announced transactions not yet in a block
 
@@ -325,8 +324,10 @@ func (a *App) produce(ctx context.Context) error {
 		if err := a.produceBlock(ctx, heartbeat || a.opts.Mode == ModeBlockTime); err != nil {
 			return err
 		}
+		parked := a.pending.parkedCount()
+		a.metrics.Parked.Set(float64(parked))
 		switch {
-		case a.parked == 0:
+		case parked == 0:
 			recheckBackoff.reset()
 		case !recheckArmed:
 			recheck.Reset(recheckBackoff.take())
@@ -420,7 +421,7 @@ func (a *App) produceBlock(ctx context.Context, heartbeat bool) error {
 		if len(p.ExecutionPayload.Transactions) == 0 {
 			// Whatever was announced before this build, geth's pool did
 			// not offer: park it rather than build for it again at once.
-			a.setParked(a.pending.settle(start))
+			a.pending.settle(start)
 			if !heartbeat {
 				return nil // nothing includable: wait for the next announcement
 			}
@@ -472,7 +473,7 @@ func (a *App) apply(ctx context.Context, p *engine.Payload, start time.Time) err
 	a.head = builder.Parent{Number: data.Number, Hash: data.BlockHash, Timestamp: data.Timestamp}
 	a.headEpoch = lease.Epoch
 	a.unpointed = true // produce finalizes it in geth, alone or with the next build
-	a.setParked(a.pending.included(data.Transactions, a.opts.Now()))
+	a.pending.included(data.Transactions, a.opts.Now())
 	elapsed := a.opts.Now().Sub(start)
 	a.recordBlock(data, elapsed)
 	a.log.Info("block", "number", data.Number, "hash", data.BlockHash, "txs", len(data.Transactions),
@@ -511,11 +512,6 @@ func (a *App) finalize(ctx context.Context) error {
 		a.unpointed = false
 	}
 	return err
-}
-
-func (a *App) setParked(n int) {
-	a.parked = n
-	a.metrics.Parked.Set(float64(n))
 }
 
 func (a *App) recordBlock(data *beacon.ExecutableData, elapsed time.Duration) {

@@ -97,8 +97,8 @@ func (p *pendingSet) count() (n int, unknown bool) {
 
 // included removes a block's transactions (raw encodings: the hash of each
 // is its transaction hash), remembers them to recognise late announcements,
-// and forgets stale entries. It returns how many stay parked.
-func (p *pendingSet) included(raw [][]byte, now time.Time) (parked int) {
+// and forgets stale entries.
+func (p *pendingSet) included(raw [][]byte, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.unknown = false
@@ -112,7 +112,6 @@ func (p *pendingSet) included(raw [][]byte, now time.Time) (parked int) {
 		p.done[h] = struct{}{}
 	}
 	p.trim(now)
-	return len(p.parked)
 }
 
 // trim forgets, every pendingTTL/4, the entries announced over pendingTTL ago.
@@ -133,8 +132,8 @@ func (p *pendingSet) trim(now time.Time) {
 // settle ends a round of builds that included nothing: the pool's content
 // is known again, and the transactions announced before the round's last
 // build started are parked (the pool offered them to the miner and it took
-// none). Those announced later stay counted. It returns how many are parked.
-func (p *pendingSet) settle(lastBuild time.Time) (parked int) {
+// none). Those announced later stay counted.
+func (p *pendingSet) settle(lastBuild time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.unknown = false
@@ -145,6 +144,12 @@ func (p *pendingSet) settle(lastBuild time.Time) (parked int) {
 		}
 	}
 	p.trim(lastBuild)
+}
+
+// parkedCount returns how many announced transactions are parked.
+func (p *pendingSet) parkedCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return len(p.parked)
 }
 
