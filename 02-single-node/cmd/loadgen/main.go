@@ -78,7 +78,7 @@ func rootCmd() *cobra.Command {
 			}
 			fmt.Printf("sent %d, included %d in %d blocks, pending %d\n", r.Sent, r.Included, r.Blocks, r.Pending())
 			fmt.Printf("latency p50 %s  p99 %s  max %s\n", r.Percentile(50), r.Percentile(99), r.Percentile(100))
-			fmt.Printf("throughput %.0f tx/s  %.1f Mgas/s over %s\n", r.TxPerSec(), r.MgasPerSec(), r.Duration.Round(time.Millisecond))
+			fmt.Printf("throughput %.0f tx/s  %.1f Mgas/s over %s (sending took %s)\n", r.TxPerSec(), r.MgasPerSec(), r.Duration.Round(time.Millisecond), r.Sending.Round(time.Millisecond))
 			if r.Pending() > 0 {
 				return fmt.Errorf("%d transactions still pending after %s", r.Pending(), wait)
 			}

@@ -205,6 +205,7 @@ type Result struct {
 	Sent, Included int
 	Blocks         int           // blocks that carried our transactions
 	Duration       time.Duration // first send to last inclusion
+	Sending        time.Duration // first send to the last one accepted
 	Gas            uint64        // gas of our included transactions
 	Latencies      []time.Duration
 }
@@ -294,6 +295,7 @@ func (g *Generator) run(ctx context.Context, wait time.Duration, sendAll func(co
 	if err := sendAll(ctx); err != nil {
 		return Result{}, err
 	}
+	sending := time.Since(start)
 	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
 		g.mu.Lock()
@@ -307,7 +309,7 @@ func (g *Generator) run(ctx context.Context, wait time.Duration, sendAll func(co
 	stop()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	r := Result{Sent: n, Included: len(g.included), Blocks: g.blocks, Gas: g.gas, Duration: g.lastSeen.Sub(start)}
+	r := Result{Sent: n, Included: len(g.included), Blocks: g.blocks, Gas: g.gas, Duration: g.lastSeen.Sub(start), Sending: sending}
 	for _, l := range g.included {
 		r.Latencies = append(r.Latencies, l)
 	}
