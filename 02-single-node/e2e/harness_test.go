@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -308,6 +309,21 @@ func (h *harness) get(path string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// metric reads one unlabelled metric from /metrics; -1 when it is absent.
+func (h *harness) metric(name string) float64 {
+	_, body := h.get("/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if value, ok := strings.CutPrefix(line, name+" "); ok {
+			v, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				h.t.Fatalf("metric %s: %v", name, err)
+			}
+			return v
+		}
+	}
+	return -1
 }
 
 type testWriter struct{ t testing.TB }
