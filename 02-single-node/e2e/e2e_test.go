@@ -378,15 +378,7 @@ func TestOnDemandStreamWithoutAnnouncements(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxDrift = "on-demand", time.Hour })
 	h.startNode()
 	h.eventually(10*time.Second, func() error { return readyErr(h) })
-	keys, err := loadgen.ParseKeys(loadgen.DevKeys[5:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := loadgen.New(context.Background(), h.geth.RPCURL(), keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := h.loadgen()
 	r, err := g.Burst(context.Background(), 2000, 200, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -417,15 +409,7 @@ func TestOnDemandStreamWithoutAnnouncements(t *testing.T) {
 func TestLoadgenMeasuresInclusion(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxDrift = "on-demand", time.Hour })
 	h.startNode()
-	keys, err := loadgen.ParseKeys(loadgen.DevKeys[5:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := loadgen.New(context.Background(), h.geth.RPCURL(), keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := h.loadgen()
 	burst, err := g.Burst(context.Background(), 300, 100, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)

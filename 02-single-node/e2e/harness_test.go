@@ -25,6 +25,7 @@ import (
 	"github.com/geth-consensus/tutorial/devnet"
 
 	"github.com/geth-consensus/tutorial/02-single-node/internal/config"
+	"github.com/geth-consensus/tutorial/02-single-node/internal/loadgen"
 	"github.com/geth-consensus/tutorial/02-single-node/internal/node"
 	"github.com/geth-consensus/tutorial/02-single-node/internal/state"
 )
@@ -324,6 +325,21 @@ func (h *harness) metric(name string) float64 {
 		}
 	}
 	return -1
+}
+
+// loadgen returns a load generator on geth's RPC, sending from dev accounts
+// 5-9 (the tests' own senders use the first ones).
+func (h *harness) loadgen() *loadgen.Generator {
+	keys, err := loadgen.ParseKeys(loadgen.DevKeys[5:])
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	g, err := loadgen.New(context.Background(), h.geth.RPCURL(), keys)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(g.Close)
+	return g
 }
 
 type testWriter struct{ t testing.TB }

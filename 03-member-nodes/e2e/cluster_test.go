@@ -517,19 +517,7 @@ func TestMemberCatchesUp(t *testing.T) {
 
 // metric reads one sample from a node's /metrics (0 when absent, -1 when
 // the node does not answer).
-func (cn *clusterNode) metric(name string) float64 {
-	code, body := cn.get("/metrics")
-	if code != http.StatusOK {
-		return -1
-	}
-	for _, line := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return 0
-}
+func (cn *clusterNode) metric(name string) float64 { return metricAt(cn.cfg.HealthAddr, name) }
 
 // Tampered blocks offered to a member: an unlisted signer, a wrong parent,
 // and a block signed by an allowed key whose payload geth finds invalid;

@@ -383,20 +383,46 @@ func TestConflictingStoreRefusesToStart(t *testing.T) {
 	}
 }
 
+// A stream of transfers makes an on-demand leader busy: it stops listening
+// to announcements while it builds back to back, and when the stream ends it
+// counts what geth would include and listens again. Nothing is left behind,
+// and a transfer sent afterwards is announced and included as usual.
+func TestOnDemandStreamWithoutAnnouncements(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) { c.BlockMode, c.MaxDrift = "on-demand", time.Hour })
+	h.startNode()
+	h.eventually(10*time.Second, func() error { return readyErr(h) })
+	g := h.loadgen()
+	r, err := g.Burst(context.Background(), 2000, 200, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Pending() != 0 {
+		t.Fatalf("%d of %d transfers never included", r.Pending(), r.Sent)
+	}
+	if n := h.metric("consensus_busy_streams_total"); n < 1 {
+		t.Errorf("consensus_busy_streams_total %v after 2,000 transfers: the leader never went busy", n)
+	}
+	h.eventually(10*time.Second, func() error {
+		if busy := h.metric("consensus_busy"); busy != 0 {
+			return errorf("consensus_busy %v with nothing sent", busy)
+		}
+		return nil
+	})
+	after, err := g.Steady(context.Background(), 20, 500*time.Millisecond, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Pending() != 0 {
+		t.Errorf("after the stream, %d of %d transfers never included", after.Pending(), after.Sent)
+	}
+}
+
 // The load generator users point at their own chain: every transfer it
 // sends is found in a block, with a latency, in both modes.
 func TestLoadgenMeasuresInclusion(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.BlockMode, c.MaxDrift = "on-demand", time.Hour })
 	h.startNode()
-	keys, err := loadgen.ParseKeys(loadgen.DevKeys[5:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := loadgen.New(context.Background(), h.geth.RPCURL(), keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := h.loadgen()
 	burst, err := g.Burst(context.Background(), 300, 100, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)

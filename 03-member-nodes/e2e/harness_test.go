@@ -25,6 +25,7 @@ import (
 	"github.com/geth-consensus/tutorial/devnet"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/loadgen"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/node"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
 )
@@ -352,6 +353,40 @@ func httpGet(addr, path string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// metric reads one sample from the node's /metrics.
+func (h *harness) metric(name string) float64 { return metricAt(h.cfg.HealthAddr, name) }
+
+// metricAt reads one sample from /metrics at addr (0 when absent, -1 when
+// the node does not answer).
+func metricAt(addr, name string) float64 {
+	code, body := httpGet(addr, "/metrics")
+	if code != http.StatusOK {
+		return -1
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// loadgen returns a load generator on geth's RPC, sending from dev accounts
+// 5-9 (the tests' own senders use the first ones).
+func (h *harness) loadgen() *loadgen.Generator {
+	keys, err := loadgen.ParseKeys(loadgen.DevKeys[5:])
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	g, err := loadgen.New(context.Background(), h.geth.RPCURL(), keys)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(g.Close)
+	return g
 }
 
 type testWriter struct{ t testing.TB }

@@ -161,9 +161,6 @@ func (a *SingleNodeApp) Run(ctx context.Context) error {
 // produce makes blocks until an error or the end of ctx.
 func (a *SingleNodeApp) produce(ctx context.Context) error {
 	a.setReady(true, "")
-	if a.busy { // a fault interrupted a stream: start by listening
-		a.setBusy(false)
-	}
 	a.pending.markUnknown() // transactions may have arrived while we were not producing
 	var timer *time.Timer
 	next := a.opts.Now() // block-time mode: when the next slot starts
@@ -181,6 +178,9 @@ func (a *SingleNodeApp) produce(ctx context.Context) error {
 		recheck.Stop()
 		if timer != nil {
 			timer.Stop()
+		}
+		if a.busy { // not producing: listen again
+			a.setBusy(false)
 		}
 		if a.unpointed { // leaving: geth must not stay behind the store
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), engine.CallTimeout)

@@ -46,11 +46,13 @@ type fakeGeth struct {
 	announce chan<- common.Hash // the node's pending-transaction subscription, nil when none
 	subs     int                // subscriptions made
 
-	// quiet is added to the pool, unannounced, just after the first build
-	// that follows a block of busyTxs or more: transactions that reach geth
-	// while a busy node is not listening.
+	// quiet is added to the pool, unannounced, during the last build of the
+	// round that ends a stream (a block of busyTxs or more, then
+	// buildAttempts empty builds): transactions that reach geth while a busy
+	// node is not listening, too late for any of its builds.
 	quiet     [][]byte
-	afterBusy bool
+	afterBusy bool // armed by a block of busyTxs or more
+	emptyRun  int  // empty builds since
 
 	// minWait: a payload fetched sooner after its build started is empty,
 	// as geth's first version is.
@@ -100,10 +102,12 @@ func (f *fakeGeth) ForkchoiceUpdated(_ context.Context, fc beacon.ForkchoiceStat
 	}
 	f.txsIn[id] = txs
 	f.startsAt[id] = time.Now()
-	if f.afterBusy {
-		f.afterBusy = false
-		for _, raw := range f.quiet {
-			f.pool[crypto.Keccak256Hash(raw)] = raw
+	if f.afterBusy && len(txs) == 0 {
+		if f.emptyRun++; f.emptyRun == buildAttempts {
+			f.afterBusy = false
+			for _, raw := range f.quiet {
+				f.pool[crypto.Keccak256Hash(raw)] = raw
+			}
 		}
 	}
 	return &id, nil
@@ -137,7 +141,7 @@ func (f *fakeGeth) NewPayload(_ context.Context, p *engine.Payload) error {
 		delete(f.pool, crypto.Keccak256Hash(raw))
 	}
 	if len(d.Transactions) >= busyTxs && f.quiet != nil {
-		f.afterBusy = true
+		f.afterBusy, f.emptyRun = true, 0
 	}
 	return nil
 }
@@ -421,10 +425,10 @@ func TestBusyNodeStopsListeningAndMissesNothing(t *testing.T) {
 	for i := range 5 {
 		f.quiet = append(f.quiet, []byte(fmt.Sprintf("unannounced %d", i)))
 	}
-	// Longer than a build with nothing counted waits (--build-wait), shorter
-	// than one for busyTxs transactions: a node that looks at the pool
-	// without counting what is in it sees an empty payload.
-	f.minWait = 3 * time.Millisecond
+	// Longer than a build with nothing counted waits (--build-wait, 1 ms),
+	// within reach of the learnt wait after a few misses: a node that looks at
+	// the pool without counting what is in it sees an empty payload.
+	f.minWait = 8 * time.Millisecond
 	stop, _ := startFake(t, f, Options{Mode: ModeOnDemand, BuildWait: time.Millisecond, MaxDrift: time.Hour})
 	waitFor(t, func() bool { return f.buildCount() >= 1 })
 	var stream []common.Hash

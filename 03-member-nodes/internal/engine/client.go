@@ -251,6 +251,19 @@ func (c *Client) HeaderByHash(ctx context.Context, hash common.Hash) (*types.Hea
 	return h, nil
 }
 
+// PendingTransactions returns the hashes of the transactions geth would put
+// in a block now: those of its pending block, which geth builds from its
+// pool on request.
+func (c *Client) PendingTransactions(ctx context.Context) ([]common.Hash, error) {
+	var block struct {
+		Transactions []common.Hash `json:"transactions"`
+	}
+	if err := c.call(ctx, CallTimeout, &block, "eth_getBlockByNumber", "pending", false); err != nil {
+		return nil, err
+	}
+	return block.Transactions, nil
+}
+
 // SubscribePendingTransactions streams the hashes of transactions entering
 // geth's pool over a WebSocket on the same authenticated port. Unsubscribe
 // also closes the connection.

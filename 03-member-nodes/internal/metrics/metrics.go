@@ -31,6 +31,8 @@ type Metrics struct {
 	Discarded      prometheus.Counter
 	LateAnnounced  prometheus.Counter
 	Parked         prometheus.Gauge
+	Busy           prometheus.Gauge
+	BusyStreams    prometheus.Counter
 	Errors         *prometheus.CounterVec
 	EngineCalls    *prometheus.HistogramVec
 
@@ -79,6 +81,10 @@ func New() *Metrics {
 			Name: "payloads_discarded_total", Help: "Empty payloads dropped in on-demand mode (rebuilt with a longer wait)."}),
 		LateAnnounced: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
 			Name: "late_announcements_total", Help: "Pending-transaction announcements that came after a block had included the transaction (ignored)."}),
+		Busy: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "busy", Help: "1 while an on-demand leader makes blocks back to back and does not listen to pending-transaction announcements."}),
+		BusyStreams: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
+			Name: "busy_streams_total", Help: "Times an on-demand leader went busy (a block of 100 or more transactions)."}),
 		Parked: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
 			Name: "parked_transactions", Help: "Announced transactions a whole round of builds did not include (replaced, evicted, priced out): not waited for, rechecked with backoff."}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
@@ -106,7 +112,7 @@ func New() *Metrics {
 			Name: "preexecuted_total", Help: "Blocks the leader proposed before committing them, executed here ahead (newPayload), by outcome: rejected (verification), executed, failed (geth), used (committed as executed: applied with a forkchoiceUpdated alone)."}, []string{"outcome"}),
 	}
 	m.Registry.MustRegister(m.BlocksProduced, m.BlockTxs, m.BlockGas, m.BuildWait, m.BlockDuration, m.StoreCommit,
-		m.HeadNumber, m.DriftSeconds, m.DriftPaused, m.Ready, m.Replayed, m.Discarded, m.LateAnnounced, m.Parked, m.Errors, m.EngineCalls,
+		m.HeadNumber, m.DriftSeconds, m.DriftPaused, m.Ready, m.Replayed, m.Discarded, m.LateAnnounced, m.Parked, m.Busy, m.BusyStreams, m.Errors, m.EngineCalls,
 		m.Leader, m.Epoch, m.LeaseRenew, m.BlocksApplied, m.SyncLagBlocks, m.SyncLag, m.VerifyFailures, m.PreExecuted,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

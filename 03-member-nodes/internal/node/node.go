@@ -80,6 +80,7 @@ type Engine interface {
 	HeaderByHash(ctx context.Context, hash common.Hash) (*types.Header, error)
 	CheckCapabilities(ctx context.Context, timestamp uint64) error
 	SubscribePendingTransactions(ctx context.Context, ch chan<- common.Hash) (ethereum.Subscription, error)
+	PendingTransactions(ctx context.Context) ([]common.Hash, error)
 }
 
 // Options configure the node.
@@ -143,6 +144,14 @@ type App struct {
 
 	pending *pendingSet // announced transactions not yet in a block
 
+	// On demand, under a stream of transactions, the leader stops listening
+	// to announcements (busy; see busyTxs) and expects as many as the last
+	// block held. Owned by the producing goroutine, but listening, which
+	// watchPending reads.
+	busy      bool
+	expect    int
+	listening *listenSwitch
+
 	leaseMu    sync.Mutex // guards lease, held and deadline
 	lease      election.Lease
 	held       bool
@@ -191,7 +200,7 @@ func New(opts Options, log *slog.Logger, e Engine, st *state.Manager, b *builder
 		opts.Poll = time.Second
 	}
 	return &App{opts: opts, log: log, engine: e, state: st, builder: b, metrics: m, rdb: rdb, elector: el, source: src,
-		pending: newPendingSet(), base: opts.BuildWait, perTx: initialPerTx, reason: "starting",
+		pending: newPendingSet(), listening: newListenSwitch(), base: opts.BuildWait, perTx: initialPerTx, reason: "starting",
 		roleChange: make(chan struct{}, 1), news: make(chan struct{}, 1), proposal: make(chan struct{}, 1)}
 }
 
@@ -273,6 +282,9 @@ func (a *App) produce(ctx context.Context) error {
 		if timer != nil {
 			timer.Stop()
 		}
+		if a.busy { // not producing: listen again
+			a.setBusy(false)
+		}
 		if a.unpointed { // leaving: geth must not stay behind the store
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), engine.CallTimeout)
 			defer cancel()
@@ -321,8 +333,12 @@ func (a *App) produce(ctx context.Context) error {
 			a.setDriftPaused(false, ahead) // a full second of headroom again
 		}
 		// In block-time mode every slot gets a block, empty if need be.
-		if err := a.produceBlock(ctx, heartbeat || a.opts.Mode == ModeBlockTime); err != nil {
+		txs, err := a.produceBlock(ctx, heartbeat || a.opts.Mode == ModeBlockTime)
+		if err != nil {
 			return err
+		}
+		if a.opts.Mode == ModeOnDemand {
+			a.trackLoad(ctx, txs)
 		}
 		parked := a.pending.parkedCount()
 		a.metrics.Parked.Set(float64(parked))
@@ -352,7 +368,55 @@ func (a *App) buildDue(next time.Time) bool {
 		return !a.opts.Now().Before(next)
 	}
 	n, unknown := a.pending.count()
-	return n > 0 || unknown
+	return n > 0 || unknown || a.busy
+}
+
+// busyTxs is the block size from which an on-demand leader stops listening
+// to announcements until the stream ends: geth sends one websocket message
+// per transaction entering its pool, which costs it up to a third of its
+// intake, and a leader making blocks back to back needs none of them (stage
+// 2's README has the measurements).
+const busyTxs = 100
+
+// trackLoad starts and ends busy mode after a block of txs transactions
+// (0: none was made). A busy leader builds back to back, expecting as many
+// transactions as the last block held; when a whole round of builds finds
+// none, the stream has ended: it subscribes again, waits until it holds the
+// subscription, and asks geth which transactions it would include now (the
+// pending block). Those, and every announcement from then on, are counted:
+// no transaction that arrived unannounced is left behind.
+func (a *App) trackLoad(ctx context.Context, txs int) {
+	if txs > 0 {
+		a.expect = txs
+	}
+	switch {
+	case txs >= busyTxs:
+		if !a.busy {
+			a.log.Debug("busy: not listening to announcements", "txs", txs)
+			a.metrics.BusyStreams.Inc()
+			a.setBusy(true)
+		}
+	case a.busy && txs == 0:
+		a.log.Debug("stream ending: listening to announcements again", "txs", txs)
+		a.setBusy(false)
+		a.listening.waitHeld(ctx, engine.CallTimeout)
+		hashes, err := a.engine.PendingTransactions(ctx)
+		if err != nil {
+			a.log.Warn("reading geth's pending block", "err", err)
+			a.pending.markUnknown()
+			return
+		}
+		now := a.opts.Now()
+		for _, h := range hashes {
+			a.pending.add(h, now)
+		}
+	}
+}
+
+func (a *App) setBusy(busy bool) {
+	a.busy = busy
+	a.listening.set(!busy)
+	a.metrics.Busy.Set(map[bool]float64{false: 0, true: 1}[busy])
 }
 
 // The build wait is base + n × perTx for n pending transactions, and both
@@ -390,9 +454,13 @@ const buildAttempts = 4
 // while transactions are pending is a miss: dropped, and rebuilt with a
 // longer wait. heartbeat allows an empty block (block-time slots, the
 // on-demand idle heartbeat) once nothing is pending or the attempts are used.
-func (a *App) produceBlock(ctx context.Context, heartbeat bool) error {
+func (a *App) produceBlock(ctx context.Context, heartbeat bool) (txs int, err error) {
+	base, perTx := a.base, a.perTx
 	for attempt := range buildAttempts {
 		n, _ := a.pending.count()
+		if a.busy {
+			n = max(n, a.expect) // unannounced transactions: about as many as last time
+		}
 		wait := min(maxBuildWait, a.base+time.Duration(min(n, maxBlockTxs))*a.perTx)
 		start := a.opts.Now()
 		p, err := a.builder.Build(ctx, a.head, wait)
@@ -405,7 +473,7 @@ func (a *App) produceBlock(ctx context.Context, heartbeat bool) error {
 			a.log.Info("rebuilding", "reason", err)
 			continue
 		case err != nil:
-			return err
+			return 0, err
 		case len(p.ExecutionPayload.Transactions) == 0 && n > 0:
 			// A miss: geth had not finished the full build.
 			if n < fewTxs {
@@ -422,17 +490,22 @@ func (a *App) produceBlock(ctx context.Context, heartbeat bool) error {
 			a.base = max(a.opts.BuildWait, a.base-a.base/16)
 		}
 		if len(p.ExecutionPayload.Transactions) == 0 {
+			if a.busy {
+				// Expected, not announced: the stream has ended, and
+				// these were no misses to learn from.
+				a.base, a.perTx = base, perTx
+			}
 			// Whatever was announced before this build, geth's pool did
 			// not offer: park it rather than build for it again at once.
 			a.pending.settle(start)
 			if !heartbeat {
-				return nil // nothing includable: wait for the next announcement
+				return 0, nil // nothing includable: wait for the next announcement
 			}
 		}
 		a.metrics.BuildWait.Observe(wait.Seconds())
-		return a.apply(ctx, p, start)
+		return len(p.ExecutionPayload.Transactions), a.apply(ctx, p, start)
 	}
-	return nil
+	return 0, nil
 }
 
 // apply executes, signs, commits and finalizes a built payload. Once started
@@ -567,6 +640,15 @@ func (a *App) setDriftPaused(paused bool, ahead time.Duration) {
 func (a *App) watchPending(ctx context.Context) {
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
+		on, changed := a.listening.state()
+		if !on { // busy: no subscription until the stream ends
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+				continue
+			}
+		}
 		ch := make(chan common.Hash, 4096)
 		sub, err := a.engine.SubscribePendingTransactions(ctx, ch)
 		if err != nil {
@@ -577,6 +659,7 @@ func (a *App) watchPending(ctx context.Context) {
 		}
 		backoff.reset()
 		a.pending.markUnknown() // transactions may have arrived while we were not listening
+		a.listening.held()
 	recv:
 		for {
 			select {
@@ -589,6 +672,8 @@ func (a *App) watchPending(ctx context.Context) {
 				}
 			case err := <-sub.Err():
 				a.log.Warn("pending transaction subscription lost", "err", err)
+				break recv
+			case <-changed: // busy
 				break recv
 			}
 		}
@@ -641,6 +726,60 @@ func (a *App) setReady(ready bool, reason string) {
 		a.metrics.Ready.Set(1)
 	} else {
 		a.metrics.Ready.Set(0)
+	}
+}
+
+// listenSwitch says whether watchPending should hold the pending-transaction
+// subscription, and tells the producer when it holds one again.
+type listenSwitch struct {
+	mu       sync.Mutex
+	listen   bool
+	changed  chan struct{} // closed, and replaced, when listen changes
+	holdsSub chan struct{} // signalled each time a subscription is made
+}
+
+func newListenSwitch() *listenSwitch {
+	return &listenSwitch{listen: true, changed: make(chan struct{}), holdsSub: make(chan struct{}, 1)}
+}
+
+func (l *listenSwitch) state() (bool, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.listen, l.changed
+}
+
+func (l *listenSwitch) set(listen bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.listen == listen {
+		return
+	}
+	if listen {
+		select { // forget a subscription made before this one
+		case <-l.holdsSub:
+		default:
+		}
+	}
+	l.listen = listen
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+func (l *listenSwitch) held() {
+	select {
+	case l.holdsSub <- struct{}{}:
+	default:
+	}
+}
+
+// waitHeld waits until watchPending holds a subscription again, at most d.
+func (l *listenSwitch) waitHeld(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-l.holdsSub:
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 

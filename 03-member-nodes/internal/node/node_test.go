@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -49,14 +50,29 @@ type fakeGeth struct {
 	hidden   map[common.Hash]bool
 	txsIn    map[beacon.PayloadID][][]byte
 	builds   int                // forkchoiceUpdated calls with attributes
-	announce chan<- common.Hash // the node's pending-transaction subscription
+	announce chan<- common.Hash // the node's pending-transaction subscription, nil when none
+	subs     int                // subscriptions made
+
+	// quiet is added to the pool, unannounced, during the last build of the
+	// round that ends a stream (a block of busyTxs or more, then
+	// buildAttempts empty builds): transactions that reach geth while a busy
+	// leader is not listening, too late for any of its builds.
+	quiet     [][]byte
+	afterBusy bool // armed by a block of busyTxs or more
+	emptyRun  int  // empty builds since
+
+	// minWait: a payload fetched sooner after its build started is empty,
+	// as geth's first version is.
+	minWait  time.Duration
+	startsAt map[beacon.PayloadID]time.Time
 }
 
 func newFakeGeth() *fakeGeth {
 	g := &types.Header{Number: big.NewInt(0), Difficulty: big.NewInt(0)}
 	return &fakeGeth{headers: map[common.Hash]*types.Header{g.Hash(): g}, canonical: []common.Hash{g.Hash()},
 		built: map[beacon.PayloadID]*types.Header{}, sent: map[common.Hash]int{},
-		pool: map[common.Hash][]byte{}, hidden: map[common.Hash]bool{}, txsIn: map[beacon.PayloadID][][]byte{}}
+		pool: map[common.Hash][]byte{}, hidden: map[common.Hash]bool{}, txsIn: map[beacon.PayloadID][][]byte{},
+		startsAt: map[beacon.PayloadID]time.Time{}}
 }
 
 func (f *fakeGeth) genesis() common.Hash { return f.canonical[0] }
@@ -92,6 +108,15 @@ func (f *fakeGeth) ForkchoiceUpdated(_ context.Context, fc beacon.ForkchoiceStat
 		}
 	}
 	f.txsIn[id] = txs
+	f.startsAt[id] = time.Now()
+	if f.afterBusy && len(txs) == 0 {
+		if f.emptyRun++; f.emptyRun == buildAttempts {
+			f.afterBusy = false
+			for _, raw := range f.quiet {
+				f.pool[crypto.Keccak256Hash(raw)] = raw
+			}
+		}
+	}
 	return &id, nil
 }
 
@@ -99,9 +124,13 @@ func (f *fakeGeth) GetPayload(_ context.Context, id beacon.PayloadID, _ uint64) 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	h := f.built[id]
+	txs := f.txsIn[id]
+	if time.Since(f.startsAt[id]) < f.minWait {
+		txs = [][]byte{}
+	}
 	return &engine.Payload{ExecutionPayload: &beacon.ExecutableData{Number: h.Number.Uint64(), ParentHash: h.ParentHash,
 		BlockHash: h.Hash(), Timestamp: h.Time, Random: h.MixDigest, BaseFeePerGas: big.NewInt(1), LogsBloom: make([]byte, 256),
-		Transactions: f.txsIn[id]},
+		Transactions: txs},
 		VersionedHashes: []common.Hash{}}, nil
 }
 
@@ -117,6 +146,9 @@ func (f *fakeGeth) NewPayload(_ context.Context, p *engine.Payload) error {
 	f.headers[h.Hash()] = h
 	for _, raw := range d.Transactions {
 		delete(f.pool, crypto.Keccak256Hash(raw))
+	}
+	if len(d.Transactions) >= busyTxs && f.quiet != nil {
+		f.afterBusy, f.emptyRun = true, 0
 	}
 	return nil
 }
@@ -147,7 +179,28 @@ func (f *fakeGeth) SubscribePendingTransactions(_ context.Context, ch chan<- com
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.announce = ch
-	return event.NewSubscription(func(quit <-chan struct{}) error { <-quit; return nil }), nil
+	f.subs++
+	return event.NewSubscription(func(quit <-chan struct{}) error {
+		<-quit
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.announce == ch {
+			f.announce = nil
+		}
+		return nil
+	}), nil
+}
+
+func (f *fakeGeth) PendingTransactions(context.Context) ([]common.Hash, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var hashes []common.Hash
+	for h := range f.pool {
+		if !f.hidden[h] {
+			hashes = append(hashes, h)
+		}
+	}
+	return hashes, nil
 }
 
 // addTx puts a transaction in the pool; it returns its hash, which the
@@ -368,6 +421,43 @@ func TestUnofferedTransactionIsParkedAndRechecked(t *testing.T) {
 	f.hidden[h] = false
 	f.mu.Unlock()
 	waitFor(t, func() bool { return !f.inPool(h) })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Under a stream of transactions the leader stops listening to
+// announcements (geth pays for each one) and keeps building; when the stream
+// ends it listens again and counts what geth would include, so transactions
+// that arrived while nobody listened are included too.
+func TestBusyLeaderStopsListeningAndMissesNothing(t *testing.T) {
+	f := newFakeGeth()
+	for i := range 5 {
+		f.quiet = append(f.quiet, []byte(fmt.Sprintf("unannounced %d", i)))
+	}
+	// Longer than a build with nothing counted waits (--build-wait, 1 ms),
+	// within reach of the learnt wait after a few misses: a leader that looks at
+	// the pool without counting what is in it sees an empty payload.
+	f.minWait = 8 * time.Millisecond
+	stop, _ := startFake(t, f, Options{Mode: ModeOnDemand, BuildWait: time.Millisecond, MaxDrift: time.Hour})
+	waitFor(t, func() bool { return f.buildCount() >= 1 })
+	var stream []common.Hash
+	for i := range busyTxs {
+		stream = append(stream, f.addTx(fmt.Sprintf("stream %d", i), false))
+	}
+	for _, h := range stream {
+		f.announceTx(t, h)
+	}
+	waitFor(t, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.pool) == 0 && !f.afterBusy && f.subs >= 2
+	})
+	for _, raw := range f.quiet {
+		if f.inPool(crypto.Keccak256Hash(raw)) {
+			t.Fatalf("%q left in the pool", raw)
+		}
+	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
