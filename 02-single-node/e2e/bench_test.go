@@ -268,6 +268,6 @@ func machine() string {
 	}
 	kernel, _ := exec.Command("uname", "-r").Output()
 	return fmt.Sprintf("Machine: %s, %d vCPUs, Linux %s, %s, %s; measured %s.",
-		cpu, runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(), "geth v1.17.8 (hash-scheme archive, as the devnet runs it)",
+		cpu, runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(), "geth v1.17.8 (hash-scheme archive, as the devnet runs it; log index off unless a row says otherwise)",
 		time.Now().UTC().Format("2006-01-02"))
 }

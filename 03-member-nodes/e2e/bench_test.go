@@ -53,6 +53,12 @@ func BenchmarkMemberNodes(b *testing.B) {
 	}
 }
 
+// benchGethArgs are geth flags every system here runs with. geth's log index
+// (filtermaps, on by default since v1.16) is rebuilt on every new head; at
+// the block rates of these scenarios it takes more than half of geth's CPU
+// and makes every figure noisy (stage 2's README has the measurements).
+var benchGethArgs = []string{"--history.logs.disable"}
+
 type benchTable struct{ rows [][]string }
 
 func (t *benchTable) add(cells ...string) { t.rows = append(t.rows, cells) }
@@ -140,7 +146,7 @@ func benchSyncLag(b *testing.B, t *benchTable) {
 		candidates int
 		rate       float64 // tx/s; 0: no load
 	}{{1, 0}, {2, 200}} {
-		c := newCluster(b, v.candidates, 1, func(cfg *config.Config) {
+		c := newClusterWith(b, benchGethArgs, v.candidates, 1, func(cfg *config.Config) {
 			cfg.BlockMode, cfg.BlockTime, cfg.MaxDrift, cfg.LogLevel = "block-time", 250*time.Millisecond, time.Hour, "warn"
 		})
 		c.waitLeader(20*time.Second, nil)
@@ -182,7 +188,7 @@ func benchSyncLag(b *testing.B, t *benchTable) {
 // time; the time to the next block in the cluster store.
 func benchFailover(b *testing.B, t *benchTable) {
 	const rounds = 5
-	c := newCluster(b, 2, 1, func(cfg *config.Config) {
+	c := newClusterWith(b, benchGethArgs, 2, 1, func(cfg *config.Config) {
 		cfg.BlockMode, cfg.BlockTime, cfg.LogLevel = "block-time", 250*time.Millisecond, "warn"
 	})
 	var failovers []time.Duration
@@ -247,7 +253,7 @@ func stage2Binary(b *testing.B) string {
 
 // runStage2 starts one geth and stage 2's binary on it with extra flags.
 func runStage2(b *testing.B, bin string, flags ...string) system {
-	n := devnet.StartT(b, devnet.Config{GethNodes: 1})
+	n := devnet.StartT(b, devnet.Config{GethNodes: 1, GethArgs: benchGethArgs})
 	port, err := devnet.FreePort()
 	if err != nil {
 		b.Fatal(err)
@@ -271,7 +277,7 @@ func runStage2(b *testing.B, bin string, flags ...string) system {
 
 // runStage3 starts one leader candidate and members followers.
 func runStage3(b *testing.B, members int, mutate func(*config.Config)) system {
-	c := newCluster(b, 1, members, func(cfg *config.Config) { cfg.LogLevel = "warn"; mutate(cfg) })
+	c := newClusterWith(b, benchGethArgs, 1, members, func(cfg *config.Config) { cfg.LogLevel = "warn"; mutate(cfg) })
 	leader := c.waitLeader(30*time.Second, nil)
 	return system{geth: leader.geth, stop: func() { c.stop(); settle(c.net) }}
 }
@@ -426,6 +432,6 @@ func machine() string {
 	}
 	kernel, _ := exec.Command("uname", "-r").Output()
 	return fmt.Sprintf("Machine: %s, %d vCPUs, Linux %s, %s, %s; measured %s.",
-		cpu, runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(), "geth v1.17.8 (hash-scheme archive, as the devnet runs it)",
+		cpu, runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(), "geth v1.17.8 (hash-scheme archive, as the devnet runs it; log index off)",
 		time.Now().UTC().Format("2006-01-02"))
 }

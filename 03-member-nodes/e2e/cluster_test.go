@@ -50,7 +50,13 @@ type clusterNode struct {
 // candidate signs with its own dev key (candidate i: DevKeys[i+1]).
 func newCluster(t testing.TB, candidates, members int, mutate func(*config.Config)) *cluster {
 	t.Helper()
-	n := devnet.StartT(t, devnet.Config{GethNodes: candidates + members, Redis: true, Postgres: 1 + members})
+	return newClusterWith(t, nil, candidates, members, mutate)
+}
+
+// newClusterWith is newCluster with extra flags for every geth.
+func newClusterWith(t testing.TB, gethArgs []string, candidates, members int, mutate func(*config.Config)) *cluster {
+	t.Helper()
+	n := devnet.StartT(t, devnet.Config{GethNodes: candidates + members, Redis: true, Postgres: 1 + members, GethArgs: gethArgs})
 	var leaders []string
 	for i := range candidates {
 		leaders = append(leaders, devKeyAddress(t, i+1).Hex())
