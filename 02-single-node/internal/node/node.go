@@ -93,8 +93,8 @@ type SingleNodeApp struct {
 
 	// On demand, under a stream of transactions, the node stops listening
 	// to announcements (busy; see busyTxs) and expects as many as the last
-	// block held. Owned by Run's goroutine, but listening, which
-	// watchPending reads.
+	// block held. busy and expect belong to Run's goroutine;
+	// listening is how it tells watchPending.
 	busy      bool
 	expect    int
 	listening *listenSwitch

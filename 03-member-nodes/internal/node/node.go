@@ -146,8 +146,8 @@ type App struct {
 
 	// On demand, under a stream of transactions, the leader stops listening
 	// to announcements (busy; see busyTxs) and expects as many as the last
-	// block held. Owned by the producing goroutine, but listening, which
-	// watchPending reads.
+	// block held. busy and expect belong to the producing goroutine;
+	// listening is how it tells watchPending.
 	busy      bool
 	expect    int
 	listening *listenSwitch
