@@ -3,8 +3,10 @@ package devnet
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -142,5 +144,31 @@ func TestBadGenesisNamesTheProblem(t *testing.T) {
 	_, err = Start(context.Background(), Config{Dir: dir, GenesisPath: bad, JWTPath: jwt, FreePorts: true})
 	if err == nil || !strings.Contains(err.Error(), bad) {
 		t.Fatalf("err = %v; want an error naming %s", err, bad)
+	}
+}
+
+// Ports for test processes come from below the kernel's ephemeral range,
+// where no outgoing connection can take them first, are free when handed
+// out, and are never handed out twice.
+func TestFreePortsAreBelowTheEphemeralRangeAndDistinct(t *testing.T) {
+	high := ephemeralLow()
+	seen := map[int]bool{}
+	for range 50 {
+		port, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if port < lowestFreePort || port >= high {
+			t.Fatalf("port %d outside %d-%d", port, lowestFreePort, high-1)
+		}
+		if seen[port] {
+			t.Fatalf("port %d handed out twice", port)
+		}
+		seen[port] = true
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			t.Fatalf("port %d is not free: %v", port, err)
+		}
+		l.Close()
 	}
 }

@@ -6,10 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/ethereum/go-ethereum/crypto"
@@ -323,12 +327,55 @@ func allocatePorts(cfg Config) (portPlan, error) {
 	return pp, nil
 }
 
-// FreePort asks the kernel for a free loopback TCP port.
+// FreePort returns a loopback TCP port nobody listens on, for a process
+// about to be started. It is picked at random below the kernel's ephemeral
+// range: a port the kernel hands out for :0 comes from the range that
+// outgoing connections take their local ports from, and one of them can
+// take it before the process binds it ("address already in use", seen in
+// CI). A port is never handed out twice by one test binary.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	high := ephemeralLow()
+	for range 200 {
+		port := lowestFreePort + rand.IntN(high-lowestFreePort)
+		if portsGiven[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue // taken
+		}
+		l.Close()
+		portsGiven[port] = true
+		return port, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("no free loopback port in %d-%d after 200 tries", lowestFreePort, high-1)
+}
+
+// lowestFreePort keeps FreePort above the well-known and the devnet's
+// default ports (8545-8552, 6379, 5432).
+const lowestFreePort = 15000
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// ephemeralLow is the first port of the kernel's ephemeral range
+// (/proc/sys/net/ipv4/ip_local_port_range; Linux's default 32768).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil || low <= lowestFreePort+1000 {
+		return 32768
+	}
+	return low
 }
