@@ -148,31 +148,7 @@ func TestGethKilledAndRestarted(t *testing.T) {
 		c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour
 	})
 	h.startNode()
-	h.waitHead(30, 20*time.Second)
-	before := h.chain()
-	if err := h.geth.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	h.eventually(10*time.Second, func() error {
-		if code, body := h.get("/readyz"); code != 503 || !strings.Contains(body, "unreachable") {
-			return errorf("readyz %d %s", code, body)
-		}
-		return nil
-	})
-	if err := h.geth.Start(); err != nil {
-		t.Fatal(err)
-	}
-	h.waitHead(uint64(len(before))+20, 30*time.Second)
-	if err := h.stopNode(); err != nil {
-		t.Fatal(err)
-	}
-	after := h.chain()
-	for n, hash := range before {
-		if after[n] != hash {
-			t.Fatalf("block %d changed across the geth crash: %s → %s", n, hash, after[n])
-		}
-	}
-	h.checkStoreMatches(after)
+	h.crashGeth(30)
 }
 
 // SIGKILL geth and wipe its datadir: the CL replays every block, and the new
@@ -258,12 +234,7 @@ func TestStartsBeforeGeth(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.startNode()
-	h.eventually(10*time.Second, func() error {
-		if code, body := h.get("/readyz"); code != 503 || !strings.Contains(body, "unreachable") {
-			return errorf("readyz %d %s", code, body)
-		}
-		return nil
-	})
+	h.waitUnreachable()
 	if code, _ := h.get("/healthz"); code != 200 {
 		t.Fatalf("healthz %d while geth is down: the process is alive", code)
 	}
@@ -280,18 +251,40 @@ func TestStartsBeforeGeth(t *testing.T) {
 	}
 }
 
+// Over a ws:// Engine API URL the CL behaves as over HTTP: it starts before
+// geth and waits for it, and after geth is SIGKILLed and restarted its
+// client connects again by itself and production resumes on the same chain.
+func TestOverWebSocket(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) {
+		c.EngineURL = "ws" + strings.TrimPrefix(c.EngineURL, "http")
+		c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour
+	})
+	if err := h.geth.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	h.startNode()
+	h.waitUnreachable()
+	if err := h.geth.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h.crashGeth(20)
+}
+
+// A wrong secret over ws:// is refused in the handshake, where geth gives no
+// reason: the error still names the secret (and the clock).
+func TestWrongJWTSecretOverWebSocket(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) {
+		c.EngineURL = "ws" + strings.TrimPrefix(c.EngineURL, "http")
+		c.JWTSecret = "0x" + strings.Repeat("11", 32)
+	})
+	h.startNode()
+	h.wantWrongSecretStop()
+}
+
 func TestWrongJWTSecretStopsWithClearError(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.JWTSecret = "0x" + strings.Repeat("11", 32) })
 	h.startNode()
-	select {
-	case err := <-h.stopped:
-		h.stop = nil
-		if err == nil || !strings.Contains(err.Error(), "not the one geth was started with") {
-			t.Fatalf("err = %v; want the wrong-secret explanation", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("node kept running with a wrong JWT secret")
-	}
+	h.wantWrongSecretStop()
 }
 
 func readyErr(h *harness) error {

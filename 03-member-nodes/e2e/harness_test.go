@@ -374,6 +374,59 @@ func metricAt(addr, name string) float64 {
 	return 0
 }
 
+// waitUnreachable waits until /readyz says geth cannot be reached.
+func (h *harness) waitUnreachable() {
+	h.t.Helper()
+	h.eventually(10*time.Second, func() error {
+		if code, body := h.get("/readyz"); code != 503 || !strings.Contains(body, "unreachable") {
+			return errorf("readyz %d %s", code, body)
+		}
+		return nil
+	})
+}
+
+// crashGeth SIGKILLs geth once the head is at least n and restarts it;
+// production must resume on the same chain: 20 more blocks, none of the
+// earlier ones changed, and the store agreeing with geth. It stops the node.
+func (h *harness) crashGeth(n uint64) {
+	h.t.Helper()
+	h.waitHead(n, 20*time.Second)
+	before := h.chain()
+	if err := h.geth.Kill(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.waitUnreachable()
+	if err := h.geth.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	h.waitHead(uint64(len(before))+20, 30*time.Second)
+	if err := h.stopNode(); err != nil {
+		h.t.Fatal(err)
+	}
+	after := h.chain()
+	for i, hash := range before {
+		if after[i] != hash {
+			h.t.Fatalf("block %d changed across the geth crash: %s → %s", i, hash, after[i])
+		}
+	}
+	h.checkStoreMatches(after)
+}
+
+// wantWrongSecretStop waits for the node to stop with the wrong-secret
+// explanation.
+func (h *harness) wantWrongSecretStop() {
+	h.t.Helper()
+	select {
+	case err := <-h.stopped:
+		h.stop = nil
+		if err == nil || !strings.Contains(err.Error(), "not the one geth was started with") {
+			h.t.Fatalf("err = %v; want the wrong-secret explanation", err)
+		}
+	case <-time.After(20 * time.Second):
+		h.t.Fatal("node kept running with a wrong JWT secret")
+	}
+}
+
 // loadgen returns a load generator on geth's RPC, sending from dev accounts
 // 5-9 (the tests' own senders use the first ones).
 func (h *harness) loadgen() *loadgen.Generator {
