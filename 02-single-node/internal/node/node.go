@@ -307,7 +307,11 @@ func (a *SingleNodeApp) trackLoad(ctx context.Context, txs int) {
 func (a *SingleNodeApp) setBusy(busy bool) {
 	a.busy = busy
 	a.listening.set(!busy)
-	a.metrics.Busy.Set(map[bool]float64{false: 0, true: 1}[busy])
+	if busy {
+		a.metrics.Busy.Set(1)
+	} else {
+		a.metrics.Busy.Set(0)
+	}
 }
 
 // The build wait is base + n × perTx for n pending transactions, and both

@@ -154,9 +154,8 @@ func (p *pendingSet) parkedCount() int {
 }
 
 // recheck asks for one more build when transactions are parked (a priced-out
-// transaction may fit a lower base fee, a slow pool may have caught up). It
-// reports whether any are.
-func (p *pendingSet) recheck() bool {
+// transaction may fit a lower base fee, a slow pool may have caught up).
+func (p *pendingSet) recheck() {
 	p.mu.Lock()
 	parked := len(p.parked) > 0
 	if parked {
@@ -166,5 +165,4 @@ func (p *pendingSet) recheck() bool {
 	if parked {
 		p.signal()
 	}
-	return parked
 }
