@@ -75,7 +75,7 @@ run-stage4: $(DEVNET)
 test:
 	@for m in $(MODULES); do \
 	  echo "=== $$m"; \
-	  (cd $$m && GOWORK=off go build ./... && GOWORK=off $(GOTEST) ./...) || exit 1; \
+	  (cd $$m && GOWORK=off go build -o /dev/null ./... && GOWORK=off $(GOTEST) ./...) || exit 1; \
 	done
 
 ## lint: gofmt, go vet and staticcheck on every module
