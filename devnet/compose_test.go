@@ -253,3 +253,26 @@ func TestComposeValidatorsProfile(t *testing.T) {
 		}
 	}
 }
+
+// The containers' geth runs like the devnet's: crash-safe (a `docker kill`ed
+// lone geth must come back at its last block, as the stages' crash tests
+// assume), initialised with the same state scheme, on the ports compose
+// publishes.
+func TestComposeGethRunsLikeTheDevnet(t *testing.T) {
+	_, root := loadCompose(t)
+	b, err := os.ReadFile(filepath.Join(root, "docker", "geth-entrypoint.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := strings.Join(strings.Fields(strings.ReplaceAll(string(b), "\\\n", " ")), " ")
+	for _, want := range []string{
+		strings.Join(CrashSafeGethFlags[:2], " "), strings.Join(CrashSafeGethFlags[2:], " "),
+		"geth init --datadir /data " + strings.Join(stateSchemeFlags, " ") + " /config/genesis.json",
+		"--http.port 8545", "--ws.port 8545", "--authrpc.port 8551", "--authrpc.jwtsecret /config/jwt.hex",
+		"--syncmode full",
+	} {
+		if !strings.Contains(script, want) {
+			t.Errorf("docker/geth-entrypoint.sh does not run geth with %q", want)
+		}
+	}
+}

@@ -141,7 +141,7 @@ func TestBadGenesisNamesTheProblem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Start(context.Background(), Config{Dir: dir, GenesisPath: bad, JWTPath: jwt, FreePorts: true})
+	_, err = Start(context.Background(), Config{Dir: dir, GethNodes: 1, GenesisPath: bad, JWTPath: jwt, FreePorts: true})
 	if err == nil || !strings.Contains(err.Error(), bad) {
 		t.Fatalf("err = %v; want an error naming %s", err, bad)
 	}
@@ -170,5 +170,36 @@ func TestFreePortsAreBelowTheEphemeralRangeAndDistinct(t *testing.T) {
 			t.Fatalf("port %d is not free: %v", port, err)
 		}
 		l.Close()
+	}
+}
+
+// A network that cannot be made is refused before anything starts, with every
+// problem named.
+func TestConfigRefusedWithReasons(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want []string
+	}{
+		{Config{GethNodes: -1, Postgres: -2}, []string{"no state directory", "-1 geth nodes", "-2 PostgreSQL servers"}},
+		{Config{Dir: "d", GethNodes: 7}, []string{"7 geth nodes", "at most 6 fit", "free ports"}},
+		{Config{Dir: "d"}, []string{"nothing to start"}},
+	} {
+		dir := t.TempDir()
+		tc.cfg.GenesisPath, tc.cfg.JWTPath = filepath.Join(dir, "absent"), filepath.Join(dir, "absent")
+		_, err := Start(context.Background(), tc.cfg)
+		if err == nil {
+			t.Fatalf("%+v started", tc.cfg)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%+v: error %q does not say %q", tc.cfg, err, w)
+			}
+		}
+	}
+	if err := (Config{Dir: "d", GethNodes: 7, FreePorts: true}).validate(); err != nil {
+		t.Errorf("7 geths on free ports refused: %v", err)
+	}
+	if err := (Config{Dir: "d", Redis: true}).validate(); err != nil {
+		t.Errorf("Redis alone refused: %v", err)
 	}
 }

@@ -61,6 +61,9 @@ type Network struct {
 // Start initialises whatever is missing under cfg.Dir, starts every process
 // and waits until each answers. On error it stops what it started.
 func Start(ctx context.Context, cfg Config) (*Network, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -73,6 +76,33 @@ func Start(ctx context.Context, cfg Config) (*Network, error) {
 		return nil, err
 	}
 	return n, n.writeState()
+}
+
+// maxDefaultGeth is how many geths fit on docker-compose's ports: node i
+// listens on RPC 8545+i and Engine API 8551+i, so a seventh would take node 0's
+// Engine API port for its RPC.
+const maxDefaultGeth = 6
+
+// validate names every setting that cannot make a network.
+func (cfg Config) validate() error {
+	var errs []error
+	if cfg.Dir == "" {
+		errs = append(errs, errors.New("no state directory"))
+	}
+	if cfg.GethNodes < 0 {
+		errs = append(errs, fmt.Errorf("%d geth nodes: must be 0 or more", cfg.GethNodes))
+	}
+	if cfg.Postgres < 0 {
+		errs = append(errs, fmt.Errorf("%d PostgreSQL servers: must be 0 or more", cfg.Postgres))
+	}
+	if !cfg.FreePorts && cfg.GethNodes > maxDefaultGeth {
+		errs = append(errs, fmt.Errorf("%d geth nodes: on docker-compose's ports node i takes RPC %d+i and Engine API %d+i, so at most %d fit; use free ports for more",
+			cfg.GethNodes, Defaults.GethHTTP, Defaults.GethAuth, maxDefaultGeth))
+	}
+	if errs == nil && cfg.GethNodes == 0 && !cfg.Redis && cfg.Postgres == 0 {
+		errs = append(errs, errors.New("nothing to start: no geth, no Redis, no PostgreSQL"))
+	}
+	return errors.Join(errs...)
 }
 
 func build(ctx context.Context, cfg Config) (*Network, error) {

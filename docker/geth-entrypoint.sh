@@ -5,10 +5,14 @@
 # NODEKEY      devp2p key (hex); fixed so that other nodes can name this one.
 # STATIC_PEERS comma-separated, quoted enode URLs to keep connected.
 # GETH_EXTRA_ARGS more geth flags, e.g. --miner.recommit=100ms for stage 4.
+#
+# Like the devnet's geths, these run crash-safe (--gcmode archive
+# --state.scheme hash): after `docker kill` (SIGKILL) a lone geth comes back at
+# its last block instead of stuck in snap sync. See the README's troubleshooting.
 set -eu
 
 if [ ! -d /data/geth/chaindata ]; then
-  geth init --datadir /data /config/genesis.json
+  geth init --datadir /data --state.scheme hash /config/genesis.json
 fi
 
 printf '[Node.P2P]\nStaticNodes = [%s]\nTrustedNodes = [%s]\n' "${STATIC_PEERS:-}" "${STATIC_PEERS:-}" > /data/peers.toml
@@ -18,6 +22,7 @@ exec geth \
   --config /data/peers.toml \
   --networkid 1337 \
   --syncmode full \
+  --gcmode archive --state.scheme hash \
   --nodekeyhex "$NODEKEY" \
   --http --http.addr 0.0.0.0 --http.port 8545 --http.vhosts '*' --http.corsdomain '*' \
   --http.api eth,net,web3,txpool,admin,debug \

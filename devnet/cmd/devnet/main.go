@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/ethereum/go-ethereum/ethclient"
 	"github.com/geth-consensus/tutorial/devnet"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func main() {
@@ -35,16 +37,23 @@ func main() {
 
 func rootCmd() *cobra.Command {
 	root := &cobra.Command{
-		Use:           "devnet",
-		Short:         "Local geth, Redis and PostgreSQL for the tutorial, without Docker",
+		Use:   "devnet",
+		Short: "Local geth, Redis and PostgreSQL for the tutorial, without Docker",
+		Long: `devnet runs the tutorial's local network without Docker: geth nodes built
+from the pinned go-ethereum module, peered with each other, and on request
+Redis and PostgreSQL from the Debian packages, on docker-compose's ports.
+
+Every flag but --wipe falls back to the environment variable named in its help;
+a flag given on the command line wins.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd)
+		},
 	}
-	dir := os.Getenv("DEVNET_DIR")
-	if dir == "" {
-		dir = ".devnet"
-	}
-	root.PersistentFlags().StringVar(&dir, "dir", dir, "state directory: datadirs, logs, pid files (env DEVNET_DIR)")
+	var dir string
+	root.PersistentFlags().StringVar(&dir, "dir", ".devnet", "state directory: datadirs, logs, pid files")
+	bindEnv(root.PersistentFlags(), map[string]string{"dir": "DEVNET_DIR"})
 	root.AddCommand(upCmd(&dir), downCmd(&dir), statusCmd(&dir), sendCmd())
 	return root
 }
@@ -87,7 +96,12 @@ func upCmd(dir *string) *cobra.Command {
 	f.StringVar(&cfg.GenesisPath, "genesis", cfg.GenesisPath, "genesis file")
 	f.StringVar(&cfg.JWTPath, "jwt-secret", cfg.JWTPath, "JWT secret file shared by every geth")
 	f.BoolVar(&cfg.FreePorts, "free-ports", false, "use free ports instead of the docker-compose ones")
-	f.StringArrayVar(&cfg.GethArgs, "geth-arg", nil, "extra flag for every geth, repeatable (e.g. --geth-arg=--miner.recommit=100ms)")
+	f.StringArrayVar(&cfg.GethArgs, "geth-arg", nil, "extra flag for every geth, repeatable (e.g. --geth-arg=--miner.recommit=100ms; in the environment, space-separated)")
+	bindEnv(f, map[string]string{
+		"geth": "DEVNET_GETH", "redis": "DEVNET_REDIS", "postgres": "DEVNET_POSTGRES",
+		"genesis": "DEVNET_GENESIS", "jwt-secret": "DEVNET_JWT_SECRET",
+		"free-ports": "DEVNET_FREE_PORTS", "geth-arg": "DEVNET_GETH_ARGS",
+	})
 	return cmd
 }
 
@@ -106,6 +120,7 @@ func downCmd(dir *string) *cobra.Command {
 			return nil
 		},
 	}
+	// No environment fallback: deleting the chains takes a word on the command line.
 	cmd.Flags().BoolVar(&wipe, "wipe", false, "also delete the state directory (chains, databases, logs)")
 	return cmd
 }
@@ -174,6 +189,9 @@ func sendCmd() *cobra.Command {
 	f.IntVar(&count, "count", 10, "transfers to send, 0 = until interrupted")
 	f.DurationVar(&interval, "interval", 300*time.Millisecond, "pause between transfers")
 	f.IntVar(&key, "key", 1, "dev account index (0-9) to send from")
+	bindEnv(f, map[string]string{
+		"rpc-url": "ETH_RPC_URL", "count": "DEVNET_SEND_COUNT", "interval": "DEVNET_SEND_INTERVAL", "key": "DEVNET_SEND_KEY",
+	})
 	return cmd
 }
 
@@ -211,4 +229,42 @@ func printStatus(ctx context.Context, s *devnet.State) error {
 		fmt.Printf("postgres-%d %s\n", i, url)
 	}
 	return nil
+}
+
+// bindEnv records the environment variable each flag falls back to and names
+// it in the flag's help.
+func bindEnv(f *pflag.FlagSet, vars map[string]string) {
+	for name, key := range vars {
+		flag := f.Lookup(name)
+		flag.Usage += fmt.Sprintf(" (env %s)", key)
+		_ = f.SetAnnotation(name, "env", []string{key})
+	}
+}
+
+// applyEnv sets every flag of cmd not given on the command line from its
+// environment variable; a malformed value is an error that names the
+// variable. A repeatable flag takes a space-separated list.
+func applyEnv(cmd *cobra.Command) error {
+	var errs []error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		keys := f.Annotations["env"]
+		if len(keys) == 0 || f.Changed {
+			return
+		}
+		v, ok := os.LookupEnv(keys[0])
+		if !ok {
+			return
+		}
+		values := []string{v}
+		if f.Value.Type() == "stringArray" {
+			values = strings.Fields(v)
+		}
+		for _, value := range values {
+			if err := f.Value.Set(value); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q (for --%s): %w", keys[0], v, f.Name, err))
+				return
+			}
+		}
+	})
+	return errors.Join(errs...)
 }

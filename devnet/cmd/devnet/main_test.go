@@ -62,3 +62,40 @@ func TestUpStatusDown(t *testing.T) {
 		t.Errorf("down without --wipe removed the chain: %v", err)
 	}
 }
+
+// Every flag falls back to its environment variable, a flag on the command
+// line wins, and a malformed value names the variable. (The refusals come
+// from devnet.Config's checks, before anything starts.)
+func TestFlagsFallBackToEnvironment(t *testing.T) {
+	run := func(args ...string) error {
+		cmd := rootCmd()
+		cmd.SetArgs(args)
+		return cmd.Execute()
+	}
+	t.Setenv("DEVNET_DIR", t.TempDir())
+	t.Setenv("DEVNET_GETH", "7")
+	if err := run("up"); err == nil || !strings.Contains(err.Error(), "7 geth nodes") {
+		t.Errorf("DEVNET_GETH=7: %v, want the 7 nodes refused", err)
+	}
+	if err := run("up", "--geth", "8"); err == nil || !strings.Contains(err.Error(), "8 geth nodes") {
+		t.Errorf("--geth 8 with DEVNET_GETH=7: %v, want the flag's 8 refused", err)
+	}
+	t.Setenv("DEVNET_GETH", "two")
+	t.Setenv("DEVNET_POSTGRES", "-1")
+	err := run("up")
+	if err == nil || !strings.Contains(err.Error(), `DEVNET_GETH="two"`) {
+		t.Errorf("DEVNET_GETH=two: %v, want the variable named", err)
+	}
+	t.Setenv("DEVNET_GETH", "0")
+	if err := run("up"); err == nil || !strings.Contains(err.Error(), "-1 PostgreSQL servers") {
+		t.Errorf("DEVNET_POSTGRES=-1: %v", err)
+	}
+	t.Setenv("ETH_RPC_URL", "http://127.0.0.1:1")
+	if err := run("send", "--count", "1"); err == nil || !strings.Contains(err.Error(), "http://127.0.0.1:1") {
+		t.Errorf("send with ETH_RPC_URL=http://127.0.0.1:1: %v", err)
+	}
+	t.Setenv("DEVNET_SEND_KEY", "12")
+	if err := run("send"); err == nil || !strings.Contains(err.Error(), "--key 12") {
+		t.Errorf("DEVNET_SEND_KEY=12: %v", err)
+	}
+}
