@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -275,7 +276,7 @@ func TestUnreachableEngineFailsInBoundedTime(t *testing.T) {
 	closedPort, _ := devnet.FreePort()
 
 	for name, url := range map[string]string{
-		"refused": "http://127.0.0.1:" + itoa(closedPort),
+		"refused": "http://127.0.0.1:" + strconv.Itoa(closedPort),
 		"silent":  "http://" + silent.Addr().String(),
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -354,8 +355,6 @@ func mustFindUp(t *testing.T, name string) string {
 	}
 	return p
 }
-
-func itoa(n int) string { return big.NewInt(int64(n)).String() }
 
 // A fork schedule that disagrees with geth's: the builder believes Prague is
 // the latest fork and asks for engine_getPayloadV4, geth (on Osaka) answers
