@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ethereum/go-ethereum"
@@ -45,10 +46,14 @@ type Payload struct {
 
 // Client talks to one geth over its authenticated endpoint.
 type Client struct {
-	url      string
-	secret   [32]byte
-	now      func() time.Time
-	rpc      *rpc.Client
+	url    string
+	secret [32]byte
+	now    func() time.Time
+	dial   func(context.Context) (*rpc.Client, error)
+
+	mu  sync.Mutex
+	rpc *rpc.Client // over ws://, nil until the first call connects
+
 	chain    *params.ChainConfig
 	observer Observer
 }
@@ -63,25 +68,53 @@ type Options struct {
 	Observer Observer         // optional
 }
 
-// Dial prepares a client. It does not contact geth: HTTP connections are
-// made per call, so a geth that restarts is reached again without redialling.
+// Dial prepares a client. It does not contact geth, so a CL can start
+// before its geth: over HTTP connections are made per call; over ws:// the
+// first call connects, and geth's client connects again by itself after a
+// broken connection (a geth that restarted).
 func Dial(ctx context.Context, o Options) (*Client, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
 	opts := []rpc.ClientOption{rpc.WithHTTPAuth(jwtAuth(o.Secret, o.Now))}
-	if strings.HasPrefix(o.URL, "http") {
+	overHTTP := strings.HasPrefix(o.URL, "http")
+	if overHTTP {
 		opts = append(opts, rpc.WithHTTPClient(&http.Client{Timeout: CallTimeout}))
 	}
-	c, err := rpc.DialOptions(ctx, o.URL, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("engine API %s: %w", o.URL, err)
+	c := &Client{url: o.URL, secret: o.Secret, now: o.Now, chain: o.Chain, observer: o.Observer}
+	c.dial = func(ctx context.Context) (*rpc.Client, error) { return rpc.DialOptions(ctx, o.URL, opts...) }
+	if overHTTP {
+		rc, err := c.dial(ctx) // makes no connection
+		if err != nil {
+			return nil, fmt.Errorf("engine API %s: %w", o.URL, err)
+		}
+		c.rpc = rc
 	}
-	return &Client{url: o.URL, secret: o.Secret, now: o.Now, rpc: c, chain: o.Chain, observer: o.Observer}, nil
+	return c, nil
+}
+
+// conn returns the RPC client, connecting a ws:// client on first use.
+func (c *Client) conn(ctx context.Context) (*rpc.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rpc == nil {
+		rc, err := c.dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.rpc = rc
+	}
+	return c.rpc, nil
 }
 
 // Close releases the client's connections.
-func (c *Client) Close() { c.rpc.Close() }
+func (c *Client) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rpc != nil {
+		c.rpc.Close()
+	}
+}
 
 // call makes one call and reports it to the observer, with status (a
 // payload status, when the caller knows one after decoding) as its outcome.
@@ -93,7 +126,10 @@ func (c *Client) callWithStatus(ctx context.Context, timeout time.Duration, resu
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	err := c.rpc.CallContext(ctx, result, method, args...)
+	rc, err := c.conn(ctx)
+	if err == nil {
+		err = rc.CallContext(ctx, result, method, args...)
+	}
 	outcome := ""
 	if err != nil {
 		err = explain(method, c.url, err)

@@ -86,6 +86,8 @@ func TestErrorsAreClassified(t *testing.T) {
 		{explain("m", "u", rpc.HTTPError{StatusCode: http.StatusUnauthorized, Body: []byte("stale token")}), ErrJWTClockSkew, true},
 		{explain("m", "u", rpc.HTTPError{StatusCode: http.StatusUnauthorized, Body: []byte("signature is invalid")}), ErrJWTRejected, false},
 		{explain("m", "u", errors.New("connection refused")), ErrUnreachable, true},
+		// geth's rpc/websocket.go wsHandshakeError, as a refused ws:// handshake reads
+		{explain("m", "u", errors.New("websocket: bad handshake (HTTP status 401 Unauthorized)")), ErrJWTRejected, false},
 	} {
 		if !errors.Is(tc.err, tc.want) || Retryable(tc.err) != tc.retryable {
 			t.Errorf("%v: want %v, retryable %v", tc.err, tc.want, tc.retryable)

@@ -76,6 +76,12 @@ func explain(method, url string, err error) error {
 	if errors.As(err, &httpErr) {
 		return fmt.Errorf("%s: %w", method, err)
 	}
+	// Over ws:// the token is checked once, in the handshake, and geth's
+	// client reports only the status of a refused one (rpc/websocket.go,
+	// wsHandshakeError), not geth's reason.
+	if strings.Contains(err.Error(), "(HTTP status 401") {
+		return fmt.Errorf("%s: %w: geth refused the websocket handshake (401): the secret is not the one geth was started with (--authrpc.jwtsecret), or this machine's clock and geth's differ by more than 60 s", method, ErrJWTRejected)
+	}
 	return fmt.Errorf("%s: %w at %s: %v", method, ErrUnreachable, url, err)
 }
 
