@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/loadgen"
 )
 
@@ -41,11 +42,18 @@ func rootCmd() *cobra.Command {
 		wait     time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:           "loadgen",
-		Short:         "Send transfers and measure their inclusion latency and throughput",
+		Use:   "loadgen",
+		Short: "Send transfers and measure their inclusion latency and throughput",
+		Long: `loadgen sends signed transfers from funded accounts and reports how long they
+took to be included, and at what rate.
+
+Every flag falls back to the environment variable named in its help.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := config.ApplyEnv(cmd, os.LookupEnv); err != nil {
+				return err
+			}
 			var errs []error
 			if burst < 0 || rate < 0 || batch <= 0 || duration <= 0 {
 				errs = append(errs, errors.New("--burst and --rate must not be negative; --batch and --duration must be positive"))
@@ -77,8 +85,10 @@ func rootCmd() *cobra.Command {
 				return err
 			}
 			fmt.Printf("sent %d, included %d in %d blocks, pending %d\n", r.Sent, r.Included, r.Blocks, r.Pending())
-			fmt.Printf("latency p50 %s  p99 %s  max %s\n", r.Percentile(50), r.Percentile(99), r.Percentile(100))
-			fmt.Printf("throughput %.0f tx/s  %.1f Mgas/s over %s\n", r.TxPerSec(), r.MgasPerSec(), r.Duration.Round(time.Millisecond))
+			if r.Included > 0 { // no latency or rate to report otherwise
+				fmt.Printf("latency p50 %s  p99 %s  max %s\n", r.Percentile(50), r.Percentile(99), r.Percentile(100))
+				fmt.Printf("throughput %.0f tx/s  %.1f Mgas/s over %s\n", r.TxPerSec(), r.MgasPerSec(), r.Duration.Round(time.Millisecond))
+			}
 			if r.Pending() > 0 {
 				return fmt.Errorf("%d transactions still pending after %s", r.Pending(), wait)
 			}
@@ -87,11 +97,15 @@ func rootCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&rpcURL, "rpc-url", "http://localhost:8545", "JSON-RPC URL (HTTP; WebSocket on the same address)")
-	f.StringVar(&keys, "private-keys", os.Getenv("LOADGEN_KEYS"), "comma-separated sender keys (env LOADGEN_KEYS; default: the ten dev accounts)")
+	f.StringVar(&keys, "private-keys", "", "comma-separated sender keys (default: the ten dev accounts)")
 	f.Float64Var(&rate, "rate", 0, "steady load: transfers per second")
 	f.DurationVar(&duration, "duration", 20*time.Second, "steady load: how long")
 	f.IntVar(&burst, "burst", 0, "burst: this many transfers as fast as possible")
 	f.IntVar(&batch, "batch", 200, "burst: transfers per JSON-RPC batch")
 	f.DurationVar(&wait, "wait", 30*time.Second, "how long to wait for inclusion after the last send")
+	config.BindEnv(f, map[string]string{
+		"rpc-url": "ETH_RPC_URL", "private-keys": "LOADGEN_KEYS", "rate": "LOADGEN_RATE", "duration": "LOADGEN_DURATION",
+		"burst": "LOADGEN_BURST", "batch": "LOADGEN_BATCH", "wait": "LOADGEN_WAIT",
+	})
 	return cmd
 }

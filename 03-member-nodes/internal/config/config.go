@@ -186,14 +186,20 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.DurationVar(&c.LeaseRenew, "lease-renew", c.LeaseRenew, "how often the leader renews its lease and candidates try to take it")
 	f.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	f.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
-	for name, key := range map[string]string{
+	BindEnv(f, map[string]string{
 		"instance-id": "INSTANCE_ID", "eth-client-url": "ETH_CLIENT_URL", "jwt-secret": "JWT_SECRET",
 		"genesis": "GENESIS", "mode": "MODE", "block-mode": "BLOCK_MODE", "block-time": "BLOCK_TIME",
 		"max-idle": "MAX_IDLE", "build-wait": "BUILD_WAIT", "max-drift": "MAX_DRIFT",
 		"fee-recipient": "FEE_RECIPIENT", "health-addr": "HEALTH_ADDR", "advertise-url": "ADVERTISE_URL",
 		"redis-addr": "REDIS_ADDR", "postgres-url": "POSTGRES_URL", "signer-key": "SIGNER_KEY", "leaders": "LEADERS",
 		"lease-ttl": "LEASE_TTL", "lease-renew": "LEASE_RENEW", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
-	} {
+	})
+}
+
+// BindEnv records the environment variable each flag of f falls back to,
+// and names it in the flag's help.
+func BindEnv(f *pflag.FlagSet, vars map[string]string) {
+	for name, key := range vars {
 		fl := f.Lookup(name)
 		fl.Usage += fmt.Sprintf(" (env %s)", key)
 		_ = f.SetAnnotation(name, "env", []string{key})
