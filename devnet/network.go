@@ -263,7 +263,16 @@ type State struct {
 	}
 	Redis    string   `json:",omitempty"`
 	Postgres []string `json:",omitempty"`
+	GethArgs []string `json:",omitempty"` // the extra flags every geth runs with
 	PIDFiles []string
+}
+
+// Covers reports whether the network s records runs everything cfg asks
+// for: at least as many geths and PostgreSQL servers, Redis if asked, and
+// geths with the same extra flags.
+func (s *State) Covers(cfg Config) bool {
+	return len(s.Geth) >= cfg.GethNodes && len(s.Postgres) >= cfg.Postgres &&
+		(s.Redis != "" || !cfg.Redis) && slices.Equal(s.GethArgs, cfg.GethArgs)
 }
 
 // StateFile is the name of the state file inside Config.Dir.
@@ -281,6 +290,7 @@ func (n *Network) writeState() error {
 	for _, pg := range n.Postgres {
 		s.Postgres = append(s.Postgres, pg.URL())
 	}
+	s.GethArgs = n.cfg.GethArgs
 	for _, p := range n.Processes() {
 		s.PIDFiles = append(s.PIDFiles, p.PIDPath)
 	}

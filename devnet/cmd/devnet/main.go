@@ -62,13 +62,19 @@ func upCmd(dir *string) *cobra.Command {
 	cfg := devnet.Config{GenesisPath: "genesis.json", JWTPath: "jwt.hex", GethNodes: 1, Detach: true}
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Start the network in the background (idempotent while it runs)",
+		Short: "Start the network in the background (a no-op if it already runs what is asked)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if s, err := devnet.ReadState(*dir); err == nil && allAlive(s) {
-				fmt.Println("already up:")
-				return printStatus(cmd.Context(), s)
+				if s.Covers(cfg) {
+					fmt.Println("already up:")
+					return printStatus(cmd.Context(), s)
+				}
+				// Another stage's network (fewer geths, no Redis, other geth
+				// flags): restart it as asked; the datadirs stay.
+				fmt.Printf("restarting the running network (%d geth, %d PostgreSQL, Redis %t, geth flags %q) as asked\n",
+					len(s.Geth), len(s.Postgres), s.Redis != "", s.GethArgs)
 			}
-			_ = devnet.StopDir(*dir) // leftovers of a partial run
+			_ = devnet.StopDir(*dir) // what runs, or leftovers of a partial run
 			cfg.Dir = *dir
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Minute)

@@ -47,6 +47,35 @@ func TestUpStatusDown(t *testing.T) {
 		}
 		pids = append(pids, pid)
 	}
+	// up again: a no-op while the running network covers the request; a
+	// restart as asked when it does not (more geths, other geth flags).
+	if out, err := run("up", "--geth", "1", "--free-ports", "--genesis", genesis, "--jwt-secret", jwt); err != nil || !strings.Contains(out, "already up") {
+		t.Fatalf("up for less than runs: %v\n%s", err, out)
+	}
+	out, err = run("up", "--geth", "3", "--geth-arg=--miner.recommit=100ms", "--free-ports", "--genesis", genesis, "--jwt-secret", jwt)
+	if err != nil || !strings.Contains(out, "restarting the running network") || strings.Count(out, "head #0") != 3 {
+		t.Fatalf("up for more than runs: %v\n%s", err, out)
+	}
+	for _, pid := range pids {
+		if devnet.Alive(pid) {
+			t.Errorf("pid %d of the first network alive after the restart", pid)
+		}
+	}
+	if state, err = devnet.ReadState(dir); err != nil || len(state.Geth) != 3 || len(state.GethArgs) != 1 || state.Redis != "" {
+		t.Fatalf("state after the restart: %+v, %v", state, err)
+	}
+	pids = pids[:0]
+	for _, f := range state.PIDFiles {
+		pid, err := devnet.ReadPIDFile(f)
+		if err != nil || pid == 0 || !devnet.Alive(pid) {
+			t.Fatalf("%s: pid %d not alive after the restart (%v)", f, pid, err)
+		}
+		pids = append(pids, pid)
+	}
+	if out, err := run("up", "--geth", "3", "--geth-arg=--miner.recommit=100ms", "--free-ports", "--genesis", genesis, "--jwt-secret", jwt); err != nil || !strings.Contains(out, "already up") {
+		t.Fatalf("up for what runs: %v\n%s", err, out)
+	}
+
 	if out, err := run("down"); err != nil {
 		t.Fatalf("down: %v\n%s", err, out)
 	}
