@@ -47,7 +47,7 @@ run-stage3: $(DEVNET)
 	    --postgres-url "postgres://postgres:postgres@localhost:5433/consensus?sslmode=disable" >../.devnet/cl/member-1.log 2>&1 & P="$$P $$!"; \
 	  $$M --instance-id member-2 --mode member --eth-client-url http://localhost:8553 --health-addr :8082 \
 	    --postgres-url "postgres://postgres:postgres@localhost:5434/consensus?sslmode=disable" >../.devnet/cl/member-2.log 2>&1 & P="$$P $$!"; \
-	  $(DEVNET) send --rpc-url http://localhost:8546 --count 0 --interval 250ms >/dev/null & P="$$P $$!"; \
+	  $(DEVNET) send --rpc-url http://localhost:8546 --count 0 --interval 250ms --wait-block 2 >/dev/null & P="$$P $$!"; \
 	  trap 'kill $$P 2>/dev/null' EXIT INT TERM; \
 	  $$M --instance-id leader-1 --mode leader
 
@@ -66,7 +66,7 @@ run-stage4: $(DEVNET)
 	    $$V --cmt-home ../.devnet/testnet/validator-$$i --eth-client-url http://localhost:$$((8551+i)) \
 	      --health-addr :$$((8080+i)) >../.devnet/cl/validator-$$i.log 2>&1 & P="$$P $$!"; \
 	  done; \
-	  $(DEVNET) send --rpc-url http://localhost:8546 --count 0 --interval 250ms >/dev/null & P="$$P $$!"; \
+	  $(DEVNET) send --rpc-url http://localhost:8546 --count 0 --interval 250ms --wait-block 2 >/dev/null & P="$$P $$!"; \
 	  trap 'kill $$P 2>/dev/null' EXIT INT TERM; \
 	  $$V --cmt-home ../.devnet/testnet/validator-0
 

@@ -153,10 +153,11 @@ func statusCmd(dir *string) *cobra.Command {
 
 func sendCmd() *cobra.Command {
 	var (
-		rpcURL   string
-		count    int
-		interval time.Duration
-		key      int
+		rpcURL    string
+		count     int
+		interval  time.Duration
+		key       int
+		waitBlock uint64
 	)
 	cmd := &cobra.Command{
 		Use:   "send",
@@ -170,6 +171,9 @@ func sendCmd() *cobra.Command {
 				return err
 			}
 			defer eth.Close()
+			if err := waitForBlock(cmd.Context(), eth, waitBlock); err != nil {
+				return fmt.Errorf("%s: %w", rpcURL, err)
+			}
 			sender, err := devnet.NewSender(cmd.Context(), eth, key)
 			if err != nil {
 				return fmt.Errorf("%s: %w", rpcURL, err)
@@ -195,10 +199,32 @@ func sendCmd() *cobra.Command {
 	f.IntVar(&count, "count", 10, "transfers to send, 0 = until interrupted")
 	f.DurationVar(&interval, "interval", 300*time.Millisecond, "pause between transfers")
 	f.IntVar(&key, "key", 1, "dev account index (0-9) to send from")
+	f.Uint64Var(&waitBlock, "wait-block", 0, "send nothing until the node's head reaches this block (for a geth whose peers build the blocks)")
 	bindEnv(f, map[string]string{
 		"rpc-url": "ETH_RPC_URL", "count": "DEVNET_SEND_COUNT", "interval": "DEVNET_SEND_INTERVAL", "key": "DEVNET_SEND_KEY",
+		"wait-block": "DEVNET_SEND_WAIT_BLOCK",
 	})
 	return cmd
+}
+
+// waitForBlock polls until the node's head reaches n. Transfers sent to a
+// geth whose peers make the blocks must wait for the chain to start: a geth
+// drops transactions gossiped to it until it has had its first
+// forkchoiceUpdated, and never asks for them again, so the first transfers
+// would be lost to the block makers and every later one from the same sender
+// would wait behind the gap in its nonces.
+func waitForBlock(ctx context.Context, eth *ethclient.Client, n uint64) error {
+	for {
+		head, err := eth.BlockNumber(ctx)
+		if err == nil && head >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for block %d (head %d, %v): %w", n, head, err, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func allAlive(s *devnet.State) bool {

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/geth-consensus/tutorial/devnet"
 )
@@ -74,6 +76,19 @@ func TestUpStatusDown(t *testing.T) {
 	}
 	if out, err := run("up", "--geth", "3", "--geth-arg=--miner.recommit=100ms", "--free-ports", "--genesis", genesis, "--jwt-secret", jwt); err != nil || !strings.Contains(out, "already up") {
 		t.Fatalf("up for what runs: %v\n%s", err, out)
+	}
+
+	// send waits for --wait-block: nothing makes blocks here, so nothing is
+	// sent before the deadline; without it a transfer goes out at once.
+	rpcURL := state.Geth[1].RPC
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	waited, _ := exec.CommandContext(ctx, bin, "send", "--rpc-url", rpcURL, "--count", "1", "--wait-block", "1").CombinedOutput()
+	if ctx.Err() == nil || strings.Contains(string(waited), "sent ") {
+		t.Fatalf("send --wait-block 1 on a chain at genesis did not wait (ctx %v):\n%s", ctx.Err(), waited)
+	}
+	if out, err := exec.Command(bin, "send", "--rpc-url", rpcURL, "--count", "1").CombinedOutput(); err != nil || !strings.Contains(string(out), "sent ") {
+		t.Fatalf("send: %v\n%s", err, out)
 	}
 
 	if out, err := run("down"); err != nil {
