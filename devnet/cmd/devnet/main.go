@@ -214,14 +214,20 @@ func sendCmd() *cobra.Command {
 // would be lost to the block makers and every later one from the same sender
 // would wait behind the gap in its nonces.
 func waitForBlock(ctx context.Context, eth *ethclient.Client, n uint64) error {
+	if n == 0 {
+		return nil
+	}
 	for {
 		head, err := eth.BlockNumber(ctx)
-		if err == nil && head >= n {
+		if err != nil {
+			return fmt.Errorf("waiting for block %d: %w", n, err)
+		}
+		if head >= n {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for block %d (head %d, %v): %w", n, head, err, ctx.Err())
+			return fmt.Errorf("waiting for block %d (head %d): %w", n, head, ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -138,6 +138,10 @@ func TestFlagsFallBackToEnvironment(t *testing.T) {
 	if err := run("send", "--count", "1"); err == nil || !strings.Contains(err.Error(), "http://127.0.0.1:1") {
 		t.Errorf("send with ETH_RPC_URL=http://127.0.0.1:1: %v", err)
 	}
+	t.Setenv("DEVNET_SEND_WAIT_BLOCK", "3")
+	if err := run("send", "--count", "1"); err == nil || !strings.Contains(err.Error(), "waiting for block 3") {
+		t.Errorf("send with DEVNET_SEND_WAIT_BLOCK=3 to an unreachable node: %v, want the wait named", err)
+	}
 	t.Setenv("DEVNET_SEND_KEY", "12")
 	if err := run("send"); err == nil || !strings.Contains(err.Error(), "--key 12") {
 		t.Errorf("DEVNET_SEND_KEY=12: %v", err)
