@@ -255,7 +255,7 @@ func TestComposeValidatorsProfile(t *testing.T) {
 }
 
 // The containers' geth runs like the devnet's: crash-safe (a `docker kill`ed
-// lone geth must come back at its last block, as the stages' crash tests
+// lone geth must come back at its last block on disk, as the stages' crash tests
 // assume), initialised with the same state scheme, on the ports compose
 // publishes.
 func TestComposeGethRunsLikeTheDevnet(t *testing.T) {

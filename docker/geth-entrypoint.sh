@@ -7,8 +7,9 @@
 # GETH_EXTRA_ARGS more geth flags, e.g. --miner.recommit=100ms for stage 4.
 #
 # Like the devnet's geths, these run crash-safe (--gcmode archive
-# --state.scheme hash): after `docker kill` (SIGKILL) a lone geth comes back at
-# its last block instead of stuck in snap sync. See the README's troubleshooting.
+# --state.scheme hash): after `docker kill` (SIGKILL) a lone geth comes back
+# at its last block on disk instead of stuck in snap sync. See the README's
+# troubleshooting.
 set -eu
 
 if [ ! -d /data/geth/chaindata ]; then
