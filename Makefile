@@ -33,42 +33,19 @@ run-stage1: $(DEVNET)
 
 ## run-stage3: stage 3 without Docker: two leader candidates on the cluster PostgreSQL (5432)
 ## and two members with their own (5433, 5434), each node with its own geth; transfers go to
-## member-1's geth. leader-1 runs in the foreground: Ctrl-C it and leader-2 takes over.
+## member-1's geth. leader-1 runs in the foreground: Ctrl-C it and leader-2 takes over; a
+## second Ctrl-C stops the rest (scripts/run-cluster.sh).
 ## (A network left by stage 2 holds another chain: `bin/devnet down --wipe` first.)
 run-stage3: $(DEVNET)
-	$(DEVNET) up --geth 4 --redis --postgres 3
-	go build -o $(BIN)/member-nodes ./03-member-nodes/cmd
-	@mkdir -p .devnet/cl
-	@echo "--- leader-2, member-1, member-2 log to .devnet/cl/*.log; /status on :8080 to :8083"
-	cd 03-member-nodes; M=$(BIN)/member-nodes; \
-	  $$M --instance-id leader-2 --mode leader --eth-client-url http://localhost:8554 --health-addr :8083 \
-	    >../.devnet/cl/leader-2.log 2>&1 & P="$$!"; \
-	  $$M --instance-id member-1 --mode member --eth-client-url http://localhost:8552 --health-addr :8081 \
-	    --postgres-url "postgres://postgres:postgres@localhost:5433/consensus?sslmode=disable" >../.devnet/cl/member-1.log 2>&1 & P="$$P $$!"; \
-	  $$M --instance-id member-2 --mode member --eth-client-url http://localhost:8553 --health-addr :8082 \
-	    --postgres-url "postgres://postgres:postgres@localhost:5434/consensus?sslmode=disable" >../.devnet/cl/member-2.log 2>&1 & P="$$P $$!"; \
-	  $(DEVNET) send --rpc-url http://localhost:8546 --count 0 --interval 250ms --wait-block 2 >/dev/null & P="$$P $$!"; \
-	  trap 'kill $$P 2>/dev/null' EXIT INT TERM; \
-	  $$M --instance-id leader-1 --mode leader
+	scripts/run-cluster.sh stage3
 
 ## run-stage4: stage 4 without Docker: four validators, each with its own geth (Engine API
 ## 8551-8554, geth rebuilding payloads every 100 ms for optimistic building); transfers go to
-## validator-1's geth. validator-0 runs in the foreground: Ctrl-C it and the other three go on.
+## validator-1's geth. validator-0 runs in the foreground: Ctrl-C it and the other three go
+## on; a second Ctrl-C stops them (scripts/run-cluster.sh).
 ## (A network left by another stage holds another chain: `bin/devnet down --wipe` first.)
 run-stage4: $(DEVNET)
-	$(DEVNET) up --geth 4 --geth-arg=--miner.recommit=100ms
-	go build -o $(BIN)/cometbft-consensus ./04-cometbft-consensus/cmd
-	@mkdir -p .devnet/cl
-	@[ -d .devnet/testnet ] || $(BIN)/cometbft-consensus testnet --validators 4 --output .devnet/testnet
-	@echo "--- validator-1..3 log to .devnet/cl/validator-*.log; /status on :8080 to :8083"
-	cd 04-cometbft-consensus; V=$(BIN)/cometbft-consensus; P=; \
-	  for i in 1 2 3; do \
-	    $$V --cmt-home ../.devnet/testnet/validator-$$i --eth-client-url http://localhost:$$((8551+i)) \
-	      --health-addr :$$((8080+i)) >../.devnet/cl/validator-$$i.log 2>&1 & P="$$P $$!"; \
-	  done; \
-	  $(DEVNET) send --rpc-url http://localhost:8546 --count 0 --interval 250ms --wait-block 2 >/dev/null & P="$$P $$!"; \
-	  trap 'kill $$P 2>/dev/null' EXIT INT TERM; \
-	  $$V --cmt-home ../.devnet/testnet/validator-0
+	scripts/run-cluster.sh stage4
 
 ## test: every module's tests, integration tests against real geth/Redis/PostgreSQL included,
 ## each module built and tested on its own (GOWORK=off) as a reader who copies it out would
