@@ -14,6 +14,13 @@ devnet=$root/bin/devnet
 logs=$root/.devnet/cl
 pids=()
 
+for tool in setsid curl; do
+  command -v "$tool" >/dev/null || {
+    echo "$0 needs $tool (Debian: apt-get install util-linux curl)" >&2
+    exit 1
+  }
+done
+
 # background NAME CMD...: run CMD in its own session, logging to NAME.log.
 background() {
   local name=$1
