@@ -223,13 +223,19 @@ func TestWipedGethRecoversFromBlockStore(t *testing.T) {
 	nw.waitHeads(mustHead(t, nw.vals[0])+5, 120*time.Second)
 	nw.checkSameChain()
 	// The restarted validator replays every lost block in the handshake,
-	// before consensus starts. The running one too, unless its geth fetched
-	// some from its peers on its own (it does after a forkchoiceUpdated to
-	// a head it lacks, which the validator sends if it proposes meanwhile).
-	for v, want := range map[*validator]float64{restarted: float64(lost), running: 1} {
-		if n := v.metric("consensus_blocks_replayed_total"); n < want {
-			t.Fatalf("validator-%d replayed %v blocks into its wiped geth, want at least %v", v.i, n, want)
-		}
+	// before consensus starts and before anything could make its geth sync.
+	if n := restarted.metric("consensus_blocks_replayed_total"); n < float64(lost) {
+		t.Fatalf("validator-%d replayed %v blocks into its wiped geth, want at least %d", restarted.i, n, lost)
+	}
+	// The running one got its blocks back one of two ways, both fine (the
+	// chain checks above are the test): replayed from the block store when
+	// a proposal needed them, or fetched by its geth from its peers on its
+	// own, which geth starts after a forkchoiceUpdated to a head it lacks
+	// (the validator sends one when it proposes meanwhile). Which one wins
+	// is a race; internal/app tests the replay itself.
+	t.Logf("MEASURED running validator: %v of %d lost blocks replayed by the CL, the rest synced by geth from its peers",
+		running.metric("consensus_blocks_replayed_total"), lost)
+	for _, v := range []*validator{running, restarted} {
 		if !v.proc.Running() {
 			t.Fatalf("validator-%d stopped", v.i)
 		}
