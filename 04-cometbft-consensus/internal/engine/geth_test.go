@@ -20,7 +20,9 @@ import (
 // pinned module) over a ws:// Engine API URL, the transport whose connection
 // outlives a call.
 
-func gethClient(t *testing.T, g *devnet.GethNode, secretHex string) *Client {
+// gethClient dials g's Engine API over ws:// with secret (hex or a file;
+// empty: the repository's jwt.hex).
+func gethClient(t *testing.T, g *devnet.GethNode, secret string) *Client {
 	t.Helper()
 	genesisPath, err := devnet.FindUp("genesis.json")
 	if err != nil {
@@ -34,17 +36,17 @@ func gethClient(t *testing.T, g *devnet.GethNode, secretHex string) *Client {
 	if err := json.Unmarshal(b, &genesis); err != nil {
 		t.Fatal(err)
 	}
-	if secretHex == "" {
-		if secretHex, err = devnet.FindUp("jwt.hex"); err != nil {
+	if secret == "" {
+		if secret, err = devnet.FindUp("jwt.hex"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	secret, err := LoadJWTSecret(secretHex)
+	key, err := LoadJWTSecret(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	url := "ws" + strings.TrimPrefix(g.EngineURL(), "http")
-	c, err := Dial(context.Background(), Options{URL: url, Secret: secret, Chain: genesis.Config})
+	c, err := Dial(context.Background(), Options{URL: url, Secret: key, Chain: genesis.Config})
 	if err != nil {
 		t.Fatalf("Dial %s: %v", url, err)
 	}
