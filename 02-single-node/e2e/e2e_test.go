@@ -423,3 +423,82 @@ func TestLoadgenMeasuresInclusion(t *testing.T) {
 		t.Errorf("steady 50 tx/s for 2 s sent %d", steady.Sent)
 	}
 }
+
+// Transactions of the largest size geth's pool takes (130,000 bytes of
+// calldata, 1.32 Mgas each at the EIP-7623 floor), sent at once, fill four
+// consecutive blocks to the gas limit (about 6 MB each); every one is
+// included, and the chain keeps its block time afterwards. A node whose
+// build wait cannot grow to what geth needs for such a block makes empty
+// blocks for ever while they wait in the pool.
+func TestFullBlocksOfLargeCalldata(t *testing.T) {
+	h := newHarness(t, nil) // block-time mode, 1 s
+	h.startNode()
+	h.waitHead(1, 10*time.Second)
+	g := h.loadgen()
+	g.Calldata = loadgen.MaxCalldata
+	const perBlock = 45 // 60 Mgas / 1.321 Mgas
+	r, err := g.Burst(context.Background(), 4*perBlock, 20, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Pending() != 0 {
+		t.Fatalf("%d of %d large transactions never included (%d blocks carried the rest)", r.Pending(), r.Sent, r.Blocks)
+	}
+	full := 0
+	for n, size := range h.blockSizes() {
+		if size.gasUsed*100 >= size.gasLimit*95 {
+			full++
+			t.Logf("block %d: %d txs, %.1f Mgas, %.2f MB", n, size.txs, float64(size.gasUsed)/1e6, float64(size.bytes)/1e6)
+		}
+	}
+	if full < 3 {
+		t.Errorf("%d blocks filled to 95%% of the gas limit by %d transactions of %d bytes, want at least 3", full, r.Sent, g.Calldata)
+	}
+	t.Logf("%d large transactions included in %d blocks, %.1f MB/s, p50 %s p99 %s", r.Included, r.Blocks, r.MBPerSec(), r.Percentile(50), r.Percentile(99))
+	// Afterwards, a block a second again: five take about 5 s.
+	head, err := h.gethHead()
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	h.waitHead(head+5, 20*time.Second)
+	if d := time.Since(begin); d < 3*time.Second || d > 8*time.Second {
+		t.Errorf("5 blocks after the large ones took %s at --block-time 1s", d)
+	}
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+	h.checkStoreMatches(h.chain())
+}
+
+// A burst of blob transactions with Osaka's cell proofs fills blocks up to
+// the blob schedule's maximum (9 per block, genesis.json), and every one is
+// included with its blobs accounted for.
+func TestBlobBurst(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) { c.BlockTime = 500 * time.Millisecond })
+	h.startNode()
+	h.waitHead(1, 10*time.Second)
+	g := h.loadgen()
+	g.Blobs = 3
+	r, err := g.Burst(context.Background(), 12, 3, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Pending() != 0 {
+		t.Fatalf("%d of %d blob transactions never included", r.Pending(), r.Sent)
+	}
+	most := 0
+	for n, size := range h.blockSizes() {
+		if size.blobs > 9 {
+			t.Errorf("block %d carries %d blobs, the schedule's maximum is 9", n, size.blobs)
+		}
+		most = max(most, size.blobs)
+	}
+	if most != 9 {
+		t.Errorf("the fullest block carries %d blobs; 36 sent at once should fill one to the maximum of 9", most)
+	}
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+	h.checkStoreMatches(h.chain())
+}

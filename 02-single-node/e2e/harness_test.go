@@ -288,6 +288,31 @@ func (h *harness) blockTxCounts() []int {
 	return counts
 }
 
+// blockSize is what a block carries.
+type blockSize struct {
+	txs, blobs        int
+	gasUsed, gasLimit uint64
+	bytes             uint64 // RLP-encoded block
+}
+
+// blockSizes returns the size of blocks 1..head, by number.
+func (h *harness) blockSizes() map[uint64]blockSize {
+	h.t.Helper()
+	sizes := map[uint64]blockSize{}
+	for n, hash := range h.chain()[1:] {
+		b, err := h.eth.BlockByHash(context.Background(), hash)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		s := blockSize{txs: len(b.Transactions()), gasUsed: b.GasUsed(), gasLimit: b.GasLimit(), bytes: b.Size()}
+		for _, tx := range b.Transactions() {
+			s.blobs += len(tx.BlobHashes())
+		}
+		sizes[uint64(n+1)] = s
+	}
+	return sizes
+}
+
 func (h *harness) receipt(tx *types.Transaction, timeout time.Duration) *types.Receipt {
 	h.t.Helper()
 	var r *types.Receipt

@@ -47,7 +47,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	b := builder.New(client, common.HexToAddress(cfg.FeeRecipient), time.Now)
 	app := New(Options{
 		Mode: Mode(cfg.Mode), BlockTime: cfg.BlockTime, MaxIdle: cfg.MaxIdle, BuildWait: cfg.BuildWait,
-		MaxDrift: cfg.MaxDrift, GenesisHash: genesis.ToBlock().Hash(),
+		MaxBuild: cfg.MaxBuildWait, MaxDrift: cfg.MaxDrift, GenesisHash: genesis.ToBlock().Hash(),
 	}, log.With("component", "producer"), client, st, b, m)
 
 	srv := server.New(cfg.HealthAddr, statusNode{app}, m.Handler(), log.With("component", "http"))
