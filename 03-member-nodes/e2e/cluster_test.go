@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/loadgen"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/node"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/notify"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/server"
@@ -739,6 +740,72 @@ func TestChaos(t *testing.T) {
 	t.Logf("%d faults in %s; every process running again", faults, duration)
 	c.waitLeader(30*time.Second, nil)
 	c.waitHeads(c.clusterHead()+10, 60*time.Second)
+	c.stopNodes()
+	c.checkInvariants()
+}
+
+// The largest transactions geth's pool takes (130,000 bytes of calldata,
+// 1.32 Mgas each) fill four consecutive blocks to the gas limit (about 6 MB
+// each, too big for a Redis notice): the leader includes every one, both
+// members fetch and apply the blocks, every database stores them, and the
+// chain keeps its block time afterwards. Then a burst of blob transactions
+// fills blocks to the blob schedule's maximum, and the members take those
+// too.
+func TestFullBlocksReachEveryMember(t *testing.T) {
+	c := newCluster(t, 1, 2, func(cfg *config.Config) { cfg.BlockMode, cfg.BlockTime = "block-time", time.Second })
+	leader := c.waitLeader(20*time.Second, nil)
+	c.waitHeads(2, 30*time.Second)
+	keys, err := loadgen.ParseKeys(loadgen.DevKeys[5:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := loadgen.New(context.Background(), leader.geth.RPCURL(), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	g.Calldata = loadgen.MaxCalldata
+	const perBlock = 45 // 60 Mgas / 1.321 Mgas
+	r, err := g.Burst(context.Background(), 4*perBlock, 20, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Pending() != 0 {
+		t.Fatalf("%d of %d large transactions never included", r.Pending(), r.Sent)
+	}
+	t.Logf("%d large transactions included in %d blocks, %.1f MB/s, p50 %s p99 %s", r.Included, r.Blocks, r.MBPerSec(), r.Percentile(50), r.Percentile(99))
+	c.waitHeads(c.clusterHead(), 30*time.Second, c.members()...) // fetched: no notice carries 6 MB
+	head := c.clusterHead()
+	begin := time.Now()
+	c.waitHeads(head+5, 20*time.Second, leader)
+	if d := time.Since(begin); d < 3*time.Second || d > 8*time.Second {
+		t.Errorf("5 blocks after the large ones took %s at --block-time 1s", d)
+	}
+
+	g.Calldata, g.Blobs = 0, 3
+	blobs, err := g.Burst(context.Background(), 12, 3, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blobs.Pending() != 0 {
+		t.Fatalf("%d of %d blob transactions never included", blobs.Pending(), blobs.Sent)
+	}
+	c.waitHeads(c.clusterHead(), 30*time.Second, c.members()...)
+	for _, m := range c.members() {
+		full, most := 0, 0
+		for n, size := range blockSizes(t, m.eth, chainOf(t, m.eth)) {
+			if size.gasUsed*100 >= size.gasLimit*95 {
+				full++
+			}
+			if size.blobs > 9 {
+				t.Errorf("%s: block %d carries %d blobs, the schedule's maximum is 9", m.cfg.InstanceID, n, size.blobs)
+			}
+			most = max(most, size.blobs)
+		}
+		if full < 3 || most != 9 {
+			t.Errorf("%s's geth holds %d blocks filled to 95%% of the gas limit (want 3 or more) and at most %d blobs in one (want 9)", m.cfg.InstanceID, full, most)
+		}
+	}
 	c.stopNodes()
 	c.checkInvariants()
 }

@@ -270,6 +270,31 @@ func (h *harness) checkStoreMatches(gethChain []common.Hash) state.Head {
 }
 
 // openStore opens the block store at url for the test's duration.
+// blockSize is what a block carries.
+type blockSize struct {
+	txs, blobs        int
+	gasUsed, gasLimit uint64
+	bytes             uint64 // RLP-encoded block
+}
+
+// blockSizes returns the size of each block of chain but genesis, by number.
+func blockSizes(t testing.TB, eth *ethclient.Client, chain []common.Hash) map[uint64]blockSize {
+	t.Helper()
+	sizes := map[uint64]blockSize{}
+	for n, hash := range chain[1:] {
+		b, err := eth.BlockByHash(context.Background(), hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := blockSize{txs: len(b.Transactions()), gasUsed: b.GasUsed(), gasLimit: b.GasLimit(), bytes: b.Size()}
+		for _, tx := range b.Transactions() {
+			s.blobs += len(tx.BlobHashes())
+		}
+		sizes[uint64(n+1)] = s
+	}
+	return sizes
+}
+
 func openStore(t testing.TB, url string) *state.Manager {
 	t.Helper()
 	st, err := state.Open(context.Background(), url)

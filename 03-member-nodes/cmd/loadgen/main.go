@@ -40,6 +40,8 @@ func rootCmd() *cobra.Command {
 		burst    int
 		batch    int
 		wait     time.Duration
+		calldata int
+		blobs    int
 	)
 	cmd := &cobra.Command{
 		Use:   "loadgen",
@@ -58,6 +60,12 @@ Every flag falls back to the environment variable named in its help.`,
 			if burst < 0 || rate < 0 || batch <= 0 || duration <= 0 {
 				errs = append(errs, errors.New("--burst and --rate must not be negative; --batch and --duration must be positive"))
 			}
+			if calldata < 0 || calldata > loadgen.MaxCalldata {
+				errs = append(errs, fmt.Errorf("--calldata %d: want 0 to %d bytes (geth's pool refuses transactions over 128 KB)", calldata, loadgen.MaxCalldata))
+			}
+			if blobs < 0 || blobs > loadgen.MaxBlobs {
+				errs = append(errs, fmt.Errorf("--blobs %d: want 0 to %d per transaction (EIP-7594)", blobs, loadgen.MaxBlobs))
+			}
 			if (burst == 0) == (rate == 0) {
 				errs = append(errs, errors.New("give exactly one of --burst N or --rate R"))
 			}
@@ -75,6 +83,7 @@ Every flag falls back to the environment variable named in its help.`,
 				return err
 			}
 			defer g.Close()
+			g.Calldata, g.Blobs = calldata, blobs
 			var r loadgen.Result
 			if burst > 0 {
 				r, err = g.Burst(cmd.Context(), burst, batch, wait)
@@ -87,7 +96,7 @@ Every flag falls back to the environment variable named in its help.`,
 			fmt.Printf("sent %d, included %d in %d blocks, pending %d\n", r.Sent, r.Included, r.Blocks, r.Pending())
 			if r.Included > 0 { // no latency or rate to report otherwise
 				fmt.Printf("latency p50 %s  p99 %s  max %s\n", r.Percentile(50), r.Percentile(99), r.Percentile(100))
-				fmt.Printf("throughput %.0f tx/s  %.1f Mgas/s over %s\n", r.TxPerSec(), r.MgasPerSec(), r.Duration.Round(time.Millisecond))
+				fmt.Printf("throughput %.0f tx/s  %.1f Mgas/s  %.2f MB/s over %s (sending took %s)\n", r.TxPerSec(), r.MgasPerSec(), r.MBPerSec(), r.Duration.Round(time.Millisecond), r.Sending.Round(time.Millisecond))
 			}
 			if r.Pending() > 0 {
 				return fmt.Errorf("%d transactions still pending after %s", r.Pending(), wait)
@@ -103,9 +112,11 @@ Every flag falls back to the environment variable named in its help.`,
 	f.IntVar(&burst, "burst", 0, "burst: this many transfers as fast as possible")
 	f.IntVar(&batch, "batch", 200, "burst: transfers per JSON-RPC batch")
 	f.DurationVar(&wait, "wait", 30*time.Second, "how long to wait for inclusion after the last send")
+	f.IntVar(&blobs, "blobs", 0, "blobs per transaction, with cell proofs; 0 sends no blob transactions")
+	f.IntVar(&calldata, "calldata", 0, "zero bytes of calldata per transaction (EIP-7623 floor: 10 gas each)")
 	config.BindEnv(f, map[string]string{
 		"rpc-url": "ETH_RPC_URL", "private-keys": "LOADGEN_KEYS", "rate": "LOADGEN_RATE", "duration": "LOADGEN_DURATION",
-		"burst": "LOADGEN_BURST", "batch": "LOADGEN_BATCH", "wait": "LOADGEN_WAIT",
+		"burst": "LOADGEN_BURST", "batch": "LOADGEN_BATCH", "wait": "LOADGEN_WAIT", "calldata": "LOADGEN_CALLDATA", "blobs": "LOADGEN_BLOBS",
 	})
 	return cmd
 }

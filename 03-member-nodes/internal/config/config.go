@@ -28,6 +28,7 @@ type Config struct {
 	BlockTime    time.Duration
 	MaxIdle      time.Duration
 	BuildWait    time.Duration
+	MaxBuildWait time.Duration
 	MaxDrift     time.Duration
 	FeeRecipient string
 	HealthAddr   string
@@ -60,6 +61,7 @@ func Default() Config {
 		BlockTime:    time.Second,
 		MaxIdle:      0,
 		BuildWait:    time.Millisecond,
+		MaxBuildWait: 2500 * time.Millisecond,
 		MaxDrift:     10 * time.Second,
 		FeeRecipient: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
 		HealthAddr:   ":8080",
@@ -73,6 +75,10 @@ func Default() Config {
 		LogFormat:    "text",
 	}
 }
+
+// maxBuildWait: geth stops working on a payload 12 s after it started
+// (miner/payload_building.go), and returns only what it had by then.
+const maxBuildWait = 12 * time.Second
 
 var instanceIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
@@ -117,6 +123,9 @@ func (c Config) Validate() error {
 	}
 	if c.BuildWait > time.Second {
 		bad("build-wait", c.BuildWait, "at most 1s: getPayload must come within geth's build window")
+	}
+	if c.MaxBuildWait < c.BuildWait || c.MaxBuildWait > maxBuildWait {
+		bad("max-build-wait", c.MaxBuildWait, fmt.Sprintf("want between --build-wait (%s) and %s, past which geth abandons a payload", c.BuildWait, maxBuildWait))
 	}
 	if !common.IsHexAddress(c.FeeRecipient) {
 		bad("fee-recipient", fmt.Sprintf("%q", c.FeeRecipient), "not a 20-byte hex address")
@@ -173,7 +182,8 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.BlockMode, "block-mode", c.BlockMode, "block-time (a block every --block-time) or on-demand (a block when transactions are pending)")
 	f.DurationVar(&c.BlockTime, "block-time", c.BlockTime, "time between blocks in block-time mode")
 	f.DurationVar(&c.MaxIdle, "max-idle", c.MaxIdle, "on-demand: an empty heartbeat block after this long without one; 0 = never")
-	f.DurationVar(&c.BuildWait, "build-wait", c.BuildWait, "base wait between forkchoiceUpdated and getPayload; grows by 50µs per pending transaction")
+	f.DurationVar(&c.BuildWait, "build-wait", c.BuildWait, "base wait between forkchoiceUpdated and getPayload (the floor of the learnt wait, which grows with pending transactions)")
+	f.DurationVar(&c.MaxBuildWait, "max-build-wait", c.MaxBuildWait, "most the learnt wait may grow to; keep it above geth's --miner.recommit (2s by default), after which geth seals what it has")
 	f.DurationVar(&c.MaxDrift, "max-drift", c.MaxDrift, "pause production while block timestamps would run further ahead of the wall clock")
 	f.StringVar(&c.FeeRecipient, "fee-recipient", c.FeeRecipient, "address that receives the priority fees")
 	f.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "listen address of the HTTP API: /blocks, /status, /metrics, /healthz, /readyz")
@@ -189,7 +199,7 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	BindEnv(f, map[string]string{
 		"instance-id": "INSTANCE_ID", "eth-client-url": "ETH_CLIENT_URL", "jwt-secret": "JWT_SECRET",
 		"genesis": "GENESIS", "mode": "MODE", "block-mode": "BLOCK_MODE", "block-time": "BLOCK_TIME",
-		"max-idle": "MAX_IDLE", "build-wait": "BUILD_WAIT", "max-drift": "MAX_DRIFT",
+		"max-idle": "MAX_IDLE", "build-wait": "BUILD_WAIT", "max-build-wait": "MAX_BUILD_WAIT", "max-drift": "MAX_DRIFT",
 		"fee-recipient": "FEE_RECIPIENT", "health-addr": "HEALTH_ADDR", "advertise-url": "ADVERTISE_URL",
 		"redis-addr": "REDIS_ADDR", "postgres-url": "POSTGRES_URL", "signer-key": "SIGNER_KEY", "leaders": "LEADERS",
 		"lease-ttl": "LEASE_TTL", "lease-renew": "LEASE_RENEW", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",

@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -27,12 +28,13 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	c.BlockTime = 0
 	c.MaxIdle = -1
 	c.BuildWait = -1
+	c.MaxBuildWait = 13 * time.Second
 	c.MaxDrift = -1
 	c.FeeRecipient = "0x12"
 	c.HealthAddr = "8080"
 	c.LogLevel = "loud"
 	err := c.Validate()
-	for _, flag := range []string{"--instance-id", "--eth-client-url", "--mode", "--block-time", "--max-idle", "--build-wait", "--max-drift", "--fee-recipient", "--health-addr", "--log-level",
+	for _, flag := range []string{"--instance-id", "--eth-client-url", "--mode", "--block-time", "--max-idle", "--build-wait", "--max-build-wait", "--max-drift", "--fee-recipient", "--health-addr", "--log-level",
 		"--block-mode", "--redis-addr", "--postgres-url", "--leaders", "--lease-renew", "--advertise-url"} {
 		if err == nil || !strings.Contains(err.Error(), flag) {
 			t.Errorf("error does not name %s: %v", flag, err)

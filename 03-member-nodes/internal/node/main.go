@@ -83,7 +83,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	app := New(Options{
 		ID: cfg.InstanceID, Role: Role(cfg.Mode), APIURL: cfg.Advertise(), ChainID: genesis.Config.ChainID,
 		Signer: sgn, Verifier: verifier, LeaseRenew: cfg.LeaseRenew,
-		Mode: Mode(cfg.BlockMode), BlockTime: cfg.BlockTime, MaxIdle: cfg.MaxIdle, BuildWait: cfg.BuildWait,
+		Mode: Mode(cfg.BlockMode), BlockTime: cfg.BlockTime, MaxIdle: cfg.MaxIdle, BuildWait: cfg.BuildWait, MaxBuild: cfg.MaxBuildWait,
 		MaxDrift: cfg.MaxDrift, GenesisHash: genesis.ToBlock().Hash(),
 	}, log.With("component", "node"), client, st, b, m, rdb, el, src)
 

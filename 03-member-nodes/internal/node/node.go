@@ -80,7 +80,7 @@ type Engine interface {
 	HeaderByHash(ctx context.Context, hash common.Hash) (*types.Header, error)
 	CheckCapabilities(ctx context.Context, timestamp uint64) error
 	SubscribePendingTransactions(ctx context.Context, ch chan<- common.Hash) (ethereum.Subscription, error)
-	PendingTransactions(ctx context.Context) ([]common.Hash, error)
+	PendingBlock(ctx context.Context) (*engine.PendingBlock, error)
 }
 
 // Options configure the node.
@@ -96,7 +96,8 @@ type Options struct {
 	Mode        Mode
 	BlockTime   time.Duration
 	MaxIdle     time.Duration
-	BuildWait   time.Duration // base wait between forkchoiceUpdated and getPayload
+	BuildWait   time.Duration // least wait between forkchoiceUpdated and getPayload
+	MaxBuild    time.Duration // most wait between forkchoiceUpdated and getPayload
 	MaxDrift    time.Duration // how far block timestamps may run ahead of the wall clock
 	GenesisHash common.Hash   // of genesis.json: geth must run this chain
 	Now         func() time.Time
@@ -138,18 +139,18 @@ type App struct {
 	head        builder.Parent // the stored head; owned by Run's goroutine
 	headEpoch   uint64         // epoch of the head block; owned by Run's goroutine
 	gethAhead   uint64         // a member's geth held blocks up to here its store lacked
-	base, perTx time.Duration  // learnt build wait terms; owned by Run's goroutine
+	wait        *buildWait     // owned by Run's goroutine
 	unpointed   bool           // head is stored but geth not yet told it is final
 	driftPaused bool           // owned by Run's goroutine
 
 	pending *pendingSet // announced transactions not yet in a block
 
 	// On demand, under a stream of transactions, the leader stops listening
-	// to announcements (busy; see busyTxs) and expects as many as the last
-	// block held. busy and expect belong to the producing goroutine;
+	// to announcements (busy; see busyTxs) and expects as much gas as the
+	// last block held. busy and expectGas belong to the producing goroutine;
 	// listening is how it tells watchPending.
 	busy      bool
-	expect    int
+	expectGas uint64
 	listening *listenSwitch
 
 	leaseMu    sync.Mutex // guards lease, held and deadline
@@ -200,7 +201,7 @@ func New(opts Options, log *slog.Logger, e Engine, st *state.Manager, b *builder
 		opts.Poll = time.Second
 	}
 	return &App{opts: opts, log: log, engine: e, state: st, builder: b, metrics: m, rdb: rdb, elector: el, source: src,
-		pending: newPendingSet(), listening: newListenSwitch(), base: opts.BuildWait, perTx: initialPerTx, reason: "starting",
+		pending: newPendingSet(), listening: newListenSwitch(), wait: newBuildWait(opts.BuildWait, opts.MaxBuild), reason: "starting",
 		roleChange: make(chan struct{}, 1), news: make(chan struct{}, 1), proposal: make(chan struct{}, 1)}
 }
 
@@ -333,12 +334,12 @@ func (a *App) produce(ctx context.Context) error {
 			a.setDriftPaused(false, ahead) // a full second of headroom again
 		}
 		// In block-time mode every slot gets a block, empty if need be.
-		txs, err := a.produceBlock(ctx, heartbeat || a.opts.Mode == ModeBlockTime)
+		block, err := a.produceBlock(ctx, heartbeat || a.opts.Mode == ModeBlockTime)
 		if err != nil {
 			return err
 		}
 		if a.opts.Mode == ModeOnDemand {
-			a.trackLoad(ctx, txs)
+			a.trackLoad(ctx, block)
 		}
 		parked := a.pending.parkedCount()
 		a.metrics.Parked.Set(float64(parked))
@@ -378,16 +379,20 @@ func (a *App) buildDue(next time.Time) bool {
 // 2's README has the measurements).
 const busyTxs = 100
 
-// trackLoad starts and ends busy mode after a block of txs transactions
-// (0: none was made). A busy leader builds back to back, expecting as many
-// transactions as the last block held; when a whole round of builds finds
-// none, the stream has ended: it subscribes again, waits until it holds the
+// trackLoad starts and ends busy mode after a block (nil: none was made).
+// A busy leader builds back to back, expecting as much gas as the last
+// block held; when a round of builds finds nothing geth would include, the
+// stream has ended: it subscribes again, waits until it holds the
 // subscription, and asks geth which transactions it would include now (the
 // pending block). Those, and every announcement from then on, are counted:
 // no transaction that arrived unannounced is left behind.
-func (a *App) trackLoad(ctx context.Context, txs int) {
+func (a *App) trackLoad(ctx context.Context, block *beacon.ExecutableData) {
+	txs := 0
+	if block != nil {
+		txs = len(block.Transactions)
+	}
 	if txs > 0 {
-		a.expect = txs
+		a.expectGas = block.GasUsed
 	}
 	switch {
 	case txs >= busyTxs:
@@ -400,14 +405,14 @@ func (a *App) trackLoad(ctx context.Context, txs int) {
 		a.log.Debug("stream ending: listening to announcements again", "txs", txs)
 		a.setBusy(false)
 		a.listening.waitHeld(ctx, engine.CallTimeout)
-		hashes, err := a.engine.PendingTransactions(ctx)
+		pb, err := a.engine.PendingBlock(ctx)
 		if err != nil {
 			a.log.Warn("reading geth's pending block", "err", err)
 			a.pending.markUnknown()
 			return
 		}
 		now := a.opts.Now()
-		for _, h := range hashes {
+		for _, h := range pb.Transactions {
 			a.pending.add(h, now)
 		}
 	}
@@ -423,49 +428,27 @@ func (a *App) setBusy(busy bool) {
 	}
 }
 
-// The build wait is base + n × perTx for n pending transactions, and both
-// terms are learnt. perTx starts at 30 µs (an idle two-vCPU machine builds a
-// plain transfer in 25-30 µs); under load, while geth also validates incoming
-// transactions, it takes two to three times that. A miss (an empty payload
-// while transactions are pending) doubles the term that dominated: the base
-// for a few transactions, perTx for many. Every hit shrinks the base by 1/16
-// (no lower than --build-wait) and perTx by a quarter: a miss under load is
-// mostly the builder waiting for the pool's lock, not slower transactions,
-// so a doubled perTx must fade within a few blocks (stage 2's README has the
-// measurements).
-const (
-	initialPerTx = 30 * time.Microsecond
-	minPerTx     = 10 * time.Microsecond
-	maxPerTx     = time.Millisecond
-	maxBase      = 10 * time.Millisecond
-	fewTxs       = 50 // below this many pending, a miss is blamed on the base
-)
-
-// maxBlockTxs is how many plain transfers fit the genesis gas limit
-// (60,000,000 / 21,000); more pending transactions do not make a build longer.
-const maxBlockTxs = 2857
-
-// Upper bound of one build wait.
-const maxBuildWait = 500 * time.Millisecond
-
-// buildAttempts bounds the rebuilds of one block when payloads come back
-// empty while transactions are pending.
+// buildAttempts bounds the builds of one block while payloads come back
+// empty though geth's pending block holds transactions: each waits at least
+// twice as long as the one before (buildWait.missed).
 const buildAttempts = 4
 
 // produceBlock builds, applies and finalizes one block. geth's first version
 // of a payload is empty and the full one follows once built, so the wait
-// before getPayload grows with the pending transactions, and an empty payload
-// while transactions are pending is a miss: dropped, and rebuilt with a
-// longer wait. heartbeat allows an empty block (block-time slots, the
-// on-demand idle heartbeat) once nothing is pending or the attempts are used.
-func (a *App) produceBlock(ctx context.Context, heartbeat bool) (txs int, err error) {
-	base, perTx := a.base, a.perTx
+// before getPayload is learnt (buildWait), and an empty payload while
+// transactions are pending is checked against geth's pending block: if geth
+// would include some, it is a miss, dropped and rebuilt with a longer wait;
+// if not, the announced transactions are parked. heartbeat allows an empty
+// block (block-time slots, the on-demand idle heartbeat) once nothing is
+// includable or the attempts are used.
+func (a *App) produceBlock(ctx context.Context, heartbeat bool) (*beacon.ExecutableData, error) {
 	for attempt := range buildAttempts {
-		n, _ := a.pending.count()
+		n, unknown := a.pending.count()
+		var expect uint64
 		if a.busy {
-			n = max(n, a.expect) // unannounced transactions: about as many as last time
+			expect = a.expectGas // unannounced transactions: about as much as last time
 		}
-		wait := min(maxBuildWait, a.base+time.Duration(min(n, maxBlockTxs))*a.perTx)
+		wait := a.wait.next(n, expect)
 		start := a.opts.Now()
 		p, err := a.builder.Build(ctx, a.head, wait)
 		if a.unpointed && (err == nil || errors.Is(err, builder.ErrNoPayloadID) || errors.Is(err, engine.ErrUnknownPayload)) {
@@ -477,39 +460,56 @@ func (a *App) produceBlock(ctx context.Context, heartbeat bool) (txs int, err er
 			a.log.Info("rebuilding", "reason", err)
 			continue
 		case err != nil:
-			return 0, err
-		case len(p.ExecutionPayload.Transactions) == 0 && n > 0:
-			// A miss: geth had not finished the full build.
-			if n < fewTxs {
-				a.base = min(maxBase, max(2*a.base, 100*time.Microsecond))
-			} else {
-				a.perTx = min(maxPerTx, 2*a.perTx)
+			return nil, err
+		}
+		data := p.ExecutionPayload
+		a.wait.payload(data.GasLimit)
+		switch {
+		case len(data.Transactions) > 0:
+			a.wait.hit(len(data.Transactions), data.GasUsed)
+		case n > 0 || expect > 0 || unknown:
+			missed, err := a.missed(ctx, wait)
+			if err != nil {
+				return nil, err
 			}
-			if attempt < buildAttempts-1 {
+			if missed && attempt < buildAttempts-1 {
 				a.metrics.Discarded.Inc()
 				continue
 			}
-		case len(p.ExecutionPayload.Transactions) > 0:
-			a.perTx = max(minPerTx, a.perTx-a.perTx/4)
-			a.base = max(a.opts.BuildWait, a.base-a.base/16)
+			if !missed {
+				// Whatever was announced before this build, geth's pool
+				// does not offer: park it rather than build for it again.
+				a.pending.settle(start)
+			}
 		}
-		if len(p.ExecutionPayload.Transactions) == 0 {
-			if a.busy {
-				// Expected, not announced: the stream has ended, and
-				// these were no misses to learn from.
-				a.base, a.perTx = base, perTx
-			}
-			// Whatever was announced before this build, geth's pool did
-			// not offer: park it rather than build for it again at once.
-			a.pending.settle(start)
-			if !heartbeat {
-				return 0, nil // nothing includable: wait for the next announcement
-			}
+		if len(data.Transactions) == 0 && !heartbeat {
+			return nil, nil // nothing includable: wait for the next announcement
 		}
 		a.metrics.BuildWait.Observe(wait.Seconds())
-		return len(p.ExecutionPayload.Transactions), a.apply(ctx, p, start)
+		return data, a.apply(ctx, p, start)
 	}
-	return 0, nil
+	return nil, nil
+}
+
+// missed tells a miss (geth could fill the payload, but not within wait)
+// from a pool with nothing to offer (transactions replaced, evicted, priced
+// out; a stream that has ended) by asking geth for its pending block, which
+// geth builds on request the way it fills a payload. Its build time is the
+// measure the wait learns from.
+func (a *App) missed(ctx context.Context, wait time.Duration) (bool, error) {
+	asked := a.opts.Now()
+	pb, err := a.engine.PendingBlock(ctx)
+	if err != nil {
+		return false, fmt.Errorf("read geth's pending block: %w", err)
+	}
+	if len(pb.Transactions) == 0 {
+		return false, nil
+	}
+	took := a.opts.Now().Sub(asked)
+	a.wait.missed(wait, took, len(pb.Transactions), uint64(pb.GasUsed))
+	a.log.Debug("empty payload while geth can fill one: waiting longer", "wait", wait, "pending_txs", len(pb.Transactions),
+		"pending_gas", uint64(pb.GasUsed), "pending_block_took", took)
+	return true, nil
 }
 
 // apply executes, signs, commits and finalizes a built payload. Once started

@@ -53,13 +53,12 @@ type fakeGeth struct {
 	announce chan<- common.Hash // the node's pending-transaction subscription, nil when none
 	subs     int                // subscriptions made
 
-	// quiet is added to the pool, unannounced, during the last build of the
-	// round that ends a stream (a block of busyTxs or more, then
-	// buildAttempts empty builds): transactions that reach geth while a busy
-	// leader is not listening, too late for any of its builds.
+	// quiet is added to the pool, unannounced, once the pending block has
+	// come back empty after a stream (a block of busyTxs or more):
+	// transactions that reach geth while a busy leader is not listening,
+	// too late for any of its builds.
 	quiet     [][]byte
 	afterBusy bool // armed by a block of busyTxs or more
-	emptyRun  int  // empty builds since
 
 	// minWait: a payload fetched sooner after its build started is empty,
 	// as geth's first version is.
@@ -109,14 +108,6 @@ func (f *fakeGeth) ForkchoiceUpdated(_ context.Context, fc beacon.ForkchoiceStat
 	}
 	f.txsIn[id] = txs
 	f.startsAt[id] = time.Now()
-	if f.afterBusy && len(txs) == 0 {
-		if f.emptyRun++; f.emptyRun == buildAttempts {
-			f.afterBusy = false
-			for _, raw := range f.quiet {
-				f.pool[crypto.Keccak256Hash(raw)] = raw
-			}
-		}
-	}
 	return &id, nil
 }
 
@@ -148,7 +139,7 @@ func (f *fakeGeth) NewPayload(_ context.Context, p *engine.Payload) error {
 		delete(f.pool, crypto.Keccak256Hash(raw))
 	}
 	if len(d.Transactions) >= busyTxs && f.quiet != nil {
-		f.afterBusy, f.emptyRun = true, 0
+		f.afterBusy = true
 	}
 	return nil
 }
@@ -191,16 +182,23 @@ func (f *fakeGeth) SubscribePendingTransactions(_ context.Context, ch chan<- com
 	}), nil
 }
 
-func (f *fakeGeth) PendingTransactions(context.Context) ([]common.Hash, error) {
+func (f *fakeGeth) PendingBlock(context.Context) (*engine.PendingBlock, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var hashes []common.Hash
+	pb := &engine.PendingBlock{}
 	for h := range f.pool {
 		if !f.hidden[h] {
-			hashes = append(hashes, h)
+			pb.Transactions = append(pb.Transactions, h)
+			pb.GasUsed += 21000
 		}
 	}
-	return hashes, nil
+	if f.afterBusy && len(pb.Transactions) == 0 {
+		f.afterBusy = false
+		for _, raw := range f.quiet {
+			f.pool[crypto.Keccak256Hash(raw)] = raw
+		}
+	}
+	return pb, nil
 }
 
 // addTx puts a transaction in the pool; it returns its hash, which the
@@ -279,6 +277,9 @@ func startFake(t *testing.T, f *fakeGeth, opts Options) (stop func() error, done
 	opts.ID, opts.Role, opts.ChainID, opts.Signer, opts.Verifier = "leader-1", RoleLeader, big.NewInt(1337), sgn, verifier
 	opts.LeaseRenew = 100 * time.Millisecond
 	opts.GenesisHash = f.genesis()
+	if opts.MaxBuild == 0 {
+		opts.MaxBuild = time.Second
+	}
 	if opts.Mode == "" {
 		opts.Mode = ModeBlockTime
 	}
@@ -400,16 +401,17 @@ func TestLateAnnouncementStartsNoBuild(t *testing.T) {
 }
 
 // A transaction the pool announces but does not offer (priced out, replaced,
-// evicted) is parked after one round of builds: the node does not build for
-// it in a loop, and looks again with backoff, so it is included once the
-// pool offers it, with no other announcement to wake the node.
+// evicted) is parked after one empty build, since geth's pending block does
+// not hold it either: the node does not build for it in a loop, and looks
+// again with backoff, so it is included once the pool offers it, with no
+// other announcement to wake the node.
 func TestUnofferedTransactionIsParkedAndRechecked(t *testing.T) {
 	f := newFakeGeth()
 	stop, _ := startFake(t, f, Options{Mode: ModeOnDemand, BuildWait: time.Millisecond, MaxDrift: time.Hour})
 	waitFor(t, func() bool { return f.buildCount() >= 1 })
 	h := f.addTx("priced out", true)
 	f.announceTx(t, h)
-	waitFor(t, func() bool { return f.buildCount() >= 1+buildAttempts })
+	waitFor(t, func() bool { return f.buildCount() >= 2 })
 	// Rechecks come after 100, 200, 400 ms...: at most three in a second.
 	if n := buildsDuring(f, time.Second); n > 3 {
 		t.Errorf("%d builds in 1s for a transaction the pool does not offer; want at most 3 rechecks", n)

@@ -284,9 +284,20 @@ func (s *Manager) BlockByHash(ctx context.Context, hash common.Hash) (*Block, er
 	return s.queryBlock(ctx, hash.Hex(), "SELECT "+blockColumns+" FROM blocks WHERE hash = $1", hash.Bytes())
 }
 
-// BlocksAfter returns up to limit blocks numbered above after, oldest first.
+// MaxPageBytes bounds the payloads one BlocksAfter returns: a full block
+// is up to 8 MiB (EIP-7934), about 17 MB as stored JSON, and a follower
+// far behind must not be sent hundreds of them at once.
+const MaxPageBytes = 64 << 20
+
+// BlocksAfter returns up to limit blocks numbered above after, oldest
+// first, and fewer once their payloads hold MaxPageBytes (always one).
 func (s *Manager) BlocksAfter(ctx context.Context, after uint64, limit int) ([]*Block, error) {
-	rows, err := s.pool.Query(ctx, "SELECT "+blockColumns+" FROM blocks WHERE number > $1 ORDER BY number LIMIT $2", int64(after), limit)
+	rows, err := s.pool.Query(ctx, "SELECT "+blockColumns+` FROM blocks WHERE number IN (
+		SELECT number FROM (
+			SELECT number, sum(payload_bytes) OVER (ORDER BY number) - payload_bytes AS before
+			FROM blocks WHERE number > $1 ORDER BY number LIMIT $2) page
+		WHERE before < $3)
+		ORDER BY number`, int64(after), limit, MaxPageBytes)
 	if err != nil {
 		return nil, err
 	}

@@ -165,3 +165,56 @@ func TestSurvivesPostgresKill(t *testing.T) {
 		t.Fatalf("commit after restart: %v", err)
 	}
 }
+
+// A page of blocks stops at MaxPageBytes of payloads, with at least one
+// block, so that a follower far behind full blocks is never sent more than
+// it can read; small blocks come a whole page at a time.
+func TestBlocksAfterBoundsPageBytes(t *testing.T) {
+	_, s := newPG(t)
+	ctx := context.Background()
+	parent := common.HexToHash("0x9e")
+	large := make([]byte, MaxPageBytes/5) // about 2/5 of a page as hex JSON
+	var sizes []int
+	for n := uint64(1); n <= 6; n++ {
+		b := block(n, parent, "leader-1", 1)
+		if n <= 4 {
+			b.Payload.ExecutionPayload.Transactions = [][]byte{large}
+		}
+		if err := s.Commit(ctx, b); err != nil {
+			t.Fatalf("commit %d: %v", n, err)
+		}
+		parent = b.Hash
+		sizes = append(sizes, len(b.Payload.ExecutionPayload.Transactions[0]))
+	}
+	for _, tc := range []struct {
+		after      uint64
+		limit      int
+		wantFirst  uint64
+		wantBlocks int
+	}{
+		{0, 100, 1, 3}, // 2/5 + 2/5 + 2/5: the third crosses the budget, the fourth is left
+		{3, 100, 4, 3}, // the last big block and the small ones after it
+		{0, 2, 1, 2},   // the count still applies
+		{6, 100, 0, 0},
+	} {
+		got, err := s.BlocksAfter(ctx, tc.after, tc.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != tc.wantBlocks || (len(got) > 0 && got[0].Number != tc.wantFirst) {
+			t.Errorf("BlocksAfter(%d, %d): %d blocks from %v, want %d from %d", tc.after, tc.limit, len(got), first(got), tc.wantBlocks, tc.wantFirst)
+		}
+		for i, b := range got {
+			if b.Number != got[0].Number+uint64(i) || len(b.Payload.ExecutionPayload.Transactions[0]) != sizes[b.Number-1] {
+				t.Errorf("BlocksAfter(%d, %d): block %d is number %d with a %d-byte transaction", tc.after, tc.limit, i, b.Number, len(b.Payload.ExecutionPayload.Transactions[0]))
+			}
+		}
+	}
+}
+
+func first(bs []*Block) any {
+	if len(bs) == 0 {
+		return "none"
+	}
+	return bs[0].Number
+}

@@ -39,9 +39,9 @@ func NewLeaderAPI(rdb redis.UniversalClient, prefix string) *LeaderAPI {
 	return &LeaderAPI{rdb: rdb, prefix: prefix, http: &http.Client{Timeout: 10 * time.Second}}
 }
 
-// maxResponse bounds one page of blocks: 1,000 blocks of a few hundred
-// kilobytes each at most.
-const maxResponse = 256 << 20
+// maxResponse bounds one page of blocks: the leader's store stops a page
+// at state.MaxPageBytes of payloads, plus one block (up to 17 MB of JSON).
+const maxResponse = 2*state.MaxPageBytes + 64<<20
 
 // BlocksAfter returns up to limit blocks above after, oldest first, from the
 // leader's API.
