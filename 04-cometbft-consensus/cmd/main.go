@@ -95,6 +95,7 @@ http://localhost:<8551+i>.`,
 	f.IntVar(&base, "base-port", 26656, "first port")
 	f.StringVar(&o.HostPattern, "host-pattern", "", `how peers reach validator i, e.g. "validator-%d" in docker-compose (nodes then listen on all interfaces); empty: 127.0.0.1`)
 	f.DurationVar(&o.TimeoutPropose, "timeout-propose", testnet.TunedTimeouts.Propose, "consensus.timeout_propose")
+	f.DurationVar(&o.TimeoutProposeDelta, "timeout-propose-delta", testnet.TunedTimeouts.ProposeDelta, "consensus.timeout_propose_delta: how much longer each round waits for a proposal than the one before")
 	f.DurationVar(&o.TimeoutPrevote, "timeout-prevote", testnet.TunedTimeouts.Prevote, "consensus.timeout_prevote")
 	f.DurationVar(&o.TimeoutPrecommit, "timeout-precommit", testnet.TunedTimeouts.Precommit, "consensus.timeout_precommit")
 	f.DurationVar(&o.TimeoutCommit, "timeout-commit", testnet.TunedTimeouts.Commit, "consensus.timeout_commit: the least pause after a commit; the validators' --block-time sets the block time")

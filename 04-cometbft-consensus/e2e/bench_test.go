@@ -120,7 +120,7 @@ func startBench(b *testing.B, sc scenario) *network {
 func benchSteady(b *testing.B, t *benchTable, sc scenario) {
 	nw := startBench(b, sc)
 	heads := watchHeads(b, nw.vals[0])
-	gen := generator(b, nw.vals[1].geth.RPCURL())
+	gen := generator(b, loadgen.DevKeys, nw.vals[1].geth.RPCURL())
 	window := 30 * time.Second
 	start := time.Now()
 	r, err := gen.Steady(context.Background(), steadyRate, window, 20*time.Second)
@@ -160,7 +160,7 @@ func buildMode(nw *network, sc scenario) string {
 // benchBurst sends 5,000 transfers at once to one geth: tx/s until the last is final.
 func benchBurst(b *testing.B, t *benchTable, sc scenario) {
 	nw := startBench(b, sc)
-	gen := generator(b, nw.vals[1].geth.RPCURL())
+	gen := generator(b, loadgen.DevKeys, nw.vals[1].geth.RPCURL())
 	r, err := gen.Burst(context.Background(), 5000, 200, 90*time.Second)
 	if err != nil {
 		b.Fatal(err)
@@ -258,19 +258,6 @@ func (h *headTimes) between(from, to time.Time) []time.Time {
 	}
 	slices.SortFunc(out, func(a, b time.Time) int { return a.Compare(b) })
 	return out
-}
-
-func generator(b *testing.B, rpcURL string) *loadgen.Generator {
-	keys, err := loadgen.ParseKeys(loadgen.DevKeys)
-	if err != nil {
-		b.Fatal(err)
-	}
-	g, err := loadgen.New(context.Background(), rpcURL, keys)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(g.Close)
-	return g
 }
 
 func machine() string {

@@ -115,35 +115,41 @@ func TestTransactionAndOneValidatorDown(t *testing.T) {
 	nw.checkSameChain()
 }
 
-// A Byzantine proposer corrupts every payload it proposes: the others'
-// geth find it INVALID, its proposals are rejected, and the chain goes on
-// through the other proposers; no validator halts.
+// A Byzantine proposer corrupts every payload it proposes, or pads every
+// envelope with 4 KiB: the others' geth find the first INVALID, the
+// others' decoder refuses the second (one payload, one encoding), its
+// proposals are rejected, and the chain goes on through the other
+// proposers; no validator halts.
 func TestByzantineProposerIsRejected(t *testing.T) {
-	nw := newNetwork(t, spec{flags: func(i int) []string {
-		if i == 0 {
-			return []string{"--byzantine"}
-		}
-		return nil
-	}})
-	start := time.Now()
-	nw.waitHeads(12, 120*time.Second)
-	t.Logf("MEASURED Byzantine proposer: 12 blocks in %.1f s", time.Since(start).Seconds())
-	nw.checkSameChain()
-	if rounds := nw.checkProposers(12); rounds[1] == 0 {
-		t.Errorf("no height decided in round 1 although validator-0 proposes invalid payloads: %v", rounds)
-	}
-	eventually(t, 10*time.Second, func() error {
-		for _, v := range nw.vals[1:] {
-			if n := v.metric(`consensus_process_proposal_total{reason="invalid",verdict="reject"}`); n < 1 {
-				return fmt.Errorf("validator-%d rejected %v invalid proposals", v.i, n)
+	for _, c := range []struct{ how, reason string }{{"invalid", "invalid"}, {"pad", "malformed"}} {
+		t.Run(c.how, func(t *testing.T) {
+			nw := newNetwork(t, spec{flags: func(i int) []string {
+				if i == 0 {
+					return []string{"--byzantine=" + c.how}
+				}
+				return nil
+			}})
+			start := time.Now()
+			nw.waitHeads(12, 120*time.Second)
+			t.Logf("MEASURED Byzantine proposer (%s): 12 blocks in %.1f s", c.how, time.Since(start).Seconds())
+			nw.checkSameChain()
+			if rounds := nw.checkProposers(12); rounds[1] == 0 {
+				t.Errorf("no height decided in round 1 although validator-0 proposes %s payloads: %v", c.how, rounds)
 			}
-		}
-		return nil
-	})
-	for _, v := range nw.vals {
-		if !v.proc.Running() {
-			t.Fatalf("validator-%d stopped", v.i)
-		}
+			eventually(t, 10*time.Second, func() error {
+				for _, v := range nw.vals[1:] {
+					if n := v.metric(fmt.Sprintf(`consensus_process_proposal_total{reason=%q,verdict="reject"}`, c.reason)); n < 1 {
+						return fmt.Errorf("validator-%d rejected %v %s proposals", v.i, n, c.reason)
+					}
+				}
+				return nil
+			})
+			for _, v := range nw.vals {
+				if !v.proc.Running() {
+					t.Fatalf("validator-%d stopped", v.i)
+				}
+			}
+		})
 	}
 }
 

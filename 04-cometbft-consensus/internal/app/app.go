@@ -28,6 +28,7 @@ import (
 	"github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/metrics"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/state"
 )
@@ -38,6 +39,7 @@ type Engine interface {
 	GetPayload(ctx context.Context, id beacon.PayloadID, timestamp uint64) (*engine.Payload, error)
 	NewPayload(ctx context.Context, p *engine.Payload) error
 	HeaderByNumber(ctx context.Context, n *big.Int) (*types.Header, error)
+	PendingBlock(ctx context.Context) (*engine.PendingBlock, error)
 }
 
 // Blocks reads decided blocks' transactions from CometBFT's block store, to
@@ -52,7 +54,7 @@ type Options struct {
 	Genesis      common.Hash    // geth's genesis block hash: the app hash at height 0
 	FeeRecipient common.Address // this validator's fee recipient when it proposes
 	BuildWait    time.Duration  // between forkchoiceUpdated and getPayload
-	Byzantine    bool           // TESTS ONLY: propose corrupted payloads
+	Byzantine    string         // TESTS ONLY: "invalid" payloads, or "pad"ded envelopes
 
 	// Proposers predicts who proposes the next height's first rounds (nil:
 	// no predictions). Optimistic building: when it names Address,
@@ -233,7 +235,29 @@ func (a *App) InitChain(ctx context.Context, req *abci.RequestInitChain) (*abci.
 	if g.Hash != a.opts.Genesis {
 		return nil, fmt.Errorf("geth's genesis is %s, genesis.json gives %s: initialise geth from the same genesis.json", g.Hash, a.opts.Genesis)
 	}
+	if err := checkBlockMaxBytes(req); err != nil {
+		return nil, err
+	}
 	return &abci.ResponseInitChain{AppHash: a.opts.Genesis.Bytes()}, nil
+}
+
+// checkBlockMaxBytes refuses a CometBFT genesis whose block.max_bytes
+// cannot carry the largest envelope, a full block geth may build: the
+// first such block would stop the chain. (-1 is CometBFT's 100 MB.)
+func checkBlockMaxBytes(req *abci.RequestInitChain) error {
+	p := req.ConsensusParams
+	if p == nil || p.Block == nil || p.Block.MaxBytes == -1 {
+		return nil
+	}
+	var evidence int64
+	if p.Evidence != nil {
+		evidence = p.Evidence.MaxBytes
+	}
+	if need := envelope.BlockMaxBytes(len(req.Validators), evidence); p.Block.MaxBytes < need {
+		return fmt.Errorf("the CometBFT genesis sets consensus_params.block.max_bytes to %d: a full execution block needs %d with %d validators and evidence.max_bytes %d; set block.max_bytes to at least that",
+			p.Block.MaxBytes, need, len(req.Validators), evidence)
+	}
+	return nil
 }
 
 // CheckTx refuses every transaction: CometBFT's mempool is not how

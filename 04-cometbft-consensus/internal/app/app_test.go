@@ -15,9 +15,11 @@ import (
 	"github.com/cometbft/cometbft/crypto/ed25519"
 	cmttypes "github.com/cometbft/cometbft/types"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/metrics"
 )
@@ -219,20 +221,18 @@ func TestPrepareProposalWithGethDownProposesNothing(t *testing.T) {
 func TestProcessProposalRejects(t *testing.T) {
 	proposer := newNode(t, newFakeGeth(), "", nil)
 	good := proposer.prepare(t, 1)
-	reencode := func(f func(p map[string]any)) []byte {
-		var p map[string]any
-		if err := json.Unmarshal(good[1:], &p); err != nil {
-			t.Fatal(err)
-		}
-		f(p)
-		b, err := json.Marshal(p)
+	// changed is the envelope of the good payload changed by f.
+	changed := func(f func(p *engine.Payload)) []byte {
+		p, err := envelope.Decode(good)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return append([]byte{envelope.Version}, b...)
-	}
-	field := func(name string, v any) []byte {
-		return reencode(func(p map[string]any) { p["executionPayload"].(map[string]any)[name] = v })
+		f(p)
+		tx, err := envelope.Encode(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tx
 	}
 	oversized := make([]byte, envelope.MaxSize+1)
 	oversized[0] = envelope.Version
@@ -247,18 +247,19 @@ func TestProcessProposalRejects(t *testing.T) {
 		{name: "no transaction", reason: reasonMalformed},
 		{name: "two envelopes", txs: [][]byte{good, good}, reason: reasonMalformed},
 		{name: "empty transaction", txs: [][]byte{{}}, reason: reasonMalformed},
-		{name: "garbage", txs: [][]byte{[]byte("\x01{not json")}, reason: reasonMalformed},
-		{name: "other version", txs: [][]byte{append([]byte{2}, good[1:]...)}, reason: reasonMalformed},
+		{name: "garbage", txs: [][]byte{[]byte("\x02not rlp")}, reason: reasonMalformed},
+		{name: "other version", txs: [][]byte{append([]byte{1}, good[1:]...)}, reason: reasonMalformed},
 		{name: "oversized", txs: [][]byte{oversized}, reason: reasonMalformed},
-		{name: "no payload", txs: [][]byte{reencode(func(p map[string]any) { delete(p, "executionPayload") })}, reason: reasonMalformed},
-		{name: "no withdrawals", txs: [][]byte{field("withdrawals", nil)}, reason: reasonMalformed},
-		{name: "wrong number", txs: [][]byte{field("blockNumber", "0x2")}, reason: reasonMismatch},
-		{name: "wrong parent", txs: [][]byte{field("parentHash", common.Hash{7}.Hex())}, reason: reasonMismatch},
+		{name: "padded", txs: [][]byte{append(append([]byte{}, good...), 0, 0, 0)}, reason: reasonMalformed},
+		{name: "wrong number", txs: [][]byte{changed(func(p *engine.Payload) { p.ExecutionPayload.Number = 2 })}, reason: reasonMismatch},
+		{name: "wrong parent", txs: [][]byte{changed(func(p *engine.Payload) { p.ExecutionPayload.ParentHash = common.Hash{7} })}, reason: reasonMismatch},
 		{name: "timestamp of another block time", txs: [][]byte{good}, time: blockTime(9), reason: reasonMismatch},
-		{name: "prevRandao chosen by the proposer", txs: [][]byte{field("prevRandao", common.Hash{7}.Hex())}, reason: reasonMismatch},
-		{name: "beacon root chosen by the proposer", txs: [][]byte{reencode(func(p map[string]any) { p["parentBeaconBlockRoot"] = common.Hash{7}.Hex() })}, reason: reasonMismatch},
-		{name: "withdrawals", txs: [][]byte{field("withdrawals", []map[string]string{{"index": "0x0", "validatorIndex": "0x0", "address": common.Address{1}.Hex(), "amount": "0x1"}})}, reason: reasonMismatch},
-		{name: "hash that is not the block's", txs: [][]byte{field("blockHash", common.Hash{7}.Hex())}, reason: reasonInvalid},
+		{name: "prevRandao chosen by the proposer", txs: [][]byte{changed(func(p *engine.Payload) { p.ExecutionPayload.Random = common.Hash{7} })}, reason: reasonMismatch},
+		{name: "beacon root chosen by the proposer", txs: [][]byte{changed(func(p *engine.Payload) { p.BeaconRoot = common.Hash{7} })}, reason: reasonMismatch},
+		{name: "withdrawals", txs: [][]byte{changed(func(p *engine.Payload) {
+			p.ExecutionPayload.Withdrawals = []*types.Withdrawal{{Address: common.Address{1}, Amount: 1}}
+		})}, reason: reasonMismatch},
+		{name: "hash that is not the block's", txs: [][]byte{changed(func(p *engine.Payload) { p.ExecutionPayload.BlockHash = common.Hash{7} })}, reason: reasonInvalid},
 		{name: "state root execution does not give", txs: [][]byte{corrupted(t, good)}, reason: reasonInvalid},
 		{name: "geth down", txs: [][]byte{good}, down: true, reason: reasonUnavailable},
 	} {
@@ -516,6 +517,27 @@ func TestInitChainChecksGethsGenesis(t *testing.T) {
 	}
 }
 
+// A CometBFT genesis whose blocks cannot carry a full execution block is
+// refused, naming the parameter and the size to set; CometBFT's defaults
+// (21 MB, or -1 for 100 MB) and the size asked for are taken.
+func TestInitChainChecksBlockMaxBytes(t *testing.T) {
+	vals := make([]abci.ValidatorUpdate, 4)
+	need := envelope.BlockMaxBytes(4, 1<<20)
+	for _, c := range []struct {
+		maxBytes int64
+		ok       bool
+	}{{4 << 20, false}, {need - 1, false}, {need, true}, {22020096, true}, {-1, true}} {
+		params := cmttypes.DefaultConsensusParams()
+		params.Block.MaxBytes, params.Evidence.MaxBytes = c.maxBytes, 1<<20
+		pp := params.ToProto()
+		a := newNode(t, newFakeGeth(), "", nil)
+		_, err := a.InitChain(ctx, &abci.RequestInitChain{InitialHeight: 1, ConsensusParams: &pp, Validators: vals})
+		if ok := err == nil; ok != c.ok || (err != nil && !strings.Contains(err.Error(), "block.max_bytes to at least that")) {
+			t.Errorf("block.max_bytes %d: %v, want accepted %v", c.maxBytes, err, c.ok)
+		}
+	}
+}
+
 func TestCheckTxRejectsEverything(t *testing.T) {
 	a := newNode(t, newFakeGeth(), "", nil)
 	env := a.prepare(t, 1)
@@ -550,8 +572,9 @@ func TestFinalizeBlockWaitsForGethAndRefusesInvalid(t *testing.T) {
 	}
 }
 
-// The next proposer starts its payload in FinalizeBlock; PrepareProposal
-// collects it without asking geth to build.
+// The next proposer starts its payload in FinalizeBlock and, as round 0's
+// proposer, fetches it ahead; PrepareProposal proposes it without asking
+// geth for anything.
 func TestOptimisticBuilding(t *testing.T) {
 	pub := ed25519.GenPrivKey().PubKey()
 	proposers, err := NewProposers([]cmttypes.GenesisValidator{{PubKey: pub, Power: 1}})
@@ -569,14 +592,15 @@ func TestOptimisticBuilding(t *testing.T) {
 		t.Fatalf("FinalizeBlock of height 1 started no payload: %q", a.geth.log()[before:])
 	}
 	ts := a.next.timestamp // predicted from the wall clock
+	waitFor(t, func() bool { return slices.Contains(a.geth.log()[before:], "getPayload 2") })
 
 	before = len(a.geth.log())
 	res, err := a.PrepareProposal(ctx, &abci.RequestPrepareProposal{Height: 2, Time: time.Unix(int64(ts), 0), MaxTxBytes: 4 << 20})
 	if err != nil || len(res.Txs) != 1 {
 		t.Fatal(res, err)
 	}
-	if got := a.geth.log()[before:]; !slices.Equal(got, []string{"getPayload 2"}) {
-		t.Fatalf("PrepareProposal's engine calls %q, want the started payload collected", got)
+	if got := a.geth.log()[before:]; len(got) != 0 {
+		t.Fatalf("PrepareProposal's engine calls %q, want none: the payload was fetched ahead", got)
 	}
 	if n := testutil.ToFloat64(a.m.Optimistic.WithLabelValues("used")); n != 1 {
 		t.Fatalf("used %v", n)
@@ -595,7 +619,8 @@ func TestOptimisticBuilding(t *testing.T) {
 	if n := testutil.ToFloat64(a.m.Optimistic.WithLabelValues("stale")); n != 1 {
 		t.Fatalf("stale %v", n)
 	}
-	// The stale payload is fetched once more, which stops geth's work on it.
+	// The stale payload was fetched ahead, which stopped geth's work on
+	// it, and the fresh one is fetched now.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 		n := 0
 		for _, c := range a.geth.log() {
@@ -652,5 +677,15 @@ func TestProposersFollowCometBFT(t *testing.T) {
 	}
 	if len(count) != 4 || count[string(vals[3].Address)] != 50 {
 		t.Fatalf("turns by address %v: want every validator, in proportion to power", count)
+	}
+}
+
+// waitFor polls cond every millisecond for up to 5 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
 	}
 }

@@ -35,10 +35,13 @@ func (a *App) PrepareProposal(ctx context.Context, req *abci.RequestPreparePropo
 		a.log.Error("cannot build a payload: proposing nothing", "height", req.Height, "err", err)
 		return &abci.ResponsePrepareProposal{}, nil
 	}
-	if a.opts.Byzantine {
+	if a.opts.Byzantine == "invalid" {
 		corrupt(p)
 	}
 	tx, err := envelope.Encode(p)
+	if a.opts.Byzantine == "pad" {
+		tx = append(tx, make([]byte, 4<<10)...) // the same payload, 4 KiB heavier
+	}
 	if err == nil && int64(len(tx)) > req.MaxTxBytes {
 		err = fmt.Errorf("envelope of %d bytes, the block takes %d (consensus param block.max_bytes)", len(tx), req.MaxTxBytes)
 	}
@@ -63,7 +66,7 @@ func (a *App) payload(ctx context.Context, parent state.State, blockTime time.Ti
 	defer cancel()
 	ts := Timestamp(blockTime, parent.Head)
 	if st := a.claim(parent, ts); st != nil {
-		p, err := a.collect(ctx, parent, st.id, st.at, ts)
+		p, err := a.collect(ctx, parent, st)
 		if err == nil {
 			a.metrics.Optimistic.WithLabelValues("used").Inc()
 			return p, true, nil
@@ -74,20 +77,17 @@ func (a *App) payload(ctx context.Context, parent state.State, blockTime time.Ti
 		a.metrics.Optimistic.WithLabelValues("lost").Inc()
 		a.log.Warn("the payload started early is lost: building again", "number", parent.Head.Number+1, "err", err)
 	}
-	var (
-		start time.Time
-		id    beacon.PayloadID
-	)
+	st := &started{parent: parent.Head.Hash, timestamp: ts}
 	// Nobody else would bring a proposer's geth back on a one-validator chain.
 	err = a.withLostBlocks(ctx, parent.Height+1, func() (err error) {
-		start = time.Now()
-		id, err = a.start(ctx, parent, ts)
+		st.at = time.Now()
+		st.id, err = a.start(ctx, parent, ts)
 		return err
 	})
 	if err != nil {
 		return nil, false, err
 	}
-	p, err = a.collect(ctx, parent, id, start, ts)
+	p, err = a.collect(ctx, parent, st)
 	return p, false, err
 }
 
@@ -113,15 +113,53 @@ func (a *App) start(ctx context.Context, parent state.State, ts uint64) (beacon.
 	return *id, nil
 }
 
-// collect gets payload id from geth once BuildWait has passed since the
-// build started: geth's first build with transactions needs that long.
-func (a *App) collect(ctx context.Context, parent state.State, id beacon.PayloadID, started time.Time, ts uint64) (*engine.Payload, error) {
-	if err := a.wait(ctx, a.opts.BuildWait-time.Since(started)); err != nil {
+// collect returns st's payload: the one fetched ahead if st was started
+// early, otherwise fetched now.
+func (a *App) collect(ctx context.Context, parent state.State, st *started) (*engine.Payload, error) {
+	if st.fetched == nil {
+		return a.fetch(ctx, parent, st)
+	}
+	select {
+	case <-st.fetched:
+		return st.payload, st.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// fetch gets st's payload from geth once geth has built it. getPayload
+// stops geth's build and returns the best payload so far, the empty one
+// until the first full build is done, and with these attributes geth will
+// build no other: a proposer that asks too early proposes an empty block
+// while transactions wait. So fetch waits BuildWait after the build
+// started, then asks geth for its pending block, which geth builds on
+// request from the same pool the same way: once it is built, the payload,
+// begun earlier, should be too; fetch gives it half as long again as the
+// pending block took before getPayload. The time a full block needs is
+// measured this way at every proposal, not guessed from a count.
+func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engine.Payload, error) {
+	if err := a.wait(ctx, a.opts.BuildWait-time.Since(st.at)); err != nil {
 		return nil, err
 	}
-	p, err := a.engine.GetPayload(ctx, id, ts)
+	asked := time.Now()
+	pending, err := a.engine.PendingBlock(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if len(pending.Transactions) > 0 {
+		took := time.Since(asked)
+		if err := a.wait(ctx, time.Until(asked.Add(took/2))); err != nil {
+			return nil, err
+		}
+	}
+	p, err := a.engine.GetPayload(ctx, st.id, st.timestamp)
+	if err != nil {
+		return nil, err
+	}
+	if len(p.ExecutionPayload.Transactions) == 0 && len(pending.Transactions) > 0 {
+		a.metrics.Errors.WithLabelValues("empty_payload").Inc()
+		a.log.Warn("geth's payload is empty while its pending block holds transactions", "number", p.ExecutionPayload.Number,
+			"pending_txs", len(pending.Transactions), "pending_gas", uint64(pending.GasUsed), "since_start", time.Since(st.at))
 	}
 	// getPayload does not return the beacon root: it is the attributes'.
 	p.BeaconRoot, _ = a.randomness(parent)
@@ -135,6 +173,13 @@ type started struct {
 	timestamp uint64
 	at        time.Time
 	id        beacon.PayloadID
+
+	// The payload is fetched ahead: a full block is 17 MB of JSON, which
+	// takes a second or more to cross on two vCPUs, time the proposal would
+	// otherwise spend. fetched is closed once payload and err are set.
+	fetched chan struct{}
+	payload *engine.Payload
+	err     error
 }
 
 // earlyRounds is how many of a height's first rounds have their proposer
@@ -144,10 +189,11 @@ type started struct {
 const earlyRounds = 2
 
 // startNext starts the payload of the height after s, when this validator
-// is predicted to propose one of its first rounds. s is final: its block
-// is geth's head. The timestamp is a prediction: the next block's time is
-// the median of this height's precommit times, signed moments ago (and the
-// same in every round of the height).
+// is predicted to propose one of its first rounds, and fetches it ahead.
+// s is final: its block is geth's head. The timestamp is a
+// prediction: the next block's time is the median of this height's
+// precommit times, signed moments ago (and the same in every round of the
+// height).
 func (a *App) startNext(ctx context.Context, s state.State) {
 	a.mu.Lock()
 	old := a.next
@@ -155,7 +201,6 @@ func (a *App) startNext(ctx context.Context, s state.State) {
 	a.mu.Unlock()
 	if old != nil { // started for this height, which another proposer decided
 		a.metrics.Optimistic.WithLabelValues("unclaimed").Inc()
-		a.abandon(old)
 	}
 	if !a.opts.Optimistic || a.opts.Proposers == nil || !a.opts.Proposers.Proposes(a.opts.Address, s.Height+1, earlyRounds) {
 		return
@@ -169,20 +214,16 @@ func (a *App) startNext(ctx context.Context, s state.State) {
 		a.log.Warn("cannot start the next payload early", "number", s.Head.Number+1, "err", err)
 		return
 	}
-	st.id = id
+	st.id, st.fetched = id, make(chan struct{})
+	go func() {
+		defer close(st.fetched)
+		ctx, cancel := context.WithTimeout(a.ctx, a.opts.BuildWait+engine.CallTimeout)
+		defer cancel()
+		st.payload, st.err = a.fetch(ctx, s, st)
+	}()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.next = st
-}
-
-// abandon stops geth's work on a payload nobody will propose: geth keeps
-// rebuilding a payload until it is fetched or 12 s have passed.
-func (a *App) abandon(st *started) {
-	go func() {
-		ctx, cancel := context.WithTimeout(a.ctx, engine.CallTimeout)
-		defer cancel()
-		_, _ = a.engine.GetPayload(ctx, st.id, st.timestamp)
-	}()
 }
 
 // claim takes the payload started for the block on parent at timestamp ts.
@@ -197,7 +238,6 @@ func (a *App) claim(parent state.State, ts uint64) *started {
 	case st.parent != parent.Head.Hash || st.timestamp != ts:
 		a.metrics.Optimistic.WithLabelValues("stale").Inc()
 		a.log.Debug("the payload started early does not fit", "parent", st.parent, "timestamp", st.timestamp, "want_timestamp", ts)
-		a.abandon(st)
 		return nil
 	}
 	return st

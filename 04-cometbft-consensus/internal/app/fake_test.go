@@ -125,6 +125,7 @@ func (g *fakeGeth) ForkchoiceUpdated(_ context.Context, fc beacon.ForkchoiceStat
 		ReceiptsRoot: types.EmptyReceiptsHash, LogsBloom: make([]byte, 256), Random: attrs.Random,
 		Number: head.Number.Uint64() + 1, GasLimit: head.GasLimit, Timestamp: attrs.Timestamp,
 		ExtraData: []byte{}, BaseFeePerGas: head.BaseFee, Transactions: [][]byte{}, Withdrawals: attrs.Withdrawals,
+		BlobGasUsed: new(uint64), ExcessBlobGas: new(uint64),
 	}
 	b, err := beacon.ExecutableDataToBlockNoHash(d, nil, attrs.BeaconRoot, [][]byte{})
 	if err != nil {
@@ -203,6 +204,12 @@ func (g *fakeGeth) HeaderByNumber(_ context.Context, n *big.Int) (*types.Header,
 		return nil, errors.New("fake: not found")
 	}
 	return g.blocks[g.canon[i]], nil
+}
+
+// PendingBlock is an empty pool's: the fake's payloads carry no
+// transactions. It is not logged: the tests follow the chain's calls.
+func (g *fakeGeth) PendingBlock(context.Context) (*engine.PendingBlock, error) {
+	return &engine.PendingBlock{}, nil
 }
 
 func numberOf(h *types.Header) any {

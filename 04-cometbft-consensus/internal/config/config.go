@@ -33,7 +33,7 @@ type Config struct {
 	LogFormat    string
 	// Byzantine makes this validator corrupt the payloads it proposes. For
 	// tests of the other validators' ProcessProposal; hidden from --help.
-	Byzantine bool
+	Byzantine string
 }
 
 // Default returns the defaults: the CometBFT home `cometbft init` makes, the
@@ -89,6 +89,9 @@ func (c Config) Validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("log-format", fmt.Sprintf("%q", c.LogFormat), "want text or json")
 	}
+	if c.Byzantine != "" && c.Byzantine != "invalid" && c.Byzantine != "pad" {
+		bad("byzantine", fmt.Sprintf("%q", c.Byzantine), "want invalid or pad")
+	}
 	return errors.Join(errs...)
 }
 
@@ -107,7 +110,8 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "listen address of /metrics, /healthz, /readyz, /status")
 	f.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	f.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
-	f.BoolVar(&c.Byzantine, "byzantine", c.Byzantine, "TESTS ONLY: propose corrupted payloads")
+	f.StringVar(&c.Byzantine, "byzantine", c.Byzantine, "TESTS ONLY: propose payloads geth finds invalid (invalid, the default) or padded envelopes (pad)")
+	f.Lookup("byzantine").NoOptDefVal = "invalid"
 	_ = f.MarkHidden("byzantine")
 	for name, key := range map[string]string{
 		"cmt-home": "CMT_HOME", "eth-client-url": "ETH_CLIENT_URL", "jwt-secret": "JWT_SECRET",

@@ -20,7 +20,9 @@ import (
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/crypto/kzg4844"
 	"github.com/ethereum/go-ethereum/rpc"
+	"github.com/holiman/uint256"
 )
 
 // DevKeys are the ten Foundry/Anvil development keys funded in genesis.json.
@@ -58,11 +60,20 @@ type Generator struct {
 	senders  []*sender
 	to       common.Address
 
+	// Calldata is how many zero bytes of calldata each transaction carries
+	// (0: plain 21,000-gas transfers), at most MaxCalldata.
+	Calldata int
+	// Blobs makes every transaction a blob transaction (EIP-4844) with this
+	// many blobs, at most MaxBlobs, and cell proofs (EIP-7594, Osaka).
+	Blobs int
+
 	mu       sync.Mutex
 	sentAt   map[common.Hash]time.Time
+	size     map[common.Hash]uint64 // encoded bytes of each sent transaction
 	included map[common.Hash]time.Duration
 	blocks   int
 	gas      uint64
+	bytes    uint64
 	lastSeen time.Time
 }
 
@@ -110,16 +121,43 @@ func (g *Generator) Close() {
 	g.ws.Close()
 }
 
+// MaxCalldata is the most calldata a transaction of the generator may
+// carry: geth's pool refuses transactions over 128 KiB (txMaxSize), and the
+// rest of a signed transaction takes about 120 bytes.
+const MaxCalldata = 130_000
+
+// MaxBlobs is the most blobs one transaction may carry since Osaka
+// (EIP-7594).
+const MaxBlobs = 6
+
+// Gas is what one transaction of the generator costs: 21,000, plus its
+// calldata at the EIP-7623 floor (10 gas per token, a zero byte being one
+// token), which for zero bytes is above the standard 4 gas per byte.
+func (g *Generator) Gas() uint64 { return 21000 + 10*uint64(g.Calldata) }
+
 // sign pre-signs n transfers, round-robin over the senders, so that signing
 // is not part of what is measured.
 func (g *Generator) sign(n int) ([]*types.Transaction, error) {
 	txs := make([]*types.Transaction, n)
+	data := make([]byte, g.Calldata)
 	for i := range txs {
 		s := g.senders[i%len(g.senders)]
-		tx, err := types.SignNewTx(s.key, g.signer, &types.DynamicFeeTx{
-			ChainID: g.chainID, Nonce: s.nonce, Gas: 21000, To: &g.to, Value: big.NewInt(1),
-			GasTipCap: big.NewInt(1e9), GasFeeCap: big.NewInt(100e9),
-		})
+		var inner types.TxData = &types.DynamicFeeTx{
+			ChainID: g.chainID, Nonce: s.nonce, Gas: g.Gas(), To: &g.to, Value: big.NewInt(1),
+			GasTipCap: big.NewInt(1e9), GasFeeCap: big.NewInt(100e9), Data: data,
+		}
+		if g.Blobs > 0 {
+			sidecar, err := blobSidecar(g.Blobs, fmt.Sprintf("loadgen %d %d", i, time.Now().UnixNano()))
+			if err != nil {
+				return nil, err
+			}
+			inner = &types.BlobTx{
+				ChainID: uint256.MustFromBig(g.chainID), Nonce: s.nonce, Gas: g.Gas(), To: g.to, Value: uint256.NewInt(1),
+				GasTipCap: uint256.NewInt(1e9), GasFeeCap: uint256.NewInt(100e9), Data: data,
+				BlobFeeCap: uint256.NewInt(100e9), BlobHashes: sidecar.BlobHashes(), Sidecar: sidecar,
+			}
+		}
+		tx, err := types.SignNewTx(s.key, g.signer, inner)
 		if err != nil {
 			return nil, err
 		}
@@ -129,9 +167,36 @@ func (g *Generator) sign(n int) ([]*types.Transaction, error) {
 	return txs, nil
 }
 
-// send sends txs in one JSON-RPC batch and records their send time.
+// blobSidecar makes n distinct blobs, each starting with tag, with their
+// commitments and Osaka's cell proofs.
+func blobSidecar(n int, tag string) (*types.BlobTxSidecar, error) {
+	blobs := make([]kzg4844.Blob, n)
+	commitments := make([]kzg4844.Commitment, n)
+	var proofs []kzg4844.Proof
+	for i := range blobs {
+		// 31 bytes after a zero byte: a field element below the modulus.
+		copy(blobs[i][1:32], crypto.Keccak256([]byte(fmt.Sprintf("%s blob %d", tag, i))))
+		c, err := kzg4844.BlobToCommitment(&blobs[i])
+		if err != nil {
+			return nil, err
+		}
+		p, err := kzg4844.ComputeCellProofs(&blobs[i])
+		if err != nil {
+			return nil, err
+		}
+		commitments[i], proofs = c, append(proofs, p...)
+	}
+	return types.NewBlobTxSidecar(types.BlobSidecarVersion1, blobs, commitments, proofs), nil
+}
+
+// maxBatchBytes keeps a JSON-RPC batch under geth's 5 MiB HTTP body limit:
+// each raw transaction travels as hex, twice its size.
+const maxBatchBytes = 2 << 20
+
+// send sends txs in JSON-RPC batches, as few as geth's body limit allows,
+// and records their send time.
 func (g *Generator) send(ctx context.Context, txs []*types.Transaction) error {
-	batch := make([]rpc.BatchElem, len(txs))
+	raws := make([][]byte, len(txs))
 	now := time.Now()
 	g.mu.Lock()
 	for i, tx := range txs {
@@ -140,17 +205,30 @@ func (g *Generator) send(ctx context.Context, txs []*types.Transaction) error {
 			g.mu.Unlock()
 			return err
 		}
-		batch[i] = rpc.BatchElem{Method: "eth_sendRawTransaction", Args: []any{hexutil.Bytes(raw)}, Result: new(common.Hash)}
+		raws[i] = raw
 		g.sentAt[tx.Hash()] = now
+		g.size[tx.Hash()] = uint64(len(raw))
 	}
 	g.mu.Unlock()
-	if err := g.http.BatchCallContext(ctx, batch); err != nil {
-		return err
-	}
-	for _, el := range batch {
-		if el.Error != nil {
-			return fmt.Errorf("eth_sendRawTransaction: %w", el.Error)
+	for len(raws) > 0 {
+		n, size := 0, 0
+		for n < len(raws) && (n == 0 || size+len(raws[n]) <= maxBatchBytes) {
+			size += len(raws[n])
+			n++
 		}
+		batch := make([]rpc.BatchElem, n)
+		for i, raw := range raws[:n] {
+			batch[i] = rpc.BatchElem{Method: "eth_sendRawTransaction", Args: []any{hexutil.Bytes(raw)}, Result: new(common.Hash)}
+		}
+		if err := g.http.BatchCallContext(ctx, batch); err != nil {
+			return err
+		}
+		for _, el := range batch {
+			if el.Error != nil {
+				return fmt.Errorf("eth_sendRawTransaction: %w", el.Error)
+			}
+		}
+		raws = raws[n:]
 	}
 	return nil
 }
@@ -186,13 +264,14 @@ func (g *Generator) watch(ctx context.Context, ready chan<- error) {
 				if sent, ok := g.sentAt[tx]; ok {
 					if _, dup := g.included[tx]; !dup {
 						g.included[tx] = seen.Sub(sent)
+						g.gas += g.Gas()
+						g.bytes += g.size[tx]
 						ours++
 					}
 				}
 			}
 			if ours > 0 {
 				g.blocks++
-				g.gas += uint64(ours) * 21000
 				g.lastSeen = seen
 			}
 			g.mu.Unlock()
@@ -205,7 +284,9 @@ type Result struct {
 	Sent, Included int
 	Blocks         int           // blocks that carried our transactions
 	Duration       time.Duration // first send to last inclusion
+	Sending        time.Duration // first send to the last one accepted
 	Gas            uint64        // gas of our included transactions
+	Bytes          uint64        // encoded size of our included transactions
 	Latencies      []time.Duration
 }
 
@@ -223,6 +304,9 @@ func (r Result) TxPerSec() float64 { return float64(r.Included) / r.Duration.Sec
 
 // MgasPerSec is included gas per second of Duration, in millions.
 func (r Result) MgasPerSec() float64 { return float64(r.Gas) / 1e6 / r.Duration.Seconds() }
+
+// MBPerSec is included transaction bytes per second of Duration, in MB.
+func (r Result) MBPerSec() float64 { return float64(r.Bytes) / 1e6 / r.Duration.Seconds() }
 
 // Pending is how many sent transactions were not seen in a block.
 func (r Result) Pending() int { return r.Sent - r.Included }
@@ -281,7 +365,8 @@ func (g *Generator) Steady(ctx context.Context, rate float64, d, wait time.Durat
 
 func (g *Generator) run(ctx context.Context, wait time.Duration, sendAll func(context.Context) error, n int) (Result, error) {
 	g.mu.Lock()
-	g.sentAt, g.included, g.blocks, g.gas = make(map[common.Hash]time.Time, n), make(map[common.Hash]time.Duration, n), 0, 0
+	g.sentAt, g.size, g.included = make(map[common.Hash]time.Time, n), make(map[common.Hash]uint64, n), make(map[common.Hash]time.Duration, n)
+	g.blocks, g.gas, g.bytes = 0, 0, 0
 	g.mu.Unlock()
 	watchCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -294,6 +379,7 @@ func (g *Generator) run(ctx context.Context, wait time.Duration, sendAll func(co
 	if err := sendAll(ctx); err != nil {
 		return Result{}, err
 	}
+	sending := time.Since(start)
 	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
 		g.mu.Lock()
@@ -307,7 +393,7 @@ func (g *Generator) run(ctx context.Context, wait time.Duration, sendAll func(co
 	stop()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	r := Result{Sent: n, Included: len(g.included), Blocks: g.blocks, Gas: g.gas, Duration: g.lastSeen.Sub(start)}
+	r := Result{Sent: n, Included: len(g.included), Blocks: g.blocks, Gas: g.gas, Bytes: g.bytes, Duration: g.lastSeen.Sub(start), Sending: sending}
 	for _, l := range g.included {
 		r.Latencies = append(r.Latencies, l)
 	}

@@ -84,8 +84,8 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Byzantine {
-		log.Warn("BYZANTINE: this validator proposes corrupted payloads (a test option)")
+	if cfg.Byzantine != "" {
+		log.Warn("BYZANTINE: this validator proposes corrupted payloads (a test option)", "how", cfg.Byzantine)
 	}
 
 	// NewNode runs CometBFT's handshake: Info, then a replay of the blocks

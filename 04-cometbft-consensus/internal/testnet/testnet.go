@@ -15,6 +15,8 @@ import (
 	"github.com/cometbft/cometbft/p2p"
 	"github.com/cometbft/cometbft/privval"
 	"github.com/cometbft/cometbft/types"
+
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
 )
 
 // Ports of one validator.
@@ -34,7 +36,7 @@ type Options struct {
 	// Empty: 127.0.0.1, and every node listens on loopback only.
 	HostPattern string
 	// Timeouts; zero values keep TunedTimeouts'.
-	TimeoutPropose, TimeoutPrevote, TimeoutPrecommit, TimeoutCommit time.Duration
+	TimeoutPropose, TimeoutProposeDelta, TimeoutPrevote, TimeoutPrecommit, TimeoutCommit time.Duration
 }
 
 // BasePorts numbers validator i's ports from base: p2p base+10i, RPC
@@ -50,9 +52,39 @@ func BasePorts(base int) func(int) Ports {
 // (50 ms: votes cross loopback in a few), and a short commit pause: the
 // validator's --block-time holds each height until the next is due, so
 // timeout_commit only bounds how soon a height can follow a slow one.
-var TunedTimeouts = struct{ Propose, Prevote, Precommit, Commit time.Duration }{
-	400 * time.Millisecond, 200 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
+//
+// A full block (6-8 MB) does not reach the others within 400 ms: the
+// proposer fetches it from geth as 17 MB of JSON, and CometBFT gossips it in
+// 64 KiB parts over encrypted links. Each round after the first gets
+// ProposeDelta (2 s) more than the one before, where CometBFT gives 500 ms:
+// the proposer of round 1, which started and fetched its payload while the
+// previous height was committed, has 2.4 s to bring a full block to the
+// others, and a dead round-0 proposer still costs 400 ms.
+var TunedTimeouts = struct{ Propose, ProposeDelta, Prevote, Precommit, Commit time.Duration }{
+	400 * time.Millisecond, 2 * time.Second, 200 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
 }
+
+// MaxValidators is the validator count the homes' block.max_bytes leaves
+// room for (envelope.BlockMaxBytes): the commit of 100 validators is 11 KB.
+const MaxValidators = 100
+
+// LoopbackRate is the p2p send and receive rate of the homes, per peer: a
+// full block (envelope.MaxSize) crosses a link in about 80 ms. CometBFT's
+// default, 5 MB/s, suits a WAN; at that rate a full proposal takes 1.7 s to
+// reach a peer, longer than the tuned timeout_propose.
+const LoopbackRate = 100 << 20
+
+// GossipSleep is the homes' consensus.peer_gossip_sleep_duration: how long
+// a validator's routine for one peer sleeps when it has nothing to send
+// that peer. CometBFT's default, 100 ms, can delay the start of a
+// proposal's gossip, and every relay of it, by that much.
+const GossipSleep = 10 * time.Millisecond
+
+// PacketPayload is the homes' p2p max_packet_msg_payload_size: a block part
+// (64 KiB) in one packet. CometBFT's default, 1 KiB, cuts each part in 64
+// packets, and a proposal of a megabyte did not reach the other validators
+// within timeout_propose on two vCPUs.
+const PacketPayload = int(types.BlockPartSizeBytes)
 
 // Home returns validator i's home under dir.
 func Home(dir string, i int) string { return filepath.Join(dir, fmt.Sprintf("validator-%d", i)) }
@@ -83,8 +115,10 @@ func Write(o Options) error {
 		pv  *privval.FilePV
 	}
 	nodes := make([]node, o.Validators)
+	params := types.DefaultConsensusParams()
+	params.Block.MaxBytes = envelope.BlockMaxBytes(MaxValidators, params.Evidence.MaxBytes)
 	gen := &types.GenesisDoc{ChainID: o.ChainID, GenesisTime: time.Now().UTC().Round(time.Second), InitialHeight: 1,
-		ConsensusParams: types.DefaultConsensusParams()}
+		ConsensusParams: params}
 	for i := range nodes {
 		home := Home(o.Dir, i)
 		if _, err := os.Stat(filepath.Join(home, "config", "config.toml")); err == nil {
@@ -128,13 +162,16 @@ func Write(o Options) error {
 		c.P2P.PersistentPeers = strings.Join(peers, ",")
 		c.P2P.AddrBookStrict = false // loopback and private addresses
 		c.P2P.AllowDuplicateIP = true
+		c.P2P.SendRate, c.P2P.RecvRate, c.P2P.MaxPacketMsgPayloadSize = LoopbackRate, LoopbackRate, PacketPayload
 		c.RPC.ListenAddress = fmt.Sprintf("tcp://%s:%d", listen, ports.RPC)
 		c.Instrumentation.Prometheus = true
 		c.Instrumentation.PrometheusListenAddr = fmt.Sprintf("%s:%d", listen, ports.Prometheus)
 		c.Consensus.TimeoutPropose = pick(o.TimeoutPropose, TunedTimeouts.Propose)
+		c.Consensus.TimeoutProposeDelta = pick(o.TimeoutProposeDelta, TunedTimeouts.ProposeDelta)
 		c.Consensus.TimeoutPrevote = pick(o.TimeoutPrevote, TunedTimeouts.Prevote)
 		c.Consensus.TimeoutPrecommit = pick(o.TimeoutPrecommit, TunedTimeouts.Precommit)
 		c.Consensus.TimeoutCommit = pick(o.TimeoutCommit, TunedTimeouts.Commit)
+		c.Consensus.PeerGossipSleepDuration = GossipSleep
 		if err := c.ValidateBasic(); err != nil {
 			return fmt.Errorf("validator %d: %w", i, err)
 		}

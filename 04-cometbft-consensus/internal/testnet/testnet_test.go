@@ -11,6 +11,7 @@ import (
 	"github.com/cometbft/cometbft/p2p"
 	"github.com/cometbft/cometbft/types"
 
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/node"
 )
 
@@ -29,8 +30,16 @@ func TestWriteHomes(t *testing.T) {
 		if want := fmt.Sprintf("tcp://0.0.0.0:%d", 30000+10*i); c.P2P.ListenAddress != want {
 			t.Errorf("validator %d listens on %s, want %s", i, c.P2P.ListenAddress, want)
 		}
-		if c.Consensus.TimeoutPropose != TunedTimeouts.Propose || c.Consensus.TimeoutCommit != TunedTimeouts.Commit || !c.Instrumentation.Prometheus {
-			t.Errorf("validator %d: timeouts %s/%s, prometheus %v", i, c.Consensus.TimeoutPropose, c.Consensus.TimeoutCommit, c.Instrumentation.Prometheus)
+		if c.Consensus.TimeoutPropose != TunedTimeouts.Propose || c.Consensus.TimeoutProposeDelta != TunedTimeouts.ProposeDelta ||
+			c.Consensus.TimeoutCommit != TunedTimeouts.Commit || !c.Instrumentation.Prometheus {
+			t.Errorf("validator %d: timeouts %s+%s/round, %s, prometheus %v", i, c.Consensus.TimeoutPropose, c.Consensus.TimeoutProposeDelta,
+				c.Consensus.TimeoutCommit, c.Instrumentation.Prometheus)
+		}
+		// Loopback gossip for full blocks: 100 MiB/s, a block part per packet, polled every 10 ms.
+		if c.P2P.SendRate != LoopbackRate || c.P2P.RecvRate != LoopbackRate || c.P2P.MaxPacketMsgPayloadSize != PacketPayload ||
+			c.Consensus.PeerGossipSleepDuration != GossipSleep {
+			t.Errorf("validator %d: p2p rates %d/%d, packets of %d, gossip sleep %s", i, c.P2P.SendRate, c.P2P.RecvRate,
+				c.P2P.MaxPacketMsgPayloadSize, c.Consensus.PeerGossipSleepDuration)
 		}
 		peers := strings.Split(c.P2P.PersistentPeers, ",")
 		if len(peers) != 3 {
@@ -65,6 +74,10 @@ func TestWriteHomes(t *testing.T) {
 	}
 	if len(doc.Validators) != 4 || doc.InitialHeight != 1 {
 		t.Errorf("genesis: %d validators, initial height %d", len(doc.Validators), doc.InitialHeight)
+	}
+	p := doc.ConsensusParams
+	if want := envelope.BlockMaxBytes(MaxValidators, p.Evidence.MaxBytes); p.Block.MaxBytes != want {
+		t.Errorf("genesis block.max_bytes %d, want %d: room for the largest envelope", p.Block.MaxBytes, want)
 	}
 
 	if err := Write(Options{Dir: dir, Validators: 4}); err == nil || !strings.Contains(err.Error(), "already holds") {

@@ -1,0 +1,100 @@
+package e2e
+
+import (
+	"context"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/ethclient"
+
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/loadgen"
+)
+
+// The largest transactions geth's pool takes (130,000 bytes of calldata,
+// 1.32 Mgas each), sent to one validator's geth, fill four consecutive
+// blocks to the gas limit (about 6 MB each): every one is decided and every
+// validator's geth holds the same blocks; then the chain keeps its pace.
+// Before envelope version 2 the proposer could not fit such a payload in
+// its envelope and the chain halted for good. Four validators and their
+// geths on two vCPUs take 10-30 s a full block (README: *Full blocks*).
+func TestFullBlocksAreDecided(t *testing.T) {
+	nw := newNetwork(t, spec{})
+	nw.waitHeads(2, 90*time.Second)
+	g := generator(t, loadgen.DevKeys[5:], nw.vals[0].geth.RPCURL())
+	g.Calldata = loadgen.MaxCalldata
+	const perBlock = 45 // 60 Mgas / 1.321 Mgas
+	r, err := g.Burst(context.Background(), 4*perBlock, 20, 4*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Pending() != 0 {
+		t.Fatalf("%d of %d large transactions never included", r.Pending(), r.Sent)
+	}
+	t.Logf("MEASURED %d large transactions included in %d blocks, %.1f MB/s, p50 %s p99 %s", r.Included, r.Blocks, r.MBPerSec(), r.Percentile(50), r.Percentile(99))
+	head := nw.checkSameChain()
+	begin := time.Now()
+	nw.waitHeads(head+5, 30*time.Second)
+	d := time.Since(begin)
+	t.Logf("MEASURED 5 heights after the full blocks in %.1f s (block time %s)", d.Seconds(), testBlockTime)
+	if d < 5*testBlockTime/2 || d > 5*testBlockTime*3 {
+		t.Errorf("5 heights after the full blocks took %s at a block time of %s", d, testBlockTime)
+	}
+	for _, v := range nw.vals {
+		full := 0
+		for _, s := range blockSizes(t, v.eth) {
+			if s.gasUsed*100 >= s.gasLimit*95 {
+				full++
+			}
+		}
+		if full < 3 {
+			t.Errorf("validator-%d's geth holds %d blocks filled to 95%% of the gas limit, want 3 or more", v.i, full)
+		}
+	}
+	t.Logf("MEASURED heights by the round that decided them: %v", nw.checkProposers(int64(nw.checkSameChain())))
+}
+
+// generator is a load generator on rpcURL sending from keys (the tests'
+// own senders use the first dev accounts, the benchmarks all ten).
+func generator(t testing.TB, keys []string, rpcURL string) *loadgen.Generator {
+	t.Helper()
+	parsed, err := loadgen.ParseKeys(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := loadgen.New(context.Background(), rpcURL, parsed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g
+}
+
+// blockSize is what a block carries.
+type blockSize struct {
+	txs, blobs        int
+	gasUsed, gasLimit uint64
+}
+
+// blockSizes returns the size of every block of eth's chain but genesis.
+func blockSizes(t testing.TB, eth *ethclient.Client) []blockSize {
+	t.Helper()
+	ctx := context.Background()
+	head, err := eth.BlockNumber(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes []blockSize
+	for n := uint64(1); n <= head; n++ {
+		b, err := eth.BlockByNumber(ctx, new(big.Int).SetUint64(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := blockSize{txs: len(b.Transactions()), gasUsed: b.GasUsed(), gasLimit: b.GasLimit()}
+		for _, tx := range b.Transactions() {
+			s.blobs += len(tx.BlobHashes())
+		}
+		sizes = append(sizes, s)
+	}
+	return sizes
+}
