@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -56,8 +57,9 @@ func (t *benchTable) markdown(machine string) string {
 // Producers under test: geth --dev, or geth driven by stage 2 (as its own
 // process). Each scenario stops its processes when done (stop), so that idle
 // geths of earlier rounds do not share the CPU with later ones.
-func devGeth(b *testing.B) *devnet.Network {
-	return devnet.StartT(b, devnet.Config{GethNodes: 1, GethArgs: append([]string{"--dev", "--dev.period", "0"}, benchGethArgs...)})
+func devGeth(b *testing.B, period time.Duration) *devnet.Network {
+	args := []string{"--dev", "--dev.period", strconv.Itoa(int(period.Seconds()))}
+	return devnet.StartT(b, devnet.Config{GethNodes: 1, GethArgs: append(args, benchGethArgs...)})
 }
 
 // benchGethArgs are geth flags both producers run with. geth's log index
@@ -127,11 +129,12 @@ func median(rs []loadgen.Result, key func(loadgen.Result) float64) loadgen.Resul
 	return sorted[len(sorted)/2]
 }
 
-// sideBySide runs scenario against geth --dev and against stage 2 (with
-// mutate), rounds times each, alternating which goes first.
-func sideBySide(b *testing.B, rounds int, mutate func(*config.Config), scenario func(g *loadgen.Generator) loadgen.Result) (dev, ours []loadgen.Result) {
+// sideBySide runs scenario against geth --dev (--dev.period devPeriod) and
+// against stage 2 (with mutate), rounds times each, alternating which goes
+// first.
+func sideBySide(b *testing.B, rounds int, devPeriod time.Duration, mutate func(*config.Config), scenario func(g *loadgen.Generator) loadgen.Result) (dev, ours []loadgen.Result) {
 	runDev := func() {
-		n := devGeth(b)
+		n := devGeth(b, devPeriod)
 		dev = append(dev, scenario(generator(b, n.Geth[0].RPCURL())))
 		settle(n)
 	}
@@ -156,7 +159,7 @@ func sideBySide(b *testing.B, rounds int, mutate func(*config.Config), scenario 
 // drift cap, as geth --dev has none: ~100 blocks/s run the chain clock ahead.
 func benchSteady(b *testing.B, t *benchTable) {
 	p50 := func(r loadgen.Result) float64 { return ms(r.Percentile(50)) }
-	dev, ours := sideBySide(b, steadyRounds, func(c *config.Config) { c.Mode, c.MaxDrift = "on-demand", 24*time.Hour },
+	dev, ours := sideBySide(b, steadyRounds, 0, func(c *config.Config) { c.Mode, c.MaxDrift = "on-demand", 24*time.Hour },
 		func(g *loadgen.Generator) loadgen.Result {
 			r, err := g.Steady(context.Background(), 200, 15*time.Second, 30*time.Second)
 			if err != nil {
@@ -185,7 +188,7 @@ func benchBurst(b *testing.B, t *benchTable) {
 		return fmt.Sprintf("%.0f tx/s, %.1f Mgas/s; p50 %.0f ms, p99 %.0f ms (%d/%d included, %d blocks; sent in %.2f s, last inclusion %.0f ms after the last send)",
 			r.TxPerSec(), r.MgasPerSec(), ms(r.Percentile(50)), ms(r.Percentile(99)), r.Included, r.Sent, r.Blocks, r.Sending.Seconds(), ms(r.Duration-r.Sending))
 	}
-	dev, ours := sideBySide(b, burstRounds, func(c *config.Config) { c.Mode, c.MaxDrift = "on-demand", 24*time.Hour },
+	dev, ours := sideBySide(b, burstRounds, 0, func(c *config.Config) { c.Mode, c.MaxDrift = "on-demand", 24*time.Hour },
 		func(g *loadgen.Generator) loadgen.Result {
 			r, err := g.Burst(context.Background(), 5000, 200, 60*time.Second)
 			if err != nil {

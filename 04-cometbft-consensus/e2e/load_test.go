@@ -54,6 +54,40 @@ func TestFullBlocksAreDecided(t *testing.T) {
 	t.Logf("MEASURED heights by the round that decided them: %v", nw.checkProposers(int64(nw.checkSameChain())))
 }
 
+// A burst of blob transactions (3 blobs each, Osaka cell proofs) sent to
+// one validator's geth is decided in blocks of up to the schedule's 9
+// blobs, whoever proposes: the sidecars reach the proposers' geths through
+// geth's own pool gossip, never through CometBFT (the README's data
+// availability policy). Every validator's geth executes the blocks from
+// their versioned hashes alone and holds the same chain.
+func TestBlobBurstIsDecided(t *testing.T) {
+	nw := newNetwork(t, spec{})
+	nw.waitHeads(2, 90*time.Second)
+	g := generator(t, loadgen.DevKeys[5:], nw.vals[0].geth.RPCURL())
+	g.Blobs = 3
+	r, err := g.Burst(context.Background(), 12, 3, 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Pending() != 0 {
+		t.Fatalf("%d of %d blob transactions never included", r.Pending(), r.Sent)
+	}
+	t.Logf("MEASURED 12 blob transactions (36 blobs) included in %d blocks, p50 %s p99 %s", r.Blocks, r.Percentile(50), r.Percentile(99))
+	nw.checkSameChain()
+	for _, v := range nw.vals {
+		blobs, most := 0, 0
+		for _, s := range blockSizes(t, v.eth) {
+			if s.blobs > 9 {
+				t.Errorf("validator-%d's geth holds a block of %d blobs, the schedule's maximum is 9", v.i, s.blobs)
+			}
+			blobs, most = blobs+s.blobs, max(most, s.blobs)
+		}
+		if blobs != 36 || most < 6 {
+			t.Errorf("validator-%d's geth holds %d blobs, at most %d in a block; want 36, and blocks of 6 or more", v.i, blobs, most)
+		}
+	}
+}
+
 // generator is a load generator on rpcURL sending from keys (the tests'
 // own senders use the first dev accounts, the benchmarks all ten).
 func generator(t testing.TB, keys []string, rpcURL string) *loadgen.Generator {
