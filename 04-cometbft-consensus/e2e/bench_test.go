@@ -55,7 +55,7 @@ func BenchmarkValidators(b *testing.B) {
 
 // CometBFT's defaults (config.DefaultConsensusConfig), written out so that
 // the table says what it ran.
-var defaultTimeouts = testnet.Options{TimeoutPropose: 3 * time.Second, TimeoutPrevote: time.Second,
+var defaultTimeouts = testnet.Options{TimeoutPropose: 3 * time.Second, TimeoutProposeDelta: 500 * time.Millisecond, TimeoutPrevote: time.Second,
 	TimeoutPrecommit: time.Second, TimeoutCommit: time.Second}
 
 var tunedTimeouts = testnet.Options{TimeoutPropose: testnet.TunedTimeouts.Propose, TimeoutPrevote: testnet.TunedTimeouts.Prevote,

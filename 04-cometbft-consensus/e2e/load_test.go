@@ -17,7 +17,8 @@ import (
 // validator's geth holds the same blocks; then the chain keeps its pace.
 // Before envelope version 2 the proposer could not fit such a payload in
 // its envelope and the chain halted for good. Four validators and their
-// geths on two vCPUs take 10-30 s a full block (README: *Full blocks*).
+// geths at debug level on two vCPUs take up to a minute and a half for the
+// four (README: *Full blocks*).
 func TestFullBlocksAreDecided(t *testing.T) {
 	nw := newNetwork(t, spec{})
 	nw.waitHeads(2, 90*time.Second)
