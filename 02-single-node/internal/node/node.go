@@ -320,26 +320,31 @@ func (a *SingleNodeApp) setBusy(busy bool) {
 }
 
 // buildAttempts bounds the builds of one block while payloads come back
-// empty though geth's pending block holds transactions: each waits at least
-// twice as long as the one before (buildWait.missed).
+// empty though transactions are pending: each waits at least twice as long
+// as the one before (buildWait.missed).
 const buildAttempts = 4
 
 // produceBlock builds, applies and finalizes one block. geth's first version
 // of a payload is empty and the full one follows once built, so the wait
 // before getPayload is learnt (buildWait), and an empty payload while
-// transactions are pending is checked against geth's pending block: if geth
-// would include some, it is a miss, dropped and rebuilt with a longer wait;
-// if not, the announced transactions are parked. heartbeat allows an empty
-// block (block-time slots, the on-demand idle heartbeat) once nothing is
-// includable or the attempts are used.
+// transactions are pending is a miss: dropped, and rebuilt at once with a
+// longer wait. When the rebuild comes back empty too, geth's pending block
+// tells a slow build (it holds transactions: their gas sizes the next
+// wait) from a pool with nothing to offer (transactions replaced, evicted,
+// priced out; a stream that has ended): then the builds were no misses,
+// their learning is undone, and the announced transactions are parked.
+// heartbeat allows an empty block (block-time slots, the on-demand idle
+// heartbeat) once nothing is includable or the attempts are used.
 func (a *SingleNodeApp) produceBlock(ctx context.Context, heartbeat bool) (*beacon.ExecutableData, error) {
+	learnt := *a.wait // undone if the empty payloads were no misses
 	for attempt := range buildAttempts {
 		n, unknown := a.pending.count()
 		var expect uint64
 		if a.busy {
 			expect = a.expectGas // unannounced transactions: about as much as last time
 		}
-		wait := a.wait.next(n, expect)
+		gas := a.wait.expected(n, expect)
+		wait := a.wait.next(gas)
 		start := a.opts.Now()
 		p, err := a.builder.Build(ctx, a.head, wait)
 		if err == nil || errors.Is(err, builder.ErrNoPayloadID) || errors.Is(err, engine.ErrUnknownPayload) {
@@ -357,19 +362,27 @@ func (a *SingleNodeApp) produceBlock(ctx context.Context, heartbeat bool) (*beac
 		switch {
 		case len(data.Transactions) > 0:
 			a.wait.hit(len(data.Transactions), data.GasUsed)
+		case attempt == 0 && gas > 0:
+			// Most often geth had not finished its build.
+			a.wait.missed(wait, gas)
+			a.metrics.Discarded.Inc()
+			continue
 		case n > 0 || expect > 0 || unknown:
-			missed, err := a.missed(ctx, wait)
+			includable, err := a.includable(ctx)
 			if err != nil {
 				return nil, err
 			}
-			if missed && attempt < buildAttempts-1 {
-				a.metrics.Discarded.Inc()
-				continue
-			}
-			if !missed {
+			if !includable {
+				*a.wait = learnt
 				// Whatever was announced before this build, geth's pool
 				// does not offer: park it rather than build for it again.
 				a.pending.settle(start)
+				break
+			}
+			a.wait.missed(wait, a.wait.expected(n, expect))
+			if attempt < buildAttempts-1 {
+				a.metrics.Discarded.Inc()
+				continue
 			}
 		}
 		if len(data.Transactions) == 0 && !heartbeat {
@@ -381,25 +394,17 @@ func (a *SingleNodeApp) produceBlock(ctx context.Context, heartbeat bool) (*beac
 	return nil, nil
 }
 
-// missed tells a miss (geth could fill the payload, but not within wait)
-// from a pool with nothing to offer (transactions replaced, evicted, priced
-// out; a stream that has ended) by asking geth for its pending block, which
-// geth builds on request the way it fills a payload. Its build time is the
-// measure the wait learns from.
-func (a *SingleNodeApp) missed(ctx context.Context, wait time.Duration) (bool, error) {
-	asked := a.opts.Now()
+// includable asks geth for its pending block, which geth builds from its
+// pool on request the way it fills a payload: whether geth has anything to
+// include, and how much gas each of its transactions takes.
+func (a *SingleNodeApp) includable(ctx context.Context) (bool, error) {
 	pb, err := a.engine.PendingBlock(ctx)
 	if err != nil {
 		return false, fmt.Errorf("read geth's pending block: %w", err)
 	}
-	if len(pb.Transactions) == 0 {
-		return false, nil
-	}
-	took := a.opts.Now().Sub(asked)
-	a.wait.missed(wait, took, len(pb.Transactions), uint64(pb.GasUsed))
-	a.log.Debug("empty payload while geth can fill one: waiting longer", "wait", wait, "pending_txs", len(pb.Transactions),
-		"pending_gas", uint64(pb.GasUsed), "pending_block_took", took)
-	return true, nil
+	a.wait.pending(len(pb.Transactions), uint64(pb.GasUsed))
+	a.log.Debug("empty payloads: geth's pending block", "txs", len(pb.Transactions), "gas", uint64(pb.GasUsed))
+	return len(pb.Transactions) > 0, nil
 }
 
 // apply executes, persists and finalizes a built payload. Once started it

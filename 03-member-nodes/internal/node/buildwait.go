@@ -18,18 +18,16 @@ import "time"
 // and each term is measured:
 //
 //   - gasPerTx: the gas per transaction of the last block that had any, or
-//     of geth's pending block after a miss;
-//   - base and perMgas: after a miss (an empty payload while geth's pending
-//     block holds transactions) the wait for that block's gas must be at
-//     least twice the wait that missed, and 3/2 of the time geth took to
-//     build the pending block: the same build, run on request, so a
-//     measurement of what the wait must cover. The term that dominated is
-//     raised as far as that needs. A hit shrinks base by 1/16 (no lower than
-//     min, --build-wait) and perMgas by a quarter: a miss under load is
-//     mostly the builder waiting for the pool's lock, and a burst lasts a
-//     few dozen blocks, so a raised perMgas must fade within a few of them
-//     (measured: a 5,000-transfer burst ended 400-550 ms after its last send
-//     with 1/16, 60-180 ms with 1/4).
+//     of geth's pending block when a payload came back empty (a pool of
+//     120 KB transactions holds 1.22 Mgas each, not a transfer's 21,000);
+//   - base and perMgas: a miss (an empty payload while transactions are
+//     pending) makes the wait for as much gas at least twice the one that
+//     missed, raising the term that dominated. A hit shrinks base by 1/16
+//     (no lower than min, --build-wait) and perMgas by a quarter: a miss
+//     under load is mostly the builder waiting for the pool's lock, and a
+//     burst lasts a few dozen blocks, so a raised perMgas must fade within
+//     a few of them (measured: a 5,000-transfer burst ended 400-550 ms after
+//     its last send with 1/16, 60-180 ms with 1/4).
 //
 // The wait never exceeds max (--max-build-wait): geth stops filling a
 // payload after --miner.recommit (2 s by default) and seals what it has, so
@@ -45,60 +43,68 @@ type buildWait struct {
 
 // Starting points: a plain transfer, which an idle two-vCPU machine builds
 // in 25-30 µs (30 µs per 21,000 gas is 1.43 ms per Mgas), and the bounds
-// perMgas keeps to.
+// the terms keep to.
 const (
 	transferGas    = 21_000
 	initialPerMgas = 30 * time.Microsecond * 1_000_000 / transferGas
 	minPerMgas     = 10 * time.Microsecond * 1_000_000 / transferGas
 	maxPerMgas     = 100 * time.Millisecond
+	minMissedWait  = 100 * time.Microsecond // the least wait after a miss, when --build-wait is 0
 )
 
 func newBuildWait(min, max time.Duration) *buildWait {
 	return &buildWait{min: min, max: max, base: min, perMgas: initialPerMgas, gasPerTx: transferGas}
 }
 
-// next is the wait for a build with n transactions pending, or, when more,
-// atLeastGas (a busy node expects about as much as its last block held).
-func (w *buildWait) next(n int, atLeastGas uint64) time.Duration {
-	return min(w.max, max(w.min, w.base+w.gasTerm(max(uint64(n)*w.gasPerTx, atLeastGas))))
+// expected is the gas a build packs with n transactions pending, or, when
+// more, atLeastGas (a busy node expects about as much as its last block).
+func (w *buildWait) expected(n int, atLeastGas uint64) uint64 {
+	gas := max(uint64(n)*w.gasPerTx, atLeastGas)
+	if w.gasLimit > 0 {
+		gas = min(gas, w.gasLimit)
+	}
+	return gas
+}
+
+// next is the wait for a build of gas.
+func (w *buildWait) next(gas uint64) time.Duration {
+	return min(w.max, max(w.min, w.base+w.gasTerm(gas)))
 }
 
 // gasTerm is the part of the wait for building gas worth of transactions.
 func (w *buildWait) gasTerm(gas uint64) time.Duration {
-	return time.Duration(float64(w.perMgas) * float64(w.capped(gas)) / 1e6)
-}
-
-// capped is how much of gas fits one block.
-func (w *buildWait) capped(gas uint64) uint64 {
-	if w.gasLimit > 0 {
-		return min(gas, w.gasLimit)
-	}
-	return gas
+	return time.Duration(float64(w.perMgas) * float64(gas) / 1e6)
 }
 
 // payload records the gas limit of a payload geth built, full or empty.
 func (w *buildWait) payload(gasLimit uint64) { w.gasLimit = gasLimit }
 
+// pending records geth's pending block: txs transactions and gas, what
+// the pool offers now.
+func (w *buildWait) pending(txs int, gas uint64) {
+	if txs > 0 {
+		w.gasPerTx = max(1, gas/uint64(txs))
+	}
+}
+
 // hit learns from a payload that held txs transactions and gas.
 func (w *buildWait) hit(txs int, gas uint64) {
-	w.gasPerTx = max(1, gas/uint64(txs))
+	w.pending(txs, gas)
 	w.perMgas = max(minPerMgas, w.perMgas-w.perMgas/4)
 	w.base = max(w.min, w.base-w.base/16)
 }
 
-// missed learns from a payload fetched after wait that came back empty,
-// while geth's pending block, which geth took `took` to build, held txs
-// transactions and gas: geth could fill the payload, but not that fast.
-func (w *buildWait) missed(wait, took time.Duration, txs int, gas uint64) {
-	if txs > 0 {
-		w.gasPerTx = max(1, gas/uint64(txs))
-	}
-	need := min(w.max, max(2*wait, took+took/2))
+// missed learns from a payload fetched after wait that came back empty
+// while gas worth of transactions were expected: the next wait for as much
+// gas is at least twice as long, unless what the pool holds was
+// misjudged (pending) and the wait for it is that long already.
+func (w *buildWait) missed(wait time.Duration, gas uint64) {
+	need := min(w.max, max(2*wait, minMissedWait))
 	gasTerm := w.gasTerm(gas)
 	switch {
-	case w.base+gasTerm >= need: // the gas per transaction was wrong, now it is not
+	case w.base+gasTerm >= need:
 	case gasTerm > w.base:
-		w.perMgas = min(maxPerMgas, time.Duration(float64(need-w.base)*1e6/float64(w.capped(gas))))
+		w.perMgas = min(maxPerMgas, time.Duration(float64(need-w.base)*1e6/float64(gas)))
 	default:
 		w.base = need - gasTerm
 	}

@@ -401,17 +401,17 @@ func TestLateAnnouncementStartsNoBuild(t *testing.T) {
 }
 
 // A transaction the pool announces but does not offer (priced out, replaced,
-// evicted) is parked after one empty build, since geth's pending block does
-// not hold it either: the node does not build for it in a loop, and looks
-// again with backoff, so it is included once the pool offers it, with no
-// other announcement to wake the node.
+// evicted) is parked after two empty builds, since geth's pending block
+// does not hold it either: the node does not build for it in a loop, and
+// looks again with backoff, so it is included once the pool offers it, with
+// no other announcement to wake the node.
 func TestUnofferedTransactionIsParkedAndRechecked(t *testing.T) {
 	f := newFakeGeth()
 	stop, _ := startFake(t, f, Options{Mode: ModeOnDemand, BuildWait: time.Millisecond, MaxDrift: time.Hour})
 	waitFor(t, func() bool { return f.buildCount() >= 1 })
 	h := f.addTx("priced out", true)
 	f.announceTx(t, h)
-	waitFor(t, func() bool { return f.buildCount() >= 2 })
+	waitFor(t, func() bool { return f.buildCount() >= 3 })
 	// Rechecks come after 100, 200, 400 ms...: at most three in a second.
 	if n := buildsDuring(f, time.Second); n > 3 {
 		t.Errorf("%d builds in 1s for a transaction the pool does not offer; want at most 3 rechecks", n)
