@@ -35,7 +35,13 @@ func TestFullBlocksAreDecided(t *testing.T) {
 		t.Fatalf("%d of %d large transactions never included", r.Pending(), r.Sent)
 	}
 	t.Logf("MEASURED %d large transactions included in %d blocks, %.1f MB/s, p50 %s p99 %s", r.Included, r.Blocks, r.MBPerSec(), r.Percentile(50), r.Percentile(99))
-	head := nw.checkSameChain()
+	nw.checkSameChain()
+	// From the chain's head, not the lowest validator's: one still
+	// applying the last full block would make the next heights look fast.
+	var head uint64
+	for _, v := range nw.vals {
+		head = max(head, mustHead(t, v))
+	}
 	begin := time.Now()
 	nw.waitHeads(head+5, 30*time.Second)
 	d := time.Since(begin)

@@ -101,6 +101,7 @@ type App struct {
 	pacer     pacer        // used by FinalizeBlock and Commit alone
 	validated common.Hash  // the last payload geth answered VALID in ProcessProposal
 	next      *started     // the payload started for the next height, if any
+	extraWait time.Duration // learnt: added to the build wait after empty payloads (fetch)
 	ready     bool
 	reason    string
 }

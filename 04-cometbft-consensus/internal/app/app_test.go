@@ -689,3 +689,40 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+// A payload that comes back empty while geth's pending block holds
+// transactions makes the next proposals wait longer, doubling up to
+// maxExtraWait; payloads with transactions bring the wait down again.
+func TestEmptyPayloadsLengthenTheWait(t *testing.T) {
+	a := newNode(t, newFakeGeth(), "", nil)
+	a.geth.pooled = 3
+	tx := a.prepare(t, 1)
+	if a.extraWait != firstExtraWait {
+		t.Fatalf("extra wait %s after an empty payload with 3 transactions pending, want %s", a.extraWait, firstExtraWait)
+	}
+	if n := testutil.ToFloat64(a.m.Errors.WithLabelValues("empty_payload")); n != 1 {
+		t.Fatalf("empty payloads counted: %v", n)
+	}
+	if s := a.process(t, 1, tx); s != abci.ResponseProcessProposal_ACCEPT {
+		t.Fatal(s)
+	}
+	a.finalize(t, 1, tx)
+	start := time.Now()
+	a.prepare(t, 2)
+	if d := time.Since(start); d < firstExtraWait {
+		t.Errorf("the next proposal took %s, less than the extra wait %s", d, firstExtraWait)
+	}
+	if a.extraWait != 2*firstExtraWait {
+		t.Errorf("extra wait %s after a second empty payload, want %s", a.extraWait, 2*firstExtraWait)
+	}
+	for range 10 {
+		a.learnWait(true)
+	}
+	if a.extraWait != maxExtraWait {
+		t.Errorf("extra wait %s after many empty payloads, want the bound %s", a.extraWait, maxExtraWait)
+	}
+	a.learnWait(false)
+	if a.extraWait != maxExtraWait*3/4 {
+		t.Errorf("extra wait %s after a full payload, want %s", a.extraWait, maxExtraWait*3/4)
+	}
+}

@@ -136,7 +136,9 @@ func (a *App) collect(ctx context.Context, parent state.State, st *started) (*en
 // request from the same pool the same way: once it is built, the payload,
 // begun earlier, should be too; fetch gives it half as long again as the
 // pending block took before getPayload. The time a full block needs is
-// measured this way at every proposal, not guessed from a count.
+// measured this way at every proposal, not guessed from a count. A payload
+// that still comes back empty while the pending block holds transactions
+// makes the next proposals wait longer (learnWait).
 func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engine.Payload, error) {
 	if err := a.wait(ctx, a.opts.BuildWait-time.Since(st.at)); err != nil {
 		return nil, err
@@ -147,14 +149,20 @@ func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engi
 		return nil, err
 	}
 	if len(pending.Transactions) > 0 {
+		a.mu.Lock()
+		extra := a.extraWait
+		a.mu.Unlock()
 		took := time.Since(asked)
-		if err := a.wait(ctx, time.Until(asked.Add(took/2))); err != nil {
+		if err := a.wait(ctx, time.Until(asked.Add(took/2+extra))); err != nil {
 			return nil, err
 		}
 	}
 	p, err := a.engine.GetPayload(ctx, st.id, st.timestamp)
 	if err != nil {
 		return nil, err
+	}
+	if len(pending.Transactions) > 0 {
+		a.learnWait(len(p.ExecutionPayload.Transactions) == 0)
 	}
 	if len(p.ExecutionPayload.Transactions) == 0 && len(pending.Transactions) > 0 {
 		a.metrics.Errors.WithLabelValues("empty_payload").Inc()
@@ -164,6 +172,26 @@ func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engi
 	// getPayload does not return the beacon root: it is the attributes'.
 	p.BeaconRoot, _ = a.randomness(parent)
 	return p, nil
+}
+
+// Bounds of the extra wait: the first step after an empty payload, and the
+// most, geth's default --miner.recommit, after which geth seals what it has.
+const (
+	firstExtraWait = 50 * time.Millisecond
+	maxExtraWait   = 2 * time.Second
+)
+
+// learnWait adjusts the extra wait after a payload fetched while geth's
+// pending block held transactions: doubled (from firstExtraWait, up to
+// maxExtraWait) when the payload was empty anyway, a quarter off when not.
+func (a *App) learnWait(empty bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if empty {
+		a.extraWait = min(maxExtraWait, max(firstExtraWait, 2*a.extraWait))
+	} else {
+		a.extraWait -= a.extraWait / 4
+	}
 }
 
 // started is a payload geth began building for the next height as soon as

@@ -31,6 +31,7 @@ type fakeGeth struct {
 	down      int                  // calls to fail as unreachable
 	syncing   int                  // newPayload calls to answer SYNCING, as a geth syncing from its peers
 	calls     []string             // "fcu 3", "build 4", "newPayload 4", "getPayload 4"
+	pooled    int                  // transactions the pending block shows; the payloads carry none
 }
 
 func newFakeGeth() *fakeGeth {
@@ -206,10 +207,17 @@ func (g *fakeGeth) HeaderByNumber(_ context.Context, n *big.Int) (*types.Header,
 	return g.blocks[g.canon[i]], nil
 }
 
-// PendingBlock is an empty pool's: the fake's payloads carry no
-// transactions. It is not logged: the tests follow the chain's calls.
+// PendingBlock shows g.pooled transactions of 21,000 gas, which the fake's
+// payloads never carry (a geth too slow for the proposer's wait). It is
+// not logged: the tests follow the chain's calls.
 func (g *fakeGeth) PendingBlock(context.Context) (*engine.PendingBlock, error) {
-	return &engine.PendingBlock{}, nil
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	pb := &engine.PendingBlock{GasUsed: hexutil.Uint64(21_000 * g.pooled)}
+	for i := range g.pooled {
+		pb.Transactions = append(pb.Transactions, common.BigToHash(big.NewInt(int64(i))))
+	}
+	return pb, nil
 }
 
 func numberOf(h *types.Header) any {
