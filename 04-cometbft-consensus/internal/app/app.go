@@ -93,14 +93,14 @@ type App struct {
 
 	mu        sync.Mutex
 	blocks    Blocks
-	committed state.State  // as of the last Commit (or the handshake)
-	pending   *state.State // FinalizeBlock's result, persisted by Commit
-	live      bool         // pending came through our ProcessProposal (not block sync or replay)
-	nextDown  bool         // the round-0 proposer of the height after pending looks down
-	started   bool         // consensus has called the app: the handshake is over
-	pacer     pacer        // used by FinalizeBlock and Commit alone
-	validated common.Hash  // the last payload geth answered VALID in ProcessProposal
-	next      *started     // the payload started for the next height, if any
+	committed state.State   // as of the last Commit (or the handshake)
+	pending   *state.State  // FinalizeBlock's result, persisted by Commit
+	live      bool          // pending came through our ProcessProposal (not block sync or replay)
+	nextDown  bool          // the round-0 proposer of the height after pending looks down
+	started   bool          // consensus has called the app: the handshake is over
+	pacer     pacer         // used by FinalizeBlock and Commit alone
+	validated common.Hash   // the last payload geth answered VALID in ProcessProposal
+	next      *started      // the payload started for the next height, if any
 	extraWait time.Duration // learnt: added to the build wait after empty payloads (fetch)
 	ready     bool
 	reason    string
