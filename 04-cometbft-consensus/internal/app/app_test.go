@@ -620,21 +620,16 @@ func TestOptimisticBuilding(t *testing.T) {
 		t.Fatalf("stale %v", n)
 	}
 	// The stale payload was fetched ahead, which stopped geth's work on
-	// it, and the fresh one is fetched now.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+	// it, and the fresh one is fetched now: getPayload of block 3 twice.
+	waitFor(t, func() bool {
 		n := 0
 		for _, c := range a.geth.log() {
 			if c == "getPayload 3" {
 				n++
 			}
 		}
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("getPayload of block 3 called %d times, want 2 (the stale one abandoned, the fresh one proposed)", n)
-		}
-	}
+		return n == 2
+	})
 	p, err := envelope.Decode(res.Txs[0])
 	if err != nil || p.ExecutionPayload.Number != 3 {
 		t.Fatal(err)

@@ -152,8 +152,7 @@ func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engi
 		a.mu.Lock()
 		extra := a.extraWait
 		a.mu.Unlock()
-		took := time.Since(asked)
-		if err := a.wait(ctx, time.Until(asked.Add(took/2+extra))); err != nil {
+		if err := a.wait(ctx, time.Since(asked)/2+extra); err != nil {
 			return nil, err
 		}
 	}
