@@ -8,7 +8,7 @@ DEVNET      := $(BIN)/devnet
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTEST      := go test -count=1 -timeout 30m
 
-.PHONY: run run-stage1 run-stage3 run-stage4 test lint bench devnet-up devnet-down devnet-status compose-up compose-down clean
+.PHONY: run run-stage1 run-stage3 run-stage4 test lint bench bench-burst devnet-up devnet-down devnet-status compose-up compose-down clean
 
 $(DEVNET): $(shell find devnet -name '*.go') devnet/go.mod
 	go build -o $(DEVNET) ./devnet/cmd/devnet
@@ -63,13 +63,22 @@ lint:
 	  (cd $$m && GOWORK=off go vet ./... && GOWORK=off GOFLAGS= go run $(STATICCHECK) ./...) || exit 1; \
 	done
 
-## bench: benchmarks that print figures (stages 2-4 add theirs)
+## bench: benchmarks that print figures (stages 2-4 add theirs), then bench-burst
 bench:
 	@found=0; for m in $(MODULES); do \
 	  if grep -rqs --include='*_test.go' '^func Benchmark' $$m; then \
-	    found=1; (cd $$m && GOWORK=off go test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...) || exit 1; \
+	    found=1; (cd $$m && GOWORK=off go test -run '^$$' -bench . -skip '^BenchmarkBurst$$' -benchtime 1x -timeout 60m ./...) || exit 1; \
 	  fi; \
 	done; [ $$found = 1 ] || echo "no benchmarks yet: stage 2 adds the first ones"
+	@$(MAKE) --no-print-directory bench-burst
+
+## bench-burst: stage 2's burst, then stage 4's compared with it, in one run
+bench-burst:
+	@out=$$(cd 02-single-node && GOWORK=off go test -run '^$$' -bench '^BenchmarkBurst$$' -benchtime 1x -timeout 30m ./e2e) || { echo "$$out"; exit 1; }; \
+	echo "$$out"; \
+	txs=$$(echo "$$out" | awk '{for (i = 2; i <= NF; i++) if ($$i == "stage2-burst-tx/s") print $$(i-1)}'); \
+	[ -n "$$txs" ] || { echo "stage 2's BenchmarkBurst reported no stage2-burst-tx/s"; exit 1; }; \
+	cd 04-cometbft-consensus && STAGE2_BURST_TXS=$$txs GOWORK=off go test -run '^$$' -bench '^BenchmarkBurst$$' -benchtime 1x -timeout 30m ./e2e
 
 ## devnet-up / devnet-down: the local network on docker-compose's ports, without Docker
 devnet-up: $(DEVNET)

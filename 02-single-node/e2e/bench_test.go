@@ -40,6 +40,17 @@ func BenchmarkSingleNode(b *testing.B) {
 	}
 }
 
+// BenchmarkBurst runs the burst scenario alone and prints its table;
+// `make bench-burst` passes its stage2-burst-tx/s to stage 4's
+// BenchmarkBurst, which compares itself with it.
+func BenchmarkBurst(b *testing.B) {
+	table := &benchTable{}
+	for range b.N {
+		benchBurst(b, table)
+	}
+	fmt.Println(table.markdown(machine()))
+}
+
 type benchTable struct{ rows [][]string }
 
 func (t *benchTable) add(cells ...string) { t.rows = append(t.rows, cells) }

@@ -31,19 +31,14 @@ import (
 //   - with CometBFT's default timeouts and with the tuned ones; with one
 //     validator of four down; with payloads started early (the default) or
 //     built on request; with geth refreshing a payload every 100 ms or
-//     every 2 s (its default);
-//   - a burst of transfers: tx/s.
+//     every 2 s (its default).
+//
+// A burst of transfers is BenchmarkBurst's.
 func BenchmarkValidators(b *testing.B) {
 	table := &benchTable{}
 	for range b.N {
 		for _, sc := range scenarios() {
 			b.Run(sc.name, func(b *testing.B) { benchSteady(b, table, sc) })
-		}
-		for _, sc := range []scenario{
-			{name: "burst/tuned/4of4/recommit100ms", timeouts: tunedTimeouts, optimistic: true, recommit: 100 * time.Millisecond},
-			{name: "burst/tuned/4of4/recommit100ms/on-request", timeouts: tunedTimeouts, recommit: 100 * time.Millisecond},
-		} {
-			b.Run(sc.name, func(b *testing.B) { benchBurst(b, table, sc) })
 		}
 	}
 	out := table.markdown(machine())
@@ -155,25 +150,6 @@ func buildMode(nw *network, sc scenario) string {
 		proposals += v.metric("consensus_proposal_build_seconds_count")
 	}
 	return fmt.Sprintf("started early: %.0f of %.0f proposals", used, proposals)
-}
-
-// benchBurst sends 5,000 transfers at once to one geth: tx/s until the last is final.
-func benchBurst(b *testing.B, t *benchTable, sc scenario) {
-	nw := startBench(b, sc)
-	gen := generator(b, loadgen.DevKeys, nw.vals[1].geth.RPCURL())
-	r, err := gen.Burst(context.Background(), 5000, 200, 90*time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(r.TxPerSec(), "tx/s")
-	var empty, proposals float64
-	for _, v := range nw.vals {
-		empty += v.metric(`consensus_proposal_transactions_bucket{le="0"}`)
-		proposals += v.metric("consensus_proposal_transactions_count")
-	}
-	t.add(sc.name, fmt.Sprintf("%d blocks carried them; %.0f of %.0f proposals empty", r.Blocks, empty, proposals),
-		fmt.Sprintf("5,000 transfers: %d final in %.1f s, **%.0f tx/s**; p50 %.0f ms, p99 %.0f ms", r.Included, r.Duration.Seconds(), r.TxPerSec(),
-			ms(pct(r.Latencies, 0.5)), ms(pct(r.Latencies, 0.99))), buildMode(nw, sc))
 }
 
 type benchTable struct {

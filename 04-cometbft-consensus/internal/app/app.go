@@ -54,7 +54,11 @@ type Options struct {
 	Genesis      common.Hash    // geth's genesis block hash: the app hash at height 0
 	FeeRecipient common.Address // this validator's fee recipient when it proposes
 	BuildWait    time.Duration  // between forkchoiceUpdated and getPayload
-	Byzantine    string         // TESTS ONLY: "invalid" payloads, or "pad"ded envelopes
+	// ProposeBudget bounds PrepareProposal: past it, the payload is asked
+	// of geth at once, built or not (zero: no bound). Half of
+	// timeout_propose leaves the rest for the proposal to reach the others.
+	ProposeBudget time.Duration
+	Byzantine     string // TESTS ONLY: "invalid" payloads, or "pad"ded envelopes
 
 	// Proposers predicts who proposes the next height's first rounds (nil:
 	// no predictions). Optimistic building: when it names Address,
@@ -100,8 +104,10 @@ type App struct {
 	started   bool          // consensus has called the app: the handshake is over
 	pacer     pacer         // used by FinalizeBlock and Commit alone
 	validated common.Hash   // the last payload geth answered VALID in ProcessProposal
+	proposed  common.Hash   // the last payload this validator proposed (its geth built it)
 	next      *started      // the payload started for the next height, if any
 	extraWait time.Duration // learnt: added to the build wait after empty payloads (fetch)
+	fetchTook time.Duration // learnt: the last fetch, pending block to payload (awaitDue)
 	ready     bool
 	reason    string
 }

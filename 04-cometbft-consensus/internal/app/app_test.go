@@ -572,9 +572,10 @@ func TestFinalizeBlockWaitsForGethAndRefusesInvalid(t *testing.T) {
 	}
 }
 
-// The next proposer starts its payload in FinalizeBlock and, as round 0's
-// proposer, fetches it ahead; PrepareProposal proposes it without asking
-// geth for anything.
+// The next proposer has geth start its payload once the height is final
+// (before the proposal is due: at once here, without a block time) and,
+// as round 0's proposer, fetches it ahead; PrepareProposal proposes it
+// without asking geth for anything.
 func TestOptimisticBuilding(t *testing.T) {
 	pub := ed25519.GenPrivKey().PubKey()
 	proposers, err := NewProposers([]cmttypes.GenesisValidator{{PubKey: pub, Power: 1}})
@@ -588,11 +589,14 @@ func TestOptimisticBuilding(t *testing.T) {
 	}
 	before := len(a.geth.log())
 	a.finalize(t, 1, tx)
-	if !slices.Contains(a.geth.log()[before:], "build 2") {
-		t.Fatalf("FinalizeBlock of height 1 started no payload: %q", a.geth.log()[before:])
+	if a.next == nil {
+		t.Fatal("FinalizeBlock of height 1 prepared no payload for height 2")
 	}
 	ts := a.next.timestamp // predicted from the wall clock
 	waitFor(t, func() bool { return slices.Contains(a.geth.log()[before:], "getPayload 2") })
+	if got := a.geth.log()[before:]; !slices.Contains(got, "build 2") || slices.Index(got, "build 2") > slices.Index(got, "getPayload 2") {
+		t.Fatalf("engine calls %q: getPayload 2 before build 2", got)
+	}
 
 	before = len(a.geth.log())
 	res, err := a.PrepareProposal(ctx, &abci.RequestPrepareProposal{Height: 2, Time: time.Unix(int64(ts), 0), MaxTxBytes: 4 << 20})

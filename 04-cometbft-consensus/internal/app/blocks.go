@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	abci "github.com/cometbft/cometbft/abci/types"
@@ -51,6 +52,11 @@ func (a *App) PrepareProposal(ctx context.Context, req *abci.RequestPreparePropo
 		return &abci.ResponsePrepareProposal{}, nil
 	}
 	data := p.ExecutionPayload
+	if a.opts.Byzantine == "" {
+		a.mu.Lock()
+		a.proposed = data.BlockHash
+		a.mu.Unlock()
+	}
 	a.metrics.ProposalBuild.Observe(time.Since(start).Seconds())
 	a.metrics.ProposalTxs.Observe(float64(len(data.Transactions)))
 	a.log.Info("proposing", "height", req.Height, "number", data.Number, "hash", data.BlockHash,
@@ -66,6 +72,7 @@ func (a *App) payload(ctx context.Context, parent state.State, blockTime time.Ti
 	defer cancel()
 	ts := Timestamp(blockTime, parent.Head)
 	if st := a.claim(parent, ts); st != nil {
+		st.ask(a.opts.ProposeBudget)
 		p, err := a.collect(ctx, parent, st)
 		if err == nil {
 			a.metrics.Optimistic.WithLabelValues("used").Inc()
@@ -77,7 +84,8 @@ func (a *App) payload(ctx context.Context, parent state.State, blockTime time.Ti
 		a.metrics.Optimistic.WithLabelValues("lost").Inc()
 		a.log.Warn("the payload started early is lost: building again", "number", parent.Head.Number+1, "err", err)
 	}
-	st := &started{parent: parent.Head.Hash, timestamp: ts}
+	st := newStarted(parent.Head.Hash, ts)
+	st.ask(a.opts.ProposeBudget)
 	// Nobody else would bring a proposer's geth back on a one-validator chain.
 	err = a.withLostBlocks(ctx, parent.Height+1, func() (err error) {
 		st.at = time.Now()
@@ -138,13 +146,15 @@ func (a *App) collect(ctx context.Context, parent state.State, st *started) (*en
 // pending block took before getPayload. The time a full block needs is
 // measured this way at every proposal, not guessed from a count. A payload
 // that still comes back empty while the pending block holds transactions
-// makes the next proposals wait longer (learnWait).
+// makes the next proposals wait longer (learnWait). Once the proposal is
+// overdue (st.hurry), every wait is cut short: a late proposal loses the
+// round, which costs more than a smaller block.
 func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engine.Payload, error) {
-	if err := a.wait(ctx, a.opts.BuildWait-time.Since(st.at)); err != nil {
+	if err := a.waitUnless(ctx, st.hurry, a.opts.BuildWait-time.Since(st.at)); err != nil {
 		return nil, err
 	}
 	asked := time.Now()
-	pending, err := a.engine.PendingBlock(ctx)
+	pending, err := a.pendingBlock(ctx, st.hurry)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +162,7 @@ func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engi
 		a.mu.Lock()
 		extra := a.extraWait
 		a.mu.Unlock()
-		if err := a.wait(ctx, time.Since(asked)/2+extra); err != nil {
+		if err := a.waitUnless(ctx, st.hurry, time.Since(asked)/2+extra); err != nil {
 			return nil, err
 		}
 	}
@@ -160,6 +170,9 @@ func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engi
 	if err != nil {
 		return nil, err
 	}
+	a.mu.Lock()
+	a.fetchTook = time.Since(asked)
+	a.mu.Unlock()
 	if len(pending.Transactions) > 0 {
 		a.learnWait(len(p.ExecutionPayload.Transactions) == 0)
 	}
@@ -171,6 +184,58 @@ func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engi
 	// getPayload does not return the beacon root: it is the attributes'.
 	p.BeaconRoot, _ = a.randomness(parent)
 	return p, nil
+}
+
+// pendingBlock returns geth's pending block, or an empty one if the
+// proposal is overdue first: geth builds it on request, which takes
+// hundreds of milliseconds on a busy machine.
+func (a *App) pendingBlock(ctx context.Context, hurry <-chan struct{}) (*engine.PendingBlock, error) {
+	if isHurried(hurry) {
+		return &engine.PendingBlock{}, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-hurry:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	p, err := a.engine.PendingBlock(ctx)
+	if err != nil && isHurried(hurry) {
+		return &engine.PendingBlock{}, nil
+	}
+	return p, err
+}
+
+// waitUnless waits like wait, less if hurry is closed first.
+func (a *App) waitUnless(ctx context.Context, hurry <-chan struct{}, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-hurry:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := a.wait(ctx, d); err != nil && !isHurried(hurry) {
+		return err
+	}
+	return nil
+}
+
+func isHurried(hurry <-chan struct{}) bool {
+	select {
+	case <-hurry:
+		return true
+	default:
+		return false
+	}
 }
 
 // Bounds of the extra wait: the first step after an empty payload, and the
@@ -201,6 +266,13 @@ type started struct {
 	at        time.Time
 	id        beacon.PayloadID
 
+	// due receives when the proposal is expected (Commit knows: it holds
+	// the height until then); asked is closed when PrepareProposal wants
+	// the payload, hurry once the proposal is overdue (ask).
+	due          chan time.Time
+	asked, hurry chan struct{}
+	askOnce      sync.Once
+
 	// The payload is fetched ahead: a full block is 17 MB of JSON, which
 	// takes a second or more to cross on two vCPUs, time the proposal would
 	// otherwise spend. fetched is closed once payload and err are set.
@@ -209,19 +281,43 @@ type started struct {
 	err     error
 }
 
+func newStarted(parent common.Hash, ts uint64) *started {
+	return &started{parent: parent, timestamp: ts, at: time.Now(),
+		due: make(chan time.Time, 1), asked: make(chan struct{}), hurry: make(chan struct{})}
+}
+
+// expect tells the payload's fetcher when the proposal is due.
+func (st *started) expect(at time.Time) {
+	select {
+	case st.due <- at:
+	default: // told already
+	}
+}
+
+// ask says that PrepareProposal wants the payload now, and that it is
+// overdue after budget (none when zero).
+func (st *started) ask(budget time.Duration) {
+	st.askOnce.Do(func() {
+		close(st.asked)
+		if budget > 0 {
+			time.AfterFunc(budget, func() { close(st.hurry) })
+		}
+	})
+}
+
 // earlyRounds is how many of a height's first rounds have their proposer
 // start building early: round 0's, and round 1's for when round 0's
 // proposer is down (a validator of four down must not slow every fourth
 // block by a build from scratch).
 const earlyRounds = 2
 
-// startNext starts the payload of the height after s, when this validator
-// is predicted to propose one of its first rounds, and fetches it ahead.
-// s is final: its block is geth's head. The timestamp is a
-// prediction: the next block's time is the median of this height's
-// precommit times, signed moments ago (and the same in every round of the
-// height).
-func (a *App) startNext(ctx context.Context, s state.State) {
+// startNext prepares the payload of the height after s, when this
+// validator is predicted to propose one of its first rounds: it has geth
+// build it before the proposal is due and fetches it ahead (awaitDue). s
+// is final: its block is geth's head. The timestamp is a prediction: the
+// next block's time is the median of this height's precommit times,
+// signed moments ago (and the same in every round of the height).
+func (a *App) startNext(s state.State) {
 	a.mu.Lock()
 	old := a.next
 	a.next = nil
@@ -232,25 +328,47 @@ func (a *App) startNext(ctx context.Context, s state.State) {
 	if !a.opts.Optimistic || a.opts.Proposers == nil || !a.opts.Proposers.Proposes(a.opts.Address, s.Height+1, earlyRounds) {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
-	defer cancel()
-	st := &started{parent: s.Head.Hash, timestamp: Timestamp(time.Now(), s.Head), at: time.Now()}
-	id, err := a.start(ctx, s, st.timestamp)
-	if err != nil {
-		a.metrics.Optimistic.WithLabelValues("lost").Inc()
-		a.log.Warn("cannot start the next payload early", "number", s.Head.Number+1, "err", err)
-		return
-	}
-	st.id, st.fetched = id, make(chan struct{})
+	st := newStarted(s.Head.Hash, Timestamp(time.Now(), s.Head))
+	st.fetched = make(chan struct{})
 	go func() {
 		defer close(st.fetched)
-		ctx, cancel := context.WithTimeout(a.ctx, a.opts.BuildWait+engine.CallTimeout)
+		ctx, cancel := context.WithTimeout(a.ctx, a.opts.BlockTime+a.opts.BuildWait+2*engine.CallTimeout)
 		defer cancel()
+		if st.err = a.awaitDue(ctx, st); st.err != nil {
+			return
+		}
+		st.at = time.Now()
+		if st.id, st.err = a.start(ctx, s, st.timestamp); st.err != nil {
+			return
+		}
 		st.payload, st.err = a.fetch(ctx, s, st)
 	}()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.next = st
+}
+
+// awaitDue waits until geth should start building st: when the proposal
+// is due (Commit holds the height until then) less BuildWait and the time
+// the last fetch took, and a quarter more; at once if PrepareProposal asks
+// first. Starting then rather than when the parent became final lets the
+// payload hold the transactions that arrived while the height was held,
+// whatever geth's --miner.recommit, and gives geth's pool time to drop
+// what the parent included (a build started with the head still new finds
+// only those, and comes back empty).
+func (a *App) awaitDue(ctx context.Context, st *started) error {
+	var due time.Time
+	select {
+	case due = <-st.due:
+	case <-st.asked:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	a.mu.Lock()
+	lead := a.opts.BuildWait + a.fetchTook*5/4
+	a.mu.Unlock()
+	return a.waitUnless(ctx, st.asked, time.Until(due.Add(-lead)))
 }
 
 // claim takes the payload started for the block on parent at timestamp ts.
@@ -301,7 +419,10 @@ const (
 
 // ProcessProposal accepts a proposal only if it is exactly one envelope
 // whose payload extends our head at the expected timestamp and randomness,
-// and our geth executes it to VALID. A geth that answers SYNCING or
+// and our geth executes it to VALID, or built it: the proposer accepts its
+// own payload at once and executes it in FinalizeBlock, because CometBFT
+// gossips the proposal only once ProcessProposal returns, and a full block
+// takes its geth a good part of timeout_propose. A geth that answers SYNCING or
 // ACCEPTED lacks committed blocks (it was killed or wiped): the app
 // replays them from the block store and asks again. If geth still cannot
 // judge (it syncs from its peers on its own), the proposal is rejected:
@@ -322,6 +443,13 @@ func (a *App) ProcessProposal(ctx context.Context, req *abci.RequestProcessPropo
 	}
 	if err := a.checkFits(p, parent, req.Height, req.Time); err != nil {
 		return reject(reasonMismatch, err)
+	}
+	a.mu.Lock()
+	own := p.ExecutionPayload.BlockHash == a.proposed
+	a.mu.Unlock()
+	if own {
+		a.metrics.Verdicts.WithLabelValues("accept", "").Inc()
+		return &abci.ResponseProcessProposal{Status: abci.ResponseProcessProposal_ACCEPT}, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
 	defer cancel()
@@ -373,6 +501,9 @@ func (a *App) checkFits(p *engine.Payload, parent state.State, height int64, blo
 func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock) (*abci.ResponseFinalizeBlock, error) {
 	start := time.Now()
 	parent, validated := a.parent()
+	a.mu.Lock()
+	proposed := a.proposed
+	a.mu.Unlock()
 	if req.Height != parent.Height+1 {
 		return nil, fmt.Errorf("FinalizeBlock for height %d, the app committed %d", req.Height, parent.Height)
 	}
@@ -388,13 +519,16 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 		return nil, fmt.Errorf("decided block %d carries execution block %d on %s; our head is %d %s", req.Height, d.Number, d.ParentHash, parent.Head.Number, parent.Head.Hash)
 	}
 	head := state.Head{Number: d.Number, Hash: d.BlockHash, Timestamp: d.Timestamp}
-	live := d.BlockHash == validated // through our ProcessProposal, not a replay
-	for applied := live; ; applied = false {
+	executed := d.BlockHash == validated        // by geth, in our ProcessProposal
+	live := executed || d.BlockHash == proposed // through our ProcessProposal, not a replay
+	for applied := executed; ; applied = false {
 		if !applied {
 			if err := a.apply(ctx, req.Height, p); err != nil {
 				return nil, err
 			}
-			a.metrics.Replayed.Inc() // decided elsewhere: catch-up, or the handshake's replay
+			if !live {
+				a.metrics.Replayed.Inc() // decided elsewhere: catch-up, or the handshake's replay
+			}
 		}
 		err = a.finalized(ctx, d)
 		if !lacksBlocks(err) {
@@ -417,7 +551,7 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 	a.pending, a.live, a.nextDown = &next, live, nextDown
 	a.mu.Unlock()
 	if live {
-		a.startNext(ctx, next)
+		a.startNext(next)
 	}
 	results := make([]*abci.ExecTxResult, len(req.Txs))
 	for i := range results {
@@ -552,7 +686,17 @@ func (a *App) Commit(_ context.Context, _ *abci.RequestCommit) (*abci.ResponseCo
 	if err != nil {
 		return nil, err
 	}
-	if held := a.pacer.hold(time.Now(), live, nextDown); live && a.opts.BlockTime > 0 {
+	paced := live && a.opts.BlockTime > 0
+	held := a.pacer.hold(time.Now(), live, nextDown)
+	if !paced {
+		held = 0
+	}
+	a.mu.Lock()
+	if a.next != nil {
+		a.next.expect(time.Now().Add(held))
+	}
+	a.mu.Unlock()
+	if paced {
 		a.metrics.PaceWait.Observe(held.Seconds())
 		_ = a.wait(context.Background(), held) // ends early at shutdown
 	}
@@ -572,7 +716,7 @@ func (a *App) persist() (live, nextDown bool, err error) {
 		return false, false, fmt.Errorf("persist app state: %w", err)
 	}
 	a.committed, a.pending = *a.pending, nil
-	a.validated = common.Hash{}
+	a.validated, a.proposed = common.Hash{}, common.Hash{}
 	a.ready, a.reason = true, ""
 	a.metrics.Ready.Set(1)
 	a.metrics.Height.Set(float64(a.committed.Height))

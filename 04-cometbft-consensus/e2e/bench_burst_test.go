@@ -1,0 +1,356 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/rpc"
+
+	"github.com/geth-consensus/tutorial/devnet"
+
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/loadgen"
+)
+
+// BenchmarkBurst sends 5,000 transfers at once to validator-1's geth on
+// four validators (tuned timeouts, --block-time 1s, geth
+// --miner.recommit=100ms) and writes BENCHMARKS-burst.md:
+//
+//   - tx/s from the first send to the last inclusion, and stage 2's on the
+//     same machine in the same `make bench-burst` run (STAGE2_BURST_TXS,
+//     which the Makefile takes from stage 2's BenchmarkBurst);
+//   - every proposal made during the burst, and the empty ones made while
+//     some validator's geth had held executable transactions for more than
+//     a block time (txpool_status polled every 25 ms);
+//   - where the two cores went: CPU seconds of every process during the
+//     burst, and the top of a CPU profile of the geth the burst was sent to.
+func BenchmarkBurst(b *testing.B) {
+	const blockTime = time.Second
+	var out string
+	for range b.N {
+		nw := startBench(b, scenario{name: "burst", timeouts: tunedTimeouts, optimistic: true, recommit: 100 * time.Millisecond})
+		pools := watchPools(b, nw)
+		cpu := startCPU(nw)
+		profile := filepath.Join(b.TempDir(), "geth-1.cpu.pprof")
+		if _, err := nw.vals[1].geth.Call(context.Background(), "debug_startCPUProfile", profile); err != nil {
+			b.Fatal(err)
+		}
+		gen := generator(b, loadgen.DevKeys, nw.vals[1].geth.RPCURL())
+		start := time.Now()
+		r, err := gen.Burst(context.Background(), 5000, 200, 90*time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		end := start.Add(r.Duration)
+		if _, err := nw.vals[1].geth.Call(context.Background(), "debug_stopCPUProfile"); err != nil {
+			b.Fatal(err)
+		}
+		usage := cpu.stop()
+		pools.stop()
+		if r.Included != r.Sent {
+			b.Fatalf("%d of %d transfers included", r.Included, r.Sent)
+		}
+		var props []proposal
+		for _, v := range nw.vals {
+			props = append(props, proposals(b, v, start, end)...)
+		}
+		slices.SortFunc(props, func(x, y proposal) int { return x.at.Compare(y.at) })
+		var empty, emptyWhileHeld []proposal
+		for _, p := range props {
+			if p.txs == 0 {
+				empty = append(empty, p)
+				if pools.heldSince(p.at, blockTime) {
+					emptyWhileHeld = append(emptyWhileHeld, p)
+				}
+			}
+		}
+		b.ReportMetric(r.TxPerSec(), "tx/s")
+		b.ReportMetric(float64(len(emptyWhileHeld)), "empty-while-held")
+
+		var sb strings.Builder
+		sb.WriteString("# Stage 4 benchmarks: a burst of transfers\n\nWritten by `make bench-burst` (e2e/bench_burst_test.go): 5,000 transfers sent at once, " +
+			"in batches of 200, to validator-1's geth of four validators on loopback (tuned timeouts, --block-time 1s, geth --miner.recommit=100ms). " + machine() + "\n\n")
+		fmt.Fprintf(&sb, "| | |\n|---|---|\n| stage 4 | **%.0f tx/s**: 5,000 final in %.1f s (sent in %.1f s), %d blocks; final p50 %.0f ms, p99 %.0f ms |\n",
+			r.TxPerSec(), r.Duration.Seconds(), r.Sending.Seconds(), r.Blocks, ms(pct(r.Latencies, 0.5)), ms(pct(r.Latencies, 0.99)))
+		if ref, err := strconv.ParseFloat(os.Getenv("STAGE2_BURST_TXS"), 64); err == nil && ref > 0 {
+			fmt.Fprintf(&sb, "| stage 2, same run | %.0f tx/s (its BenchmarkBurst, on-demand mode, median of its rounds): stage 4 reaches **%.0f%%** |\n", ref, 100*r.TxPerSec()/ref)
+		} else {
+			sb.WriteString("| stage 2, same run | not measured: run `make bench-burst` from the repository root |\n")
+		}
+		fmt.Fprintf(&sb, "| proposals during the burst | %d, %d of them empty; **%d empty while a validator's geth had held executable transactions for more than %s** |\n\n",
+			len(props), len(empty), len(emptyWhileHeld), blockTime)
+		sb.WriteString("Proposals, by the time the proposer made them (+ seconds after the first send; `txs` in the payload):\n\n")
+		for _, p := range props {
+			fmt.Fprintf(&sb, "- +%.2f s height %d, validator-%d: %d txs\n", p.at.Sub(start).Seconds(), p.height, p.validator, p.txs)
+		}
+		sb.WriteString("\n## Where the two cores went\n\n" + usage.markdown() + "\n")
+		top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=15", gethBinary(b), profile).CombinedOutput()
+		if err != nil {
+			b.Fatalf("go tool pprof: %v\n%s", err, top)
+		}
+		sb.WriteString("The geth the burst was sent to (validator-1's), `go tool pprof -top` of its CPU profile over the burst:\n\n```\n" +
+			pprofTop(string(top)) + "```\n")
+		out = sb.String()
+		nw.stop()
+	}
+	fmt.Println(out)
+	if err := os.WriteFile(filepath.Join("..", "BENCHMARKS-burst.md"), []byte(out), 0o644); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// pprofTop keeps pprof's summary lines and its table.
+func pprofTop(s string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, "File:") || strings.HasPrefix(l, "Build ID:") || strings.HasPrefix(l, "Type:") || strings.HasPrefix(l, "Time:") || l == "" {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return strings.Join(keep, "\n") + "\n"
+}
+
+func gethBinary(b *testing.B) string {
+	p, err := devnet.GethBinary(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+// proposal is a "proposing" line of a validator's log.
+type proposal struct {
+	at        time.Time
+	validator int
+	height    int64
+	txs       int
+}
+
+// proposals reads the proposals validator v made between from and to.
+func proposals(b *testing.B, v *validator, from, to time.Time) []proposal {
+	f, err := os.Open(v.proc.LogPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var out []proposal
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		fields := logFields(sc.Text())
+		if fields["msg"] != "proposing" {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, fields["time"])
+		if err != nil {
+			b.Fatalf("validator-%d log: %v", v.i, err)
+		}
+		if at.Before(from) || at.After(to) {
+			continue
+		}
+		h, err1 := strconv.ParseInt(fields["height"], 10, 64)
+		n, err2 := strconv.Atoi(fields["txs"])
+		if err1 != nil || err2 != nil {
+			b.Fatalf("validator-%d log: %q", v.i, sc.Text())
+		}
+		out = append(out, proposal{at: at, validator: v.i, height: h, txs: n})
+	}
+	if err := sc.Err(); err != nil {
+		b.Fatal(err)
+	}
+	return out
+}
+
+// logFields splits a slog text line into its key=value pairs (values
+// without spaces, as the ones read here are).
+func logFields(line string) map[string]string {
+	m := map[string]string{}
+	for _, f := range strings.Fields(line) {
+		if k, v, ok := strings.Cut(f, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// poolWatch polls every geth's txpool_status.
+type poolWatch struct {
+	mu      sync.Mutex
+	samples [][]poolSample // by validator
+	cancel  context.CancelFunc
+	done    sync.WaitGroup
+}
+
+type poolSample struct {
+	at      time.Time
+	pending uint64
+}
+
+func watchPools(b *testing.B, nw *network) *poolWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &poolWatch{samples: make([][]poolSample, len(nw.vals)), cancel: cancel}
+	for i, v := range nw.vals {
+		c, err := rpc.Dial(v.geth.RPCURL())
+		if err != nil {
+			b.Fatal(err)
+		}
+		w.done.Add(1)
+		go func() {
+			defer w.done.Done()
+			defer c.Close()
+			tick := time.NewTicker(25 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				var st struct{ Pending hexutil.Uint64 }
+				if err := c.CallContext(ctx, &st, "txpool_status"); err == nil {
+					w.mu.Lock()
+					w.samples[i] = append(w.samples[i], poolSample{at: time.Now(), pending: uint64(st.Pending)})
+					w.mu.Unlock()
+				}
+				select {
+				case <-tick.C:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	return w
+}
+
+func (w *poolWatch) stop() { w.cancel(); w.done.Wait() }
+
+// heldSince reports whether some geth's every sample in [at-d, at] showed
+// executable transactions (and there was one at or before at-d).
+func (w *poolWatch) heldSince(at time.Time, d time.Duration) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, samples := range w.samples {
+		held, covered := true, false
+		for _, s := range samples {
+			if s.at.After(at) {
+				break
+			}
+			if s.at.Before(at.Add(-d)) {
+				covered = s.pending > 0
+				continue
+			}
+			if s.pending == 0 {
+				held = false
+			}
+		}
+		if held && covered {
+			return true
+		}
+	}
+	return false
+}
+
+// cpuWatch measures the CPU time every process of the network spends.
+type cpuWatch struct {
+	start       time.Time
+	procs       []cpuProc
+	self        time.Duration
+	busy, total float64 // machine-wide jiffies at start
+}
+
+type cpuProc struct {
+	name string
+	pid  int
+	used time.Duration
+}
+
+func startCPU(nw *network) *cpuWatch {
+	c := &cpuWatch{start: time.Now()}
+	for _, v := range nw.vals {
+		c.procs = append(c.procs, cpuProc{name: fmt.Sprintf("geth-%d", v.i), pid: v.geth.Pid()}, cpuProc{name: fmt.Sprintf("validator-%d", v.i), pid: v.proc.Pid()})
+	}
+	for i := range c.procs {
+		c.procs[i].used = procCPU(c.procs[i].pid)
+	}
+	c.self = procCPU(os.Getpid())
+	c.busy, c.total = machineCPU()
+	return c
+}
+
+// stop returns the CPU each process used since startCPU.
+func (c *cpuWatch) stop() cpuUsage {
+	u := cpuUsage{wall: time.Since(c.start)}
+	for _, p := range c.procs {
+		u.rows = append(u.rows, cpuRow{p.name, procCPU(p.pid) - p.used})
+	}
+	u.rows = append(u.rows, cpuRow{"this benchmark (load generator: signing, sending, watching)", procCPU(os.Getpid()) - c.self})
+	busy, total := machineCPU()
+	u.busyShare = (busy - c.busy) / (total - c.total)
+	return u
+}
+
+type cpuUsage struct {
+	wall      time.Duration
+	rows      []cpuRow
+	busyShare float64
+}
+
+type cpuRow struct {
+	name string
+	used time.Duration
+}
+
+func (u cpuUsage) markdown() string {
+	var sb strings.Builder
+	var sum time.Duration
+	for _, r := range u.rows {
+		sum += r.used
+	}
+	fmt.Fprintf(&sb, "Over the burst's %.1f s of wall time the machine's CPUs were **%.0f%% busy** (/proc/stat), and the processes used %.1f CPU-seconds:\n\n",
+		u.wall.Seconds(), 100*u.busyShare, sum.Seconds())
+	sb.WriteString("| process | CPU-seconds | share |\n|---|---|---|\n")
+	rows := slices.Clone(u.rows)
+	slices.SortFunc(rows, func(a, b cpuRow) int { return int(b.used - a.used) })
+	for _, r := range rows {
+		fmt.Fprintf(&sb, "| %s | %.2f | %.0f%% |\n", r.name, r.used.Seconds(), 100*float64(r.used)/float64(sum))
+	}
+	return sb.String()
+}
+
+// procCPU is a process's user + system CPU time (/proc/PID/stat fields 14
+// and 15, in clock ticks of 1/100 s on Linux).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // fields from 3 on
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// machineCPU returns the busy and total jiffies of /proc/stat's cpu line.
+func machineCPU() (busy, total float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 1
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseFloat(f, 64)
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total
+}
