@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -39,6 +40,7 @@ func BenchmarkBurst(b *testing.B) {
 	var out string
 	for range b.N {
 		nw := startBench(b, scenario{name: "burst", timeouts: tunedTimeouts, optimistic: true, recommit: 100 * time.Millisecond})
+		ceiling := ingestOnly(b, nw)
 		pools := watchPools(b, nw)
 		cpu := startCPU(nw)
 		profile := filepath.Join(b.TempDir(), "geth-1.cpu.pprof")
@@ -82,6 +84,8 @@ func BenchmarkBurst(b *testing.B) {
 			"in batches of 200, to validator-1's geth of four validators on loopback (tuned timeouts, --block-time 1s, geth --miner.recommit=100ms). " + machine() + "\n\n")
 		fmt.Fprintf(&sb, "| | |\n|---|---|\n| stage 4 | **%.0f tx/s**: 5,000 final in %.1f s (sent in %.1f s), %d blocks; final p50 %.0f ms, p99 %.0f ms |\n",
 			r.TxPerSec(), r.Duration.Seconds(), r.Sending.Seconds(), r.Blocks, ms(pct(r.Latencies, 0.5)), ms(pct(r.Latencies, 0.99)))
+		fmt.Fprintf(&sb, "| the same geths, every validator paused | 5,000 more sent the same way before the run, with every validator SIGSTOPped (geth takes and gossips them; no consensus, no block): accepted in %.1f s, **%.0f tx/s**, a ceiling for stage 4 on this machine |\n",
+			ceiling.Sending.Seconds(), float64(ceiling.Sent)/ceiling.Sending.Seconds())
 		if ref, err := strconv.ParseFloat(os.Getenv("STAGE2_BURST_TXS"), 64); err == nil && ref > 0 {
 			fmt.Fprintf(&sb, "| stage 2, same run | %.0f tx/s (its BenchmarkBurst, on-demand mode, median of its rounds): stage 4 reaches **%.0f%%** |\n", ref, 100*r.TxPerSec()/ref)
 		} else {
@@ -91,14 +95,22 @@ func BenchmarkBurst(b *testing.B) {
 			len(props), len(empty), len(emptyWhileHeld), blockTime)
 		sb.WriteString("Proposals, by the time the proposer made them (+ seconds after the first send; `txs` in the payload):\n\n")
 		for _, p := range props {
-			fmt.Fprintf(&sb, "- +%.2f s height %d, validator-%d: %d txs\n", p.at.Sub(start).Seconds(), p.height, p.validator, p.txs)
+			how := "started early"
+			if !p.early {
+				how = "built on request"
+			}
+			fmt.Fprintf(&sb, "- +%.2f s height %d, validator-%d: %d txs, %s, PrepareProposal took %s", p.at.Sub(start).Seconds(), p.height, p.validator, p.txs, how, p.elapsed)
+			if p.txs == 0 && p.why != "" {
+				sb.WriteString(" (" + p.why + ")")
+			}
+			sb.WriteString("\n")
 		}
 		sb.WriteString("\n## Where the two cores went\n\n" + usage.markdown() + "\n")
-		top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=15", gethBinary(b), profile).CombinedOutput()
+		top, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=25", gethBinary(b), profile).CombinedOutput()
 		if err != nil {
 			b.Fatalf("go tool pprof: %v\n%s", err, top)
 		}
-		sb.WriteString("The geth the burst was sent to (validator-1's), `go tool pprof -top` of its CPU profile over the burst:\n\n```\n" +
+		sb.WriteString("The geth the burst was sent to (validator-1's), `go tool pprof -top -cum` of its CPU profile over the burst:\n\n```\n" +
 			pprofTop(string(top)) + "```\n")
 		out = sb.String()
 		nw.stop()
@@ -106,6 +118,44 @@ func BenchmarkBurst(b *testing.B) {
 	fmt.Println(out)
 	if err := os.WriteFile(filepath.Join("..", "BENCHMARKS-burst.md"), []byte(out), 0o644); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// ingestOnly sends a burst to validator-1's geth with every validator
+// paused (SIGSTOP): geth takes the transfers and gossips them to the other
+// three geths, which are synced and peered as in the real run, and nothing
+// else uses the CPU. How fast that goes bounds any stage 4 figure on the
+// machine. The validators are then resumed and the chain includes the
+// transfers before the measured run.
+func ingestOnly(b *testing.B, nw *network) loadgen.Result {
+	for _, v := range nw.vals {
+		if err := v.proc.Pause(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	r, err := generator(b, loadgen.DevKeys, nw.vals[1].geth.RPCURL()).Burst(context.Background(), 5000, 200, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, v := range nw.vals {
+		if err := v.proc.Resume(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var st struct{ Pending, Queued hexutil.Uint64 }
+		raw, err := nw.vals[1].geth.Call(context.Background(), "txpool_status")
+		if err == nil {
+			err = json.Unmarshal(raw, &st)
+		}
+		if err == nil && st.Pending+st.Queued == 0 {
+			return r
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the paused run's transfers not included in 2 minutes: %v %+v", err, st)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -135,6 +185,9 @@ type proposal struct {
 	validator int
 	height    int64
 	txs       int
+	why       string // the app's warning, for an empty payload
+	early     bool   // started before PrepareProposal (optimistic)
+	elapsed   string // PrepareProposal's duration
 }
 
 // proposals reads the proposals validator v made between from and to.
@@ -145,10 +198,14 @@ func proposals(b *testing.B, v *validator, from, to time.Time) []proposal {
 	}
 	defer f.Close()
 	var out []proposal
+	why := map[string]string{} // execution number → why its payload was empty
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		fields := logFields(sc.Text())
+		if strings.Contains(sc.Text(), `msg="geth's payload is empty"`) {
+			why[fields["number"]] = fmt.Sprintf("overdue=%s, pending block %s txs, %s after forkchoiceUpdated", fields["overdue"], fields["pending_txs"], fields["since_start"])
+		}
 		if fields["msg"] != "proposing" {
 			continue
 		}
@@ -164,7 +221,8 @@ func proposals(b *testing.B, v *validator, from, to time.Time) []proposal {
 		if err1 != nil || err2 != nil {
 			b.Fatalf("validator-%d log: %q", v.i, sc.Text())
 		}
-		out = append(out, proposal{at: at, validator: v.i, height: h, txs: n})
+		out = append(out, proposal{at: at, validator: v.i, height: h, txs: n, why: why[fields["number"]],
+			early: fields["optimistic"] == "true", elapsed: fields["elapsed"]})
 	}
 	if err := sc.Err(); err != nil {
 		b.Fatal(err)

@@ -313,6 +313,24 @@ func (v *validator) cometbft(t testing.TB) *rpchttp.HTTP {
 // that decided each height up to n against CometBFT's blocks, and returns
 // how many heights each round decided.
 func (nw *network) checkProposers(n int64) map[int32]int {
+	return byRound(nw.decidingRounds(n), nil)
+}
+
+// byRound counts the heights of rounds (height → deciding round) that keep
+// takes (all when nil) by their round.
+func byRound(rounds map[int64]int32, keep func(height int64) bool) map[int32]int {
+	out := map[int32]int{}
+	for h, r := range rounds {
+		if keep == nil || keep(h) {
+			out[r]++
+		}
+	}
+	return out
+}
+
+// decidingRounds returns the round that decided each height up to n,
+// checking the app's prediction of its proposer against CometBFT's blocks.
+func (nw *network) decidingRounds(n int64) map[int64]int32 {
 	nw.t.Helper()
 	ctx := context.Background()
 	c := nw.vals[0].cometbft(nw.t)
@@ -324,14 +342,14 @@ func (nw *network) checkProposers(n int64) map[int32]int {
 	if err != nil {
 		nw.t.Fatal(err)
 	}
-	rounds := map[int32]int{}
+	rounds := map[int64]int32{}
 	for h := int64(1); h <= n; h++ {
 		commit, err := c.Commit(ctx, &h)
 		if err != nil {
 			nw.t.Fatal(err)
 		}
 		r := commit.Commit.Round
-		rounds[r]++
+		rounds[h] = r
 		if want, got := commit.Header.ProposerAddress, proposers.InRound(h, r); !bytes.Equal(want, got) {
 			nw.t.Fatalf("height %d round %d: proposer %X, the app predicted %X", h, r, want, got)
 		}

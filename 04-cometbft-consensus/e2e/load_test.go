@@ -50,17 +50,26 @@ func TestFullBlocksAreDecided(t *testing.T) {
 		t.Errorf("5 heights after the full blocks took %s at a block time of %s", d, testBlockTime)
 	}
 	for _, v := range nw.vals {
-		full := 0
-		for _, s := range blockSizes(t, v.eth) {
-			if s.gasUsed*100 >= s.gasLimit*95 {
-				full++
-			}
-		}
-		if full < 3 {
-			t.Errorf("validator-%d's geth holds %d blocks filled to 95%% of the gas limit, want 3 or more", v.i, full)
+		if full := fullBlocks(t, v); len(full) < 3 {
+			t.Errorf("validator-%d's geth holds %d blocks filled to 95%% of the gas limit, want 3 or more", v.i, len(full))
 		}
 	}
-	t.Logf("MEASURED heights by the round that decided them: %v", nw.checkProposers(int64(nw.checkSameChain())))
+	full := fullBlocks(t, nw.vals[0])
+	rounds := nw.decidingRounds(int64(nw.checkSameChain()))
+	t.Logf("MEASURED heights by the round that decided them: %v; full blocks: %v", byRound(rounds, nil), byRound(rounds, func(h int64) bool { return full[h] }))
+}
+
+// fullBlocks returns the heights of v's chain whose block is filled to 95%
+// of the gas limit (execution block n is height n's).
+func fullBlocks(t testing.TB, v *validator) map[int64]bool {
+	t.Helper()
+	full := map[int64]bool{}
+	for i, s := range blockSizes(t, v.eth) {
+		if s.gasUsed*100 >= s.gasLimit*95 {
+			full[int64(i+1)] = true
+		}
+	}
+	return full
 }
 
 // A burst of blob transactions (3 blobs each, Osaka cell proofs) sent to

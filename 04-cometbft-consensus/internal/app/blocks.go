@@ -176,10 +176,16 @@ func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engi
 	if len(pending.Transactions) > 0 {
 		a.learnWait(len(p.ExecutionPayload.Transactions) == 0)
 	}
-	if len(p.ExecutionPayload.Transactions) == 0 && len(pending.Transactions) > 0 {
+	empty, overdue := len(p.ExecutionPayload.Transactions) == 0, isHurried(st.hurry)
+	if overdue {
+		a.metrics.Errors.WithLabelValues("overdue_payload").Inc()
+	}
+	if empty && len(pending.Transactions) > 0 {
 		a.metrics.Errors.WithLabelValues("empty_payload").Inc()
-		a.log.Warn("geth's payload is empty while its pending block holds transactions", "number", p.ExecutionPayload.Number,
-			"pending_txs", len(pending.Transactions), "pending_gas", uint64(pending.GasUsed), "since_start", time.Since(st.at))
+	}
+	if empty && (len(pending.Transactions) > 0 || overdue) {
+		a.log.Warn("geth's payload is empty", "number", p.ExecutionPayload.Number, "pending_txs", len(pending.Transactions),
+			"pending_gas", uint64(pending.GasUsed), "overdue", overdue, "since_start", time.Since(st.at))
 	}
 	// getPayload does not return the beacon root: it is the attributes'.
 	p.BeaconRoot, _ = a.randomness(parent)
