@@ -58,6 +58,9 @@ type Options struct {
 	// of geth at once, built or not (zero: no bound). Half of
 	// timeout_propose leaves the rest for the proposal to reach the others.
 	ProposeBudget time.Duration
+	// TimeoutCommit is CometBFT's timeout_commit: the next height starts no
+	// sooner after a commit, so a proposal is not due before it.
+	TimeoutCommit time.Duration
 	Byzantine     string // TESTS ONLY: "invalid" payloads, or "pad"ded envelopes
 
 	// Proposers predicts who proposes the next height's first rounds (nil:

@@ -725,3 +725,55 @@ func TestEmptyPayloadsLengthenTheWait(t *testing.T) {
 		t.Errorf("extra wait %s after a full payload, want %s", a.extraWait, maxExtraWait*3/4)
 	}
 }
+
+// The proposer accepts its own payload without asking geth (CometBFT
+// gossips the proposal only after the proposer's ProcessProposal) and has
+// geth execute it in FinalizeBlock; another validator executes it in
+// ProcessProposal. Neither counts it as a replay.
+func TestProposerAcceptsItsOwnPayload(t *testing.T) {
+	a, b := newNode(t, newFakeGeth(), "", nil), newNode(t, newFakeGeth(), "", nil)
+	tx := a.prepare(t, 1)
+	before := len(a.geth.log())
+	if s := a.process(t, 1, tx); s != abci.ResponseProcessProposal_ACCEPT {
+		t.Fatal(s)
+	}
+	if got := a.geth.log()[before:]; len(got) != 0 {
+		t.Fatalf("the proposer's ProcessProposal called geth: %q", got)
+	}
+	if s := b.process(t, 1, tx); s != abci.ResponseProcessProposal_ACCEPT || !slices.Contains(b.geth.log(), "newPayload 1") {
+		t.Fatalf("another validator: %v, engine calls %q", s, b.geth.log())
+	}
+	a.finalize(t, 1, tx)
+	b.finalize(t, 1, tx)
+	if got := a.geth.log()[before:]; !slices.Equal(got, []string{"newPayload 1", "fcu 1"}) {
+		t.Fatalf("the proposer's FinalizeBlock: engine calls %q, want newPayload then forkchoiceUpdated", got)
+	}
+	if a.geth.head().Hash() != b.geth.head().Hash() {
+		t.Fatal("the two geths disagree")
+	}
+	for _, n := range []*node{a, b} {
+		if r := testutil.ToFloat64(n.m.Replayed); r != 0 {
+			t.Fatalf("replayed %v", r)
+		}
+	}
+}
+
+// PrepareProposal keeps to ProposeBudget: a geth slow to build its pending
+// block (2 s here) does not hold the proposal, which asks for the payload
+// once the budget is spent and counts it as overdue.
+func TestPrepareProposalKeepsItsBudget(t *testing.T) {
+	g := newFakeGeth()
+	g.pooled, g.slowPending = 3, 2*time.Second
+	a := newNode(t, g, "", func(o *Options) { o.BuildWait, o.ProposeBudget = 10*time.Millisecond, 100*time.Millisecond })
+	start := time.Now()
+	a.prepare(t, 1)
+	if d := time.Since(start); d >= g.slowPending {
+		t.Fatalf("PrepareProposal took %s, as long as geth's pending block", d)
+	}
+	if n := testutil.ToFloat64(a.m.Errors.WithLabelValues("overdue_payload")); n != 1 {
+		t.Fatalf("overdue payloads counted: %v", n)
+	}
+	if got := g.log(); !slices.Contains(got, "getPayload 1") {
+		t.Fatalf("engine calls %q: no getPayload", got)
+	}
+}

@@ -355,7 +355,8 @@ func (a *App) startNext(s state.State) {
 }
 
 // awaitDue waits until geth should start building st: when the proposal
-// is due (Commit holds the height until then) less BuildWait and the time
+// is due (Commit holds the height until then, and CometBFT waits
+// timeout_commit after the commit in any case) less BuildWait and the time
 // the last fetch took, and a quarter more; at once if PrepareProposal asks
 // first. Starting then rather than when the parent became final lets the
 // payload hold the transactions that arrived while the height was held,
@@ -698,8 +699,8 @@ func (a *App) Commit(_ context.Context, _ *abci.RequestCommit) (*abci.ResponseCo
 		held = 0
 	}
 	a.mu.Lock()
-	if a.next != nil {
-		a.next.expect(time.Now().Add(held))
+	if a.next != nil { // CometBFT starts the next height after both
+		a.next.expect(time.Now().Add(max(held, a.opts.TimeoutCommit)))
 	}
 	a.mu.Unlock()
 	if paced {

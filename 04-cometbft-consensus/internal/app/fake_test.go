@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/big"
 	"sync"
+	"time"
 
 	beacon "github.com/ethereum/go-ethereum/beacon/engine"
 	"github.com/ethereum/go-ethereum/common"
@@ -21,17 +22,18 @@ import (
 // hashes, parents and a state root (keccak of the parent's) in newPayload,
 // and answers SYNCING when it lacks a parent. The e2e tests run real geth.
 type fakeGeth struct {
-	mu        sync.Mutex
-	genesis   *types.Header
-	blocks    map[common.Hash]*types.Header
-	canon     []common.Hash // canonical hashes by number
-	payloads  map[beacon.PayloadID]*engine.Payload
-	ids       uint64
-	stateless map[common.Hash]bool // blocks kept through a crash without their state
-	down      int                  // calls to fail as unreachable
-	syncing   int                  // newPayload calls to answer SYNCING, as a geth syncing from its peers
-	calls     []string             // "fcu 3", "build 4", "newPayload 4", "getPayload 4"
-	pooled    int                  // transactions the pending block shows; the payloads carry none
+	mu          sync.Mutex
+	genesis     *types.Header
+	blocks      map[common.Hash]*types.Header
+	canon       []common.Hash // canonical hashes by number
+	payloads    map[beacon.PayloadID]*engine.Payload
+	ids         uint64
+	stateless   map[common.Hash]bool // blocks kept through a crash without their state
+	down        int                  // calls to fail as unreachable
+	syncing     int                  // newPayload calls to answer SYNCING, as a geth syncing from its peers
+	calls       []string             // "fcu 3", "build 4", "newPayload 4", "getPayload 4"
+	pooled      int                  // transactions the pending block shows; the payloads carry none
+	slowPending time.Duration        // how long building the pending block takes
 }
 
 func newFakeGeth() *fakeGeth {
@@ -210,7 +212,15 @@ func (g *fakeGeth) HeaderByNumber(_ context.Context, n *big.Int) (*types.Header,
 // PendingBlock shows g.pooled transactions of 21,000 gas, which the fake's
 // payloads never carry (a geth too slow for the proposer's wait). It is
 // not logged: the tests follow the chain's calls.
-func (g *fakeGeth) PendingBlock(context.Context) (*engine.PendingBlock, error) {
+func (g *fakeGeth) PendingBlock(ctx context.Context) (*engine.PendingBlock, error) {
+	g.mu.Lock()
+	slow := g.slowPending
+	g.mu.Unlock()
+	select {
+	case <-time.After(slow):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	pb := &engine.PendingBlock{GasUsed: hexutil.Uint64(21_000 * g.pooled)}

@@ -75,6 +75,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		FeeRecipient:  common.HexToAddress(cfg.FeeRecipient),
 		BuildWait:     cfg.BuildWait,
 		ProposeBudget: cmt.Consensus.TimeoutPropose / 2,
+		TimeoutCommit: cmt.Consensus.TimeoutCommit,
 		BlockTime:     cfg.BlockTime,
 		LostRound:     cmt.Consensus.TimeoutPropose + cmt.Consensus.TimeoutPrecommit,
 		Optimistic:    cfg.Optimistic,
