@@ -55,8 +55,8 @@ type Options struct {
 	FeeRecipient common.Address // this validator's fee recipient when it proposes
 	BuildWait    time.Duration  // between forkchoiceUpdated and getPayload
 	// ProposeBudget bounds PrepareProposal: past it, the payload is asked
-	// of geth at once, built or not (zero: no bound). Half of
-	// timeout_propose leaves the rest for the proposal to reach the others.
+	// of geth at once, built or not (zero: no bound). Three quarters of
+	// timeout_propose leave the rest for the proposal to reach the others.
 	ProposeBudget time.Duration
 	// TimeoutCommit is CometBFT's timeout_commit: the next height starts no
 	// sooner after a commit, so a proposal is not due before it.

@@ -199,15 +199,8 @@ func (a *App) pendingBlock(ctx context.Context, hurry <-chan struct{}) (*engine.
 	if isHurried(hurry) {
 		return &engine.PendingBlock{}, nil
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := cutShort(ctx, hurry)
 	defer cancel()
-	go func() {
-		select {
-		case <-hurry:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	p, err := a.engine.PendingBlock(ctx)
 	if err != nil && isHurried(hurry) {
 		return &engine.PendingBlock{}, nil
@@ -220,8 +213,17 @@ func (a *App) waitUnless(ctx context.Context, hurry <-chan struct{}, d time.Dura
 	if d <= 0 {
 		return nil
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := cutShort(ctx, hurry)
 	defer cancel()
+	if err := a.wait(ctx, d); err != nil && !isHurried(hurry) {
+		return err
+	}
+	return nil
+}
+
+// cutShort returns a context that ends with ctx, or once hurry is closed.
+func cutShort(ctx context.Context, hurry <-chan struct{}) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
 	go func() {
 		select {
 		case <-hurry:
@@ -229,10 +231,7 @@ func (a *App) waitUnless(ctx context.Context, hurry <-chan struct{}, d time.Dura
 		case <-ctx.Done():
 		}
 	}()
-	if err := a.wait(ctx, d); err != nil && !isHurried(hurry) {
-		return err
-	}
-	return nil
+	return ctx, cancel
 }
 
 func isHurried(hurry <-chan struct{}) bool {

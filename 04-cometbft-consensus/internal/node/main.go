@@ -74,7 +74,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Genesis:       genesis.ToBlock().Hash(),
 		FeeRecipient:  common.HexToAddress(cfg.FeeRecipient),
 		BuildWait:     cfg.BuildWait,
-		ProposeBudget: cmt.Consensus.TimeoutPropose / 2,
+		ProposeBudget: cmt.Consensus.TimeoutPropose * 3 / 4,
 		TimeoutCommit: cmt.Consensus.TimeoutCommit,
 		BlockTime:     cfg.BlockTime,
 		LostRound:     cmt.Consensus.TimeoutPropose + cmt.Consensus.TimeoutPrecommit,
