@@ -172,6 +172,7 @@ func (t *benchTable) markdown(machine string) string {
 		"Every scenario runs with --block-time 1s (Commit holds each height until the next is due) except unpaced ones (--block-time 0, timeout_commit alone sets the pace). " +
 		"3of4: one validator killed before the load. recommit100ms: geth runs with --miner.recommit=100ms (how often it refreshes a payload being built; its default is 2 s). " +
 		"Payloads are started early by the predicted proposers of rounds 0 and 1 (--optimistic-build, the default) unless the scenario says on-request. " +
+		"A burst of 5,000 transfers, against stage 2's in the same run and with a CPU profile: BENCHMARKS-burst.md (`make bench-burst`); full blocks: BENCHMARKS-full-blocks.md. " +
 		machine + "\n\n")
 	sb.WriteString("| scenario | blocks | finality | payloads |\n|---|---|---|---|\n")
 	for _, r := range t.rows {

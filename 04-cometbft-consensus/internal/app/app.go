@@ -125,7 +125,7 @@ func New(ctx context.Context, e Engine, m *metrics.Metrics, log *slog.Logger, op
 		return nil, err
 	}
 	return &App{opts: opts, engine: e, log: log, metrics: m, ctx: ctx, committed: s,
-		pacer: pacer{blockTime: opts.BlockTime, lostRound: opts.LostRound}}, nil
+		pacer: pacer{blockTime: opts.BlockTime, minGap: opts.BlockTime / 4, lostRound: opts.LostRound}}, nil
 }
 
 // SetBlocks gives the app CometBFT's block store once the node exists.

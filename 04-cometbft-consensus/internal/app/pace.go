@@ -21,8 +21,16 @@ import (
 // before it is released early by the round it will likely lose: blocks
 // then arrive every block time. The plan itself does not move, so a wrong
 // guess costs one early block and one late one.
+//
+// A height committed late (one that carried a thousand transfers, say)
+// would leave none of the block time to the next: its proposer's geth would
+// have only PrepareProposal's budget to build, and on a busy machine it
+// then hands out an empty payload while transactions wait. So the next
+// height is never planned less than minGap (a quarter of the block time)
+// after a commit.
 type pacer struct {
 	blockTime time.Duration
+	minGap    time.Duration
 	lostRound time.Duration
 	planned   time.Time       // planned start of the height being committed; zero: none
 	missed    map[string]bool // validators whose last round-0 turn failed, by address
@@ -38,8 +46,11 @@ func (p *pacer) hold(now time.Time, voted, proposerDown bool) time.Duration {
 		return 0
 	}
 	next := p.planned.Add(p.blockTime)
-	if p.planned.IsZero() || next.Before(now) {
-		next = now // the first height, or one that took longer: plan from now
+	switch {
+	case p.planned.IsZero():
+		next = now // the first height
+	case next.Before(now.Add(p.minGap)):
+		next = now.Add(p.minGap) // a late height: plan from now
 	}
 	p.planned = next
 	release := next

@@ -7,7 +7,7 @@ import (
 
 func TestPacerHolds(t *testing.T) {
 	const ms = time.Millisecond
-	p := pacer{blockTime: 1000 * ms, lostRound: 450 * ms}
+	p := pacer{blockTime: 1000 * ms, minGap: 250 * ms, lostRound: 450 * ms}
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 	for i, step := range []struct {
 		commit       time.Duration // when Commit runs, from t0
@@ -19,9 +19,10 @@ func TestPacerHolds(t *testing.T) {
 		{commit: 200 * ms, voted: true, want: 800 * ms, plannedAfter: 1000 * ms},              // decided in 200 ms: held to the plan
 		{commit: 1150 * ms, voted: true, down: true, want: 400 * ms, plannedAfter: 2000 * ms}, // next proposer down: released 450 ms early
 		{commit: 2200 * ms, voted: true, want: 800 * ms, plannedAfter: 3000 * ms},             // (its lost round absorbed) the plan did not move
-		{commit: 4300 * ms, voted: true, want: 0, plannedAfter: 4300 * ms},                    // took longer than the block time: plan from now
-		{commit: 4500 * ms, voted: false, want: 0, plannedAfter: 4500 * ms},                   // not voted (catching up): never held
-		{commit: 4700 * ms, voted: true, want: 800 * ms, plannedAfter: 5500 * ms},
+		{commit: 3900 * ms, voted: true, want: 250 * ms, plannedAfter: 4150 * ms},             // late: the next proposer still gets minGap
+		{commit: 5300 * ms, voted: true, want: 250 * ms, plannedAfter: 5550 * ms},             // took longer than the block time: plan from now
+		{commit: 5500 * ms, voted: false, want: 0, plannedAfter: 5500 * ms},                   // not voted (catching up): never held
+		{commit: 5700 * ms, voted: true, want: 800 * ms, plannedAfter: 6500 * ms},
 	} {
 		if got := p.hold(at(step.commit), step.voted, step.down); got != step.want {
 			t.Errorf("step %d: held %s, want %s", i, got, step.want)
