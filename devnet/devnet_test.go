@@ -173,6 +173,34 @@ func TestFreePortsAreBelowTheEphemeralRangeAndDistinct(t *testing.T) {
 	}
 }
 
+// A free port that another process binds between the probe and the start
+// (a test binary running in parallel, seen in CI) does not fail the
+// network: it starts again on other ports.
+func TestStartsAgainWhenAPortIsTaken(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	taken := l.Addr().(*net.TCPAddr).Port
+	handed := false
+	freePort = func() (int, error) {
+		if !handed {
+			handed = true
+			return taken, nil
+		}
+		return FreePort()
+	}
+	t.Cleanup(func() { freePort = FreePort })
+	n := StartT(t, Config{Redis: true})
+	if !handed || n.Redis.Port == taken {
+		t.Fatalf("Redis on port %d (the taken one: %d; handed out: %v)", n.Redis.Port, taken, handed)
+	}
+	if !strings.Contains(n.Redis.TailLog(4096), "in use") {
+		t.Fatalf("Redis's log shows no first start on the taken port:\n%s", n.Redis.TailLog(4096))
+	}
+}
+
 // A network that cannot be made is refused before anything starts, with every
 // problem named.
 func TestConfigRefusedWithReasons(t *testing.T) {

@@ -67,15 +67,33 @@ func Start(ctx context.Context, cfg Config) (*Network, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	n, err := build(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.startAll(ctx); err != nil {
+	for attempt := 1; ; attempt++ {
+		n, err := build(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		err = n.startAll(ctx)
+		if err == nil {
+			return n, n.writeState()
+		}
 		n.Stop()
-		return nil, err
+		// A free port is probed, then bound by the process a moment later:
+		// another test binary running in parallel can take it in between.
+		// build picks new ones (never the same port twice).
+		if !cfg.FreePorts || attempt == startAttempts || !portTaken(err) {
+			return nil, err
+		}
+		cfg.Logger.Warn("a port was taken before its process bound it: starting again on other ports", "err", err)
 	}
-	return n, n.writeState()
+}
+
+// startAttempts bounds the restarts on new free ports.
+const startAttempts = 3
+
+// portTaken reports whether a process failed to start because its port
+// was in use (geth, Redis and PostgreSQL all log "address already in use").
+func portTaken(err error) bool {
+	return strings.Contains(strings.ToLower(err.Error()), "address already in use")
 }
 
 // maxDefaultGeth is how many geths fit on docker-compose's ports: node i
@@ -332,7 +350,7 @@ func allocatePorts(cfg Config) (portPlan, error) {
 		if !cfg.FreePorts {
 			return def, nil
 		}
-		return FreePort() // never the same port twice
+		return freePort() // never the same port twice
 	}
 	for i := range cfg.GethNodes {
 		for _, f := range []struct {
@@ -385,6 +403,9 @@ func FreePort() (int, error) {
 	}
 	return 0, fmt.Errorf("no free loopback port in %d-%d after 200 tries", lowestFreePort, high-1)
 }
+
+// freePort is FreePort; tests replace it to hand out a taken port.
+var freePort = FreePort
 
 // lowestFreePort keeps FreePort above the well-known and the devnet's
 // default ports (8545-8552, 6379, 5432).

@@ -111,6 +111,7 @@ type App struct {
 	next      *started      // the payload started for the next height, if any
 	extraWait time.Duration // learnt: added to the build wait after empty payloads (fetch)
 	fetchTook time.Duration // learnt: the last fetch, pending block to payload (awaitDue)
+	getTook   time.Duration // learnt: the last getPayload (fetch)
 	ready     bool
 	reason    string
 }

@@ -146,9 +146,10 @@ func (a *App) collect(ctx context.Context, parent state.State, st *started) (*en
 // pending block took before getPayload. The time a full block needs is
 // measured this way at every proposal, not guessed from a count. A payload
 // that still comes back empty while the pending block holds transactions
-// makes the next proposals wait longer (learnWait). Once the proposal is
-// overdue (st.hurry), every wait is cut short: a late proposal loses the
-// round, which costs more than a smaller block.
+// makes the next proposals wait longer (learnWait). A payload fetched
+// ahead is then asked for just before the proposal is due. Once the
+// proposal is overdue (st.hurry), every wait is cut short: a late
+// proposal loses the round, which costs more than a smaller block.
 func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engine.Payload, error) {
 	if err := a.waitUnless(ctx, st.hurry, a.opts.BuildWait-time.Since(st.at)); err != nil {
 		return nil, err
@@ -166,12 +167,26 @@ func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engi
 			return nil, err
 		}
 	}
+	built := time.Since(asked)
+	// geth goes on building until getPayload: ask as late as the proposal
+	// allows, so that a build that found nothing (the pool not yet updated
+	// for the new head) is replaced by a later one.
+	if !st.dueAt.IsZero() {
+		a.mu.Lock()
+		transfer := a.getTook * 5 / 4
+		a.mu.Unlock()
+		if err := a.waitUnless(ctx, st.asked, time.Until(st.dueAt.Add(-transfer))); err != nil {
+			return nil, err
+		}
+	}
+	got := time.Now()
 	p, err := a.engine.GetPayload(ctx, st.id, st.timestamp)
 	if err != nil {
 		return nil, err
 	}
 	a.mu.Lock()
-	a.fetchTook = time.Since(asked)
+	a.getTook = time.Since(got)
+	a.fetchTook = built + a.getTook
 	a.mu.Unlock()
 	if len(pending.Transactions) > 0 {
 		a.learnWait(len(p.ExecutionPayload.Transactions) == 0)
@@ -275,6 +290,7 @@ type started struct {
 	// the height until then); asked is closed when PrepareProposal wants
 	// the payload, hurry once the proposal is overdue (ask).
 	due          chan time.Time
+	dueAt        time.Time // received from due (awaitDue); zero: on request
 	asked, hurry chan struct{}
 	askOnce      sync.Once
 
@@ -371,6 +387,7 @@ func (a *App) awaitDue(ctx context.Context, st *started) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	st.dueAt = due
 	a.mu.Lock()
 	lead := a.opts.BuildWait + a.fetchTook*5/4
 	a.mu.Unlock()
