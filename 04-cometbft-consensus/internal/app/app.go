@@ -4,7 +4,8 @@
 //	PrepareProposal  the proposer builds a payload on its geth and proposes
 //	                 it as the block's single envelope transaction
 //	ProcessProposal  every validator checks the envelope and runs newPayload
-//	                 on its own geth: VALID or the proposal is rejected
+//	                 on its own geth: VALID or the proposal is rejected (the
+//	                 proposer's geth built it: it runs it in FinalizeBlock)
 //	FinalizeBlock    the decided payload becomes head = safe = finalized
 //	Commit           the app state (height, execution head) is persisted
 //
@@ -58,14 +59,15 @@ type Options struct {
 	// of geth at once, built or not (zero: no bound). Three quarters of
 	// timeout_propose leave the rest for the proposal to reach the others.
 	ProposeBudget time.Duration
-	// TimeoutCommit is CometBFT's timeout_commit: the next height starts no
-	// sooner after a commit, so a proposal is not due before it.
+	// TimeoutCommit is CometBFT's timeout_commit: the next height starts
+	// that long after the +2/3 precommits arrived, moments before Commit,
+	// so a proposal is not due much before then.
 	TimeoutCommit time.Duration
 	Byzantine     string // TESTS ONLY: "invalid" payloads, or "pad"ded envelopes
 
 	// Proposers predicts who proposes the next height's first rounds (nil:
-	// no predictions). Optimistic building: when it names Address,
-	// FinalizeBlock starts that payload on geth at once, and
+	// no predictions). Optimistic building: when it names Address, geth
+	// builds that payload before the proposal is due (startNext), and
 	// PrepareProposal only collects it.
 	Proposers  *Proposers
 	Address    []byte // this validator's address

@@ -65,7 +65,7 @@ func (a *App) PrepareProposal(ctx context.Context, req *abci.RequestPreparePropo
 }
 
 // payload returns the payload on parent for a block at blockTime: the one
-// started when parent became final if it fits (optimistic is then true),
+// prepared ahead (startNext) if it fits (optimistic is then true),
 // otherwise one built now.
 func (a *App) payload(ctx context.Context, parent state.State, blockTime time.Time) (p *engine.Payload, optimistic bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
@@ -167,7 +167,7 @@ func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engi
 			return nil, err
 		}
 	}
-	built := time.Since(asked)
+	built, cut := time.Since(asked), isHurried(st.hurry)
 	// geth goes on building until getPayload: ask as late as the proposal
 	// allows, so that a build that found nothing (the pool not yet updated
 	// for the new head) is replaced by a later one.
@@ -184,18 +184,22 @@ func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engi
 	if err != nil {
 		return nil, err
 	}
-	a.mu.Lock()
-	a.getTook = time.Since(got)
-	a.fetchTook = built + a.getTook
-	a.mu.Unlock()
-	if len(pending.Transactions) > 0 {
-		a.learnWait(len(p.ExecutionPayload.Transactions) == 0)
+	// A fetch the budget cut short measured the budget, not geth: it
+	// teaches nothing.
+	if !cut {
+		a.mu.Lock()
+		a.getTook = time.Since(got)
+		a.fetchTook = built + a.getTook
+		a.mu.Unlock()
+		if len(pending.Transactions) > 0 {
+			a.learnWait(len(p.ExecutionPayload.Transactions) == 0)
+		}
 	}
-	empty, overdue := len(p.ExecutionPayload.Transactions) == 0, isHurried(st.hurry)
+	empty, overdue := len(p.ExecutionPayload.Transactions) == 0, cut
 	if overdue {
 		a.metrics.Errors.WithLabelValues("overdue_payload").Inc()
 	}
-	if empty && len(pending.Transactions) > 0 {
+	if empty && len(pending.Transactions) > 0 && !overdue {
 		a.metrics.Errors.WithLabelValues("empty_payload").Inc()
 	}
 	if empty && (len(pending.Transactions) > 0 || overdue) {
@@ -278,8 +282,8 @@ func (a *App) learnWait(empty bool) {
 	}
 }
 
-// started is a payload geth began building for the next height as soon as
-// the previous one was final.
+// started is a payload for the next height: prepared ahead (startNext) or
+// built on request.
 type started struct {
 	parent    common.Hash
 	timestamp uint64
@@ -355,14 +359,15 @@ func (a *App) startNext(s state.State) {
 		defer close(st.fetched)
 		ctx, cancel := context.WithTimeout(a.ctx, a.opts.BlockTime+a.opts.BuildWait+2*engine.CallTimeout)
 		defer cancel()
-		if st.err = a.awaitDue(ctx, st); st.err != nil {
-			return
+		if st.err = a.awaitDue(ctx, st); st.err == nil {
+			st.at = time.Now()
+			if st.id, st.err = a.start(ctx, s, st.timestamp); st.err == nil {
+				st.payload, st.err = a.fetch(ctx, s, st)
+			}
 		}
-		st.at = time.Now()
-		if st.id, st.err = a.start(ctx, s, st.timestamp); st.err != nil {
-			return
+		if st.err != nil && a.ctx.Err() == nil {
+			a.log.Warn("cannot prepare the next payload ahead", "number", s.Head.Number+1, "err", st.err)
 		}
-		st.payload, st.err = a.fetch(ctx, s, st)
 	}()
 	a.mu.Lock()
 	defer a.mu.Unlock()

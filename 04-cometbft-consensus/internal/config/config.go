@@ -105,7 +105,7 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.GenesisPath, "genesis", c.GenesisPath, "genesis.json geth was initialised with")
 	f.DurationVar(&c.BuildWait, "build-wait", c.BuildWait, "proposer: at least this long between forkchoiceUpdated and getPayload; geth hands out an empty block until its first full one is built")
 	f.DurationVar(&c.BlockTime, "block-time", c.BlockTime, "start a height every this long when consensus is faster (Commit waits); 0: CometBFT's timeout_commit alone sets the pace")
-	f.BoolVar(&c.Optimistic, "optimistic-build", c.Optimistic, "when this validator proposes the next height, start its payload as soon as this one is final; best with geth --miner.recommit=100ms (README)")
+	f.BoolVar(&c.Optimistic, "optimistic-build", c.Optimistic, "when this validator proposes the next height, have geth build its payload before the proposal is due; best with geth --miner.recommit=100ms (README)")
 	f.StringVar(&c.FeeRecipient, "fee-recipient", c.FeeRecipient, "address that receives the priority fees of this validator's blocks")
 	f.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "listen address of /metrics, /healthz, /readyz, /status")
 	f.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")

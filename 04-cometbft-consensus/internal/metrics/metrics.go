@@ -57,7 +57,7 @@ func New() *Metrics {
 		Replayed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
 			Name: "blocks_replayed_total", Help: "Decided payloads sent to geth without this node's ProcessProposal: block sync, the handshake's replay, or a block-store replay into a wiped geth."}),
 		Optimistic: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
-			Name: "optimistic_builds_total", Help: "Payloads started when the previous height was final, by fate: used, stale (the proposal's parent or timestamp differed), lost (geth failed or forgot it), unclaimed (another round or proposer took the height)."}, []string{"outcome"}),
+			Name: "optimistic_builds_total", Help: "Payloads prepared before the proposal was due, by fate: used, stale (the proposal's parent or timestamp differed), lost (geth failed or forgot it), unclaimed (another round or proposer took the height)."}, []string{"outcome"}),
 		Ready: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
 			Name: "ready", Help: "1 when geth is reachable and heights advance."}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
