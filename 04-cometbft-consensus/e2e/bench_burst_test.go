@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,8 +42,9 @@ func BenchmarkBurst(b *testing.B) {
 	var out string
 	for range b.N {
 		nw := startBench(b, scenario{name: "burst", timeouts: tunedTimeouts, optimistic: true, recommit: 100 * time.Millisecond})
-		ceiling := ingestOnly(b, nw)
+		ceiling, ingestCPU := ingestOnly(b, nw)
 		pools := watchPools(b, nw)
+		before := appCounters(b, nw)
 		cpu := startCPU(nw)
 		profile := filepath.Join(b.TempDir(), "geth-1.cpu.pprof")
 		if _, err := nw.vals[1].geth.Call(context.Background(), "debug_startCPUProfile", profile); err != nil {
@@ -59,6 +62,7 @@ func BenchmarkBurst(b *testing.B) {
 		}
 		usage := cpu.stop()
 		pools.stop()
+		counted := appCounters(b, nw).minus(before)
 		if r.Included != r.Sent {
 			b.Fatalf("%d of %d transfers included", r.Included, r.Sent)
 		}
@@ -93,6 +97,8 @@ func BenchmarkBurst(b *testing.B) {
 		}
 		fmt.Fprintf(&sb, "| proposals during the burst | %d, %d of them empty; **%d empty while a validator's geth had held executable transactions for more than %s** |\n\n",
 			len(props), len(empty), len(emptyWhileHeld), blockTime)
+		fmt.Fprintf(&sb, "Payloads prepared ahead, over the four validators: %s. Payloads empty although the pending block held transactions: %.0f; cut short by PrepareProposal's budget: %.0f.\n\n",
+			counted.outcomes(), counted["consensus_errors_total{kind=\"empty_payload\"}"], counted["consensus_errors_total{kind=\"overdue_payload\"}"])
 		sb.WriteString("Proposals, by the time the proposer made them (+ seconds after the first send; `txs` in the payload):\n\n")
 		for _, p := range props {
 			how := "started early"
@@ -105,7 +111,9 @@ func BenchmarkBurst(b *testing.B) {
 			}
 			sb.WriteString("\n")
 		}
-		sb.WriteString("\n## Where the two cores went\n\n" + usage.markdown() + "\n")
+		sb.WriteString("\n## Where the two cores went\n\n" + usage.markdown() + "\n" + usage.bound(r))
+		fmt.Fprintf(&sb, " Taking the transfers in alone, with every validator paused (the ceiling above), cost %.2f ms of CPU per transfer over the four geths (each checks, pools and gossips every transfer).\n\n",
+			ingestCPU.perTx(ceiling.Sent).Seconds()*1000)
 		top, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=25", gethBinary(b), profile).CombinedOutput()
 		if err != nil {
 			b.Fatalf("go tool pprof: %v\n%s", err, top)
@@ -114,11 +122,42 @@ func BenchmarkBurst(b *testing.B) {
 			pprofTop(string(top)) + "```\n")
 		out = sb.String()
 		nw.stop()
+		keepLogs(b, nw)
 	}
 	fmt.Println(out)
 	if err := os.WriteFile(filepath.Join("..", "BENCHMARKS-burst.md"), []byte(out), 0o644); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// keepLogs copies every geth and validator log to $BENCH_LOGS, when set,
+// before the test's temporary directories go: the proposals above are
+// explained by geth's "Updated payload" lines and CometBFT's rounds.
+func keepLogs(b *testing.B, nw *network) {
+	dir := os.Getenv("BENCH_LOGS")
+	if dir == "" {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	var paths []string
+	for _, p := range nw.net.Processes() {
+		paths = append(paths, p.LogPath)
+	}
+	for _, v := range nw.vals {
+		paths = append(paths, v.proc.LogPath)
+	}
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(p)), data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Logf("logs kept in %s", dir)
 }
 
 // ingestOnly sends a burst to validator-1's geth with every validator
@@ -127,16 +166,23 @@ func BenchmarkBurst(b *testing.B) {
 // else uses the CPU. How fast that goes bounds any stage 4 figure on the
 // machine. The validators are then resumed and the chain includes the
 // transfers before the measured run.
-func ingestOnly(b *testing.B, nw *network) loadgen.Result {
+func ingestOnly(b *testing.B, nw *network) (loadgen.Result, cpuUsage) {
 	for _, v := range nw.vals {
 		if err := v.proc.Pause(); err != nil {
 			b.Fatal(err)
 		}
 	}
+	cpu := startCPU(nw)
 	r, err := generator(b, loadgen.DevKeys, nw.vals[1].geth.RPCURL()).Burst(context.Background(), 5000, 200, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
+	// Until the four geths hold every transfer: gossip goes on after the
+	// last send.
+	if err := waitPools(nw, r.Sent, time.Minute); err != nil {
+		b.Logf("the CPU of taking the transfers in is measured without all of them: %v", err)
+	}
+	usage := cpu.stop()
 	for _, v := range nw.vals {
 		if err := v.proc.Resume(); err != nil {
 			b.Fatal(err)
@@ -150,13 +196,36 @@ func ingestOnly(b *testing.B, nw *network) loadgen.Result {
 			err = json.Unmarshal(raw, &st)
 		}
 		if err == nil && st.Pending+st.Queued == 0 {
-			return r
+			return r, usage
 		}
 		if time.Now().After(deadline) {
 			b.Fatalf("the paused run's transfers not included in 2 minutes: %v %+v", err, st)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// waitPools waits until every validator's geth holds n transactions
+// (pending or queued), polling txpool_status.
+func waitPools(nw *network, n int, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for _, v := range nw.vals {
+		for {
+			var st struct{ Pending, Queued hexutil.Uint64 }
+			raw, err := v.geth.Call(context.Background(), "txpool_status")
+			if err == nil {
+				err = json.Unmarshal(raw, &st)
+			}
+			if err == nil && int(st.Pending+st.Queued) >= n {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("validator-%d's geth holds %+v of %d transactions after %s (%v)", v.i, st, n, within, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
 }
 
 // pprofTop keeps pprof's summary lines and its table.
@@ -380,6 +449,71 @@ func (u cpuUsage) markdown() string {
 		fmt.Fprintf(&sb, "| %s | %.2f | %.0f%% |\n", r.name, r.used.Seconds(), 100*float64(r.used)/float64(sum))
 	}
 	return sb.String()
+}
+
+// bound says how fast the burst could have gone with the machine's cores
+// busy for it alone, at the CPU time each transfer cost in this run.
+func (u cpuUsage) bound(r loadgen.Result) string {
+	perTx := u.perTx(r.Sent)
+	cores := runtime.NumCPU()
+	most := float64(cores) * float64(time.Second) / float64(perTx)
+	return fmt.Sprintf("Each transfer cost **%.2f ms of CPU** over the processes above (four geths each check its signature, pool it and execute it; "+
+		"four CometBFT nodes; the load generator). At that cost the machine's %d cores carry at most **%.0f tx/s**; the burst ran at %.0f.",
+		perTx.Seconds()*1000, cores, most, r.TxPerSec())
+}
+
+// perTx is the CPU time the processes used per transfer sent.
+func (u cpuUsage) perTx(sent int) time.Duration {
+	var sum time.Duration
+	for _, r := range u.rows {
+		sum += r.used
+	}
+	return sum / time.Duration(sent)
+}
+
+// counters are Prometheus counter values by series, summed over the
+// validators.
+type counters map[string]float64
+
+// appCounters reads the app's outcome counters from every validator's
+// /metrics.
+func appCounters(b *testing.B, nw *network) counters {
+	c := counters{}
+	for _, v := range nw.vals {
+		resp, err := http.Get("http://" + v.health + "/metrics")
+		if err != nil {
+			b.Fatal(err)
+		}
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			line := sc.Text()
+			if !strings.HasPrefix(line, "consensus_optimistic_builds_total{") && !strings.HasPrefix(line, "consensus_errors_total{") {
+				continue
+			}
+			series, value, _ := strings.Cut(line, " ")
+			f, _ := strconv.ParseFloat(value, 64)
+			c[series] += f
+		}
+		resp.Body.Close()
+	}
+	return c
+}
+
+func (c counters) minus(before counters) counters {
+	out := counters{}
+	for k, v := range c {
+		out[k] = v - before[k]
+	}
+	return out
+}
+
+// outcomes lists the optimistic builds by outcome.
+func (c counters) outcomes() string {
+	var parts []string
+	for _, o := range []string{"used", "stale", "lost", "unclaimed"} {
+		parts = append(parts, fmt.Sprintf("%s %.0f", o, c["consensus_optimistic_builds_total{outcome=\""+o+"\"}"]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // procCPU is a process's user + system CPU time (/proc/PID/stat fields 14

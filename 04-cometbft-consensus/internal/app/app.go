@@ -55,10 +55,12 @@ type Options struct {
 	Genesis      common.Hash    // geth's genesis block hash: the app hash at height 0
 	FeeRecipient common.Address // this validator's fee recipient when it proposes
 	BuildWait    time.Duration  // between forkchoiceUpdated and getPayload
-	// ProposeBudget bounds PrepareProposal: past it, the payload is asked
-	// of geth at once, built or not (zero: no bound). Three quarters of
-	// timeout_propose leave the rest for the proposal to reach the others.
-	ProposeBudget time.Duration
+	// ProposeBudget bounds PrepareProposal in round 0: past it, the payload
+	// is asked of geth at once, built or not (zero: no bound). Three
+	// quarters of timeout_propose leave the rest for the proposal to reach
+	// the others. Each later round adds ProposeBudgetDelta (three quarters
+	// of timeout_propose_delta), as CometBFT's timeout_propose grows.
+	ProposeBudget, ProposeBudgetDelta time.Duration
 	// TimeoutCommit is CometBFT's timeout_commit: the next height starts
 	// that long after the +2/3 precommits arrived, moments before Commit,
 	// so a proposal is not due much before then.

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -776,4 +777,62 @@ func TestPrepareProposalKeepsItsBudget(t *testing.T) {
 	if got := g.log(); !slices.Contains(got, "getPayload 1") {
 		t.Fatalf("engine calls %q: no getPayload", got)
 	}
+}
+
+// Round 1's proposer builds its payload early only when round 0 looks
+// likely to fail (the last height took more than round 0, or round 0's
+// proposer missed its last turn), and its budget is round 1's.
+func TestRoundOneBuildsEarlyAfterALateRound(t *testing.T) {
+	var gen []cmttypes.GenesisValidator
+	for range 2 {
+		gen = append(gen, cmttypes.GenesisValidator{PubKey: ed25519.GenPrivKey().PubKey(), Power: 1})
+	}
+	proposers, err := NewProposers(gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	me := gen[1].PubKey.Address()
+	a := newNode(t, newFakeGeth(), "", func(o *Options) {
+		o.Proposers, o.Address, o.Optimistic = proposers, me, true
+		o.ProposeBudget, o.ProposeBudgetDelta = 300*time.Millisecond, 1500*time.Millisecond
+	})
+	finalize := func(h int64, proposer []byte) {
+		t.Helper()
+		tx := a.prepare(t, h)
+		if _, err := a.FinalizeBlock(ctx, &abci.RequestFinalizeBlock{Height: h, Time: blockTime(h), Txs: [][]byte{tx}, Hash: cometHash(h), ProposerAddress: proposer}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Commit(ctx, &abci.RequestCommit{}); err != nil {
+			t.Fatal(err)
+		}
+		a.blocks[h] = [][]byte{tx}
+	}
+	var checked, late bool
+	for h := int64(1); h <= 8; h++ {
+		roundOne := !bytes.Equal(proposers.At(h+1), me) // two validators: round 1's proposer is the other
+		if want := 300*time.Millisecond + map[bool]time.Duration{true: 1500 * time.Millisecond}[roundOne]; a.budget(h+1) != want {
+			t.Fatalf("height %d: budget %s, want %s", h+1, a.budget(h+1), want)
+		}
+		decidedBy := proposers.At(h)
+		if roundOne && checked && !late {
+			decidedBy, late = proposers.InRound(h, 1), true // round 0 of h failed
+		}
+		finalize(h, decidedBy)
+		a.mu.Lock()
+		started := a.next != nil
+		a.mu.Unlock()
+		switch {
+		case !roundOne && !started:
+			t.Fatalf("height %d: round 0's proposer did not build early", h+1)
+		case roundOne && late && !started:
+			t.Fatalf("height %d: round 1's proposer did not build early after height %d took round 1", h+1, h)
+		case roundOne && !late && started:
+			t.Fatalf("height %d: round 1's proposer built early though round 0 of height %d succeeded", h+1, h)
+		case roundOne && late:
+			return
+		case roundOne:
+			checked = true
+		}
+	}
+	t.Fatal("never saw round 1's proposer after a late height")
 }

@@ -27,7 +27,7 @@ func (a *App) PrepareProposal(ctx context.Context, req *abci.RequestPreparePropo
 	if req.Height != parent.Height+1 {
 		return nil, fmt.Errorf("PrepareProposal for height %d, the app committed %d", req.Height, parent.Height)
 	}
-	p, optimistic, err := a.payload(ctx, parent, req.Time)
+	p, optimistic, err := a.payload(ctx, parent, req.Time, a.budget(req.Height))
 	if err != nil {
 		if errors.Is(err, engine.ErrUnreachable) {
 			a.setReady(false, "build: "+err.Error())
@@ -64,15 +64,28 @@ func (a *App) PrepareProposal(ctx context.Context, req *abci.RequestPreparePropo
 	return &abci.ResponsePrepareProposal{Txs: [][]byte{tx}}, nil
 }
 
+// budget returns how long PrepareProposal may take at height h: the round
+// is not in the request, but this validator proposes only some of them,
+// and CometBFT waits longer for each. A validator that proposes round 1
+// because round 0's proposer failed has time to build on request (2.4 s
+// with the testnet timeouts, where round 0 has 400 ms).
+func (a *App) budget(h int64) time.Duration {
+	if a.opts.ProposeBudget <= 0 || a.opts.Proposers == nil {
+		return a.opts.ProposeBudget
+	}
+	r, _ := a.opts.Proposers.FirstRound(a.opts.Address, h)
+	return a.opts.ProposeBudget + time.Duration(r)*a.opts.ProposeBudgetDelta
+}
+
 // payload returns the payload on parent for a block at blockTime: the one
 // prepared ahead (startNext) if it fits (optimistic is then true),
-// otherwise one built now.
-func (a *App) payload(ctx context.Context, parent state.State, blockTime time.Time) (p *engine.Payload, optimistic bool, err error) {
+// otherwise one built now. Past budget, geth is asked for whatever it has.
+func (a *App) payload(ctx context.Context, parent state.State, blockTime time.Time, budget time.Duration) (p *engine.Payload, optimistic bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
 	defer cancel()
 	ts := Timestamp(blockTime, parent.Head)
 	if st := a.claim(parent, ts); st != nil {
-		st.ask(a.opts.ProposeBudget)
+		st.ask(budget)
 		p, err := a.collect(ctx, parent, st)
 		if err == nil {
 			a.metrics.Optimistic.WithLabelValues("used").Inc()
@@ -85,7 +98,7 @@ func (a *App) payload(ctx context.Context, parent state.State, blockTime time.Ti
 		a.log.Warn("the payload started early is lost: building again", "number", parent.Head.Number+1, "err", err)
 	}
 	st := newStarted(parent.Head.Hash, ts)
-	st.ask(a.opts.ProposeBudget)
+	st.ask(budget)
 	// Nobody else would bring a proposer's geth back on a one-validator chain.
 	err = a.withLostBlocks(ctx, parent.Height+1, func() (err error) {
 		st.at = time.Now()
@@ -330,19 +343,24 @@ func (st *started) ask(budget time.Duration) {
 	})
 }
 
-// earlyRounds is how many of a height's first rounds have their proposer
-// start building early: round 0's, and round 1's for when round 0's
-// proposer is down (a validator of four down must not slow every fourth
-// block by a build from scratch).
-const earlyRounds = 2
-
 // startNext prepares the payload of the height after s, when this
-// validator is predicted to propose one of its first rounds: it has geth
+// validator is predicted to propose one of its first rounds (1: round 0;
+// 2: round 1 too, when round 0 looks likely to fail: its proposer missed
+// its last turn, or the last height took more than round 0). Round 1's
+// proposer does not build early otherwise: its payload would go unclaimed
+// at nearly every height, and a geth building a payload rebuilds it every
+// --miner.recommit until it is fetched, CPU the chain's other work needs
+// under load. Should round 0 fail unforeseen, round 1's proposer builds
+// on request within round 1's longer timeout (budget). It has geth
 // build it before the proposal is due and fetches it ahead (awaitDue). s
 // is final: its block is geth's head. The timestamp is a prediction: the
-// next block's time is the median of this height's precommit times,
-// signed moments ago (and the same in every round of the height).
-func (a *App) startNext(s state.State) {
+// next block's time is the median of this height's precommit times
+// (the same in every round of the height), signed moments before
+// CometBFT decided the height and called FinalizeBlock at decided. Not
+// the time now: FinalizeBlock may have spent half a second executing the
+// block, and a prediction that falls in the next second makes the payload
+// stale.
+func (a *App) startNext(s state.State, decided time.Time, rounds int32) {
 	a.mu.Lock()
 	old := a.next
 	a.next = nil
@@ -350,10 +368,10 @@ func (a *App) startNext(s state.State) {
 	if old != nil { // started for this height, which another proposer decided
 		a.metrics.Optimistic.WithLabelValues("unclaimed").Inc()
 	}
-	if !a.opts.Optimistic || a.opts.Proposers == nil || !a.opts.Proposers.Proposes(a.opts.Address, s.Height+1, earlyRounds) {
+	if !a.opts.Optimistic || a.opts.Proposers == nil || !a.opts.Proposers.Proposes(a.opts.Address, s.Height+1, rounds) {
 		return
 	}
-	st := newStarted(s.Head.Hash, Timestamp(time.Now(), s.Head))
+	st := newStarted(s.Head.Hash, Timestamp(decided, s.Head))
 	st.fetched = make(chan struct{})
 	go func() {
 		defer close(st.fetched)
@@ -570,16 +588,19 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 		return nil, err
 	}
 	next := state.State{Height: req.Height, Head: head, LastBlockHash: append([]byte(nil), req.Hash...)}
-	nextDown := false // a.pacer is used by FinalizeBlock and Commit alone: one connection, no lock
+	nextDown, early := false, int32(1) // a.pacer is used by FinalizeBlock and Commit alone: one connection, no lock
 	if a.opts.Proposers != nil {
 		a.pacer.decided(a.opts.Proposers.At(req.Height), req.ProposerAddress)
 		nextDown = a.pacer.looksDown(a.opts.Proposers.At(req.Height + 1))
+		if nextDown || a.pacer.lastLate {
+			early = 2 // round 1 likely: its proposer builds early too
+		}
 	}
 	a.mu.Lock()
 	a.pending, a.live, a.nextDown = &next, live, nextDown
 	a.mu.Unlock()
 	if live {
-		a.startNext(next)
+		a.startNext(next, start, early)
 	}
 	results := make([]*abci.ExecTxResult, len(req.Txs))
 	for i := range results {

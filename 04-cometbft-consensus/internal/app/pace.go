@@ -34,6 +34,7 @@ type pacer struct {
 	lostRound time.Duration
 	planned   time.Time       // planned start of the height being committed; zero: none
 	missed    map[string]bool // validators whose last round-0 turn failed, by address
+	lastLate  bool            // the last height was decided after its round 0
 }
 
 // hold returns how long Commit should wait at now. voted: this validator
@@ -67,7 +68,8 @@ func (p *pacer) decided(roundZero, proposer []byte) {
 	if p.missed == nil {
 		p.missed = map[string]bool{}
 	}
-	if !bytes.Equal(roundZero, proposer) {
+	p.lastLate = !bytes.Equal(roundZero, proposer)
+	if p.lastLate {
 		p.missed[string(roundZero)] = true
 	}
 	delete(p.missed, string(proposer))

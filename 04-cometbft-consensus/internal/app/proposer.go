@@ -67,6 +67,18 @@ func (p *Proposers) InRound(h int64, r int32) []byte {
 	return p.set.CopyIncrementProposerPriority(r).GetProposer().Address
 }
 
+// FirstRound returns the first round of height h that addr proposes, if it
+// proposes one of the first rounds of h, one per validator (with equal
+// powers, every validator proposes once in them).
+func (p *Proposers) FirstRound(addr []byte, h int64) (int32, bool) {
+	for r := range int32(len(p.genesis)) {
+		if bytes.Equal(p.InRound(h, r), addr) {
+			return r, true
+		}
+	}
+	return 0, false
+}
+
 // Proposes reports whether addr proposes one of the first rounds of height h.
 func (p *Proposers) Proposes(addr []byte, h int64, rounds int32) bool {
 	for r := range rounds {

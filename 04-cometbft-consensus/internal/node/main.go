@@ -70,18 +70,19 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a, err := app.New(ctx, client, m, log.With("component", "app"), app.Options{
-		StatePath:     filepath.Join(cmt.DBDir(), "app-state.json"),
-		Genesis:       genesis.ToBlock().Hash(),
-		FeeRecipient:  common.HexToAddress(cfg.FeeRecipient),
-		BuildWait:     cfg.BuildWait,
-		ProposeBudget: cmt.Consensus.TimeoutPropose * 3 / 4,
-		TimeoutCommit: cmt.Consensus.TimeoutCommit,
-		BlockTime:     cfg.BlockTime,
-		LostRound:     cmt.Consensus.TimeoutPropose + cmt.Consensus.TimeoutPrecommit,
-		Optimistic:    cfg.Optimistic,
-		Byzantine:     cfg.Byzantine,
-		Proposers:     proposers,
-		Address:       pv.GetAddress(),
+		StatePath:          filepath.Join(cmt.DBDir(), "app-state.json"),
+		Genesis:            genesis.ToBlock().Hash(),
+		FeeRecipient:       common.HexToAddress(cfg.FeeRecipient),
+		BuildWait:          cfg.BuildWait,
+		ProposeBudget:      cmt.Consensus.TimeoutPropose * 3 / 4,
+		ProposeBudgetDelta: cmt.Consensus.TimeoutProposeDelta * 3 / 4,
+		TimeoutCommit:      cmt.Consensus.TimeoutCommit,
+		BlockTime:          cfg.BlockTime,
+		LostRound:          cmt.Consensus.TimeoutPropose + cmt.Consensus.TimeoutPrecommit,
+		Optimistic:         cfg.Optimistic,
+		Byzantine:          cfg.Byzantine,
+		Proposers:          proposers,
+		Address:            pv.GetAddress(),
 	})
 	if err != nil {
 		return err
