@@ -9,6 +9,12 @@
 //	FinalizeBlock    the decided payload becomes head = safe = finalized
 //	Commit           the app state (height, execution head) is persisted
 //
+// One file per concern: propose.go (PrepareProposal), process.go
+// (ProcessProposal), finalize.go (FinalizeBlock, Commit), build.go
+// (payloads built before they are due, and the waits for geth), replay.go
+// (blocks a wiped geth lost), pace.go (the block time), proposer.go (who
+// proposes next).
+//
 // The app hash is the execution block hash, so 2/3 of the voting power
 // signing a CometBFT block header signs geth's block of the height before.
 package app
@@ -119,6 +125,8 @@ type App struct {
 	ready     bool
 	reason    string
 }
+
+var _ abci.Application = (*App)(nil)
 
 // New loads the app state. ctx ends the app's retries at shutdown.
 func New(ctx context.Context, e Engine, m *metrics.Metrics, log *slog.Logger, opts Options) (*App, error) {

@@ -1,0 +1,191 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	abci "github.com/cometbft/cometbft/abci/types"
+	beacon "github.com/ethereum/go-ethereum/beacon/engine"
+	"github.com/ethereum/go-ethereum/common"
+
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/state"
+)
+
+// FinalizeBlock applies the decided payload: newPayload unless
+// ProcessProposal just did, then forkchoiceUpdated with head = safe =
+// finalized. CometBFT decided the block, so there is no rejecting it here:
+// geth unreachable is waited for; geth finding it INVALID halts this node
+// (its geth disagrees with 2/3 of the validators), loudly.
+func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock) (*abci.ResponseFinalizeBlock, error) {
+	start := time.Now()
+	parent, validated := a.parent()
+	a.mu.Lock()
+	proposed := a.proposed
+	a.mu.Unlock()
+	if req.Height != parent.Height+1 {
+		return nil, fmt.Errorf("FinalizeBlock for height %d, the app committed %d", req.Height, parent.Height)
+	}
+	if len(req.Txs) != 1 {
+		return nil, fmt.Errorf("decided block %d has %d transactions, want one envelope", req.Height, len(req.Txs))
+	}
+	p, err := envelope.Decode(req.Txs[0])
+	if err != nil {
+		return nil, fmt.Errorf("decided block %d: %w", req.Height, err)
+	}
+	d := p.ExecutionPayload
+	if d.ParentHash != parent.Head.Hash || d.Number != parent.Head.Number+1 {
+		return nil, fmt.Errorf("decided block %d carries execution block %d on %s; our head is %d %s", req.Height, d.Number, d.ParentHash, parent.Head.Number, parent.Head.Hash)
+	}
+	head := state.Head{Number: d.Number, Hash: d.BlockHash, Timestamp: d.Timestamp}
+	executed := d.BlockHash == validated        // by geth, in our ProcessProposal
+	live := executed || d.BlockHash == proposed // through our ProcessProposal, not a replay
+	for applied := executed; ; applied = false {
+		if !applied {
+			if err := a.apply(ctx, req.Height, p); err != nil {
+				return nil, err
+			}
+			if !live {
+				a.metrics.Replayed.Inc() // decided elsewhere: catch-up, or the handshake's replay
+			}
+		}
+		err = a.finalized(ctx, d)
+		if !lacksBlocks(err) {
+			break
+		}
+		// geth lost the block between newPayload and here (restarted with
+		// a wiped datadir): apply it again, replaying what it lacks.
+		a.log.Warn("geth lacks the block it just validated: applying it again", "number", d.Number, "err", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	next := state.State{Height: req.Height, Head: head, LastBlockHash: append([]byte(nil), req.Hash...)}
+	nextDown, early := false, int32(1) // a.pacer is used by FinalizeBlock and Commit alone: one connection, no lock
+	if a.opts.Proposers != nil {
+		a.pacer.decided(a.opts.Proposers.At(req.Height), req.ProposerAddress)
+		nextDown = a.pacer.looksDown(a.opts.Proposers.At(req.Height + 1))
+		if nextDown || a.pacer.lastLate {
+			early = 2 // round 1 likely: its proposer builds early too
+		}
+	}
+	a.mu.Lock()
+	a.pending, a.live, a.nextDown = &next, live, nextDown
+	a.mu.Unlock()
+	if live {
+		a.startNext(next, start, early)
+	}
+	results := make([]*abci.ExecTxResult, len(req.Txs))
+	for i := range results {
+		results[i] = &abci.ExecTxResult{Code: CodeOK}
+	}
+	elapsed := time.Since(start)
+	a.metrics.FinalizeLatency.Observe(elapsed.Seconds())
+	a.metrics.ExecutionHead.Set(float64(head.Number))
+	a.log.Info("finalized", "height", req.Height, "number", head.Number, "hash", head.Hash,
+		"txs", len(d.Transactions), "gas", d.GasUsed, "elapsed", elapsed.Round(10*time.Microsecond))
+	return &abci.ResponseFinalizeBlock{TxResults: results, AppHash: head.Hash.Bytes()}, nil
+}
+
+// apply runs newPayload for a decided payload, waiting for geth if it is
+// down. A geth that answers SYNCING lacks the parent (its datadir was
+// wiped under a running node): the app replays the blocks it lacks from
+// CometBFT's block store, then applies this one. A geth that syncs from
+// its peers on its own is waited for.
+func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) error {
+	what := fmt.Sprintf("newPayload of block %d", p.ExecutionPayload.Number)
+	wait := a.opts.Retry
+	for {
+		err := a.retry(ctx, what, func(ctx context.Context) error { return a.engine.NewPayload(ctx, p) })
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, engine.ErrInvalid):
+			a.metrics.Errors.WithLabelValues("invalid_decided").Inc()
+			return fmt.Errorf("geth finds decided block %d (execution %d %s) invalid, while 2/3 of the validators found it valid: this geth runs another chain or another version: %w",
+				height, p.ExecutionPayload.Number, p.ExecutionPayload.BlockHash, err)
+		case lacksBlocks(err):
+			rerr := a.replayMissing(ctx, height)
+			if rerr == nil {
+				continue
+			}
+			if !lacksBlocks(rerr) && !errors.Is(rerr, errGethSyncing) {
+				return rerr
+			}
+			// geth fetches the blocks from its peers on its own (it does
+			// after a forkchoiceUpdated to a head it lacks): let it, then
+			// carry on from where it got.
+			a.setReady(false, what+": "+rerr.Error())
+			if werr := a.wait(ctx, wait); werr != nil {
+				return fmt.Errorf("%s: %w (last error: %v)", what, werr, rerr)
+			}
+			wait = min(2*wait, 2*time.Second)
+		default:
+			return err
+		}
+	}
+}
+
+// errGethSyncing: geth holds the parent's ancestors up to its head yet
+// cannot take the block, because it is syncing from its peers on its own.
+var errGethSyncing = errors.New("geth is syncing on its own")
+
+// finalized makes a decided block geth's head, safe and finalized block,
+// waiting for a geth that does not answer.
+func (a *App) finalized(ctx context.Context, d *beacon.ExecutableData) error {
+	h := d.BlockHash
+	return a.retry(ctx, fmt.Sprintf("forkchoiceUpdated to block %d", d.Number), func(ctx context.Context) error {
+		_, err := a.engine.ForkchoiceUpdated(ctx, beacon.ForkchoiceStateV1{HeadBlockHash: h, SafeBlockHash: h, FinalizedBlockHash: h}, nil, d.Timestamp)
+		return err
+	})
+}
+
+// Commit persists the state FinalizeBlock produced. Every block is kept
+// (retain height 0): the block store is what a wiped geth is rebuilt from.
+// Then it holds the height until the next one is due (--block-time,
+// pace.go); heights decided without this validator's vote (block sync, the
+// handshake's replay) are not held.
+func (a *App) Commit(_ context.Context, _ *abci.RequestCommit) (*abci.ResponseCommit, error) {
+	live, nextDown, err := a.persist()
+	if err != nil {
+		return nil, err
+	}
+	paced := live && a.opts.BlockTime > 0
+	held := a.pacer.hold(time.Now(), live, nextDown)
+	if !paced {
+		held = 0
+	}
+	a.mu.Lock()
+	if a.next != nil { // CometBFT starts the next height after both
+		a.next.expect(time.Now().Add(max(held, a.opts.TimeoutCommit)))
+	}
+	a.mu.Unlock()
+	if paced {
+		a.metrics.PaceWait.Observe(held.Seconds())
+		_ = a.wait(context.Background(), held) // ends early at shutdown
+	}
+	return &abci.ResponseCommit{}, nil
+}
+
+// persist saves the pending state and makes it the committed one. It
+// reports whether this validator voted on the height, and whether the next
+// height's round-0 proposer looks down.
+func (a *App) persist() (live, nextDown bool, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.pending == nil {
+		return false, false, errors.New("Commit without FinalizeBlock")
+	}
+	if err := state.Save(a.opts.StatePath, *a.pending); err != nil {
+		return false, false, fmt.Errorf("persist app state: %w", err)
+	}
+	a.committed, a.pending = *a.pending, nil
+	a.validated, a.proposed = common.Hash{}, common.Hash{}
+	a.ready, a.reason = true, ""
+	a.metrics.Ready.Set(1)
+	a.metrics.Height.Set(float64(a.committed.Height))
+	return a.live, a.nextDown, nil
+}
