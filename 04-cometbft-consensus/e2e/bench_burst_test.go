@@ -122,7 +122,7 @@ func BenchmarkBurst(b *testing.B) {
 			pprofTop(string(top)) + "```\n")
 		out = sb.String()
 		nw.stop()
-		keepLogs(b, nw)
+		keepLogs(b, nw, "burst")
 	}
 	fmt.Println(out)
 	if err := os.WriteFile(filepath.Join("..", "BENCHMARKS-burst.md"), []byte(out), 0o644); err != nil {
@@ -130,14 +130,15 @@ func BenchmarkBurst(b *testing.B) {
 	}
 }
 
-// keepLogs copies every geth and validator log to $BENCH_LOGS, when set,
-// before the test's temporary directories go: the proposals above are
-// explained by geth's "Updated payload" lines and CometBFT's rounds.
-func keepLogs(b *testing.B, nw *network) {
-	dir := os.Getenv("BENCH_LOGS")
-	if dir == "" {
+// keepLogs copies every geth and validator log to $BENCH_LOGS/name, when
+// BENCH_LOGS is set, before the test's temporary directories go: the
+// proposals are explained by geth's "Updated payload" lines and
+// CometBFT's rounds.
+func keepLogs(b *testing.B, nw *network, name string) {
+	if os.Getenv("BENCH_LOGS") == "" {
 		return
 	}
+	dir := filepath.Join(os.Getenv("BENCH_LOGS"), name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		b.Fatal(err)
 	}

@@ -64,6 +64,7 @@ func BenchmarkFullBlocks(b *testing.B) {
 			o := burst(nw.vals[1].geth.RPCURL())
 			rounds, full := nw.decidingRounds(int64(nw.checkSameChain())), fullBlocks(b, nw.vals[0])
 			nw.stop()
+			keepLogs(b, nw, fmt.Sprintf("full-propose-%s", c.propose))
 			rows = append(rows, fmt.Sprintf("| stage 4, 4 validators, %s | %s; heights by deciding round: %v, the full blocks': %v |",
 				c.name, cell(o), byRound(rounds, nil), byRound(rounds, func(h int64) bool { return full[h] })))
 			b.ReportMetric(o.MBPerSec(), c.metric)
