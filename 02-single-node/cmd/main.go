@@ -1,5 +1,5 @@
 // Command single-node is stage 2 of the tutorial: a complete single-node
-// block producer for geth (SingleNodeApp = BlockBuilder + StateManager).
+// block producer for geth (App = BlockBuilder + StateManager).
 //
 //	go run ./cmd/main.go --instance-id node-1
 //	go run ./cmd/main.go --instance-id node-1 --mode on-demand --max-idle 10s

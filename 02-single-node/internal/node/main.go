@@ -48,7 +48,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	app := New(Options{
 		Mode: Mode(cfg.Mode), BlockTime: cfg.BlockTime, MaxIdle: cfg.MaxIdle, BuildWait: cfg.BuildWait,
 		MaxBuild: cfg.MaxBuildWait, MaxDrift: cfg.MaxDrift, GenesisHash: genesis.ToBlock().Hash(),
-	}, log.With("component", "producer"), client, st, b, m)
+	}, Deps{Log: log.With("component", "producer"), Engine: client, State: st, Builder: b, Metrics: m})
 
 	srv := server.New(cfg.HealthAddr, statusNode{app}, m.Handler(), log.With("component", "http"))
 	l, err := srv.Listen()
@@ -90,9 +90,9 @@ func LoadGenesis(path string) (*core.Genesis, error) {
 }
 
 // statusNode adapts the app to the server's interface.
-type statusNode struct{ *SingleNodeApp }
+type statusNode struct{ *App }
 
-func (s statusNode) Status() any { return s.SingleNodeApp.Status() }
+func (s statusNode) Status() any { return s.App.Status() }
 
 // NewLogger builds the structured logger the configuration asks for.
 func NewLogger(cfg config.Config) *slog.Logger {

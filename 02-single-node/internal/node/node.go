@@ -1,4 +1,4 @@
-// Package node is the SingleNodeApp: the loop that decides when a block is
+// Package node is the App: the loop that decides when a block is
 // made, makes it with the BlockBuilder, persists it with the StateManager and
 // only then tells geth it is final; and the recovery that brings geth and
 // the store into agreement at start-up and after every fault.
@@ -76,8 +76,8 @@ var ErrConflict = errors.New("geth and the CL's store disagree")
 // errFatal marks failures that retrying cannot fix (the store cannot write).
 var errFatal = errors.New("fatal")
 
-// SingleNodeApp produces blocks on one geth.
-type SingleNodeApp struct {
+// App produces blocks on one geth.
+type App struct {
 	opts    Options
 	log     *slog.Logger
 	engine  Engine
@@ -92,13 +92,7 @@ type SingleNodeApp struct {
 
 	pending *pendingSet // announced transactions not yet in a block
 
-	// On demand, under a stream of transactions, the node stops listening
-	// to announcements (busy; see busyTxs) and expects as much gas as the
-	// last block held. busy and expectGas belong to Run's goroutine;
-	// listening is how it tells watchPending.
-	busy      bool
-	expectGas uint64
-	listening *listenSwitch
+	busy busyMode // on demand, under a stream of transactions (busy.go)
 
 	mu        sync.Mutex // guards the fields below, read by the health endpoints
 	ready     bool
@@ -117,19 +111,28 @@ type Status struct {
 	LastBlock string `json:"last_block,omitempty"`
 }
 
+// Deps are what a node drives and reports to.
+type Deps struct {
+	Log     *slog.Logger
+	Engine  Engine
+	State   *state.Manager
+	Builder *builder.BlockBuilder
+	Metrics *metrics.Metrics
+}
+
 // New wires a node. It does not contact geth until Run.
-func New(opts Options, log *slog.Logger, e Engine, st *state.Manager, b *builder.BlockBuilder, m *metrics.Metrics) *SingleNodeApp {
+func New(opts Options, d Deps) *App {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &SingleNodeApp{opts: opts, log: log, engine: e, state: st, builder: b, metrics: m,
-		pending: newPendingSet(), listening: newListenSwitch(), wait: newBuildWait(opts.BuildWait, opts.MaxBuild), reason: "starting"}
+	return &App{opts: opts, log: d.Log, engine: d.Engine, state: d.State, builder: d.Builder, metrics: d.Metrics,
+		pending: newPendingSet(), busy: busyMode{listening: newListenSwitch()}, wait: newBuildWait(opts.BuildWait, opts.MaxBuild), reason: "starting"}
 }
 
 // Run produces blocks until ctx ends. Transient faults (geth unreachable,
 // restarted, syncing) are retried with capped backoff, reconciling with geth
 // each time; Run returns an error only for what retrying cannot fix.
-func (a *SingleNodeApp) Run(ctx context.Context) error {
+func (a *App) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel (defers run last-in first-out)
@@ -160,7 +163,7 @@ func (a *SingleNodeApp) Run(ctx context.Context) error {
 }
 
 // produce makes blocks until an error or the end of ctx.
-func (a *SingleNodeApp) produce(ctx context.Context) error {
+func (a *App) produce(ctx context.Context) error {
 	a.setReady(true, "")
 	a.pending.markUnknown() // transactions may have arrived while we were not producing
 	var timer *time.Timer
@@ -180,7 +183,7 @@ func (a *SingleNodeApp) produce(ctx context.Context) error {
 		if timer != nil {
 			timer.Stop()
 		}
-		if a.busy { // not producing: listen again
+		if a.busy.on { // not producing: listen again
 			a.setBusy(false)
 		}
 		if a.unpointed { // leaving: geth must not stay behind the store
@@ -253,70 +256,12 @@ func (a *SingleNodeApp) produce(ctx context.Context) error {
 
 // buildDue reports whether the next block should start at once: on demand,
 // transactions are pending; on a block time, its slot has begun.
-func (a *SingleNodeApp) buildDue(next time.Time) bool {
+func (a *App) buildDue(next time.Time) bool {
 	if a.opts.Mode == ModeBlockTime {
 		return !a.opts.Now().Before(next)
 	}
 	n, unknown := a.pending.count()
-	return n > 0 || unknown || a.busy
-}
-
-// busyTxs is the block size from which an on-demand node stops listening to
-// announcements until the stream ends. geth sends one websocket message per
-// transaction entering its pool, and that costs it as much as a third of its
-// intake (5,000 transfers taken in 0.73-0.84 s by a geth nobody listens to,
-// 1.04-1.13 s with one subscriber), while a node that is making blocks back
-// to back learns nothing from them it needs: the next block starts at once,
-// and its size is about the last one's.
-const busyTxs = 100
-
-// trackLoad starts and ends busy mode after a block (nil: none was made).
-// A busy node builds back to back, expecting as much gas as the last block
-// held; when a round of builds finds nothing geth would include, the stream
-// has ended: it subscribes again, waits until it holds the subscription,
-// and asks geth which transactions it would include now (the pending
-// block). Those, and every announcement from then on, are counted: no
-// transaction that arrived unannounced is left behind.
-func (a *SingleNodeApp) trackLoad(ctx context.Context, block *beacon.ExecutableData) {
-	txs := 0
-	if block != nil {
-		txs = len(block.Transactions)
-	}
-	if txs > 0 {
-		a.expectGas = block.GasUsed
-	}
-	switch {
-	case txs >= busyTxs:
-		if !a.busy {
-			a.log.Debug("busy: not listening to announcements", "txs", txs)
-			a.metrics.BusyStreams.Inc()
-			a.setBusy(true)
-		}
-	case a.busy && txs == 0:
-		a.log.Debug("stream ending: listening to announcements again", "txs", txs)
-		a.setBusy(false)
-		a.listening.waitHeld(ctx, engine.CallTimeout)
-		pb, err := a.engine.PendingBlock(ctx)
-		if err != nil {
-			a.log.Warn("reading geth's pending block", "err", err)
-			a.pending.markUnknown()
-			return
-		}
-		now := a.opts.Now()
-		for _, h := range pb.Transactions {
-			a.pending.add(h, now)
-		}
-	}
-}
-
-func (a *SingleNodeApp) setBusy(busy bool) {
-	a.busy = busy
-	a.listening.set(!busy)
-	if busy {
-		a.metrics.Busy.Set(1)
-	} else {
-		a.metrics.Busy.Set(0)
-	}
+	return n > 0 || unknown || a.busy.on
 }
 
 // buildAttempts bounds the builds of one block while payloads come back
@@ -335,13 +280,13 @@ const buildAttempts = 4
 // their learning is undone, and the announced transactions are parked.
 // heartbeat allows an empty block (block-time slots, the on-demand idle
 // heartbeat) once nothing is includable or the attempts are used.
-func (a *SingleNodeApp) produceBlock(ctx context.Context, heartbeat bool) (*beacon.ExecutableData, error) {
+func (a *App) produceBlock(ctx context.Context, heartbeat bool) (*beacon.ExecutableData, error) {
 	learnt := *a.wait // undone if the empty payloads were no misses
 	for attempt := range buildAttempts {
 		n, unknown := a.pending.count()
 		var expect uint64
-		if a.busy {
-			expect = a.expectGas // unannounced transactions: about as much as last time
+		if a.busy.on {
+			expect = a.busy.expectGas // unannounced transactions: about as much as last time
 		}
 		gas := a.wait.expected(n, expect)
 		wait := a.wait.next(gas)
@@ -397,7 +342,7 @@ func (a *SingleNodeApp) produceBlock(ctx context.Context, heartbeat bool) (*beac
 // includable asks geth for its pending block, which geth builds from its
 // pool on request the way it fills a payload: whether geth has anything to
 // include, and how much gas each of its transactions takes.
-func (a *SingleNodeApp) includable(ctx context.Context) (bool, error) {
+func (a *App) includable(ctx context.Context) (bool, error) {
 	pb, err := a.engine.PendingBlock(ctx)
 	if err != nil {
 		return false, fmt.Errorf("read geth's pending block: %w", err)
@@ -416,7 +361,7 @@ func (a *SingleNodeApp) includable(ctx context.Context) (bool, error) {
 // final in geth. If geth fails to take the block, the store is ahead of
 // geth, which is what recovery replays; if geth rejects the block it built
 // itself (INVALID), the block is taken out of the store again.
-func (a *SingleNodeApp) apply(ctx context.Context, p *engine.Payload, start time.Time) error {
+func (a *App) apply(ctx context.Context, p *engine.Payload, start time.Time) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*engine.CallTimeout)
 	defer cancel()
 	data := p.ExecutionPayload
@@ -457,7 +402,7 @@ func (a *SingleNodeApp) apply(ctx context.Context, p *engine.Payload, start time
 
 // finalize makes the head canonical, safe and finalized in geth. With one
 // producer nothing can reorg it.
-func (a *SingleNodeApp) finalize(ctx context.Context) error {
+func (a *App) finalize(ctx context.Context) error {
 	h := a.head.Hash
 	_, err := a.engine.ForkchoiceUpdated(ctx, beacon.ForkchoiceStateV1{HeadBlockHash: h, SafeBlockHash: h, FinalizedBlockHash: h}, nil, a.head.Timestamp)
 	if err == nil {
@@ -466,7 +411,7 @@ func (a *SingleNodeApp) finalize(ctx context.Context) error {
 	return err
 }
 
-func (a *SingleNodeApp) recordBlock(data *beacon.ExecutableData, elapsed time.Duration) {
+func (a *App) recordBlock(data *beacon.ExecutableData, elapsed time.Duration) {
 	now := a.opts.Now()
 	a.metrics.BlocksProduced.Inc()
 	a.metrics.BlockTxs.Observe(float64(len(data.Transactions)))
@@ -483,7 +428,7 @@ func (a *SingleNodeApp) recordBlock(data *beacon.ExecutableData, elapsed time.Du
 // waitForDrift pauses production while the next block's timestamp would be
 // more than MaxDrift ahead of the wall clock. It logs when a pause starts and
 // ends, not for every block in between.
-func (a *SingleNodeApp) waitForDrift(ctx context.Context) error {
+func (a *App) waitForDrift(ctx context.Context) error {
 	for {
 		ahead := time.Unix(int64(a.builder.Timestamp(a.head)), 0).Sub(a.opts.Now())
 		if ahead <= a.opts.MaxDrift {
@@ -496,7 +441,7 @@ func (a *SingleNodeApp) waitForDrift(ctx context.Context) error {
 	}
 }
 
-func (a *SingleNodeApp) setDriftPaused(paused bool, ahead time.Duration) {
+func (a *App) setDriftPaused(paused bool, ahead time.Duration) {
 	if paused == a.driftPaused {
 		return
 	}
@@ -513,10 +458,10 @@ func (a *SingleNodeApp) setDriftPaused(paused bool, ahead time.Duration) {
 // watchPending keeps a newPendingTransactions subscription open and counts
 // notifications, so on-demand blocks start without polling lag and the build
 // wait can grow with the pool.
-func (a *SingleNodeApp) watchPending(ctx context.Context) {
+func (a *App) watchPending(ctx context.Context) {
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
-		on, changed := a.listening.state()
+		on, changed := a.busy.listening.state()
 		if !on { // busy: no subscription until the stream ends
 			select {
 			case <-ctx.Done():
@@ -535,7 +480,7 @@ func (a *SingleNodeApp) watchPending(ctx context.Context) {
 		}
 		backoff.reset()
 		a.pending.markUnknown() // transactions may have arrived while we were not listening
-		a.listening.held()
+		a.busy.listening.held()
 	recv:
 		for {
 			select {
@@ -558,7 +503,7 @@ func (a *SingleNodeApp) watchPending(ctx context.Context) {
 }
 
 // Ready reports whether the node is producing as expected, and why not.
-func (a *SingleNodeApp) Ready() (bool, string) {
+func (a *App) Ready() (bool, string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.ready {
@@ -573,7 +518,7 @@ func (a *SingleNodeApp) Ready() (bool, string) {
 }
 
 // Status reports the head and readiness.
-func (a *SingleNodeApp) Status() Status {
+func (a *App) Status() Status {
 	ready, reason := a.Ready()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -585,7 +530,7 @@ func (a *SingleNodeApp) Status() Status {
 	return s
 }
 
-func (a *SingleNodeApp) setReady(ready bool, reason string) {
+func (a *App) setReady(ready bool, reason string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.ready, a.reason = ready, reason
@@ -595,102 +540,4 @@ func (a *SingleNodeApp) setReady(ready bool, reason string) {
 	} else {
 		a.metrics.Ready.Set(0)
 	}
-}
-
-// listenSwitch says whether watchPending should hold the pending-transaction
-// subscription, and tells the producer when it holds one again.
-type listenSwitch struct {
-	mu       sync.Mutex
-	listen   bool
-	changed  chan struct{} // closed, and replaced, when listen changes
-	holdsSub chan struct{} // signalled each time a subscription is made
-}
-
-func newListenSwitch() *listenSwitch {
-	return &listenSwitch{listen: true, changed: make(chan struct{}), holdsSub: make(chan struct{}, 1)}
-}
-
-func (l *listenSwitch) state() (bool, <-chan struct{}) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.listen, l.changed
-}
-
-func (l *listenSwitch) set(listen bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.listen == listen {
-		return
-	}
-	if listen {
-		select { // forget a subscription made before this one
-		case <-l.holdsSub:
-		default:
-		}
-	}
-	l.listen = listen
-	close(l.changed)
-	l.changed = make(chan struct{})
-}
-
-func (l *listenSwitch) held() {
-	select {
-	case l.holdsSub <- struct{}{}:
-	default:
-	}
-}
-
-// waitHeld waits until watchPending holds a subscription again, at most d.
-func (l *listenSwitch) waitHeld(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-l.holdsSub:
-	case <-t.C:
-	case <-ctx.Done():
-	}
-}
-
-func errorKind(err error) string {
-	for _, k := range []struct {
-		err  error
-		kind string
-	}{{engine.ErrUnreachable, "unreachable"}, {engine.ErrSyncing, "syncing"}, {engine.ErrAccepted, "accepted"},
-		{engine.ErrUnknownPayload, "unknown_payload"}, {engine.ErrJWTClockSkew, "jwt_clock_skew"}} {
-		if errors.Is(err, k.err) {
-			return k.kind
-		}
-	}
-	return "other"
-}
-
-func timerC(t *time.Timer) <-chan time.Time {
-	if t == nil {
-		return nil
-	}
-	return t.C
-}
-
-// sleep waits d or until ctx ends; it reports whether the wait completed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// backoff doubles from min to max.
-type backoff struct{ min, max, cur time.Duration }
-
-func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
-func (b *backoff) next() time.Duration           { return b.cur }
-func (b *backoff) reset()                        { b.cur = b.min }
-func (b *backoff) take() time.Duration {
-	d := b.cur
-	b.cur = min(b.max, 2*b.cur)
-	return d
 }

@@ -263,7 +263,8 @@ func startFakeOn(t *testing.T, f *fakeGeth, opts Options, st *state.Manager) (st
 	if opts.Mode == "" {
 		opts.Mode = ModeBlockTime
 	}
-	app := New(opts, slog.New(slog.NewTextHandler(io.Discard, nil)), f, st, builder.New(f, common.Address{}, time.Now), metrics.New())
+	app := New(opts, Deps{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Engine: f, State: st,
+		Builder: builder.New(f, common.Address{}, time.Now), Metrics: metrics.New()})
 	ctx, cancel := context.WithCancel(context.Background())
 	result := make(chan error, 1)
 	go func() { result <- app.Run(ctx) }()

@@ -27,7 +27,7 @@ const replayFinalizeEvery = 64
 //     replay the stored payloads with newPayload, oldest first;
 //   - geth ahead of the store (the CL's state was lost): adopt geth's head;
 //   - a different block at the same height: ErrConflict, refuse to run.
-func (a *SingleNodeApp) reconcile(ctx context.Context) error {
+func (a *App) reconcile(ctx context.Context) error {
 	gethHead, err := a.engine.HeaderByNumber(ctx, nil)
 	if err != nil {
 		return err
@@ -94,7 +94,7 @@ func (a *SingleNodeApp) reconcile(ctx context.Context) error {
 // still holds, point geth at it and let it re-execute from its own store;
 // then replay with newPayload, oldest first, the blocks it lacks (all of them
 // when its datadir was wiped).
-func (a *SingleNodeApp) replay(ctx context.Context, gethNum, to uint64) error {
+func (a *App) replay(ctx context.Context, gethNum, to uint64) error {
 	if err := a.checkOnStoredChain(ctx, gethNum); err != nil {
 		return err
 	}
@@ -132,7 +132,7 @@ func (a *SingleNodeApp) replay(ctx context.Context, gethNum, to uint64) error {
 }
 
 // checkOnStoredChain checks that geth's block n is the stored block n.
-func (a *SingleNodeApp) checkOnStoredChain(ctx context.Context, n uint64) error {
+func (a *App) checkOnStoredChain(ctx context.Context, n uint64) error {
 	want, err := a.storedHash(n)
 	if err != nil {
 		return err
@@ -147,7 +147,7 @@ func (a *SingleNodeApp) checkOnStoredChain(ctx context.Context, n uint64) error 
 	return nil
 }
 
-func (a *SingleNodeApp) storedHash(n uint64) (common.Hash, error) {
+func (a *App) storedHash(n uint64) (common.Hash, error) {
 	if n == 0 {
 		return a.opts.GenesisHash, nil
 	}
@@ -163,7 +163,7 @@ func (a *SingleNodeApp) storedHash(n uint64) (common.Hash, error) {
 
 // highestHeld binary-searches (lo, hi] for the highest stored block geth
 // still holds; geth's block database is contiguous from genesis.
-func (a *SingleNodeApp) highestHeld(ctx context.Context, lo, hi uint64) (uint64, error) {
+func (a *App) highestHeld(ctx context.Context, lo, hi uint64) (uint64, error) {
 	for lo < hi {
 		mid := lo + (hi-lo+1)/2
 		hash, err := a.storedHash(mid)
@@ -189,7 +189,7 @@ const stallTimeout = 15 * time.Second
 
 // waitForGethHead points geth at stored block n (forkchoiceUpdated) and
 // polls until its head reaches n, as long as it keeps making progress.
-func (a *SingleNodeApp) waitForGethHead(ctx context.Context, n uint64) error {
+func (a *App) waitForGethHead(ctx context.Context, n uint64) error {
 	hash, err := a.storedHash(n)
 	if err != nil {
 		return err

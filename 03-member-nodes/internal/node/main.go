@@ -85,7 +85,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Signer: sgn, Verifier: verifier, LeaseRenew: cfg.LeaseRenew,
 		Mode: Mode(cfg.BlockMode), BlockTime: cfg.BlockTime, MaxIdle: cfg.MaxIdle, BuildWait: cfg.BuildWait, MaxBuild: cfg.MaxBuildWait,
 		MaxDrift: cfg.MaxDrift, GenesisHash: genesis.ToBlock().Hash(),
-	}, log.With("component", "node"), client, st, b, m, rdb, el, src)
+	}, Deps{Log: log.With("component", "node"), Engine: client, State: st, Builder: b, Metrics: m, Redis: rdb, Elector: el, Source: src})
 
 	srv := server.New(cfg.HealthAddr, statusNode{app}, m.Handler(), log.With("component", "http"))
 	srv.HandleBlocks(st)

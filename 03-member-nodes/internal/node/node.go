@@ -145,13 +145,7 @@ type App struct {
 
 	pending *pendingSet // announced transactions not yet in a block
 
-	// On demand, under a stream of transactions, the leader stops listening
-	// to announcements (busy; see busyTxs) and expects as much gas as the
-	// last block held. busy and expectGas belong to the producing goroutine;
-	// listening is how it tells watchPending.
-	busy      bool
-	expectGas uint64
-	listening *listenSwitch
+	busy busyMode // on demand, under a stream of transactions (busy.go)
 
 	leaseMu    sync.Mutex // guards lease, held and deadline
 	lease      election.Lease
@@ -190,18 +184,29 @@ type Status struct {
 	LastBlock string `json:"last_block,omitempty"`
 }
 
-// New wires a node. el is the candidate's Elector (nil for a member); src
-// is where it follows from. It contacts nothing until Run.
-func New(opts Options, log *slog.Logger, e Engine, st *state.Manager, b *builder.BlockBuilder, m *metrics.Metrics,
-	rdb redis.UniversalClient, el *election.Elector, src Source) *App {
+// Deps are what a node drives and reports to.
+type Deps struct {
+	Log     *slog.Logger
+	Engine  Engine
+	State   *state.Manager
+	Builder *builder.BlockBuilder
+	Metrics *metrics.Metrics
+	Redis   redis.UniversalClient
+	Elector *election.Elector // the candidate's; nil for a member
+	Source  Source            // where it follows from
+}
+
+// New wires a node. It contacts nothing until Run.
+func New(opts Options, d Deps) *App {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.Poll == 0 {
 		opts.Poll = time.Second
 	}
-	return &App{opts: opts, log: log, engine: e, state: st, builder: b, metrics: m, rdb: rdb, elector: el, source: src,
-		pending: newPendingSet(), listening: newListenSwitch(), wait: newBuildWait(opts.BuildWait, opts.MaxBuild), reason: "starting",
+	return &App{opts: opts, log: d.Log, engine: d.Engine, state: d.State, builder: d.Builder, metrics: d.Metrics,
+		rdb: d.Redis, elector: d.Elector, source: d.Source,
+		pending: newPendingSet(), busy: busyMode{listening: newListenSwitch()}, wait: newBuildWait(opts.BuildWait, opts.MaxBuild), reason: "starting",
 		roleChange: make(chan struct{}, 1), news: make(chan struct{}, 1), proposal: make(chan struct{}, 1)}
 }
 
@@ -283,7 +288,7 @@ func (a *App) produce(ctx context.Context) error {
 		if timer != nil {
 			timer.Stop()
 		}
-		if a.busy { // not producing: listen again
+		if a.busy.on { // not producing: listen again
 			a.setBusy(false)
 		}
 		if a.unpointed { // leaving: geth must not stay behind the store
@@ -369,63 +374,7 @@ func (a *App) buildDue(next time.Time) bool {
 		return !a.opts.Now().Before(next)
 	}
 	n, unknown := a.pending.count()
-	return n > 0 || unknown || a.busy
-}
-
-// busyTxs is the block size from which an on-demand leader stops listening
-// to announcements until the stream ends: geth sends one websocket message
-// per transaction entering its pool, which costs it up to a third of its
-// intake, and a leader making blocks back to back needs none of them (stage
-// 2's README has the measurements).
-const busyTxs = 100
-
-// trackLoad starts and ends busy mode after a block (nil: none was made).
-// A busy leader builds back to back, expecting as much gas as the last
-// block held; when a round of builds finds nothing geth would include, the
-// stream has ended: it subscribes again, waits until it holds the
-// subscription, and asks geth which transactions it would include now (the
-// pending block). Those, and every announcement from then on, are counted:
-// no transaction that arrived unannounced is left behind.
-func (a *App) trackLoad(ctx context.Context, block *beacon.ExecutableData) {
-	txs := 0
-	if block != nil {
-		txs = len(block.Transactions)
-	}
-	if txs > 0 {
-		a.expectGas = block.GasUsed
-	}
-	switch {
-	case txs >= busyTxs:
-		if !a.busy {
-			a.log.Debug("busy: not listening to announcements", "txs", txs)
-			a.metrics.BusyStreams.Inc()
-			a.setBusy(true)
-		}
-	case a.busy && txs == 0:
-		a.log.Debug("stream ending: listening to announcements again", "txs", txs)
-		a.setBusy(false)
-		a.listening.waitHeld(ctx, engine.CallTimeout)
-		pb, err := a.engine.PendingBlock(ctx)
-		if err != nil {
-			a.log.Warn("reading geth's pending block", "err", err)
-			a.pending.markUnknown()
-			return
-		}
-		now := a.opts.Now()
-		for _, h := range pb.Transactions {
-			a.pending.add(h, now)
-		}
-	}
-}
-
-func (a *App) setBusy(busy bool) {
-	a.busy = busy
-	a.listening.set(!busy)
-	if busy {
-		a.metrics.Busy.Set(1)
-	} else {
-		a.metrics.Busy.Set(0)
-	}
+	return n > 0 || unknown || a.busy.on
 }
 
 // buildAttempts bounds the builds of one block while payloads come back
@@ -449,8 +398,8 @@ func (a *App) produceBlock(ctx context.Context, heartbeat bool) (*beacon.Executa
 	for attempt := range buildAttempts {
 		n, unknown := a.pending.count()
 		var expect uint64
-		if a.busy {
-			expect = a.expectGas // unannounced transactions: about as much as last time
+		if a.busy.on {
+			expect = a.busy.expectGas // unannounced transactions: about as much as last time
 		}
 		gas := a.wait.expected(n, expect)
 		wait := a.wait.next(gas)
@@ -649,7 +598,7 @@ func (a *App) setDriftPaused(paused bool, ahead time.Duration) {
 func (a *App) watchPending(ctx context.Context) {
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
-		on, changed := a.listening.state()
+		on, changed := a.busy.listening.state()
 		if !on { // busy: no subscription until the stream ends
 			select {
 			case <-ctx.Done():
@@ -668,7 +617,7 @@ func (a *App) watchPending(ctx context.Context) {
 		}
 		backoff.reset()
 		a.pending.markUnknown() // transactions may have arrived while we were not listening
-		a.listening.held()
+		a.busy.listening.held()
 	recv:
 		for {
 			select {
@@ -736,102 +685,4 @@ func (a *App) setReady(ready bool, reason string) {
 	} else {
 		a.metrics.Ready.Set(0)
 	}
-}
-
-// listenSwitch says whether watchPending should hold the pending-transaction
-// subscription, and tells the producer when it holds one again.
-type listenSwitch struct {
-	mu       sync.Mutex
-	listen   bool
-	changed  chan struct{} // closed, and replaced, when listen changes
-	holdsSub chan struct{} // signalled each time a subscription is made
-}
-
-func newListenSwitch() *listenSwitch {
-	return &listenSwitch{listen: true, changed: make(chan struct{}), holdsSub: make(chan struct{}, 1)}
-}
-
-func (l *listenSwitch) state() (bool, <-chan struct{}) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.listen, l.changed
-}
-
-func (l *listenSwitch) set(listen bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.listen == listen {
-		return
-	}
-	if listen {
-		select { // forget a subscription made before this one
-		case <-l.holdsSub:
-		default:
-		}
-	}
-	l.listen = listen
-	close(l.changed)
-	l.changed = make(chan struct{})
-}
-
-func (l *listenSwitch) held() {
-	select {
-	case l.holdsSub <- struct{}{}:
-	default:
-	}
-}
-
-// waitHeld waits until watchPending holds a subscription again, at most d.
-func (l *listenSwitch) waitHeld(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-l.holdsSub:
-	case <-t.C:
-	case <-ctx.Done():
-	}
-}
-
-func errorKind(err error) string {
-	for _, k := range []struct {
-		err  error
-		kind string
-	}{{errUnavailable, "unavailable"}, {engine.ErrUnreachable, "unreachable"}, {engine.ErrSyncing, "syncing"}, {engine.ErrAccepted, "accepted"},
-		{engine.ErrUnknownPayload, "unknown_payload"}, {engine.ErrJWTClockSkew, "jwt_clock_skew"}} {
-		if errors.Is(err, k.err) {
-			return k.kind
-		}
-	}
-	return "other"
-}
-
-func timerC(t *time.Timer) <-chan time.Time {
-	if t == nil {
-		return nil
-	}
-	return t.C
-}
-
-// sleep waits d or until ctx ends; it reports whether the wait completed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// backoff doubles from min to max.
-type backoff struct{ min, max, cur time.Duration }
-
-func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
-func (b *backoff) next() time.Duration           { return b.cur }
-func (b *backoff) reset()                        { b.cur = b.min }
-func (b *backoff) take() time.Duration {
-	d := b.cur
-	b.cur = min(b.max, 2*b.cur)
-	return d
 }

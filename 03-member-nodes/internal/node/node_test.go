@@ -283,8 +283,8 @@ func startFake(t *testing.T, f *fakeGeth, opts Options) (stop func() error, done
 	if opts.Mode == "" {
 		opts.Mode = ModeBlockTime
 	}
-	app := New(opts, slog.New(slog.NewTextHandler(io.Discard, nil)), f, st, builder.New(f, common.Address{}, time.Now), metrics.New(),
-		rdb, el, st)
+	app := New(opts, Deps{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Engine: f, State: st,
+		Builder: builder.New(f, common.Address{}, time.Now), Metrics: metrics.New(), Redis: rdb, Elector: el, Source: st})
 	runCtx, cancel := context.WithCancel(ctx)
 	result := make(chan error, 1)
 	go func() { result <- app.Run(runCtx) }()
