@@ -166,64 +166,41 @@ func (a *App) Run(ctx context.Context) error {
 func (a *App) produce(ctx context.Context) error {
 	a.setReady(true, "")
 	a.pending.markUnknown() // transactions may have arrived while we were not producing
-	var timer *time.Timer
-	next := a.opts.Now() // block-time mode: when the next slot starts
-	if a.opts.Mode == ModeBlockTime {
-		timer = time.NewTimer(0)
-	} else if a.opts.MaxIdle > 0 {
-		timer = time.NewTimer(a.opts.MaxIdle)
-	}
-	// Parked transactions are looked at again after 100 ms, then ever
-	// more rarely: a phantom costs one build now and then, never a loop.
-	recheck, recheckArmed := time.NewTimer(time.Hour), false
-	recheck.Stop()
-	recheckBackoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	sched, recheck := newSchedule(a.opts), newParkedRecheck()
 	defer func() {
-		recheck.Stop()
-		if timer != nil {
-			timer.Stop()
-		}
-		if a.busy.on { // not producing: listen again
-			a.setBusy(false)
-		}
-		if a.unpointed { // leaving: geth must not stay behind the store
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), engine.CallTimeout)
-			defer cancel()
-			_ = a.finalize(fctx)
-		}
+		sched.stop()
+		recheck.stop()
+		a.stopProducing(ctx)
 	}()
 	for {
 		// The block just stored becomes final in geth either now, or, when
 		// the next block is due at once, through that block's
 		// forkchoiceUpdated: one Engine API round trip less per block.
-		if a.unpointed && !a.buildDue(next) {
+		if a.unpointed && !a.buildDue(sched) {
 			if err := a.finalize(ctx); err != nil {
 				return err
 			}
 		}
 		heartbeat := false
-		if !a.buildDue(next) {
+		if !a.buildDue(sched) {
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-a.pending.wake:
-				if !a.buildDue(next) {
+				if !a.buildDue(sched) {
 					continue // only the timer makes blocks; or a stale signal
 				}
-			case <-timerC(timer):
+			case <-sched.C():
 				heartbeat = true
-			case <-recheck.C:
-				recheckArmed = false
+			case <-recheck.C():
+				recheck.fired()
 				a.pending.recheck()
 				continue
 			}
 		}
-		if err := a.waitForDrift(ctx); err != nil {
+		slot, ok := a.slot(ctx)
+		if !ok {
 			return nil // only ctx ends a drift pause early: we are stopping
-		}
-		slot := a.opts.Now()
-		if ahead := time.Unix(int64(a.builder.Timestamp(a.head)), 0).Sub(slot); ahead < a.opts.MaxDrift {
-			a.setDriftPaused(false, ahead) // a full second of headroom again
 		}
 		// In block-time mode every slot gets a block, empty if need be.
 		block, err := a.produceBlock(ctx, heartbeat || a.opts.Mode == ModeBlockTime)
@@ -235,30 +212,43 @@ func (a *App) produce(ctx context.Context) error {
 		}
 		parked := a.pending.parkedCount()
 		a.metrics.Parked.Set(float64(parked))
-		switch {
-		case parked == 0:
-			recheckBackoff.reset()
-		case !recheckArmed:
-			recheck.Reset(recheckBackoff.take())
-			recheckArmed = true
-		}
-		if timer != nil {
-			timer.Stop()
-			wait := a.opts.MaxIdle
-			if a.opts.Mode == ModeBlockTime {
-				next = slot.Add(a.opts.BlockTime)
-				wait = max(0, next.Sub(a.opts.Now()))
-			}
-			timer.Reset(wait)
-		}
+		recheck.after(parked)
+		sched.made(slot)
 	}
+}
+
+// stopProducing leaves production: listening to announcements again, and
+// geth told of the last block stored (it must not stay behind the store).
+func (a *App) stopProducing(ctx context.Context) {
+	if a.busy.on {
+		a.setBusy(false)
+	}
+	if a.unpointed {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), engine.CallTimeout)
+		defer cancel()
+		_ = a.finalize(fctx)
+	}
+}
+
+// slot waits while block timestamps run too far ahead of the wall clock
+// (waitForDrift) and returns when the next block's slot began; false once
+// ctx ends the wait.
+func (a *App) slot(ctx context.Context) (time.Time, bool) {
+	if err := a.waitForDrift(ctx); err != nil {
+		return time.Time{}, false
+	}
+	slot := a.opts.Now()
+	if ahead := time.Unix(int64(a.builder.Timestamp(a.head)), 0).Sub(slot); ahead < a.opts.MaxDrift {
+		a.setDriftPaused(false, ahead) // a full second of headroom again
+	}
+	return slot, true
 }
 
 // buildDue reports whether the next block should start at once: on demand,
 // transactions are pending; on a block time, its slot has begun.
-func (a *App) buildDue(next time.Time) bool {
+func (a *App) buildDue(sched *schedule) bool {
 	if a.opts.Mode == ModeBlockTime {
-		return !a.opts.Now().Before(next)
+		return sched.slotBegun()
 	}
 	n, unknown := a.pending.count()
 	return n > 0 || unknown || a.busy.on

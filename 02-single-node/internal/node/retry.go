@@ -21,13 +21,6 @@ func errorKind(err error) string {
 	return "other"
 }
 
-func timerC(t *time.Timer) <-chan time.Time {
-	if t == nil {
-		return nil
-	}
-	return t.C
-}
-
 // sleep waits d or until ctx ends; it reports whether the wait completed.
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
