@@ -18,14 +18,14 @@ import (
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/ethclient"
-	"github.com/geth-consensus/tutorial/devnet"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/geth-consensus/tutorial/devnet"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/loadgen"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/node"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/notify"
-	"github.com/geth-consensus/tutorial/03-member-nodes/internal/server"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/signer"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
 )
@@ -556,7 +556,7 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 	}
 	// forge returns block head+1 on parent, its payload consistent with its
 	// header, signed by key.
-	forge := func(parent common.Hash, key *signer.Signer) server.BlockJSON {
+	forge := func(parent common.Hash, key *signer.Signer) state.BlockJSON {
 		p := *tip.Payload
 		data := *p.ExecutionPayload
 		data.Number, data.ParentHash, data.Timestamp = head+1, parent, tip.Timestamp+1
@@ -569,14 +569,14 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 			t.Fatal(err)
 		}
 		b.Signature = sig
-		return server.BlockJSON{Number: hexutil.Uint64(b.Number), Hash: b.Hash, ParentHash: b.ParentHash, Timestamp: hexutil.Uint64(b.Timestamp),
+		return state.BlockJSON{Number: hexutil.Uint64(b.Number), Hash: b.Hash, ParentHash: b.ParentHash, Timestamp: hexutil.Uint64(b.Timestamp),
 			Leader: b.LeaderID, Epoch: hexutil.Uint64(b.Epoch), Signature: b.Signature, Payload: b.Payload}
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: c.net.Redis.Addr()})
 	defer rdb.Close()
 	for _, tc := range []struct {
 		reason string
-		block  server.BlockJSON
+		block  state.BlockJSON
 	}{
 		{"signature", forge(tip.Hash, stranger)},
 		{"parent", forge(common.HexToHash("0xbad"), allowed)},
@@ -598,7 +598,7 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 		t.Run(tc.reason+"/api", func(t *testing.T) {
 			before := member.metric(name)
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				_ = json.NewEncoder(w).Encode([]server.BlockJSON{tc.block})
+				_ = json.NewEncoder(w).Encode([]state.BlockJSON{tc.block})
 			}))
 			defer srv.Close()
 			if err := rdb.Set(ctx, "consensus:leader", fmt.Sprintf("evil|%d", tip.Epoch+1), time.Minute).Err(); err != nil {
@@ -628,7 +628,7 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 	// Proposals: verified before geth sees them, executed ahead at most,
 	// never made a head; and a proposal's signature never passes for a
 	// committed block's.
-	asProposal := func(key *signer.Signer) server.BlockJSON {
+	asProposal := func(key *signer.Signer) state.BlockJSON {
 		b := forge(tip.Hash, key)
 		sig, err := key.Sign(signer.Header{ChainID: big.NewInt(1337), Number: uint64(b.Number), Hash: b.Hash, ParentHash: b.ParentHash,
 			Epoch: uint64(b.Epoch), Proposal: true})
@@ -640,7 +640,7 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, metric string
-		block        server.BlockJSON
+		block        state.BlockJSON
 		proposed     bool
 	}{
 		{"proposed/stranger", `consensus_preexecuted_total{outcome="rejected"}`, asProposal(stranger), true},

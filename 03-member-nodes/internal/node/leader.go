@@ -10,7 +10,6 @@ import (
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/election"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/notify"
-	"github.com/geth-consensus/tutorial/03-member-nodes/internal/server"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/signer"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
 )
@@ -180,7 +179,7 @@ func (a *App) notify(ctx context.Context) {
 	a.notified = a.head.Number
 	n := notify.Notice{Number: a.head.Number, Hash: a.head.Hash, Epoch: a.headEpoch, Leader: a.opts.ID}
 	if b := a.committed; b != nil && b.Hash == a.head.Hash {
-		if body, err := json.Marshal(server.NewBlockJSON(b)); err == nil && len(body) <= notify.MaxInline {
+		if body, err := json.Marshal(state.NewBlockJSON(b)); err == nil && len(body) <= notify.MaxInline {
 			n.Block = body
 		}
 	}
@@ -211,7 +210,7 @@ func (a *App) propose(p *engine.Payload) {
 			return
 		}
 		b.Signature = sig
-		body, err := json.Marshal(server.NewBlockJSON(b))
+		body, err := json.Marshal(state.NewBlockJSON(b))
 		if err != nil || len(body) > notify.MaxInline {
 			return
 		}
@@ -265,7 +264,7 @@ func (a *App) watchNotices(ctx context.Context) {
 		backoff.reset()
 		for n := range notices {
 			if n.Proposed {
-				var b server.BlockJSON
+				var b state.BlockJSON
 				if len(n.Block) > 0 && json.Unmarshal(n.Block, &b) == nil {
 					a.proposed.Store(b.Block())
 					signal(a.proposal)
@@ -277,7 +276,7 @@ func (a *App) watchNotices(ctx context.Context) {
 			}
 			a.setLeader(n.Leader, n.Epoch)
 			if len(n.Block) > 0 {
-				var b server.BlockJSON
+				var b state.BlockJSON
 				if err := json.Unmarshal(n.Block, &b); err != nil {
 					a.log.Warn("malformed block in a notice: fetching instead", "number", n.Number, "err", err)
 				} else {

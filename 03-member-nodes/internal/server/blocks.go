@@ -7,12 +7,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
 
-	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
 )
 
@@ -29,33 +27,6 @@ const (
 	DefaultPageSize = 100
 	MaxPageSize     = 1000
 )
-
-// BlockJSON is a stored block on the wire: everything a member needs to
-// verify it (signer, epoch, parent) and apply it (the payload for newPayload).
-type BlockJSON struct {
-	Number     hexutil.Uint64  `json:"number"`
-	Hash       common.Hash     `json:"hash"`
-	ParentHash common.Hash     `json:"parentHash"`
-	Timestamp  hexutil.Uint64  `json:"timestamp"`
-	Leader     string          `json:"leader"`
-	Epoch      hexutil.Uint64  `json:"epoch"`
-	Signature  hexutil.Bytes   `json:"signature,omitempty"`
-	Payload    *engine.Payload `json:"payload,omitempty"`
-	// CommittedAt is when the serving node's store committed the block.
-	CommittedAt time.Time `json:"committedAt"`
-}
-
-// NewBlockJSON encodes a stored block for the wire.
-func NewBlockJSON(b *state.Block) BlockJSON {
-	return BlockJSON{Number: hexutil.Uint64(b.Number), Hash: b.Hash, ParentHash: b.ParentHash, Timestamp: hexutil.Uint64(b.Timestamp),
-		Leader: b.LeaderID, Epoch: hexutil.Uint64(b.Epoch), Signature: b.Signature, Payload: b.Payload, CommittedAt: b.CreatedAt}
-}
-
-// Block converts a block read from the wire back to the store's type.
-func (j BlockJSON) Block() *state.Block {
-	return &state.Block{Number: uint64(j.Number), Hash: j.Hash, ParentHash: j.ParentHash, Timestamp: uint64(j.Timestamp),
-		Payload: j.Payload, LeaderID: j.Leader, Epoch: uint64(j.Epoch), Signature: j.Signature, CreatedAt: j.CommittedAt}
-}
 
 // HandleBlocks serves the block API from store:
 //
@@ -80,9 +51,9 @@ func (s *Server) HandleBlocks(store Blocks) {
 			writeError(w, http.StatusServiceUnavailable, err)
 			return
 		}
-		out := make([]BlockJSON, len(blocks))
+		out := make([]state.BlockJSON, len(blocks))
 		for i, b := range blocks {
-			out[i] = NewBlockJSON(b)
+			out[i] = state.NewBlockJSON(b)
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
@@ -141,7 +112,7 @@ func writeBlockResult(w http.ResponseWriter, b *state.Block, err error) {
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, err)
 	default:
-		writeJSON(w, http.StatusOK, NewBlockJSON(b))
+		writeJSON(w, http.StatusOK, state.NewBlockJSON(b))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	beacon "github.com/ethereum/go-ethereum/beacon/engine"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
+
 	"github.com/geth-consensus/tutorial/devnet"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
@@ -64,10 +65,10 @@ func TestBlockAPI(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, b
 	}
-	one := func(path string) BlockJSON {
+	one := func(path string) state.BlockJSON {
 		t.Helper()
 		code, body := get(path)
-		var b BlockJSON
+		var b state.BlockJSON
 		if code != 200 || json.Unmarshal(body, &b) != nil {
 			t.Fatalf("%s: %d %s", path, code, body)
 		}
@@ -88,7 +89,7 @@ func TestBlockAPI(t *testing.T) {
 	}
 
 	code, body := get("/blocks?after=0&limit=2")
-	var page []BlockJSON
+	var page []state.BlockJSON
 	if code != 200 || json.Unmarshal(body, &page) != nil || len(page) != 2 || page[0].Number != 1 || page[1].Number != 2 {
 		t.Errorf("page after 0: %d %s", code, body)
 	}

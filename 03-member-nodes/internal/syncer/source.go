@@ -14,7 +14,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/election"
-	"github.com/geth-consensus/tutorial/03-member-nodes/internal/server"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
 )
 
@@ -77,7 +76,7 @@ func (s *LeaderAPI) BlocksAfter(ctx context.Context, after uint64, limit int) ([
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("leader %s: GET %s: %s: %.200s", holder, u, resp.Status, body)
 	}
-	var page []server.BlockJSON
+	var page []state.BlockJSON
 	if err := json.Unmarshal(body, &page); err != nil {
 		return nil, fmt.Errorf("leader %s: malformed blocks from %s: %w", holder, u, err)
 	}
