@@ -195,7 +195,7 @@ func (a *App) notify(ctx context.Context) {
 // allowed leader before executing it, and its signature cannot pass for a
 // committed block's. It does not wait for Redis: a lost or late proposal
 // only costs a follower its head start.
-func (a *App) propose(p *engine.Payload) {
+func (a *App) propose(ctx context.Context, p *engine.Payload) {
 	lease, ok := a.currentLease()
 	if !ok {
 		return
@@ -203,24 +203,26 @@ func (a *App) propose(p *engine.Payload) {
 	d := p.ExecutionPayload
 	b := &state.Block{Number: d.Number, Hash: d.BlockHash, ParentHash: d.ParentHash, Timestamp: d.Timestamp, Payload: p,
 		LeaderID: a.opts.ID, Epoch: lease.Epoch}
-	go func() {
+	a.tasks.Go(func() {
 		sig, err := a.opts.Signer.Sign(signer.Header{ChainID: a.opts.ChainID, Number: b.Number, Hash: b.Hash,
 			ParentHash: b.ParentHash, Epoch: b.Epoch, Proposal: true})
 		if err != nil {
+			a.log.Warn("block proposal not signed", "number", b.Number, "err", err)
 			return
 		}
 		b.Signature = sig
 		body, err := json.Marshal(state.NewBlockJSON(b))
 		if err != nil || len(body) > notify.MaxInline {
+			a.log.Debug("block proposal not sent: too large to carry inline", "number", b.Number, "bytes", len(body), "err", err)
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		n := notify.Notice{Number: b.Number, Hash: b.Hash, Epoch: b.Epoch, Leader: a.opts.ID, Block: body, Proposed: true}
 		if _, err := notify.Publish(ctx, a.rdb, notify.Channel(redisPrefix), n); err != nil {
 			a.log.Debug("block proposal not sent", "number", n.Number, "err", err)
 		}
-	}()
+	})
 }
 
 // How long a node's directory entry lives, and how often it is refreshed.

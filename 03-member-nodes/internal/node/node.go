@@ -161,6 +161,8 @@ type App struct {
 	proposed   atomic.Pointer[state.Block] // the block the newest proposed notice carried
 	executed   common.Hash                 // a proposed block executed ahead; owned by Run's goroutine
 
+	tasks sync.WaitGroup // goroutines Run started (and propose's); Run waits for them
+
 	mu          sync.Mutex // guards the fields below, read by the health endpoints
 	ready       bool
 	reason      string
@@ -216,15 +218,14 @@ func New(opts Options, d Deps) *App {
 // an error only for what retrying cannot fix.
 func (a *App) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
 	defer a.releaseLease() // last: nothing produces any more
-	defer wg.Wait()        // after cancel (defers run last-in first-out)
+	defer a.tasks.Wait()   // after cancel (defers run last-in first-out)
 	defer cancel()
-	wg.Go(func() { a.register(ctx) })
-	wg.Go(func() { a.watchNotices(ctx) })
+	a.tasks.Go(func() { a.register(ctx) })
+	a.tasks.Go(func() { a.watchNotices(ctx) })
 	if a.opts.Role == RoleLeader {
-		wg.Go(func() { a.watchPending(ctx) })
-		wg.Go(func() { a.keepLease(ctx) })
+		a.tasks.Go(func() { a.watchPending(ctx) })
+		a.tasks.Go(func() { a.keepLease(ctx) })
 	}
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for {
@@ -471,10 +472,10 @@ func (a *App) includable(ctx context.Context) (bool, error) {
 // a half-applied block. A leader whose lease ran out, or whom the database
 // fences out, commits nothing and steps down.
 func (a *App) apply(ctx context.Context, p *engine.Payload, start time.Time) error {
+	a.propose(ctx, p)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*engine.CallTimeout)
 	defer cancel()
 	data := p.ExecutionPayload
-	a.propose(p)
 	if err := a.engine.NewPayload(ctx, p); err != nil {
 		if errors.Is(err, engine.ErrInvalid) {
 			// geth rejected the block it built itself: never resend it; the
