@@ -8,7 +8,7 @@ DEVNET      := $(BIN)/devnet
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTEST      := go test -count=1 -timeout 30m
 
-.PHONY: run run-stage1 run-stage3 run-stage4 test lint bench bench-burst devnet-up devnet-down devnet-status compose-up compose-down clean
+.PHONY: run run-stage1 run-stage3 run-stage4 test test-unit lint bench bench-burst devnet-up devnet-down devnet-status compose-up compose-down clean
 
 $(DEVNET): $(shell find devnet -name '*.go') devnet/go.mod
 	go build -o $(DEVNET) ./devnet/cmd/devnet
@@ -53,6 +53,14 @@ test:
 	@for m in $(MODULES); do \
 	  echo "=== $$m"; \
 	  (cd $$m && GOWORK=off go build -o /dev/null ./... && GOWORK=off $(GOTEST) ./...) || exit 1; \
+	done
+
+## test-unit: the tests that need no real process (fakes only), every module:
+## go test -short skips the integration tests (devnet.SkipIfShort)
+test-unit:
+	@for m in $(MODULES); do \
+	  echo "=== $$m"; \
+	  (cd $$m && GOWORK=off go test -short ./...) || exit 1; \
 	done
 
 ## lint: gofmt, go vet and staticcheck on every module

@@ -20,6 +20,7 @@ import (
 // initialise from genesis.json, serve the Engine API behind jwt.hex, and peer
 // through compose's NODEKEY and STATIC_PEERS; a restart must keep the chain.
 func TestComposeEntrypointRunsGeth(t *testing.T) {
+	SkipIfShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	p, root := loadCompose(t)

@@ -132,6 +132,7 @@ func TestStopLeavesNoProcess(t *testing.T) {
 }
 
 func TestBadGenesisNamesTheProblem(t *testing.T) {
+	SkipIfShort(t)
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "genesis.json")
 	if err := os.WriteFile(bad, []byte(`{"config": {`), 0o644); err != nil {
@@ -177,6 +178,7 @@ func TestFreePortsAreBelowTheEphemeralRangeAndDistinct(t *testing.T) {
 // (a test binary running in parallel, seen in CI) does not fail the
 // network: it starts again on other ports.
 func TestStartsAgainWhenAPortIsTaken(t *testing.T) {
+	SkipIfShort(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

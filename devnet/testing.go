@@ -11,8 +11,12 @@ import (
 // the repository's genesis.json and jwt.hex unless cfg names others, and stops
 // it when the test ends. When the test failed, the end of every process log
 // goes to the test output.
+//
+// Tests that start real processes are integration tests: `go test -short`
+// (make test-unit) skips them; make test, which CI runs, never does.
 func StartT(t testing.TB, cfg Config) *Network {
 	t.Helper()
+	SkipIfShort(t)
 	if cfg.Dir == "" {
 		cfg.Dir = t.TempDir()
 	}
@@ -45,4 +49,13 @@ func StartT(t testing.TB, cfg Config) *Network {
 		n.Stop()
 	})
 	return n
+}
+
+// SkipIfShort skips an integration test (one that starts geth, Redis,
+// PostgreSQL, CometBFT or a built binary) under `go test -short`.
+func SkipIfShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test (starts real processes): run by make test, skipped by make test-unit")
+	}
 }

@@ -297,6 +297,7 @@ func readyErr(h *harness) error {
 // Bad flags, environment and files: the binary exits 1 with an error that
 // names each problem.
 func TestBadInputIsNamed(t *testing.T) {
+	devnet.SkipIfShort(t) // runs the built binary
 	bin := nodeBinary(t)
 	dir := t.TempDir()
 	malformed := dir + "/genesis.json"

@@ -16,6 +16,7 @@ import (
 // processes running after the command exits, status sees them, down stops
 // every one of them.
 func TestUpStatusDown(t *testing.T) {
+	devnet.SkipIfShort(t)
 	bin := filepath.Join(t.TempDir(), "devnet")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
