@@ -187,7 +187,7 @@ func binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "cometbft-consensus")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/geth-consensus/tutorial/04-cometbft-consensus/cmd").CombinedOutput()
+		out, err := exec.Command("go", "build", "-tags", "byzantine", "-o", binPath, "github.com/geth-consensus/tutorial/04-cometbft-consensus/cmd").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

@@ -71,7 +71,6 @@ type Options struct {
 	// that long after the +2/3 precommits arrived, moments before Commit,
 	// so a proposal is not due much before then.
 	TimeoutCommit time.Duration
-	Byzantine     string // TESTS ONLY: "invalid" payloads, or "pad"ded envelopes
 
 	// Proposers predicts who proposes the next height's first rounds (nil:
 	// no predictions). Optimistic building: when it names Address, geth

@@ -20,6 +20,7 @@ import (
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/byzantine"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/metrics"
@@ -139,14 +140,14 @@ func decide(t *testing.T, h int64, proposer *node, nodes ...*node) []byte {
 }
 
 // corrupted returns the envelope tx with its payload made invalid the way
-// a Byzantine proposer does it (corrupt).
+// a Byzantine proposer does it (byzantine.Corrupt).
 func corrupted(t *testing.T, tx []byte) []byte {
 	t.Helper()
 	p, err := envelope.Decode(tx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	corrupt(p)
+	byzantine.Corrupt(p)
 	bad, err := envelope.Encode(p)
 	if err != nil {
 		t.Fatal(err)

@@ -254,3 +254,11 @@ func (b fakeBlocks) Txs(h int64) ([][]byte, error) {
 	}
 	return txs, nil
 }
+
+func requestsOf(p *engine.Payload) [][]byte {
+	out := make([][]byte, len(p.Requests))
+	for i, r := range p.Requests {
+		out[i] = r
+	}
+	return out
+}

@@ -8,7 +8,6 @@ import (
 
 	abci "github.com/cometbft/cometbft/abci/types"
 	beacon "github.com/ethereum/go-ethereum/beacon/engine"
-	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
@@ -35,13 +34,7 @@ func (a *App) PrepareProposal(ctx context.Context, req *abci.RequestPreparePropo
 		a.log.Error("cannot build a payload: proposing nothing", "height", req.Height, "err", err)
 		return &abci.ResponsePrepareProposal{}, nil
 	}
-	if a.opts.Byzantine == "invalid" {
-		corrupt(p)
-	}
 	tx, err := envelope.Encode(p)
-	if a.opts.Byzantine == "pad" {
-		tx = append(tx, make([]byte, 4<<10)...) // the same payload, 4 KiB heavier
-	}
 	if err == nil && int64(len(tx)) > req.MaxTxBytes {
 		err = fmt.Errorf("envelope of %d bytes, the block takes %d (consensus param block.max_bytes)", len(tx), req.MaxTxBytes)
 	}
@@ -51,11 +44,9 @@ func (a *App) PrepareProposal(ctx context.Context, req *abci.RequestPreparePropo
 		return &abci.ResponsePrepareProposal{}, nil
 	}
 	data := p.ExecutionPayload
-	if a.opts.Byzantine == "" {
-		a.mu.Lock()
-		a.proposed = data.BlockHash
-		a.mu.Unlock()
-	}
+	a.mu.Lock()
+	a.proposed = data.BlockHash
+	a.mu.Unlock()
 	a.metrics.ProposalBuild.Observe(time.Since(start).Seconds())
 	a.metrics.ProposalTxs.Observe(float64(len(data.Transactions)))
 	a.log.Info("proposing", "height", req.Height, "number", data.Number, "hash", data.BlockHash,
@@ -131,24 +122,4 @@ func (a *App) start(ctx context.Context, parent state.State, ts uint64) (beacon.
 		return beacon.PayloadID{}, errors.New("forkchoiceUpdated answered without a payloadId")
 	}
 	return *id, nil
-}
-
-// corrupt makes a payload that is well formed and correctly hashed but
-// invalid: a state root geth cannot reach by executing it.
-func corrupt(p *engine.Payload) {
-	d := *p.ExecutionPayload
-	d.StateRoot = common.Hash{0xba, 0xd}
-	d.BlockHash = common.Hash{}
-	if b, err := beacon.ExecutableDataToBlockNoHash(d, p.VersionedHashes, &p.BeaconRoot, requestsOf(p)); err == nil {
-		d.BlockHash = b.Hash()
-	}
-	p.ExecutionPayload = &d
-}
-
-func requestsOf(p *engine.Payload) [][]byte {
-	out := make([][]byte, len(p.Requests))
-	for i, r := range p.Requests {
-		out[i] = r
-	}
-	return out
 }

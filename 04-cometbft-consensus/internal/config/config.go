@@ -110,7 +110,7 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "listen address of /metrics, /healthz, /readyz, /status")
 	f.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	f.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
-	f.StringVar(&c.Byzantine, "byzantine", c.Byzantine, "TESTS ONLY: propose payloads geth finds invalid (invalid, the default) or padded envelopes (pad)")
+	f.StringVar(&c.Byzantine, "byzantine", c.Byzantine, "TESTS ONLY, in a binary built with -tags byzantine: propose payloads geth finds invalid (invalid, the default) or padded envelopes (pad)")
 	f.Lookup("byzantine").NoOptDefVal = "invalid"
 	_ = f.MarkHidden("byzantine")
 	for name, key := range map[string]string{

@@ -80,22 +80,22 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		BlockTime:          cfg.BlockTime,
 		LostRound:          cmt.Consensus.TimeoutPropose + cmt.Consensus.TimeoutPrecommit,
 		Optimistic:         cfg.Optimistic,
-		Byzantine:          cfg.Byzantine,
 		Proposers:          proposers,
 		Address:            pv.GetAddress(),
 	})
 	if err != nil {
 		return err
 	}
-	if cfg.Byzantine != "" {
-		log.Warn("BYZANTINE: this validator proposes corrupted payloads (a test option)", "how", cfg.Byzantine)
+	abciApp, err := misbehave(a, cfg.Byzantine, log.With("component", "app"))
+	if err != nil {
+		return err
 	}
 
 	// NewNode runs CometBFT's handshake: Info, then a replay of the blocks
 	// the app (and geth) lack, through FinalizeBlock. Each ABCI connection
 	// (consensus, mempool, query) gets its own lock, so Commit holding a
 	// height for --block-time does not stall /abci_info or CheckTx.
-	n, err := cmtnode.NewNodeWithContext(ctx, cmt, pv, nodeKey, proxy.NewConnSyncLocalClientCreator(a),
+	n, err := cmtnode.NewNodeWithContext(ctx, cmt, pv, nodeKey, proxy.NewConnSyncLocalClientCreator(abciApp),
 		genDoc, cmtcfg.DefaultDBProvider,
 		cmtnode.DefaultMetricsProvider(cmt.Instrumentation), cometLogger{log.With("component", "cometbft")})
 	if err != nil {
