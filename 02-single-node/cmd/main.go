@@ -2,7 +2,7 @@
 // block producer for geth (App = BlockBuilder + StateManager).
 //
 //	go run ./cmd/main.go --instance-id node-1
-//	go run ./cmd/main.go --instance-id node-1 --mode on-demand --max-idle 10s
+//	go run ./cmd/main.go --instance-id node-1 --block-mode on-demand --max-idle 10s
 package main
 
 import (

@@ -170,7 +170,7 @@ func sideBySide(b *testing.B, rounds int, devPeriod time.Duration, mutate func(*
 // drift cap, as geth --dev has none: ~100 blocks/s run the chain clock ahead.
 func benchSteady(b *testing.B, t *benchTable) {
 	p50 := func(r loadgen.Result) float64 { return ms(r.Percentile(50)) }
-	dev, ours := sideBySide(b, steadyRounds, 0, func(c *config.Config) { c.Mode, c.MaxDrift = "on-demand", 24*time.Hour },
+	dev, ours := sideBySide(b, steadyRounds, 0, func(c *config.Config) { c.BlockMode, c.MaxDrift = "on-demand", 24*time.Hour },
 		func(g *loadgen.Generator) loadgen.Result {
 			r, err := g.Steady(context.Background(), 200, 15*time.Second, 30*time.Second)
 			if err != nil {
@@ -199,7 +199,7 @@ func benchBurst(b *testing.B, t *benchTable) {
 		return fmt.Sprintf("%.0f tx/s, %.1f Mgas/s; p50 %.0f ms, p99 %.0f ms (%d/%d included, %d blocks; sent in %.2f s, last inclusion %.0f ms after the last send)",
 			r.TxPerSec(), r.MgasPerSec(), ms(r.Percentile(50)), ms(r.Percentile(99)), r.Included, r.Sent, r.Blocks, r.Sending.Seconds(), ms(r.Duration-r.Sending))
 	}
-	dev, ours := sideBySide(b, burstRounds, 0, func(c *config.Config) { c.Mode, c.MaxDrift = "on-demand", 24*time.Hour },
+	dev, ours := sideBySide(b, burstRounds, 0, func(c *config.Config) { c.BlockMode, c.MaxDrift = "on-demand", 24*time.Hour },
 		func(g *loadgen.Generator) loadgen.Result {
 			r, err := g.Burst(context.Background(), 5000, 200, 60*time.Second)
 			if err != nil {

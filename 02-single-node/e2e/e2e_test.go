@@ -95,7 +95,7 @@ func sendBlobTx(t *testing.T, h *harness, keyIndex int) *types.Transaction {
 }
 
 func TestOnDemandMakesNoEmptyBlocks(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Mode = "on-demand" })
+	h := newHarness(t, func(c *config.Config) { c.BlockMode = "on-demand" })
 	h.startNode()
 	h.eventually(10*time.Second, func() error { return readyErr(h) })
 
@@ -132,7 +132,7 @@ watch:
 }
 
 func TestOnDemandHeartbeat(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxIdle = "on-demand", 300*time.Millisecond })
+	h := newHarness(t, func(c *config.Config) { c.BlockMode, c.MaxIdle = "on-demand", 300*time.Millisecond })
 	h.startNode()
 	h.waitHead(3, 10*time.Second)
 	for i, n := range h.blockTxCounts() {
@@ -144,7 +144,9 @@ func TestOnDemandHeartbeat(t *testing.T) {
 
 // SIGKILL geth mid-run and restart it: production resumes on the same chain.
 func TestGethKilledAndRestarted(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour })
+	h := newHarness(t, func(c *config.Config) {
+		c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour
+	})
 	h.startNode()
 	h.crashGeth(30)
 }
@@ -152,7 +154,9 @@ func TestGethKilledAndRestarted(t *testing.T) {
 // SIGKILL geth and wipe its datadir: the CL replays every block, and the new
 // geth has the same hashes.
 func TestGethWipedIsReplayed(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour })
+	h := newHarness(t, func(c *config.Config) {
+		c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour
+	})
 	h.startNode()
 	sender, err := devnet.NewSender(context.Background(), h.eth, 4)
 	if err != nil {
@@ -191,7 +195,9 @@ func TestGethWipedIsReplayed(t *testing.T) {
 
 // SIGKILL the CL process and restart it: it continues from its persisted head.
 func TestNodeKilledAndRestarted(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxIdle, c.MaxDrift = "on-demand", 5*time.Millisecond, time.Hour })
+	h := newHarness(t, func(c *config.Config) {
+		c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 5*time.Millisecond, time.Hour
+	})
 	proc := h.startProcess()
 	for round := range 3 {
 		h.waitHead(uint64(20*(round+1)), 30*time.Second)
@@ -251,7 +257,7 @@ func TestStartsBeforeGeth(t *testing.T) {
 func TestOverWebSocket(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) {
 		c.EngineURL = "ws" + strings.TrimPrefix(c.EngineURL, "http")
-		c.Mode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour
+		c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour
 	})
 	if err := h.geth.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
@@ -304,8 +310,8 @@ func TestBadInputIsNamed(t *testing.T) {
 		env  []string
 		want []string
 	}{
-		{"flags", []string{"--eth-client-url", "localhost:8551", "--block-time", "-1s", "--max-idle", "-2s", "--mode", "fast"}, nil,
-			[]string{"--eth-client-url", "--block-time", "--max-idle", "--mode"}},
+		{"flags", []string{"--eth-client-url", "localhost:8551", "--block-time", "-1s", "--max-idle", "-2s", "--block-mode", "fast"}, nil,
+			[]string{"--eth-client-url", "--block-time", "--max-idle", "--block-mode"}},
 		{"env", nil, []string{"BUILD_WAIT=-5ms", "BLOCK_TIME=soon"}, []string{"--build-wait -5ms", `BLOCK_TIME="soon"`}},
 		{"malformed jwt", []string{"--jwt-secret", "0x1234"}, nil, []string{"jwt secret"}},
 		{"malformed genesis", []string{"--jwt-secret", mustFindUp(t, "jwt.hex"), "--genesis", malformed}, nil, []string{malformed}},
@@ -329,7 +335,9 @@ func TestBadInputIsNamed(t *testing.T) {
 // A store whose blocks differ from geth's at the same height: the node
 // refuses to run and names the block, rather than forking or overwriting.
 func TestConflictingStoreRefusesToStart(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxIdle, c.MaxDrift = "on-demand", 5*time.Millisecond, time.Hour })
+	h := newHarness(t, func(c *config.Config) {
+		c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 5*time.Millisecond, time.Hour
+	})
 	firstStore := h.cfg.DataDir
 	h.startNode()
 	h.waitHead(5, 20*time.Second)
@@ -369,7 +377,7 @@ func TestConflictingStoreRefusesToStart(t *testing.T) {
 // counts what geth would include and listens again. Nothing is left behind,
 // and a transfer sent afterwards is announced and included as usual.
 func TestOnDemandStreamWithoutAnnouncements(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxDrift = "on-demand", time.Hour })
+	h := newHarness(t, func(c *config.Config) { c.BlockMode, c.MaxDrift = "on-demand", time.Hour })
 	h.startNode()
 	h.eventually(10*time.Second, func() error { return readyErr(h) })
 	g := h.loadgen()
@@ -401,7 +409,7 @@ func TestOnDemandStreamWithoutAnnouncements(t *testing.T) {
 // The load generator users point at their own chain: every transfer it
 // sends is found in a block, with a latency, in both modes.
 func TestLoadgenMeasuresInclusion(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Mode, c.MaxDrift = "on-demand", time.Hour })
+	h := newHarness(t, func(c *config.Config) { c.BlockMode, c.MaxDrift = "on-demand", time.Hour })
 	h.startNode()
 	g := h.loadgen()
 	burst, err := g.Burst(context.Background(), 300, 100, 20*time.Second)

@@ -148,7 +148,7 @@ func (h *harness) startProcess() *devnet.Process {
 		h.proc = &devnet.Process{
 			Name: "single-node", Path: nodeBinary(h.t), LogPath: filepath.Join(h.t.TempDir(), "node.log"),
 			Args: []string{"--instance-id", c.InstanceID, "--eth-client-url", c.EngineURL, "--jwt-secret", c.JWTSecret,
-				"--genesis", c.GenesisPath, "--data-dir", c.DataDir, "--mode", c.Mode, "--block-time", c.BlockTime.String(),
+				"--genesis", c.GenesisPath, "--data-dir", c.DataDir, "--block-mode", c.BlockMode, "--block-time", c.BlockTime.String(),
 				"--max-idle", c.MaxIdle.String(), "--build-wait", c.BuildWait.String(), "--max-drift", c.MaxDrift.String(),
 				"--health-addr", c.HealthAddr, "--log-level", c.LogLevel},
 		}

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
-	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/ethclient"
 	"github.com/redis/go-redis/v9"
@@ -529,9 +528,11 @@ func (cn *clusterNode) metric(name string) float64 { return metricAt(cn.cfg.Heal
 // Tampered blocks offered to a member: an unlisted signer, a wrong parent,
 // and a block signed by an allowed key whose payload geth finds invalid;
 // each served by a node posing as the leader (the lease and directory entry
-// point at a test server), then carried inside a block notice. Each is
-// rejected with its reason counted, and nothing is applied; once the real
-// leader is back the member follows it again.
+// point at a test server), then carried inside a block notice; and
+// proposals, which are verified before geth sees them, executed ahead at
+// most and never made a head, and whose signature never passes for a
+// committed block's. Each is rejected with its reason counted, and nothing
+// is applied; once the real leader is back the member follows it again.
 func TestTamperedBlocksAreRejected(t *testing.T) {
 	c := newCluster(t, 1, 1, nil)
 	leader, member := c.candidates()[0], c.members()[0]
@@ -539,10 +540,61 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 	if err := leader.proc.Stop(10 * time.Second); err != nil { // releases the lease
 		t.Fatal(err)
 	}
-	ctx := context.Background()
 	head := c.clusterHead()
 	c.waitHeads(head, 10*time.Second, member)
-	tip, err := c.store.Block(ctx, head)
+	f := newForger(t, c, head)
+	rdb := redis.NewClient(&redis.Options{Addr: c.net.Redis.Addr()})
+	defer rdb.Close()
+	failures := func(reason string) string {
+		return fmt.Sprintf(`consensus_verification_failures_total{reason=%q}`, reason)
+	}
+	for _, tc := range []struct {
+		name, via, metric string
+		block             state.BlockJSON
+	}{
+		{"signature/api", "api", failures("signature"), f.block(f.tip.Hash, f.stranger, false)},
+		{"signature/notice", "notice", failures("signature"), f.block(f.tip.Hash, f.stranger, false)},
+		{"parent/api", "api", failures("parent"), f.block(common.HexToHash("0xbad"), f.allowed, false)},
+		{"parent/notice", "notice", failures("parent"), f.block(common.HexToHash("0xbad"), f.allowed, false)},
+		{"invalid/api", "api", failures("invalid"), f.block(f.tip.Hash, f.allowed, false)},
+		{"invalid/notice", "notice", failures("invalid"), f.block(f.tip.Hash, f.allowed, false)},
+		{"proposed/stranger", "proposal", `consensus_preexecuted_total{outcome="rejected"}`, f.block(f.tip.Hash, f.stranger, true)},
+		{"proposed/invalid", "proposal", `consensus_preexecuted_total{outcome="failed"}`, f.block(f.tip.Hash, f.allowed, true)},
+		{"proposal-signature-as-committed", "notice", failures("signature"), f.block(f.tip.Hash, f.allowed, true)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := member.metric(tc.metric)
+			undo := offer(t, rdb, tc.via, tc.block)
+			defer undo()
+			eventually(t, 10*time.Second, func() error {
+				if v := member.metric(tc.metric); v <= before {
+					return fmt.Errorf("%s = %v", tc.metric, v)
+				}
+				return nil
+			})
+			if h, _ := member.head(); h != head {
+				t.Fatalf("member geth moved to %d on a tampered block", h)
+			}
+		})
+	}
+	checkStore(t, member.cfg.PostgresURL, chainOf(t, member.eth))
+	c.start(leader)
+	c.waitHeads(head+10, 30*time.Second)
+	c.stopNodes()
+	c.checkInvariants()
+}
+
+// forger makes blocks at head+1 whose payload is consistent with their
+// header, signed by a key of the allowlist or by a stranger's.
+type forger struct {
+	t                 *testing.T
+	head              uint64
+	tip               *state.Block
+	allowed, stranger *signer.Signer
+}
+
+func newForger(t *testing.T, c *cluster, head uint64) *forger {
+	tip, err := c.store.Block(context.Background(), head)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -554,128 +606,60 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// forge returns block head+1 on parent, its payload consistent with its
-	// header, signed by key.
-	forge := func(parent common.Hash, key *signer.Signer) state.BlockJSON {
-		p := *tip.Payload
-		data := *p.ExecutionPayload
-		data.Number, data.ParentHash, data.Timestamp = head+1, parent, tip.Timestamp+1
-		data.BlockHash = crypto.Keccak256Hash([]byte("forged"), parent.Bytes())
-		p.ExecutionPayload = &data
-		b := &state.Block{Number: head + 1, Hash: data.BlockHash, ParentHash: parent, Timestamp: data.Timestamp,
-			Payload: &p, LeaderID: "evil", Epoch: tip.Epoch + 1}
-		sig, err := key.Sign(signer.Header{ChainID: big.NewInt(1337), Number: b.Number, Hash: b.Hash, ParentHash: b.ParentHash, Epoch: b.Epoch})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.Signature = sig
-		return state.BlockJSON{Number: hexutil.Uint64(b.Number), Hash: b.Hash, ParentHash: b.ParentHash, Timestamp: hexutil.Uint64(b.Timestamp),
-			Leader: b.LeaderID, Epoch: hexutil.Uint64(b.Epoch), Signature: b.Signature, Payload: b.Payload}
+	return &forger{t: t, head: head, tip: tip, allowed: allowed, stranger: stranger}
+}
+
+// block returns block head+1 on parent, signed by key, in the proposal
+// domain when proposal is set.
+func (f *forger) block(parent common.Hash, key *signer.Signer, proposal bool) state.BlockJSON {
+	p := *f.tip.Payload
+	data := *p.ExecutionPayload
+	data.Number, data.ParentHash, data.Timestamp = f.head+1, parent, f.tip.Timestamp+1
+	data.BlockHash = crypto.Keccak256Hash([]byte("forged"), parent.Bytes())
+	p.ExecutionPayload = &data
+	b := &state.Block{Number: f.head + 1, Hash: data.BlockHash, ParentHash: parent, Timestamp: data.Timestamp,
+		Payload: &p, LeaderID: "evil", Epoch: f.tip.Epoch + 1}
+	sig, err := key.Sign(signer.Header{ChainID: big.NewInt(1337), Number: b.Number, Hash: b.Hash, ParentHash: b.ParentHash,
+		Epoch: b.Epoch, Proposal: proposal})
+	if err != nil {
+		f.t.Fatal(err)
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: c.net.Redis.Addr()})
-	defer rdb.Close()
-	for _, tc := range []struct {
-		reason string
-		block  state.BlockJSON
-	}{
-		{"signature", forge(tip.Hash, stranger)},
-		{"parent", forge(common.HexToHash("0xbad"), allowed)},
-		{"invalid", forge(tip.Hash, allowed)},
-	} {
-		name := fmt.Sprintf(`consensus_verification_failures_total{reason=%q}`, tc.reason)
-		rejected := func(before float64) {
-			t.Helper()
-			eventually(t, 10*time.Second, func() error {
-				if v := member.metric(name); v <= before {
-					return fmt.Errorf("%s = %v", name, v)
-				}
-				return nil
-			})
-			if h, _ := member.head(); h != head {
-				t.Fatalf("member geth moved to %d on a tampered block", h)
+	b.Signature = sig
+	return state.NewBlockJSON(b)
+}
+
+// offer hands b to the member: "api" serves it from a test server that the
+// lease and the node directory name as the leader's; "notice" carries it in
+// a block notice, "proposal" in a proposed-block notice. undo takes the
+// false leader's lease back.
+func offer(t *testing.T, rdb *redis.Client, via string, b state.BlockJSON) (undo func()) {
+	t.Helper()
+	ctx := context.Background()
+	if via == "api" {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_ = json.NewEncoder(w).Encode([]state.BlockJSON{b})
+		}))
+		for key, value := range map[string]string{"consensus:leader": fmt.Sprintf("evil|%d", b.Epoch), "consensus:node:evil": srv.URL} {
+			if err := rdb.Set(ctx, key, value, time.Minute).Err(); err != nil {
+				t.Fatal(err)
 			}
 		}
-		t.Run(tc.reason+"/api", func(t *testing.T) {
-			before := member.metric(name)
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				_ = json.NewEncoder(w).Encode([]state.BlockJSON{tc.block})
-			}))
-			defer srv.Close()
-			if err := rdb.Set(ctx, "consensus:leader", fmt.Sprintf("evil|%d", tip.Epoch+1), time.Minute).Err(); err != nil {
-				t.Fatal(err)
-			}
-			if err := rdb.Set(ctx, "consensus:node:evil", srv.URL, time.Minute).Err(); err != nil {
-				t.Fatal(err)
-			}
-			rejected(before)
+		return func() {
 			if err := rdb.Del(ctx, "consensus:leader").Err(); err != nil {
-				t.Fatal(err)
+				t.Error(err)
 			}
-		})
-		t.Run(tc.reason+"/notice", func(t *testing.T) {
-			before := member.metric(name)
-			body, err := json.Marshal(tc.block)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n := notify.Notice{Number: uint64(tc.block.Number), Hash: tc.block.Hash, Epoch: uint64(tc.block.Epoch), Leader: "evil", Block: body}
-			if _, err := notify.Publish(ctx, rdb, notify.Channel("consensus"), n); err != nil {
-				t.Fatal(err)
-			}
-			rejected(before)
-		})
-	}
-	// Proposals: verified before geth sees them, executed ahead at most,
-	// never made a head; and a proposal's signature never passes for a
-	// committed block's.
-	asProposal := func(key *signer.Signer) state.BlockJSON {
-		b := forge(tip.Hash, key)
-		sig, err := key.Sign(signer.Header{ChainID: big.NewInt(1337), Number: uint64(b.Number), Hash: b.Hash, ParentHash: b.ParentHash,
-			Epoch: uint64(b.Epoch), Proposal: true})
-		if err != nil {
-			t.Fatal(err)
+			srv.Close()
 		}
-		b.Signature = sig
-		return b
 	}
-	for _, tc := range []struct {
-		name, metric string
-		block        state.BlockJSON
-		proposed     bool
-	}{
-		{"proposed/stranger", `consensus_preexecuted_total{outcome="rejected"}`, asProposal(stranger), true},
-		{"proposed/invalid", `consensus_preexecuted_total{outcome="failed"}`, asProposal(allowed), true},
-		{"proposal-signature-as-committed", `consensus_verification_failures_total{reason="signature"}`, asProposal(allowed), false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			before := member.metric(tc.metric)
-			body, err := json.Marshal(tc.block)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n := notify.Notice{Number: uint64(tc.block.Number), Hash: tc.block.Hash, Epoch: uint64(tc.block.Epoch), Leader: "evil", Block: body, Proposed: tc.proposed}
-			if _, err := notify.Publish(ctx, rdb, notify.Channel("consensus"), n); err != nil {
-				t.Fatal(err)
-			}
-			eventually(t, 10*time.Second, func() error {
-				if v := member.metric(tc.metric); v <= before {
-					return fmt.Errorf("%s = %v", tc.metric, v)
-				}
-				return nil
-			})
-			if h, _ := member.head(); h != head {
-				t.Fatalf("member geth moved to %d", h)
-			}
-		})
-	}
-	checkStore(t, member.cfg.PostgresURL, chainOf(t, member.eth))
-	if err := rdb.Del(ctx, "consensus:leader").Err(); err != nil {
+	body, err := json.Marshal(b)
+	if err != nil {
 		t.Fatal(err)
 	}
-	c.start(leader)
-	c.waitHeads(head+10, 30*time.Second)
-	c.stopNodes()
-	c.checkInvariants()
+	n := notify.Notice{Number: uint64(b.Number), Hash: b.Hash, Epoch: uint64(b.Epoch), Leader: "evil", Block: body, Proposed: via == "proposal"}
+	if _, err := notify.Publish(ctx, rdb, notify.Channel("consensus"), n); err != nil {
+		t.Fatal(err)
+	}
+	return func() {}
 }
 
 // Chaos: for a bounded time, random SIGKILLs and restarts, SIGSTOPs and

@@ -23,7 +23,7 @@ type Config struct {
 	JWTSecret    string
 	GenesisPath  string
 	DataDir      string
-	Mode         string
+	BlockMode    string
 	BlockTime    time.Duration
 	MaxIdle      time.Duration
 	BuildWait    time.Duration
@@ -44,7 +44,7 @@ func Default() Config {
 		JWTSecret:    "../jwt.hex",
 		GenesisPath:  "../genesis.json",
 		DataDir:      "data",
-		Mode:         "block-time",
+		BlockMode:    "block-time",
 		BlockTime:    time.Second,
 		MaxIdle:      0,
 		BuildWait:    time.Millisecond,
@@ -73,8 +73,8 @@ func (c Config) Validate() error {
 	if u, err := url.Parse(c.EngineURL); err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
 		bad("eth-client-url", fmt.Sprintf("%q", c.EngineURL), "want an http(s):// or ws(s):// URL")
 	}
-	if c.Mode != "block-time" && c.Mode != "on-demand" {
-		bad("mode", fmt.Sprintf("%q", c.Mode), "want block-time or on-demand")
+	if c.BlockMode != "block-time" && c.BlockMode != "on-demand" {
+		bad("block-mode", fmt.Sprintf("%q", c.BlockMode), "want block-time or on-demand")
 	}
 	if c.BlockTime <= 0 {
 		bad("block-time", c.BlockTime, "must be positive")
@@ -120,7 +120,7 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.JWTSecret, "jwt-secret", c.JWTSecret, "JWT secret: a file, or 32 bytes as hex with or without 0x")
 	f.StringVar(&c.GenesisPath, "genesis", c.GenesisPath, "genesis.json geth was initialised with")
 	f.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the CL's store (<data-dir>/<instance-id>/state.db)")
-	f.StringVar(&c.Mode, "mode", c.Mode, "block-time (a block every --block-time) or on-demand (a block when transactions are pending)")
+	f.StringVar(&c.BlockMode, "block-mode", c.BlockMode, "block-time (a block every --block-time) or on-demand (a block when transactions are pending)")
 	f.DurationVar(&c.BlockTime, "block-time", c.BlockTime, "time between blocks in block-time mode")
 	f.DurationVar(&c.MaxIdle, "max-idle", c.MaxIdle, "on-demand: an empty heartbeat block after this long without one; 0 = never")
 	f.DurationVar(&c.BuildWait, "build-wait", c.BuildWait, "base wait between forkchoiceUpdated and getPayload (the floor of the learnt wait, which grows with pending transactions)")
@@ -132,7 +132,7 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	BindEnv(f, map[string]string{
 		"instance-id": "INSTANCE_ID", "eth-client-url": "ETH_CLIENT_URL", "jwt-secret": "JWT_SECRET",
-		"genesis": "GENESIS", "data-dir": "DATA_DIR", "mode": "BLOCK_MODE", "block-time": "BLOCK_TIME",
+		"genesis": "GENESIS", "data-dir": "DATA_DIR", "block-mode": "BLOCK_MODE", "block-time": "BLOCK_TIME",
 		"max-idle": "MAX_IDLE", "build-wait": "BUILD_WAIT", "max-build-wait": "MAX_BUILD_WAIT", "max-drift": "MAX_DRIFT",
 		"fee-recipient": "FEE_RECIPIENT", "health-addr": "HEALTH_ADDR", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
 	})

@@ -18,7 +18,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	c := Default()
 	c.InstanceID = "../etc"
 	c.EngineURL = "localhost:8551"
-	c.Mode = "fast"
+	c.BlockMode = "fast"
 	c.BlockTime = 0
 	c.MaxIdle = -1
 	c.BuildWait = -1
@@ -28,7 +28,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	c.HealthAddr = "8080"
 	c.LogLevel = "loud"
 	err := c.Validate()
-	for _, flag := range []string{"--instance-id", "--eth-client-url", "--mode", "--block-time", "--max-idle", "--build-wait", "--max-build-wait", "--max-drift", "--fee-recipient", "--health-addr", "--log-level"} {
+	for _, flag := range []string{"--instance-id", "--eth-client-url", "--block-mode", "--block-time", "--max-idle", "--build-wait", "--max-build-wait", "--max-drift", "--fee-recipient", "--health-addr", "--log-level"} {
 		if err == nil || !strings.Contains(err.Error(), flag) {
 			t.Errorf("error does not name %s: %v", flag, err)
 		}
@@ -39,7 +39,7 @@ func TestEnvironmentFallbackAndPrecedence(t *testing.T) {
 	c := Default()
 	cmd := &cobra.Command{Use: "x"}
 	c.Bind(cmd)
-	if err := cmd.ParseFlags([]string{"--mode", "on-demand"}); err != nil {
+	if err := cmd.ParseFlags([]string{"--block-mode", "on-demand"}); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{"BLOCK_MODE": "block-time", "BLOCK_TIME": "250ms", "MAX_IDLE": "soon"}
@@ -47,8 +47,8 @@ func TestEnvironmentFallbackAndPrecedence(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `MAX_IDLE="soon"`) {
 		t.Fatalf("bad env value not named: %v", err)
 	}
-	if c.Mode != "on-demand" {
-		t.Errorf("flag lost to the environment: mode %s", c.Mode)
+	if c.BlockMode != "on-demand" {
+		t.Errorf("flag lost to the environment: block mode %s", c.BlockMode)
 	}
 	if c.BlockTime.String() != "250ms" {
 		t.Errorf("environment ignored: block time %s", c.BlockTime)

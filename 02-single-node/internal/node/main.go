@@ -46,7 +46,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer client.Close()
 	b := builder.New(client, common.HexToAddress(cfg.FeeRecipient), time.Now)
 	app := New(Options{
-		Mode: Mode(cfg.Mode), BlockTime: cfg.BlockTime, MaxIdle: cfg.MaxIdle, BuildWait: cfg.BuildWait,
+		Mode: Mode(cfg.BlockMode), BlockTime: cfg.BlockTime, MaxIdle: cfg.MaxIdle, BuildWait: cfg.BuildWait,
 		MaxBuild: cfg.MaxBuildWait, MaxDrift: cfg.MaxDrift, GenesisHash: genesis.ToBlock().Hash(),
 	}, Deps{Log: log.With("component", "producer"), Engine: client, State: st, Builder: b, Metrics: m})
 
@@ -60,7 +60,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ctx, l) }()
 
-	log.Info("starting", "mode", cfg.Mode, "engine", cfg.EngineURL, "data_dir", cfg.DataDir, "block_time", cfg.BlockTime)
+	log.Info("starting", "block_mode", cfg.BlockMode, "engine", cfg.EngineURL, "data_dir", cfg.DataDir, "block_time", cfg.BlockTime)
 	runErr := app.Run(ctx)
 	cancel()
 	if err := <-srvErr; err != nil && runErr == nil {

@@ -103,7 +103,7 @@ type App struct {
 
 // Status is what /status reports.
 type Status struct {
-	Mode      Mode   `json:"mode"`
+	Mode      Mode   `json:"block_mode"`
 	Head      uint64 `json:"head"`
 	HeadHash  string `json:"head_hash"`
 	Ready     bool   `json:"ready"`

@@ -206,7 +206,7 @@ func (f *fakeGeth) addTx(raw string, hidden bool) common.Hash {
 
 func (f *fakeGeth) announceTx(t *testing.T, h common.Hash) {
 	t.Helper()
-	waitFor(t, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.announce != nil })
+	eventually(t, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.announce != nil })
 	f.mu.Lock()
 	ch := f.announce
 	f.mu.Unlock()
@@ -272,7 +272,8 @@ func startFakeOn(t *testing.T, f *fakeGeth, opts Options, st *state.Manager) (st
 	return func() error { cancel(); return <-result }, result
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+// eventually polls cond every 5 ms for up to 10 s.
+func eventually(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -302,7 +303,7 @@ func TestInvalidPayloadIsNeverResent(t *testing.T) {
 		return false
 	}
 	stop, _ := startFakeOn(t, f, Options{BlockTime: time.Millisecond, MaxDrift: time.Hour}, st)
-	waitFor(t, func() bool { return f.head() >= 6 })
+	eventually(t, func() bool { return f.head() >= 6 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +329,7 @@ func TestInvalidPayloadIsNeverResent(t *testing.T) {
 func TestDriftCapPausesProduction(t *testing.T) {
 	f := newFakeGeth()
 	stop, _ := startFake(t, f, Options{BlockTime: time.Millisecond, MaxDrift: 0})
-	waitFor(t, func() bool { return f.head() >= 2 })
+	eventually(t, func() bool { return f.head() >= 2 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -375,17 +376,17 @@ func buildsDuring(f *fakeGeth, d time.Duration) int {
 func TestLateAnnouncementStartsNoBuild(t *testing.T) {
 	f := newFakeGeth()
 	stop, _ := startFake(t, f, Options{Mode: ModeOnDemand, BuildWait: time.Millisecond, MaxDrift: time.Hour})
-	waitFor(t, func() bool { return f.buildCount() >= 1 }) // start-up: one look at a pool of unknown content
+	eventually(t, func() bool { return f.buildCount() >= 1 }) // start-up: one look at a pool of unknown content
 	early, late := f.addTx("announced in time", false), f.addTx("announced late", false)
 	f.announceTx(t, early)
-	waitFor(t, func() bool { return !f.inPool(early) && !f.inPool(late) })
+	eventually(t, func() bool { return !f.inPool(early) && !f.inPool(late) })
 	f.announceTx(t, late)
 	if n := buildsDuring(f, 300*time.Millisecond); n > 0 {
 		t.Errorf("%d builds in 300ms after the late announcement of an included transaction", n)
 	}
 	next := f.addTx("next", false)
 	f.announceTx(t, next)
-	waitFor(t, func() bool { return !f.inPool(next) })
+	eventually(t, func() bool { return !f.inPool(next) })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -399,10 +400,10 @@ func TestLateAnnouncementStartsNoBuild(t *testing.T) {
 func TestUnofferedTransactionIsParkedAndRechecked(t *testing.T) {
 	f := newFakeGeth()
 	stop, _ := startFake(t, f, Options{Mode: ModeOnDemand, BuildWait: time.Millisecond, MaxDrift: time.Hour})
-	waitFor(t, func() bool { return f.buildCount() >= 1 })
+	eventually(t, func() bool { return f.buildCount() >= 1 })
 	h := f.addTx("priced out", true)
 	f.announceTx(t, h)
-	waitFor(t, func() bool { return f.buildCount() >= 3 })
+	eventually(t, func() bool { return f.buildCount() >= 3 })
 	// Rechecks come after 100, 200, 400 ms...: at most three in a second.
 	if n := buildsDuring(f, time.Second); n > 3 {
 		t.Errorf("%d builds in 1s for a transaction the pool does not offer; want at most 3 rechecks", n)
@@ -413,7 +414,7 @@ func TestUnofferedTransactionIsParkedAndRechecked(t *testing.T) {
 	f.mu.Lock()
 	f.hidden[h] = false
 	f.mu.Unlock()
-	waitFor(t, func() bool { return !f.inPool(h) })
+	eventually(t, func() bool { return !f.inPool(h) })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -433,7 +434,7 @@ func TestBusyNodeStopsListeningAndMissesNothing(t *testing.T) {
 	// the pool without counting what is in it sees an empty payload.
 	f.minWait = 8 * time.Millisecond
 	stop, _ := startFake(t, f, Options{Mode: ModeOnDemand, BuildWait: time.Millisecond, MaxDrift: time.Hour})
-	waitFor(t, func() bool { return f.buildCount() >= 1 })
+	eventually(t, func() bool { return f.buildCount() >= 1 })
 	var stream []common.Hash
 	for i := range busyTxs {
 		stream = append(stream, f.addTx(fmt.Sprintf("stream %d", i), false))
@@ -441,7 +442,7 @@ func TestBusyNodeStopsListeningAndMissesNothing(t *testing.T) {
 	for _, h := range stream {
 		f.announceTx(t, h)
 	}
-	waitFor(t, func() bool {
+	eventually(t, func() bool {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		return len(f.pool) == 0 && !f.afterBusy && f.subs >= 2

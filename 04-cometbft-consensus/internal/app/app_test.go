@@ -595,7 +595,7 @@ func TestOptimisticBuilding(t *testing.T) {
 		t.Fatal("FinalizeBlock of height 1 prepared no payload for height 2")
 	}
 	ts := a.next.timestamp // predicted from the wall clock
-	waitFor(t, func() bool { return slices.Contains(a.geth.log()[before:], "getPayload 2") })
+	eventually(t, func() bool { return slices.Contains(a.geth.log()[before:], "getPayload 2") })
 	if got := a.geth.log()[before:]; !slices.Contains(got, "build 2") || slices.Index(got, "build 2") > slices.Index(got, "getPayload 2") {
 		t.Fatalf("engine calls %q: getPayload 2 before build 2", got)
 	}
@@ -627,7 +627,7 @@ func TestOptimisticBuilding(t *testing.T) {
 	}
 	// The stale payload was fetched ahead, which stopped geth's work on
 	// it, and the fresh one is fetched now: getPayload of block 3 twice.
-	waitFor(t, func() bool {
+	eventually(t, func() bool {
 		n := 0
 		for _, c := range a.geth.log() {
 			if c == "getPayload 3" {
@@ -681,8 +681,8 @@ func TestProposersFollowCometBFT(t *testing.T) {
 	}
 }
 
-// waitFor polls cond every millisecond for up to 5 s.
-func waitFor(t *testing.T, cond func() bool) {
+// eventually polls cond every millisecond for up to 5 s.
+func eventually(t *testing.T, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
