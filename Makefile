@@ -8,7 +8,7 @@ DEVNET      := $(BIN)/devnet
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTEST      := go test -count=1 -timeout 30m
 
-.PHONY: run run-stage1 run-stage3 run-stage4 test test-unit lint bench bench-burst devnet-up devnet-down devnet-status compose-up compose-down clean
+.PHONY: run run-stage1 run-stage3 run-stage4 test test-unit diff-stats lint bench bench-burst devnet-up devnet-down devnet-status compose-up compose-down clean
 
 $(DEVNET): $(shell find devnet -name '*.go') devnet/go.mod
 	go build -o $(DEVNET) ./devnet/cmd/devnet
@@ -62,6 +62,10 @@ test-unit:
 	  echo "=== $$m"; \
 	  (cd $$m && GOWORK=off go test -short ./...) || exit 1; \
 	done
+
+## diff-stats: changed lines per file between consecutive stages (scripts/stage-diff.sh)
+diff-stats:
+	@scripts/stage-diff.sh
 
 ## lint: gofmt, go vet and staticcheck on every module
 lint:
