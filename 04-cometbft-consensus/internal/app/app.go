@@ -116,11 +116,13 @@ type App struct {
 	started   bool          // consensus has called the app: the handshake is over
 	pacer     pacer         // used by FinalizeBlock and Commit alone
 	validated common.Hash   // the last payload geth answered VALID in ProcessProposal
+	validTook time.Duration // how long geth took to answer VALID for it
 	proposed  common.Hash   // the last payload this validator proposed (its geth built it)
 	next      *started      // the payload started for the next height, if any
 	extraWait time.Duration // learnt: added to the build wait after empty payloads (fetch)
 	fetchTook time.Duration // learnt: the last fetch, pending block to payload (awaitDue)
 	getTook   time.Duration // learnt: the last getPayload (fetch)
+	execTook  time.Duration // learnt: newPayload of the last block decided live (need)
 	ready     bool
 	reason    string
 }

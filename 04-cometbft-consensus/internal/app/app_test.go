@@ -837,3 +837,38 @@ func TestRoundOneBuildsEarlyAfterALateRound(t *testing.T) {
 	}
 	t.Fatal("never saw round 1's proposer after a late height")
 }
+
+// A block that took geth long to execute makes the next height wait about
+// as long for its payload: need() follows newPayload's duration, and Commit
+// holds a late height that long instead of a quarter of the block time.
+func TestSlowBlocksLengthenTheHold(t *testing.T) {
+	g := newFakeGeth()
+	a := newNode(t, g, "", func(o *Options) { o.BuildWait, o.BlockTime = 10*time.Millisecond, time.Second })
+	decide(t, 1, a, a)
+	if n := a.need(); n > 100*time.Millisecond {
+		t.Fatalf("need %s after a quick block", n)
+	}
+	g.mu.Lock()
+	g.slowExec = 400 * time.Millisecond
+	g.mu.Unlock()
+	tx := a.prepare(t, 2) // its own: executed in FinalizeBlock
+	if s := a.process(t, 2, tx); s != abci.ResponseProcessProposal_ACCEPT {
+		t.Fatal(s)
+	}
+	if _, err := a.FinalizeBlock(ctx, &abci.RequestFinalizeBlock{Height: 2, Time: blockTime(2), Txs: [][]byte{tx}, Hash: cometHash(2)}); err != nil {
+		t.Fatal(err)
+	}
+	g.mu.Lock()
+	g.slowExec = 0
+	g.mu.Unlock()
+	if n, least := a.need(), 10*time.Millisecond+400*time.Millisecond*5/4; n < least {
+		t.Fatalf("need %s after a block geth took 400 ms to execute, want at least %s", n, least)
+	}
+	start := time.Now()
+	if _, err := a.Commit(ctx, &abci.RequestCommit{}); err != nil {
+		t.Fatal(err)
+	}
+	if held := time.Since(start); held < 500*time.Millisecond {
+		t.Fatalf("Commit held the late height %s, want the need (at least 510 ms), not a quarter of the block time", held)
+	}
+}

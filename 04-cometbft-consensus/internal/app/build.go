@@ -289,10 +289,24 @@ func (a *App) awaitDue(ctx context.Context, st *started) error {
 		return ctx.Err()
 	}
 	st.dueAt = due
+	return a.waitUnless(ctx, st.asked, time.Until(due.Add(-a.need())))
+}
+
+// need is how long before a proposal is due its geth should start
+// building the payload: BuildWait, then the longer of the last fetch this
+// validator made and the last block its geth executed, and a quarter more.
+// A payload like the last block takes about as long to build and cross
+// from geth as that block took to cross to geth and execute, and every
+// validator measures that for every block, so they all hold a height about
+// as long as its proposer needs (Commit). At most two block times.
+func (a *App) need() time.Duration {
 	a.mu.Lock()
-	lead := a.opts.BuildWait + a.fetchTook*5/4
-	a.mu.Unlock()
-	return a.waitUnless(ctx, st.asked, time.Until(due.Add(-lead)))
+	defer a.mu.Unlock()
+	n := a.opts.BuildWait + max(a.fetchTook, a.execTook)*5/4
+	if a.opts.BlockTime > 0 {
+		n = min(n, 2*a.opts.BlockTime)
+	}
+	return n
 }
 
 // claim takes the payload started for the block on parent at timestamp ts.

@@ -34,6 +34,7 @@ type fakeGeth struct {
 	calls       []string             // "fcu 3", "build 4", "newPayload 4", "getPayload 4"
 	pooled      int                  // transactions the pending block shows; the payloads carry none
 	slowPending time.Duration        // how long building the pending block takes
+	slowExec    time.Duration        // how long newPayload takes
 }
 
 func newFakeGeth() *fakeGeth {
@@ -159,6 +160,10 @@ func (g *fakeGeth) GetPayload(_ context.Context, id beacon.PayloadID, _ uint64) 
 }
 
 func (g *fakeGeth) NewPayload(_ context.Context, p *engine.Payload) error {
+	g.mu.Lock()
+	slow := g.slowExec
+	g.mu.Unlock()
+	time.Sleep(slow) // the execution this fake stands for
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	d := p.ExecutionPayload

@@ -24,7 +24,7 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 	start := time.Now()
 	parent, validated := a.parent()
 	a.mu.Lock()
-	proposed := a.proposed
+	proposed, took := a.proposed, a.validTook
 	a.mu.Unlock()
 	if req.Height != parent.Height+1 {
 		return nil, fmt.Errorf("FinalizeBlock for height %d, the app committed %d", req.Height, parent.Height)
@@ -45,9 +45,11 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 	live := executed || d.BlockHash == proposed // through our ProcessProposal, not a replay
 	for applied := executed; ; applied = false {
 		if !applied {
+			asked := time.Now()
 			if err := a.apply(ctx, req.Height, p); err != nil {
 				return nil, err
 			}
+			took = time.Since(asked)
 			if !live {
 				a.metrics.Replayed.Inc() // decided elsewhere: catch-up, or the handshake's replay
 			}
@@ -74,6 +76,9 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 	}
 	a.mu.Lock()
 	a.pending, a.live, a.nextDown = &next, live, nextDown
+	if live {
+		a.execTook = took // what need() learns from
+	}
 	a.mu.Unlock()
 	if live {
 		a.startNext(next, start, early)
@@ -154,7 +159,7 @@ func (a *App) Commit(_ context.Context, _ *abci.RequestCommit) (*abci.ResponseCo
 		return nil, err
 	}
 	paced := live && a.opts.BlockTime > 0
-	held := a.pacer.hold(time.Now(), live, nextDown)
+	held := a.pacer.hold(time.Now(), live, nextDown, a.need())
 	if !paced {
 		held = 0
 	}

@@ -40,8 +40,9 @@ type pacer struct {
 // hold returns how long Commit should wait at now. voted: this validator
 // took part in the height (its ProcessProposal ran), so the chain is live
 // and it is not catching up. proposerDown: the next height's round-0
-// proposer looks down.
-func (p *pacer) hold(now time.Time, voted, proposerDown bool) time.Duration {
+// proposer looks down. need: how long a proposer's geth needs to have
+// the next payload ready; the next height is planned no sooner.
+func (p *pacer) hold(now time.Time, voted, proposerDown bool, need time.Duration) time.Duration {
 	if p.blockTime <= 0 || !voted {
 		p.planned = now // catching up, or not pacing: the next height starts now
 		return 0
@@ -50,8 +51,8 @@ func (p *pacer) hold(now time.Time, voted, proposerDown bool) time.Duration {
 	switch {
 	case p.planned.IsZero():
 		next = now // the first height
-	case next.Before(now.Add(p.minGap)):
-		next = now.Add(p.minGap) // a late height: plan from now
+	case next.Before(now.Add(max(p.minGap, need))):
+		next = now.Add(max(p.minGap, need)) // a late height: plan from now
 	}
 	p.planned = next
 	release := next

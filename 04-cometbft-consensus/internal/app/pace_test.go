@@ -12,6 +12,7 @@ func TestPacerHolds(t *testing.T) {
 	for i, step := range []struct {
 		commit       time.Duration // when Commit runs, from t0
 		voted, down  bool
+		need         time.Duration // what the next proposer's geth needs
 		want         time.Duration
 		plannedAfter time.Duration // the planned start of the next height
 	}{
@@ -23,8 +24,11 @@ func TestPacerHolds(t *testing.T) {
 		{commit: 5300 * ms, voted: true, want: 250 * ms, plannedAfter: 5550 * ms},             // took longer than the block time: plan from now
 		{commit: 5500 * ms, voted: false, want: 0, plannedAfter: 5500 * ms},                   // not voted (catching up): never held
 		{commit: 5700 * ms, voted: true, want: 800 * ms, plannedAfter: 6500 * ms},
+		{commit: 6900 * ms, voted: true, need: 1200 * ms, want: 1200 * ms, plannedAfter: 8100 * ms}, // late, a full block next: its proposer's need
+		{commit: 8300 * ms, voted: true, need: 300 * ms, want: 800 * ms, plannedAfter: 9100 * ms},   // on time: the plan, the need within it
+		{commit: 9800 * ms, voted: true, need: 100 * ms, want: 300 * ms, plannedAfter: 10100 * ms},  // on time, short of the plan: nothing more
 	} {
-		if got := p.hold(at(step.commit), step.voted, step.down); got != step.want {
+		if got := p.hold(at(step.commit), step.voted, step.down, step.need); got != step.want {
 			t.Errorf("step %d: held %s, want %s", i, got, step.want)
 		}
 		if got := p.planned.Sub(t0); got != step.plannedAfter {
@@ -33,7 +37,7 @@ func TestPacerHolds(t *testing.T) {
 	}
 
 	off := pacer{lostRound: 450 * ms}
-	if got := off.hold(t0, true, true); got != 0 {
+	if got := off.hold(t0, true, true, time.Second); got != 0 {
 		t.Fatalf("without a block time: held %s", got)
 	}
 }

@@ -58,6 +58,7 @@ func (a *App) ProcessProposal(ctx context.Context, req *abci.RequestProcessPropo
 	}
 	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
 	defer cancel()
+	asked := time.Now()
 	err = a.withLostBlocks(ctx, req.Height, func() error { return a.engine.NewPayload(ctx, p) })
 	switch {
 	case errors.Is(err, engine.ErrInvalid):
@@ -69,7 +70,7 @@ func (a *App) ProcessProposal(ctx context.Context, req *abci.RequestProcessPropo
 		return reject(reasonUnavailable, err)
 	}
 	a.mu.Lock()
-	a.validated = p.ExecutionPayload.BlockHash
+	a.validated, a.validTook = p.ExecutionPayload.BlockHash, time.Since(asked)
 	a.mu.Unlock()
 	a.metrics.Verdicts.WithLabelValues("accept", "").Inc()
 	return &abci.ResponseProcessProposal{Status: abci.ResponseProcessProposal_ACCEPT}, nil
