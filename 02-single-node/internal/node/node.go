@@ -90,9 +90,8 @@ type App struct {
 	unpointed   bool           // head is stored but geth not yet told it is final
 	driftPaused bool           // owned by Run's goroutine
 
-	pending *pendingSet // announced transactions not yet in a block
-
-	busy busyMode // on demand, under a stream of transactions (busy.go)
+	pending *pendingSet // announced transactions not yet in a block (pending.go)
+	busy    busyMode    // on demand, under a stream of transactions (busy.go)
 
 	mu        sync.Mutex // guards the fields below, read by the health endpoints
 	ready     bool

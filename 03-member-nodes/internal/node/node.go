@@ -143,23 +143,22 @@ type App struct {
 	unpointed   bool           // head is stored but geth not yet told it is final
 	driftPaused bool           // owned by Run's goroutine
 
-	pending *pendingSet // announced transactions not yet in a block
+	pending *pendingSet // announced transactions not yet in a block (pending.go)
+	busy    busyMode    // on demand, under a stream of transactions (busy.go)
 
-	busy busyMode // on demand, under a stream of transactions (busy.go)
+	// The lease (lease.go), and how the producer hears of a change.
+	lease      leaseHold
+	roleChange chan struct{} // a lease was won or lost
 
-	leaseMu    sync.Mutex // guards lease, held and deadline
-	lease      election.Lease
-	held       bool
-	deadline   *time.Timer                 // signals roleChange when the lease's local deadline passes
-	roleChange chan struct{}               // a lease was won or lost
-	news       chan struct{}               // a block notice arrived
-	announced  atomic.Uint64               // newest block number a notice announced
-	notified   uint64                      // newest block this leader announced; owned by Run's goroutine
-	committed  *state.Block                // the block this leader stored last; owned by Run's goroutine
-	inline     atomic.Pointer[state.Block] // the block the newest notice carried
-	proposal   chan struct{}               // a proposed block's notice arrived
-	proposed   atomic.Pointer[state.Block] // the block the newest proposed notice carried
-	executed   common.Hash                 // a proposed block executed ahead; owned by Run's goroutine
+	// Block notices (leader.go sends them, follow.go reads them).
+	news      chan struct{}               // a block notice arrived
+	announced atomic.Uint64               // newest block number a notice announced
+	notified  uint64                      // newest block this leader announced; owned by Run's goroutine
+	committed *state.Block                // the block this leader stored last; owned by Run's goroutine
+	inline    atomic.Pointer[state.Block] // the block the newest notice carried
+	proposal  chan struct{}               // a proposed block's notice arrived
+	proposed  atomic.Pointer[state.Block] // the block the newest proposed notice carried
+	executed  common.Hash                 // a proposed block executed ahead; owned by Run's goroutine
 
 	tasks sync.WaitGroup // goroutines Run started (and propose's); Run waits for them
 
