@@ -43,37 +43,24 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 	head := state.Head{Number: d.Number, Hash: d.BlockHash, Timestamp: d.Timestamp}
 	executed := d.BlockHash == validated        // by geth, in our ProcessProposal
 	live := executed || d.BlockHash == proposed // through our ProcessProposal, not a replay
-	for applied := executed; ; applied = false {
-		if !applied {
-			asked := time.Now()
-			if err := a.apply(ctx, req.Height, p); err != nil {
-				return nil, err
-			}
-			took = time.Since(asked)
-			if !live {
-				a.metrics.Replayed.Inc() // decided elsewhere: catch-up, or the handshake's replay
-			}
+	if !executed {
+		if took, err = a.execute(ctx, req.Height, p, live); err != nil {
+			return nil, err
 		}
-		err = a.finalized(ctx, d)
-		if !lacksBlocks(err) {
-			break
-		}
+	}
+	for err = a.finalized(ctx, d); lacksBlocks(err); err = a.finalized(ctx, d) {
 		// geth lost the block between newPayload and here (restarted with
 		// a wiped datadir): apply it again, replaying what it lacks.
 		a.log.Warn("geth lacks the block it just validated: applying it again", "number", d.Number, "err", err)
+		if took, err = a.execute(ctx, req.Height, p, live); err != nil {
+			return nil, err
+		}
 	}
 	if err != nil {
 		return nil, err
 	}
 	next := state.State{Height: req.Height, Head: head, LastBlockHash: append([]byte(nil), req.Hash...)}
-	nextDown, early := false, int32(1) // a.pacer is used by FinalizeBlock and Commit alone: one connection, no lock
-	if a.opts.Proposers != nil {
-		a.pacer.decided(a.opts.Proposers.At(req.Height), req.ProposerAddress)
-		nextDown = a.pacer.looksDown(a.opts.Proposers.At(req.Height + 1))
-		if nextDown || a.pacer.lastLate {
-			early = 2 // round 1 likely: its proposer builds early too
-		}
-	}
+	nextDown, early := a.expectNext(req)
 	a.mu.Lock()
 	a.pending, a.live, a.nextDown = &next, live, nextDown
 	if live {
@@ -93,6 +80,35 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 	a.log.Info("finalized", "height", req.Height, "number", head.Number, "hash", head.Hash,
 		"txs", len(d.Transactions), "gas", d.GasUsed, "elapsed", elapsed.Round(10*time.Microsecond))
 	return &abci.ResponseFinalizeBlock{TxResults: results, AppHash: head.Hash.Bytes()}, nil
+}
+
+// execute applies a decided payload this validator's ProcessProposal did
+// not run (live: it proposed it) and says how long geth took.
+func (a *App) execute(ctx context.Context, height int64, p *engine.Payload, live bool) (time.Duration, error) {
+	asked := time.Now()
+	if err := a.apply(ctx, height, p); err != nil {
+		return 0, err
+	}
+	if !live {
+		a.metrics.Replayed.Inc() // decided elsewhere: catch-up, or the handshake's replay
+	}
+	return time.Since(asked), nil
+}
+
+// expectNext records who decided the height and predicts the next: whether
+// its round-0 proposer looks down, and how many of its first rounds have
+// their proposer build early (1, or 2 when round 1 is likely). a.pacer is
+// used by FinalizeBlock and Commit alone: one connection, no lock.
+func (a *App) expectNext(req *abci.RequestFinalizeBlock) (nextDown bool, early int32) {
+	if a.opts.Proposers == nil {
+		return false, 1
+	}
+	a.pacer.decided(a.opts.Proposers.At(req.Height), req.ProposerAddress)
+	nextDown = a.pacer.looksDown(a.opts.Proposers.At(req.Height + 1))
+	if nextDown || a.pacer.lastLate {
+		return nextDown, 2
+	}
+	return nextDown, 1
 }
 
 // apply runs newPayload for a decided payload, waiting for geth if it is

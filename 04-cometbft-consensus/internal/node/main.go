@@ -39,28 +39,10 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cmt, err := LoadCometConfig(cfg.CmtHome)
+	h, err := loadHome(cfg.CmtHome)
 	if err != nil {
 		return err
 	}
-	nodeKey, err := p2p.LoadNodeKey(cmt.NodeKeyFile())
-	if err != nil {
-		return fmt.Errorf("--cmt-home %s: node key: %w (run `cometbft init` or this binary's testnet command)", cfg.CmtHome, err)
-	}
-	if _, err := os.Stat(cmt.PrivValidatorKeyFile()); err != nil {
-		return fmt.Errorf("--cmt-home %s: validator key: %w", cfg.CmtHome, err)
-	}
-	pv := privval.LoadOrGenFilePV(cmt.PrivValidatorKeyFile(), cmt.PrivValidatorStateFile())
-	genDoc := cmtnode.DefaultGenesisDocProviderFunc(cmt)
-	doc, err := genDoc()
-	if err != nil {
-		return fmt.Errorf("--cmt-home %s: %w", cfg.CmtHome, err)
-	}
-	proposers, err := app.NewProposers(doc.Validators)
-	if err != nil {
-		return fmt.Errorf("--cmt-home %s: genesis: %w", cfg.CmtHome, err)
-	}
-
 	m := metrics.New()
 	client, err := engine.Dial(ctx, engine.Options{URL: cfg.EngineURL, Secret: secret, Chain: genesis.Config, Observer: m})
 	if err != nil {
@@ -69,20 +51,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer client.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	a, err := app.New(ctx, client, m, log.With("component", "app"), app.Options{
-		StatePath:          filepath.Join(cmt.DBDir(), "app-state.json"),
-		Genesis:            genesis.ToBlock().Hash(),
-		FeeRecipient:       common.HexToAddress(cfg.FeeRecipient),
-		BuildWait:          cfg.BuildWait,
-		ProposeBudget:      cmt.Consensus.TimeoutPropose * 3 / 4,
-		ProposeBudgetDelta: cmt.Consensus.TimeoutProposeDelta * 3 / 4,
-		TimeoutCommit:      cmt.Consensus.TimeoutCommit,
-		BlockTime:          cfg.BlockTime,
-		LostRound:          cmt.Consensus.TimeoutPropose + cmt.Consensus.TimeoutPrecommit,
-		Optimistic:         cfg.Optimistic,
-		Proposers:          proposers,
-		Address:            pv.GetAddress(),
-	})
+	a, err := app.New(ctx, client, m, log.With("component", "app"), appOptions(cfg, h, genesis))
 	if err != nil {
 		return err
 	}
@@ -90,34 +59,95 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-
 	// NewNode runs CometBFT's handshake: Info, then a replay of the blocks
 	// the app (and geth) lack, through FinalizeBlock. Each ABCI connection
 	// (consensus, mempool, query) gets its own lock, so Commit holding a
 	// height for --block-time does not stall /abci_info or CheckTx.
-	n, err := cmtnode.NewNodeWithContext(ctx, cmt, pv, nodeKey, proxy.NewConnSyncLocalClientCreator(abciApp),
-		genDoc, cmtcfg.DefaultDBProvider,
-		cmtnode.DefaultMetricsProvider(cmt.Instrumentation), cometLogger{log.With("component", "cometbft")})
+	n, err := cmtnode.NewNodeWithContext(ctx, h.cmt, h.pv, h.nodeKey, proxy.NewConnSyncLocalClientCreator(abciApp),
+		h.genDoc, cmtcfg.DefaultDBProvider,
+		cmtnode.DefaultMetricsProvider(h.cmt.Instrumentation), cometLogger{log.With("component", "cometbft")})
 	if err != nil {
 		return fmt.Errorf("start CometBFT from %s: %w", cfg.CmtHome, err)
 	}
 	a.SetBlocks(blockStore{n.BlockStore()})
-
 	srv := server.New(cfg.HealthAddr, statusNode{a, n}, m.Handler(), log.With("component", "http"))
+	return run(ctx, cancel, cfg, n, srv, h.pv.GetAddress().String(), log)
+}
+
+// home is what a validator reads from its CometBFT home.
+type home struct {
+	cmt       *cmtcfg.Config
+	nodeKey   *p2p.NodeKey
+	pv        *privval.FilePV
+	genDoc    cmtnode.GenesisDocProvider
+	proposers *app.Proposers
+}
+
+// loadHome reads the CometBFT home: config.toml, the node and validator
+// keys, and the genesis with its validators (whose proposers the app
+// predicts).
+func loadHome(dir string) (home, error) {
+	cmt, err := LoadCometConfig(dir)
+	if err != nil {
+		return home{}, err
+	}
+	nodeKey, err := p2p.LoadNodeKey(cmt.NodeKeyFile())
+	if err != nil {
+		return home{}, fmt.Errorf("--cmt-home %s: node key: %w (run `cometbft init` or this binary's testnet command)", dir, err)
+	}
+	if _, err := os.Stat(cmt.PrivValidatorKeyFile()); err != nil {
+		return home{}, fmt.Errorf("--cmt-home %s: validator key: %w", dir, err)
+	}
+	pv := privval.LoadOrGenFilePV(cmt.PrivValidatorKeyFile(), cmt.PrivValidatorStateFile())
+	genDoc := cmtnode.DefaultGenesisDocProviderFunc(cmt)
+	doc, err := genDoc()
+	if err != nil {
+		return home{}, fmt.Errorf("--cmt-home %s: %w", dir, err)
+	}
+	proposers, err := app.NewProposers(doc.Validators)
+	if err != nil {
+		return home{}, fmt.Errorf("--cmt-home %s: genesis: %w", dir, err)
+	}
+	return home{cmt: cmt, nodeKey: nodeKey, pv: pv, genDoc: genDoc, proposers: proposers}, nil
+}
+
+// appOptions derives the app's options from the flags and the home: its
+// budgets and pacing follow CometBFT's timeouts in config.toml.
+func appOptions(cfg config.Config, h home, genesis *core.Genesis) app.Options {
+	to := h.cmt.Consensus
+	return app.Options{
+		StatePath:          filepath.Join(h.cmt.DBDir(), "app-state.json"),
+		Genesis:            genesis.ToBlock().Hash(),
+		FeeRecipient:       common.HexToAddress(cfg.FeeRecipient),
+		BuildWait:          cfg.BuildWait,
+		ProposeBudget:      to.TimeoutPropose * 3 / 4,
+		ProposeBudgetDelta: to.TimeoutProposeDelta * 3 / 4,
+		TimeoutCommit:      to.TimeoutCommit,
+		BlockTime:          cfg.BlockTime,
+		LostRound:          to.TimeoutPropose + to.TimeoutPrecommit,
+		Optimistic:         cfg.Optimistic,
+		Proposers:          h.proposers,
+		Address:            h.pv.GetAddress(),
+	}
+}
+
+// run starts CometBFT and the HTTP endpoints of validator (its address),
+// and stops both when ctx ends.
+func run(ctx context.Context, cancel context.CancelFunc, cfg config.Config, n *cmtnode.Node, srv *server.Server, validator string, log *slog.Logger) error {
 	l, err := srv.Listen()
 	if err != nil {
 		return fmt.Errorf("--health-addr %s: %w", cfg.HealthAddr, err)
 	}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ctx, l) }()
-
 	if err := n.Start(); err != nil {
 		cancel()
 		<-srvErr
 		return fmt.Errorf("start CometBFT: %w", err)
 	}
+	c := n.Config()
 	log.Info("validator running", "cmt_home", cfg.CmtHome, "engine", cfg.EngineURL,
-		"validator", pv.GetAddress().String(), "p2p", cmt.P2P.ListenAddress, "rpc", cmt.RPC.ListenAddress)
+		"validator", validator, "p2p", c.P2P.ListenAddress, "rpc", c.RPC.ListenAddress)
 	<-ctx.Done()
 	log.Info("stopping")
 	var errs []error
