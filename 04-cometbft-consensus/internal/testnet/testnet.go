@@ -105,53 +105,24 @@ func Write(o Options) error {
 	if o.Ports == nil {
 		o.Ports = BasePorts(26656)
 	}
-	pick := func(v, def time.Duration) time.Duration {
-		if v > 0 {
-			return v
-		}
-		return def
-	}
-	type node struct {
-		cfg *cmtcfg.Config
-		id  p2p.ID
-		pv  *privval.FilePV
-	}
-	nodes := make([]node, o.Validators)
+	nodes := make([]validatorHome, o.Validators)
 	params := types.DefaultConsensusParams()
 	params.Block.MaxBytes = envelope.BlockMaxBytes(MaxValidators, params.Evidence.MaxBytes)
 	gen := &types.GenesisDoc{ChainID: o.ChainID, GenesisTime: time.Now().UTC().Round(time.Second), InitialHeight: 1,
 		ConsensusParams: params}
 	for i := range nodes {
-		home := Home(o.Dir, i)
-		if _, err := os.Stat(filepath.Join(home, "config", "config.toml")); err == nil {
-			return fmt.Errorf("%s already holds a CometBFT home: remove it first", home)
-		}
-		cfg := cmtcfg.DefaultConfig()
-		cfg.SetRoot(home)
-		for _, d := range []string{filepath.Join(home, "config"), filepath.Join(home, "data")} {
-			if err := os.MkdirAll(d, 0o700); err != nil {
-				return err
-			}
-		}
-		pv := privval.GenFilePV(cfg.PrivValidatorKeyFile(), cfg.PrivValidatorStateFile())
-		pv.Save()
-		key, err := p2p.LoadOrGenNodeKey(cfg.NodeKeyFile())
+		n, v, err := newHome(Home(o.Dir, i), i)
 		if err != nil {
 			return err
 		}
-		pub, err := pv.GetPubKey()
-		if err != nil {
-			return err
-		}
-		gen.Validators = append(gen.Validators, types.GenesisValidator{Address: pub.Address(), PubKey: pub, Power: 1, Name: fmt.Sprintf("validator-%d", i)})
-		nodes[i] = node{cfg: cfg, id: key.ID(), pv: pv}
+		nodes[i] = n
+		gen.Validators = append(gen.Validators, v)
 	}
 	host, listen := func(int) string { return "127.0.0.1" }, "127.0.0.1"
 	if o.HostPattern != "" {
 		host, listen = func(i int) string { return fmt.Sprintf(o.HostPattern, i) }, "0.0.0.0"
 	}
 	for i, n := range nodes {
-		ports := o.Ports(i)
 		var peers []string
 		for j, m := range nodes {
 			if j != i {
@@ -159,21 +130,7 @@ func Write(o Options) error {
 			}
 		}
 		c := n.cfg
-		c.Moniker = fmt.Sprintf("validator-%d", i)
-		c.P2P.ListenAddress = fmt.Sprintf("tcp://%s:%d", listen, ports.P2P)
-		c.P2P.PersistentPeers = strings.Join(peers, ",")
-		c.P2P.AddrBookStrict = false // loopback and private addresses
-		c.P2P.AllowDuplicateIP = true
-		c.P2P.SendRate, c.P2P.RecvRate, c.P2P.MaxPacketMsgPayloadSize = LoopbackRate, LoopbackRate, PacketPayload
-		c.RPC.ListenAddress = fmt.Sprintf("tcp://%s:%d", listen, ports.RPC)
-		c.Instrumentation.Prometheus = true
-		c.Instrumentation.PrometheusListenAddr = fmt.Sprintf("%s:%d", listen, ports.Prometheus)
-		c.Consensus.TimeoutPropose = pick(o.TimeoutPropose, TunedTimeouts.Propose)
-		c.Consensus.TimeoutProposeDelta = pick(o.TimeoutProposeDelta, TunedTimeouts.ProposeDelta)
-		c.Consensus.TimeoutPrevote = pick(o.TimeoutPrevote, TunedTimeouts.Prevote)
-		c.Consensus.TimeoutPrecommit = pick(o.TimeoutPrecommit, TunedTimeouts.Precommit)
-		c.Consensus.TimeoutCommit = pick(o.TimeoutCommit, TunedTimeouts.Commit)
-		c.Consensus.PeerGossipSleepDuration = GossipSleep
+		configure(c, o, i, listen, peers)
 		if err := c.ValidateBasic(); err != nil {
 			return fmt.Errorf("validator %d: %w", i, err)
 		}
@@ -183,4 +140,65 @@ func Write(o Options) error {
 		}
 	}
 	return nil
+}
+
+// validatorHome is a validator's home being written.
+type validatorHome struct {
+	cfg *cmtcfg.Config
+	id  p2p.ID
+	pv  *privval.FilePV
+}
+
+// newHome creates validator i's home with fresh node and validator keys,
+// and returns it with the validator's genesis entry.
+func newHome(home string, i int) (validatorHome, types.GenesisValidator, error) {
+	if _, err := os.Stat(filepath.Join(home, "config", "config.toml")); err == nil {
+		return validatorHome{}, types.GenesisValidator{}, fmt.Errorf("%s already holds a CometBFT home: remove it first", home)
+	}
+	cfg := cmtcfg.DefaultConfig()
+	cfg.SetRoot(home)
+	for _, d := range []string{filepath.Join(home, "config"), filepath.Join(home, "data")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return validatorHome{}, types.GenesisValidator{}, err
+		}
+	}
+	pv := privval.GenFilePV(cfg.PrivValidatorKeyFile(), cfg.PrivValidatorStateFile())
+	pv.Save()
+	key, err := p2p.LoadOrGenNodeKey(cfg.NodeKeyFile())
+	if err != nil {
+		return validatorHome{}, types.GenesisValidator{}, err
+	}
+	pub, err := pv.GetPubKey()
+	if err != nil {
+		return validatorHome{}, types.GenesisValidator{}, err
+	}
+	v := types.GenesisValidator{Address: pub.Address(), PubKey: pub, Power: 1, Name: fmt.Sprintf("validator-%d", i)}
+	return validatorHome{cfg: cfg, id: key.ID(), pv: pv}, v, nil
+}
+
+// configure sets validator i's config.toml: its ports on listen, its peers,
+// the p2p limits a full block needs, and the consensus timeouts.
+func configure(c *cmtcfg.Config, o Options, i int, listen string, peers []string) {
+	pick := func(v, def time.Duration) time.Duration {
+		if v > 0 {
+			return v
+		}
+		return def
+	}
+	ports := o.Ports(i)
+	c.Moniker = fmt.Sprintf("validator-%d", i)
+	c.P2P.ListenAddress = fmt.Sprintf("tcp://%s:%d", listen, ports.P2P)
+	c.P2P.PersistentPeers = strings.Join(peers, ",")
+	c.P2P.AddrBookStrict = false // loopback and private addresses
+	c.P2P.AllowDuplicateIP = true
+	c.P2P.SendRate, c.P2P.RecvRate, c.P2P.MaxPacketMsgPayloadSize = LoopbackRate, LoopbackRate, PacketPayload
+	c.RPC.ListenAddress = fmt.Sprintf("tcp://%s:%d", listen, ports.RPC)
+	c.Instrumentation.Prometheus = true
+	c.Instrumentation.PrometheusListenAddr = fmt.Sprintf("%s:%d", listen, ports.Prometheus)
+	c.Consensus.TimeoutPropose = pick(o.TimeoutPropose, TunedTimeouts.Propose)
+	c.Consensus.TimeoutProposeDelta = pick(o.TimeoutProposeDelta, TunedTimeouts.ProposeDelta)
+	c.Consensus.TimeoutPrevote = pick(o.TimeoutPrevote, TunedTimeouts.Prevote)
+	c.Consensus.TimeoutPrecommit = pick(o.TimeoutPrecommit, TunedTimeouts.Precommit)
+	c.Consensus.TimeoutCommit = pick(o.TimeoutCommit, TunedTimeouts.Commit)
+	c.Consensus.PeerGossipSleepDuration = GossipSleep
 }
