@@ -94,7 +94,9 @@ func (c Config) Advertise() string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
-// Validate returns every problem at once, each naming its flag.
+// Validate returns every problem at once, each naming its flag. It is one
+// check per flag, read top to bottom: longer than most functions here, and
+// clearer so than split.
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(flag string, v any, why string) { errs = append(errs, fmt.Errorf("--%s %v: %s", flag, v, why)) }

@@ -46,7 +46,8 @@ type Metrics struct {
 	PreExecuted    *prometheus.CounterVec
 }
 
-// New creates and registers the metrics.
+// New creates and registers the metrics: one definition each, with its
+// help text, which is why it is long.
 func New() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),

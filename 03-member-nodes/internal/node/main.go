@@ -36,22 +36,9 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	var allowed []common.Address
-	for _, a := range cfg.Leaders {
-		allowed = append(allowed, common.HexToAddress(a))
-	}
-	verifier, err := signer.NewVerifier(allowed)
+	verifier, sgn, err := loadKeys(cfg)
 	if err != nil {
-		return fmt.Errorf("--leaders: %w", err)
-	}
-	var sgn *signer.Signer
-	if Role(cfg.Mode) == RoleLeader {
-		if sgn, err = signer.LoadKey(cfg.SignerKey); err != nil {
-			return err
-		}
-		if !slices.Contains(allowed, sgn.Address) {
-			return fmt.Errorf("--signer-key is the key of %s, which --leaders does not list: members would reject every block", sgn.Address)
-		}
+		return err
 	}
 	st, err := state.Open(ctx, cfg.PostgresURL)
 	if err != nil {
@@ -68,16 +55,9 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer client.Close()
-	var (
-		el  *election.Elector
-		src Source = st // a candidate follows the cluster store it writes to
-	)
-	if Role(cfg.Mode) == RoleLeader {
-		if el, err = election.New(rdb, election.Options{Prefix: redisPrefix, ID: cfg.InstanceID, TTL: cfg.LeaseTTL}); err != nil {
-			return err
-		}
-	} else {
-		src = syncer.NewLeaderAPI(rdb, redisPrefix)
+	el, src, err := roleDeps(cfg, rdb, st)
+	if err != nil {
+		return err
 	}
 	b := builder.New(client, common.HexToAddress(cfg.FeeRecipient), time.Now)
 	app := New(Options{
@@ -107,6 +87,44 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	log.Info("stopped", "err", runErr)
 	return runErr
+}
+
+// loadKeys reads the leaders' allowlist (--leaders), which verifies every
+// block, and a candidate's signing key, which must be on it.
+func loadKeys(cfg config.Config) (*signer.Verifier, *signer.Signer, error) {
+	var allowed []common.Address
+	for _, a := range cfg.Leaders {
+		allowed = append(allowed, common.HexToAddress(a))
+	}
+	verifier, err := signer.NewVerifier(allowed)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--leaders: %w", err)
+	}
+	if Role(cfg.Mode) != RoleLeader {
+		return verifier, nil, nil
+	}
+	sgn, err := signer.LoadKey(cfg.SignerKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !slices.Contains(allowed, sgn.Address) {
+		return nil, nil, fmt.Errorf("--signer-key is the key of %s, which --leaders does not list: members would reject every block", sgn.Address)
+	}
+	return verifier, sgn, nil
+}
+
+// roleDeps returns a candidate's elector, and where a node follows from: a
+// candidate from the cluster store it writes to, a member from the
+// leader's block API.
+func roleDeps(cfg config.Config, rdb redis.UniversalClient, st *state.Manager) (*election.Elector, Source, error) {
+	if Role(cfg.Mode) != RoleLeader {
+		return nil, syncer.NewLeaderAPI(rdb, redisPrefix), nil
+	}
+	el, err := election.New(rdb, election.Options{Prefix: redisPrefix, ID: cfg.InstanceID, TTL: cfg.LeaseTTL})
+	if err != nil {
+		return nil, nil, err
+	}
+	return el, st, nil
 }
 
 // LoadGenesis reads genesis.json with geth's own types.
