@@ -301,7 +301,7 @@ func variants(b *testing.B, stage2 string, mode string, blockTime, buildWait tim
 	vs := []variant{}
 	if stage2 != "" {
 		vs = append(vs, variant{"stage 2", func() system {
-			return runStage2(b, stage2, "--mode", mode, "--block-time", blockTime.String(), "--build-wait", buildWait.String(),
+			return runStage2(b, stage2, "--block-mode", mode, "--block-time", blockTime.String(), "--build-wait", buildWait.String(),
 				"--max-idle", "1s", "--max-drift", "24h")
 		}})
 	}

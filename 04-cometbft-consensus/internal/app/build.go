@@ -296,13 +296,26 @@ func (a *App) awaitDue(ctx context.Context, st *started) error {
 // building the payload: BuildWait, then the longer of the last fetch this
 // validator made and the last block its geth executed, and a quarter more.
 // A payload like the last block takes about as long to build and cross
-// from geth as that block took to cross to geth and execute, and every
-// validator measures that for every block, so they all hold a height about
-// as long as its proposer needs (Commit). At most two block times.
+// from geth as that block took to cross to geth and execute. At most two
+// block times.
 func (a *App) need() time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	n := a.opts.BuildWait + max(a.fetchTook, a.execTook)*5/4
+	return a.capNeed(a.opts.BuildWait + max(a.fetchTook, a.execTook)*5/4)
+}
+
+// proposerNeed is what Commit holds a late height for: need() from the
+// last block's execution alone. Every validator measures that on the same
+// block, so all of them hold about as long as the next proposer needs;
+// the last fetch is this validator's own, made heights ago perhaps for a
+// block of another size, and would make a proposer start after the others.
+func (a *App) proposerNeed() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.capNeed(a.opts.BuildWait + a.execTook*5/4)
+}
+
+func (a *App) capNeed(n time.Duration) time.Duration {
 	if a.opts.BlockTime > 0 {
 		n = min(n, 2*a.opts.BlockTime)
 	}

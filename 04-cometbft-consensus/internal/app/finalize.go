@@ -83,16 +83,17 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 }
 
 // execute applies a decided payload this validator's ProcessProposal did
-// not run (live: it proposed it) and says how long geth took.
+// not run (live: it proposed it) and says how long geth's newPayload took
+// (the call that answered: not retries, not replays).
 func (a *App) execute(ctx context.Context, height int64, p *engine.Payload, live bool) (time.Duration, error) {
-	asked := time.Now()
-	if err := a.apply(ctx, height, p); err != nil {
+	took, err := a.apply(ctx, height, p)
+	if err != nil {
 		return 0, err
 	}
 	if !live {
 		a.metrics.Replayed.Inc() // decided elsewhere: catch-up, or the handshake's replay
 	}
-	return time.Since(asked), nil
+	return took, nil
 }
 
 // expectNext records who decided the height and predicts the next: whether
@@ -116,17 +117,22 @@ func (a *App) expectNext(req *abci.RequestFinalizeBlock) (nextDown bool, early i
 // wiped under a running node): the app replays the blocks it lacks from
 // CometBFT's block store, then applies this one. A geth that syncs from
 // its peers on its own is waited for.
-func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) error {
+func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) (took time.Duration, err error) {
 	what := fmt.Sprintf("newPayload of block %d", p.ExecutionPayload.Number)
 	wait := a.opts.Retry
 	for {
-		err := a.retry(ctx, what, func(ctx context.Context) error { return a.engine.NewPayload(ctx, p) })
+		err := a.retry(ctx, what, func(ctx context.Context) error {
+			asked := time.Now()
+			err := a.engine.NewPayload(ctx, p)
+			took = time.Since(asked)
+			return err
+		})
 		switch {
 		case err == nil:
-			return nil
+			return took, nil
 		case errors.Is(err, engine.ErrInvalid):
 			a.metrics.Errors.WithLabelValues("invalid_decided").Inc()
-			return fmt.Errorf("geth finds decided block %d (execution %d %s) invalid, while 2/3 of the validators found it valid: this geth runs another chain or another version: %w",
+			return 0, fmt.Errorf("geth finds decided block %d (execution %d %s) invalid, while 2/3 of the validators found it valid: this geth runs another chain or another version: %w",
 				height, p.ExecutionPayload.Number, p.ExecutionPayload.BlockHash, err)
 		case lacksBlocks(err):
 			rerr := a.replayMissing(ctx, height)
@@ -134,18 +140,18 @@ func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) error 
 				continue
 			}
 			if !lacksBlocks(rerr) && !errors.Is(rerr, errGethSyncing) {
-				return rerr
+				return 0, rerr
 			}
 			// geth fetches the blocks from its peers on its own (it does
 			// after a forkchoiceUpdated to a head it lacks): let it, then
 			// carry on from where it got.
 			a.setReady(false, what+": "+rerr.Error())
 			if werr := a.wait(ctx, wait); werr != nil {
-				return fmt.Errorf("%s: %w (last error: %v)", what, werr, rerr)
+				return 0, fmt.Errorf("%s: %w (last error: %v)", what, werr, rerr)
 			}
 			wait = min(2*wait, 2*time.Second)
 		default:
-			return err
+			return 0, err
 		}
 	}
 }
@@ -175,7 +181,7 @@ func (a *App) Commit(_ context.Context, _ *abci.RequestCommit) (*abci.ResponseCo
 		return nil, err
 	}
 	paced := live && a.opts.BlockTime > 0
-	held := a.pacer.hold(time.Now(), live, nextDown, a.need())
+	held := a.pacer.hold(time.Now(), live, nextDown, a.proposerNeed())
 	if !paced {
 		held = 0
 	}

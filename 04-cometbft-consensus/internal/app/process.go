@@ -58,8 +58,13 @@ func (a *App) ProcessProposal(ctx context.Context, req *abci.RequestProcessPropo
 	}
 	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
 	defer cancel()
-	asked := time.Now()
-	err = a.withLostBlocks(ctx, req.Height, func() error { return a.engine.NewPayload(ctx, p) })
+	var took time.Duration // of the newPayload that answered, not of replays before it
+	err = a.withLostBlocks(ctx, req.Height, func() error {
+		asked := time.Now()
+		err := a.engine.NewPayload(ctx, p)
+		took = time.Since(asked)
+		return err
+	})
 	switch {
 	case errors.Is(err, engine.ErrInvalid):
 		return reject(reasonInvalid, err)
@@ -70,7 +75,7 @@ func (a *App) ProcessProposal(ctx context.Context, req *abci.RequestProcessPropo
 		return reject(reasonUnavailable, err)
 	}
 	a.mu.Lock()
-	a.validated, a.validTook = p.ExecutionPayload.BlockHash, time.Since(asked)
+	a.validated, a.validTook = p.ExecutionPayload.BlockHash, took
 	a.mu.Unlock()
 	a.metrics.Verdicts.WithLabelValues("accept", "").Inc()
 	return &abci.ResponseProcessProposal{Status: abci.ResponseProcessProposal_ACCEPT}, nil
