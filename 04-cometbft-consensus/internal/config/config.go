@@ -113,11 +113,17 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.Byzantine, "byzantine", c.Byzantine, "TESTS ONLY, in a binary built with -tags byzantine: propose payloads geth finds invalid (invalid, the default) or padded envelopes (pad)")
 	f.Lookup("byzantine").NoOptDefVal = "invalid"
 	_ = f.MarkHidden("byzantine")
-	for name, key := range map[string]string{
+	BindEnv(f, map[string]string{
 		"cmt-home": "CMT_HOME", "eth-client-url": "ETH_CLIENT_URL", "jwt-secret": "JWT_SECRET",
 		"genesis": "GENESIS", "build-wait": "BUILD_WAIT", "block-time": "BLOCK_TIME", "optimistic-build": "OPTIMISTIC_BUILD", "fee-recipient": "FEE_RECIPIENT",
 		"health-addr": "HEALTH_ADDR", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
-	} {
+	})
+}
+
+// BindEnv records the environment variable each flag of f falls back to,
+// and names it in the flag's help.
+func BindEnv(f *pflag.FlagSet, vars map[string]string) {
+	for name, key := range vars {
 		fl := f.Lookup(name)
 		fl.Usage += fmt.Sprintf(" (env %s)", key)
 		_ = f.SetAnnotation(name, "env", []string{key})
