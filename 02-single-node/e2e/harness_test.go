@@ -22,6 +22,7 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/ethclient"
+
 	"github.com/geth-consensus/tutorial/devnet"
 
 	"github.com/geth-consensus/tutorial/02-single-node/internal/config"
@@ -357,7 +358,7 @@ func (h *harness) waitUnreachable() {
 	h.t.Helper()
 	h.eventually(10*time.Second, func() error {
 		if code, body := h.get("/readyz"); code != 503 || !strings.Contains(body, "unreachable") {
-			return errorf("readyz %d %s", code, body)
+			return fmt.Errorf("readyz %d %s", code, body)
 		}
 		return nil
 	})
@@ -426,5 +427,3 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p[:len(p)-1]))
 	return len(p), nil
 }
-
-func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

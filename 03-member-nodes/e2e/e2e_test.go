@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"os/exec"
@@ -14,8 +15,9 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto/kzg4844"
-	"github.com/geth-consensus/tutorial/devnet"
 	"github.com/holiman/uint256"
+
+	"github.com/geth-consensus/tutorial/devnet"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/loadgen"
@@ -289,7 +291,7 @@ func TestWrongJWTSecretStopsWithClearError(t *testing.T) {
 
 func readyErr(h *harness) error {
 	if code, body := h.get("/readyz"); code != 200 {
-		return errorf("readyz %d %s", code, body)
+		return fmt.Errorf("readyz %d %s", code, body)
 	}
 	return nil
 }
@@ -398,7 +400,7 @@ func TestOnDemandStreamWithoutAnnouncements(t *testing.T) {
 	}
 	h.eventually(10*time.Second, func() error {
 		if busy := h.metric("consensus_busy"); busy != 0 {
-			return errorf("consensus_busy %v with nothing sent", busy)
+			return fmt.Errorf("consensus_busy %v with nothing sent", busy)
 		}
 		return nil
 	})
