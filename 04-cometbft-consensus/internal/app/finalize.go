@@ -116,10 +116,12 @@ func (a *App) expectNext(req *abci.RequestFinalizeBlock) (nextDown bool, early i
 // down. A geth that answers SYNCING lacks the parent (its datadir was
 // wiped under a running node): the app replays the blocks it lacks from
 // CometBFT's block store, then applies this one. A geth that syncs from
-// its peers on its own is waited for.
-func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) (took time.Duration, err error) {
+// its peers on its own is waited for. It returns how long the newPayload
+// call that answered took.
+func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) (time.Duration, error) {
 	what := fmt.Sprintf("newPayload of block %d", p.ExecutionPayload.Number)
 	wait := a.opts.Retry
+	var took time.Duration // of the newPayload call that answered
 	for {
 		err := a.retry(ctx, what, func(ctx context.Context) error {
 			asked := time.Now()
