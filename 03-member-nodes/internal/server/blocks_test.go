@@ -53,7 +53,7 @@ func TestBlockAPI(t *testing.T) {
 	}
 	srv := New("127.0.0.1:0", readyNode{}, http.NotFoundHandler(), slog.New(slog.DiscardHandler))
 	srv.HandleBlocks(store)
-	ts := httptest.NewServer(srv.mux)
+	ts := httptest.NewServer(srv)
 	defer ts.Close()
 
 	get := func(path string) (int, []byte) {

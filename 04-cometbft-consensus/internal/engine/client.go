@@ -258,25 +258,6 @@ func (c *Client) CheckCapabilities(ctx context.Context, timestamp uint64) error 
 	return nil
 }
 
-// PendingBlock is what geth would put in a block now.
-type PendingBlock struct {
-	Transactions []common.Hash  `json:"transactions"`
-	GasUsed      hexutil.Uint64 `json:"gasUsed"`
-}
-
-// PendingBlock returns geth's pending block, which geth builds from its pool
-// on request the way it fills a payload (and keeps for 2 s on one head).
-func (c *Client) PendingBlock(ctx context.Context) (*PendingBlock, error) {
-	var block *PendingBlock
-	if err := c.call(ctx, CallTimeout, &block, "eth_getBlockByNumber", "pending", false); err != nil {
-		return nil, err
-	}
-	if block == nil {
-		return &PendingBlock{}, nil
-	}
-	return block, nil
-}
-
 // HeaderByNumber returns the canonical header at n, or the head when n is
 // nil. A missing block is (nil, ethereum.NotFound).
 func (c *Client) HeaderByNumber(ctx context.Context, n *big.Int) (*types.Header, error) {
@@ -305,6 +286,25 @@ func (c *Client) HeaderByHash(ctx context.Context, hash common.Hash) (*types.Hea
 		return nil, ethereum.NotFound
 	}
 	return h, nil
+}
+
+// PendingBlock is what geth would put in a block now.
+type PendingBlock struct {
+	Transactions []common.Hash  `json:"transactions"`
+	GasUsed      hexutil.Uint64 `json:"gasUsed"`
+}
+
+// PendingBlock returns geth's pending block, which geth builds from its pool
+// on request the way it fills a payload (and keeps for 2 s on one head).
+func (c *Client) PendingBlock(ctx context.Context) (*PendingBlock, error) {
+	var block *PendingBlock
+	if err := c.call(ctx, CallTimeout, &block, "eth_getBlockByNumber", "pending", false); err != nil {
+		return nil, err
+	}
+	if block == nil {
+		return &PendingBlock{}, nil
+	}
+	return block, nil
 }
 
 // SubscribePendingTransactions streams the hashes of transactions entering

@@ -21,6 +21,7 @@ type Node interface {
 // Server serves /metrics, /healthz, /readyz and /status.
 type Server struct {
 	http *http.Server
+	mux  *http.ServeMux // the routes; ServeHTTP serves them without a listener
 	log  *slog.Logger
 }
 
@@ -44,7 +45,13 @@ func New(addr string, node Node, metrics http.Handler, log *slog.Logger) *Server
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, node.Status())
 	})
-	return &Server{log: log, http: &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	return &Server{log: log, mux: mux, http: &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+}
+
+// ServeHTTP serves one request: the server is an http.Handler, for tests
+// and for users who mount it in their own server.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mux.ServeHTTP(w, r)
 }
 
 // Listen binds the address, so that a port conflict is reported at start-up.
