@@ -189,44 +189,36 @@ func ingestOnly(b *testing.B, nw *network) (loadgen.Result, cpuUsage) {
 			b.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		var st struct{ Pending, Queued hexutil.Uint64 }
-		raw, err := nw.vals[1].geth.Call(context.Background(), "txpool_status")
-		if err == nil {
-			err = json.Unmarshal(raw, &st)
+	eventually(b, 2*time.Minute, func() error {
+		if n, err := poolSize(nw.vals[1]); err != nil || n > 0 {
+			return fmt.Errorf("the paused run's transfers not all included: %d in the pool (%v)", n, err)
 		}
-		if err == nil && st.Pending+st.Queued == 0 {
-			return r, usage
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("the paused run's transfers not included in 2 minutes: %v %+v", err, st)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
+	return r, usage
 }
 
 // waitPools waits until every validator's geth holds n transactions
 // (pending or queued), polling txpool_status.
 func waitPools(nw *network, n int, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for _, v := range nw.vals {
-		for {
-			var st struct{ Pending, Queued hexutil.Uint64 }
-			raw, err := v.geth.Call(context.Background(), "txpool_status")
-			if err == nil {
-				err = json.Unmarshal(raw, &st)
+	return poll(within, 20*time.Millisecond, func() error {
+		for _, v := range nw.vals {
+			if got, err := poolSize(v); err != nil || got < n {
+				return fmt.Errorf("validator-%d's geth holds %d of %d transactions (%v)", v.i, got, n, err)
 			}
-			if err == nil && int(st.Pending+st.Queued) >= n {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("validator-%d's geth holds %+v of %d transactions after %s (%v)", v.i, st, n, within, err)
-			}
-			time.Sleep(20 * time.Millisecond)
 		}
+		return nil
+	})
+}
+
+// poolSize is the number of transactions v's geth holds, pending or queued.
+func poolSize(v *validator) (int, error) {
+	var st struct{ Pending, Queued hexutil.Uint64 }
+	raw, err := v.geth.Call(context.Background(), "txpool_status")
+	if err == nil {
+		err = json.Unmarshal(raw, &st)
 	}
-	return nil
+	return int(st.Pending + st.Queued), err
 }
 
 // pprofTop keeps pprof's summary lines and its table.

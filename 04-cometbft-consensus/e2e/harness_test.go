@@ -228,19 +228,28 @@ func (v *validator) head() (uint64, error) {
 	return v.eth.BlockNumber(ctx)
 }
 
-// eventually polls cond until it returns nil or timeout passes.
+// eventually polls cond until it returns nil, and fails the test if
+// timeout passes first.
 func eventually(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
+	if err := poll(timeout, 100*time.Millisecond, cond); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// poll calls cond every interval until it returns nil, or returns its last
+// error once timeout has passed.
+func poll(timeout, interval time.Duration, cond func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := cond()
 		if err == nil {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %v", timeout, err)
+			return fmt.Errorf("not within %s: %w", timeout, err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(interval)
 	}
 }
 

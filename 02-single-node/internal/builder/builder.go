@@ -56,33 +56,33 @@ func (b *BlockBuilder) Timestamp(parent Parent) uint64 {
 	return max(uint64(b.now().Unix()), parent.Timestamp+1)
 }
 
-// Build starts a payload on parent (forkchoiceUpdated with attributes),
-// gives geth `wait` to fill it, and fetches it (getPayload). Nothing changes
-// on geth's canonical chain.
+// Attributes are what a payload is built with besides its parent.
+type Attributes struct {
+	Timestamp uint64
+	// Random is the block's prevRandao: the value the EVM's PREVRANDAO
+	// opcode returns.
+	Random common.Hash
+	// BeaconRoot is the parentBeaconBlockRoot of EIP-4788, which geth
+	// stores in the beacon roots contract.
+	BeaconRoot common.Hash
+}
+
+// Build starts a payload on parent, gives geth `wait` to fill it, and
+// fetches it. Nothing changes on geth's canonical chain.
 func (b *BlockBuilder) Build(ctx context.Context, parent Parent, wait time.Duration) (*engine.Payload, error) {
-	timestamp := b.Timestamp(parent)
-	attrs := &beacon.PayloadAttributes{
-		Timestamp:             timestamp,
-		SuggestedFeeRecipient: b.feeRecipient,
-		Withdrawals:           []*types.Withdrawal{}, // [] not null since Shanghai; no beacon chain, no withdrawals
-		// parentBeaconBlockRoot (EIP-4788): there is no beacon chain. We use
-		// the parent's execution block hash: unique per block, and derivable
-		// from the payload alone, so a follower that replays a payload never
-		// needs it sent separately.
-		BeaconRoot: &parent.Hash,
-	}
+	// parentBeaconBlockRoot: there is no beacon chain. We use the parent's
+	// execution block hash: unique per block, and derivable from the
+	// payload alone, so a follower that replays a payload never needs it
+	// sent separately.
+	attrs := Attributes{Timestamp: b.Timestamp(parent), BeaconRoot: parent.Hash}
 	// prevRandao: 32 bytes from crypto/rand, unpredictable to everyone but
 	// this node (the parent hash would be known in advance by anyone).
 	if _, err := rand.Read(attrs.Random[:]); err != nil {
 		return nil, err
 	}
-	fc := beacon.ForkchoiceStateV1{HeadBlockHash: parent.Hash, SafeBlockHash: parent.Hash, FinalizedBlockHash: parent.Hash}
-	id, err := b.engine.ForkchoiceUpdated(ctx, fc, attrs, parent.Timestamp)
+	id, err := b.Start(ctx, parent, attrs)
 	if err != nil {
 		return nil, err
-	}
-	if id == nil {
-		return nil, ErrNoPayloadID
 	}
 	if wait > 0 {
 		t := time.NewTimer(wait)
@@ -93,13 +93,40 @@ func (b *BlockBuilder) Build(ctx context.Context, parent Parent, wait time.Durat
 			return nil, ctx.Err()
 		}
 	}
-	p, err := b.engine.GetPayload(ctx, *id, timestamp)
+	return b.Fetch(ctx, parent, id, attrs)
+}
+
+// Start has geth start building a payload on parent (forkchoiceUpdated
+// with attributes, parent as head, safe and finalized). geth fills it from
+// its pool until Fetch asks for it.
+func (b *BlockBuilder) Start(ctx context.Context, parent Parent, attrs Attributes) (beacon.PayloadID, error) {
+	fc := beacon.ForkchoiceStateV1{HeadBlockHash: parent.Hash, SafeBlockHash: parent.Hash, FinalizedBlockHash: parent.Hash}
+	id, err := b.engine.ForkchoiceUpdated(ctx, fc, &beacon.PayloadAttributes{
+		Timestamp:             attrs.Timestamp,
+		Random:                attrs.Random,
+		SuggestedFeeRecipient: b.feeRecipient,
+		Withdrawals:           []*types.Withdrawal{}, // [] not null since Shanghai; no beacon chain, no withdrawals
+		BeaconRoot:            &attrs.BeaconRoot,
+	}, parent.Timestamp)
+	if err != nil {
+		return beacon.PayloadID{}, err
+	}
+	if id == nil {
+		return beacon.PayloadID{}, ErrNoPayloadID
+	}
+	return *id, nil
+}
+
+// Fetch gets the payload Start began (getPayload, which stops geth's
+// build) and checks that geth built it on parent.
+func (b *BlockBuilder) Fetch(ctx context.Context, parent Parent, id beacon.PayloadID, attrs Attributes) (*engine.Payload, error) {
+	p, err := b.engine.GetPayload(ctx, id, attrs.Timestamp)
 	if err != nil {
 		return nil, err
 	}
 	if p.ExecutionPayload.ParentHash != parent.Hash || p.ExecutionPayload.Number != parent.Number+1 {
 		return nil, fmt.Errorf("geth built block %d on %s, asked for %d on %s", p.ExecutionPayload.Number, p.ExecutionPayload.ParentHash, parent.Number+1, parent.Hash)
 	}
-	p.BeaconRoot = parent.Hash
+	p.BeaconRoot = attrs.BeaconRoot // getPayload does not return it
 	return p, nil
 }

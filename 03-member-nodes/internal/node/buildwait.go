@@ -9,9 +9,8 @@ import "time"
 // the build and returns the best version so far: until geth's first full
 // build is done, that is the empty one (miner/payload_building.go). A wait
 // shorter than that build gets an empty block every time. The build takes
-// time in proportion to the gas it packs (two vCPUs: 60 Mgas of transfers in
-// 80-100 ms under load, 60 Mgas of 120 KB calldata transactions in 30 ms
-// idle), so for n pending transactions the wait is
+// time in proportion to the gas it packs (BENCHMARKS-design.md, Build
+// wait), so for n pending transactions the wait is
 //
 //	base + perMgas × min(gas limit, n × gasPerTx)
 //
@@ -26,8 +25,7 @@ import "time"
 //     (no lower than min, --build-wait) and perMgas by a quarter: a miss
 //     under load is mostly the builder waiting for the pool's lock, and a
 //     burst lasts a few dozen blocks, so a raised perMgas must fade within
-//     a few of them (measured: a 5,000-transfer burst ended 400-550 ms after
-//     its last send with 1/16, 60-180 ms with 1/4).
+//     a few of them (a quarter, not 1/16: BENCHMARKS-design.md).
 //
 // The wait never exceeds max (--max-build-wait): geth stops filling a
 // payload after --miner.recommit (2 s by default) and seals what it has, so
@@ -41,9 +39,8 @@ type buildWait struct {
 	gasLimit uint64 // of the last payload; 0 until one is seen
 }
 
-// Starting points: a plain transfer, which an idle two-vCPU machine builds
-// in 25-30 µs (30 µs per 21,000 gas is 1.43 ms per Mgas), and the bounds
-// the terms keep to.
+// Starting points: what a plain transfer takes geth to build on an idle
+// machine (BENCHMARKS-design.md), and the bounds the terms keep to.
 const (
 	transferGas    = 21_000
 	initialPerMgas = 30 * time.Microsecond * 1_000_000 / transferGas

@@ -11,7 +11,8 @@
 //
 // One file per concern: propose.go (PrepareProposal), process.go
 // (ProcessProposal), finalize.go (FinalizeBlock, Commit), build.go
-// (payloads built before they are due, and the waits for geth), replay.go
+// (payloads built before they are due, and the waits for geth; the
+// Engine API calls that build are the builder package's), replay.go
 // (blocks a wiped geth lost), pace.go (the block time), proposer.go (who
 // proposes next).
 //
@@ -29,11 +30,11 @@ import (
 	"time"
 
 	abci "github.com/cometbft/cometbft/abci/types"
-	beacon "github.com/ethereum/go-ethereum/beacon/engine"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/builder"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/metrics"
@@ -42,8 +43,7 @@ import (
 
 // Engine is what the app needs from geth.
 type Engine interface {
-	ForkchoiceUpdated(ctx context.Context, fc beacon.ForkchoiceStateV1, attrs *beacon.PayloadAttributes, headTime uint64) (*beacon.PayloadID, error)
-	GetPayload(ctx context.Context, id beacon.PayloadID, timestamp uint64) (*engine.Payload, error)
+	builder.Engine
 	NewPayload(ctx context.Context, p *engine.Payload) error
 	HeaderByNumber(ctx context.Context, n *big.Int) (*types.Header, error)
 	PendingBlock(ctx context.Context) (*engine.PendingBlock, error)
@@ -103,9 +103,11 @@ type App struct {
 
 	opts    Options
 	engine  Engine
+	builder *builder.BlockBuilder
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	ctx     context.Context // ends at shutdown: unblocks geth retries
+	tasks   sync.WaitGroup  // the payload fetches started ahead; Wait waits for them
 
 	mu        sync.Mutex
 	blocks    Blocks
@@ -138,8 +140,14 @@ func New(ctx context.Context, e Engine, m *metrics.Metrics, log *slog.Logger, op
 	if err != nil {
 		return nil, err
 	}
-	return &App{opts: opts, engine: e, log: log, metrics: m, ctx: ctx, committed: s,
+	return &App{opts: opts, engine: e, builder: builder.New(e, opts.FeeRecipient), log: log, metrics: m, ctx: ctx, committed: s,
 		pacer: pacer{blockTime: opts.BlockTime, minGap: opts.BlockTime / 4, lostRound: opts.LostRound}}, nil
+}
+
+// Wait returns once every goroutine the app started has ended, which they
+// do when New's context ends.
+func (a *App) Wait() {
+	a.tasks.Wait()
 }
 
 // SetBlocks gives the app CometBFT's block store once the node exists.
@@ -302,19 +310,20 @@ func (a *App) seed(s state.State) common.Hash {
 	return common.BytesToHash(s.LastBlockHash)
 }
 
-// Attributes every validator expects of the payload at the height after s:
-// parentBeaconBlockRoot is the seed, prevRandao its keccak256. Like
-// Ethereum's RANDAO it is unpredictable before the parent height is
-// decided, and the parent's proposer could only bias it by not proposing.
-func (a *App) randomness(s state.State) (beaconRoot, prevRandao common.Hash) {
+// attributes every validator expects of the payload at the height after s
+// with timestamp ts: parentBeaconBlockRoot is the seed, prevRandao its
+// keccak256. Like Ethereum's RANDAO it is unpredictable before the parent
+// height is decided, and the parent's proposer could only bias it by not
+// proposing.
+func (a *App) attributes(s state.State, ts uint64) builder.Attributes {
 	seed := a.seed(s)
-	return seed, crypto.Keccak256Hash([]byte("prevRandao"), seed.Bytes())
+	return builder.Attributes{Timestamp: ts, BeaconRoot: seed, Random: crypto.Keccak256Hash([]byte("prevRandao"), seed.Bytes())}
 }
 
-// Timestamp is the execution timestamp for a CometBFT block time on
-// parent: the block time in seconds, strictly above the parent's.
-func Timestamp(blockTime time.Time, parent state.Head) uint64 {
-	return max(uint64(blockTime.Unix()), parent.Timestamp+1)
+// timestamp is the execution timestamp of the block after s at CometBFT
+// block time t.
+func timestamp(t time.Time, s state.State) uint64 {
+	return builder.Timestamp(t, builder.Parent(s.Head))
 }
 
 // retry calls f until it succeeds, ctx or the app's context ends, or geth

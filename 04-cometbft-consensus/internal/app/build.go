@@ -8,6 +8,7 @@ import (
 	beacon "github.com/ethereum/go-ethereum/beacon/engine"
 	"github.com/ethereum/go-ethereum/common"
 
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/builder"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/state"
 )
@@ -71,7 +72,7 @@ func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engi
 		}
 	}
 	got := time.Now()
-	p, err := a.engine.GetPayload(ctx, st.id, st.timestamp)
+	p, err := a.builder.Fetch(ctx, builder.Parent(parent.Head), st.id, a.attributes(parent, st.timestamp))
 	if err != nil {
 		return nil, err
 	}
@@ -97,8 +98,6 @@ func (a *App) fetch(ctx context.Context, parent state.State, st *started) (*engi
 		a.log.Warn("geth's payload is empty", "number", p.ExecutionPayload.Number, "pending_txs", len(pending.Transactions),
 			"pending_gas", uint64(pending.GasUsed), "overdue", overdue, "since_start", time.Since(st.at))
 	}
-	// getPayload does not return the beacon root: it is the attributes'.
-	p.BeaconRoot, _ = a.randomness(parent)
 	return p, nil
 }
 
@@ -190,7 +189,7 @@ type started struct {
 	askOnce      sync.Once
 
 	// The payload is fetched ahead: a full block is 17 MB of JSON, which
-	// takes a second or more to cross on two vCPUs, time the proposal would
+	// takes time to cross (BENCHMARKS-design.md) that the proposal would
 	// otherwise spend. fetched is closed once payload and err are set.
 	fetched chan struct{}
 	payload *engine.Payload
@@ -249,9 +248,9 @@ func (a *App) startNext(s state.State, decided time.Time, rounds int32) {
 	if !a.opts.Optimistic || a.opts.Proposers == nil || !a.opts.Proposers.Proposes(a.opts.Address, s.Height+1, rounds) {
 		return
 	}
-	st := newStarted(s.Head.Hash, Timestamp(decided, s.Head))
+	st := newStarted(s.Head.Hash, timestamp(decided, s))
 	st.fetched = make(chan struct{})
-	go func() {
+	a.tasks.Go(func() {
 		defer close(st.fetched)
 		ctx, cancel := context.WithTimeout(a.ctx, a.opts.BlockTime+a.opts.BuildWait+2*engine.CallTimeout)
 		defer cancel()
@@ -264,7 +263,7 @@ func (a *App) startNext(s state.State, decided time.Time, rounds int32) {
 		if st.err != nil && a.ctx.Err() == nil {
 			a.log.Warn("cannot prepare the next payload ahead", "number", s.Head.Number+1, "err", st.err)
 		}
-	}()
+	})
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.next = st

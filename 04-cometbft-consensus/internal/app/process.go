@@ -84,7 +84,7 @@ func (a *App) ProcessProposal(ctx context.Context, req *abci.RequestProcessPropo
 // checkFits checks the payload against what the height requires.
 func (a *App) checkFits(p *engine.Payload, parent state.State, height int64, blockTime time.Time) error {
 	d := p.ExecutionPayload
-	beaconRoot, random := a.randomness(parent)
+	want := a.attributes(parent, timestamp(blockTime, parent))
 	switch {
 	case height != parent.Height+1:
 		return fmt.Errorf("height %d, the app committed %d", height, parent.Height)
@@ -92,12 +92,12 @@ func (a *App) checkFits(p *engine.Payload, parent state.State, height int64, blo
 		return fmt.Errorf("execution block %d, want %d", d.Number, parent.Head.Number+1)
 	case d.ParentHash != parent.Head.Hash:
 		return fmt.Errorf("parent %s, our head is %s", d.ParentHash, parent.Head.Hash)
-	case d.Timestamp != Timestamp(blockTime, parent.Head):
-		return fmt.Errorf("timestamp %d, want %d for block time %s", d.Timestamp, Timestamp(blockTime, parent.Head), blockTime.UTC().Format(time.RFC3339Nano))
-	case d.Random != random:
-		return fmt.Errorf("prevRandao %s, want %s", d.Random, random)
-	case p.BeaconRoot != beaconRoot:
-		return fmt.Errorf("parentBeaconBlockRoot %s, want %s", p.BeaconRoot, beaconRoot)
+	case d.Timestamp != want.Timestamp:
+		return fmt.Errorf("timestamp %d, want %d for block time %s", d.Timestamp, want.Timestamp, blockTime.UTC().Format(time.RFC3339Nano))
+	case d.Random != want.Random:
+		return fmt.Errorf("prevRandao %s, want %s", d.Random, want.Random)
+	case p.BeaconRoot != want.BeaconRoot:
+		return fmt.Errorf("parentBeaconBlockRoot %s, want %s", p.BeaconRoot, want.BeaconRoot)
 	case len(d.Withdrawals) != 0:
 		return fmt.Errorf("%d withdrawals: this chain has none", len(d.Withdrawals))
 	}

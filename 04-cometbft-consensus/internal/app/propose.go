@@ -8,8 +8,8 @@ import (
 
 	abci "github.com/cometbft/cometbft/abci/types"
 	beacon "github.com/ethereum/go-ethereum/beacon/engine"
-	"github.com/ethereum/go-ethereum/core/types"
 
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/builder"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/state"
@@ -73,7 +73,7 @@ func (a *App) budget(h int64) time.Duration {
 func (a *App) payload(ctx context.Context, parent state.State, blockTime time.Time, budget time.Duration) (p *engine.Payload, optimistic bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, engine.CallTimeout)
 	defer cancel()
-	ts := Timestamp(blockTime, parent.Head)
+	ts := timestamp(blockTime, parent)
 	if st := a.claim(parent, ts); st != nil {
 		st.ask(budget)
 		p, err := a.collect(ctx, parent, st)
@@ -104,22 +104,5 @@ func (a *App) payload(ctx context.Context, parent state.State, blockTime time.Ti
 
 // start asks geth to build the payload on parent at timestamp ts.
 func (a *App) start(ctx context.Context, parent state.State, ts uint64) (beacon.PayloadID, error) {
-	beaconRoot, random := a.randomness(parent)
-	attrs := &beacon.PayloadAttributes{
-		Timestamp:             ts,
-		Random:                random,
-		SuggestedFeeRecipient: a.opts.FeeRecipient,
-		Withdrawals:           []*types.Withdrawal{},
-		BeaconRoot:            &beaconRoot,
-	}
-	h := parent.Head.Hash
-	fc := beacon.ForkchoiceStateV1{HeadBlockHash: h, SafeBlockHash: h, FinalizedBlockHash: h}
-	id, err := a.engine.ForkchoiceUpdated(ctx, fc, attrs, parent.Head.Timestamp)
-	if err != nil {
-		return beacon.PayloadID{}, err
-	}
-	if id == nil {
-		return beacon.PayloadID{}, errors.New("forkchoiceUpdated answered without a payloadId")
-	}
-	return *id, nil
+	return a.builder.Start(ctx, builder.Parent(parent.Head), a.attributes(parent, ts))
 }

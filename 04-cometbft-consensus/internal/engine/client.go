@@ -26,8 +26,9 @@ import (
 // src/engine/paris.md) gives forkchoiceUpdated and newPayload 8 s and
 // getPayload 1 s, but geth answers getPayload from memory and the time is in
 // the transfer: a full block (up to 8 MiB since Osaka, EIP-7934) travels as
-// twice as many bytes of hex, and a 6 MB payload took 0.7 s here. Timing
-// getPayload out would drop a good block and rebuild it, forever.
+// twice as many bytes of hex, which takes most of a second to cross
+// (BENCHMARKS-design.md). Timing getPayload out would drop a good block and
+// rebuild it, forever.
 const CallTimeout = 8 * time.Second
 
 // Observer receives the latency and outcome of every call; the metrics

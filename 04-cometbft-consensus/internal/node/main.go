@@ -55,6 +55,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	defer func() { cancel(); a.Wait() }() // the app's goroutines end with ctx
 	abciApp, err := misbehave(a, cfg.Byzantine, log.With("component", "app"))
 	if err != nil {
 		return err

@@ -59,9 +59,8 @@ func BasePorts(base int) func(int) Ports {
 // ProposeDelta (2 s) more than the one before, where CometBFT gives 500 ms:
 // the proposer of round 1, which started and fetched its payload while
 // round 0 ran, has 2.4 s to bring a full block to the others, and a dead
-// round-0 proposer still costs 400 ms. (With all four validators and
-// their geths on two vCPUs, timeout_propose 2.2 s decides full blocks in
-// round 0, 1.5 s does not: README, Full blocks.)
+// round-0 proposer still costs 400 ms. (What timeout_propose full blocks
+// need in round 0: BENCHMARKS-design.md.)
 var TunedTimeouts = struct{ Propose, ProposeDelta, Prevote, Precommit, Commit time.Duration }{
 	400 * time.Millisecond, 2 * time.Second, 200 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
 }
@@ -84,8 +83,7 @@ const GossipSleep = 10 * time.Millisecond
 
 // PacketPayload is the homes' p2p max_packet_msg_payload_size: a block part
 // (64 KiB) in one packet. CometBFT's default, 1 KiB, cuts each part in 64
-// packets, and a proposal of a megabyte did not reach the other validators
-// within timeout_propose on two vCPUs.
+// packets, too slow for a proposal of a megabyte (BENCHMARKS-design.md).
 const PacketPayload = int(types.BlockPartSizeBytes)
 
 // Home returns validator i's home under dir.
