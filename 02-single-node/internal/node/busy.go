@@ -23,8 +23,8 @@ type busyMode struct {
 // busyTxs is the block size from which an on-demand node stops listening
 // to announcements until the stream ends: geth sends one websocket message
 // per transaction entering its pool, which costs it up to a third of its
-// intake, and a node making blocks back to back needs none of them (the
-// README has the measurements).
+// intake, and a node making blocks back to back needs none of them
+// (BENCHMARKS-design.md, Busy mode).
 const busyTxs = 100
 
 // trackLoad starts and ends busy mode after a block (nil: none was made).

@@ -48,7 +48,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	app := New(Options{
 		Mode: Mode(cfg.BlockMode), BlockTime: cfg.BlockTime, MaxIdle: cfg.MaxIdle, BuildWait: cfg.BuildWait,
 		MaxBuild: cfg.MaxBuildWait, MaxDrift: cfg.MaxDrift, GenesisHash: genesis.ToBlock().Hash(),
-	}, Deps{Log: log.With("component", "producer"), Engine: client, State: st, Builder: b, Metrics: m})
+	}, Deps{Log: log.With("component", "node"), Engine: client, State: st, Builder: b, Metrics: m})
 
 	srv := server.New(cfg.HealthAddr, statusNode{app}, m.Handler(), log.With("component", "http"))
 	l, err := srv.Listen()

@@ -20,15 +20,15 @@ type busyMode struct {
 	listening *listenSwitch
 }
 
-// busyTxs is the block size from which an on-demand leader stops listening
+// busyTxs is the block size from which an on-demand node stops listening
 // to announcements until the stream ends: geth sends one websocket message
 // per transaction entering its pool, which costs it up to a third of its
-// intake, and a leader making blocks back to back needs none of them
-// (stage 2's README has the measurements).
+// intake, and a node making blocks back to back needs none of them
+// (BENCHMARKS-design.md, Busy mode).
 const busyTxs = 100
 
 // trackLoad starts and ends busy mode after a block (nil: none was made).
-// A busy leader builds back to back, expecting as much gas as the last
+// A busy node builds back to back, expecting as much gas as the last
 // block held; when a round of builds finds nothing geth would include, the
 // stream has ended: it subscribes again, waits until it holds the
 // subscription, and asks geth which transactions it would include now (the

@@ -25,7 +25,7 @@ import (
 )
 
 // Main wires a node from a validated configuration and runs it, with its
-// HTTP API, until ctx ends.
+// HTTP server, until ctx ends.
 func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log = log.With("node", cfg.InstanceID)
 	secret, err := engine.LoadJWTSecret(cfg.JWTSecret)
@@ -63,8 +63,8 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	app := New(Options{
 		ID: cfg.InstanceID, Role: Role(cfg.Mode), APIURL: cfg.Advertise(), ChainID: genesis.Config.ChainID,
 		Signer: sgn, Verifier: verifier, LeaseRenew: cfg.LeaseRenew,
-		Mode: Mode(cfg.BlockMode), BlockTime: cfg.BlockTime, MaxIdle: cfg.MaxIdle, BuildWait: cfg.BuildWait, MaxBuild: cfg.MaxBuildWait,
-		MaxDrift: cfg.MaxDrift, GenesisHash: genesis.ToBlock().Hash(),
+		Mode: Mode(cfg.BlockMode), BlockTime: cfg.BlockTime, MaxIdle: cfg.MaxIdle, BuildWait: cfg.BuildWait,
+		MaxBuild: cfg.MaxBuildWait, MaxDrift: cfg.MaxDrift, GenesisHash: genesis.ToBlock().Hash(),
 	}, Deps{Log: log.With("component", "node"), Engine: client, State: st, Builder: b, Metrics: m, Redis: rdb, Elector: el, Source: src})
 
 	srv := server.New(cfg.HealthAddr, statusNode{app}, m.Handler(), log.With("component", "http"))
