@@ -222,7 +222,7 @@ func (h *harness) eventually(timeout time.Duration, cond func() error) {
 }
 
 // chain returns geth's canonical hashes 0..head and checks that every block's
-// parent is the block below and that head, safe and finalized agree.
+// parent is the block below.
 func (h *harness) chain() []common.Hash {
 	h.t.Helper()
 	ctx := context.Background()

@@ -270,7 +270,6 @@ func (h *harness) checkStoreMatches(gethChain []common.Hash) state.Head {
 	return head
 }
 
-// openStore opens the block store at url for the test's duration.
 // blockSize is what a block carries.
 type blockSize struct {
 	txs, blobs        int
@@ -296,6 +295,7 @@ func blockSizes(t testing.TB, eth *ethclient.Client, chain []common.Hash) map[ui
 	return sizes
 }
 
+// openStore opens the block store at url for the test's duration.
 func openStore(t testing.TB, url string) *state.Manager {
 	t.Helper()
 	st, err := state.Open(context.Background(), url)
