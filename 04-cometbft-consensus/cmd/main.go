@@ -98,6 +98,6 @@ http://localhost:<8551+i>.`,
 	f.DurationVar(&o.TimeoutProposeDelta, "timeout-propose-delta", testnet.TunedTimeouts.ProposeDelta, "consensus.timeout_propose_delta: how much longer each round waits for a proposal than the one before")
 	f.DurationVar(&o.TimeoutPrevote, "timeout-prevote", testnet.TunedTimeouts.Prevote, "consensus.timeout_prevote")
 	f.DurationVar(&o.TimeoutPrecommit, "timeout-precommit", testnet.TunedTimeouts.Precommit, "consensus.timeout_precommit")
-	f.DurationVar(&o.TimeoutCommit, "timeout-commit", testnet.TunedTimeouts.Commit, "consensus.timeout_commit: the least pause after a commit; the validators' --block-time sets the block time")
+	f.DurationVar(&o.TimeoutCommit, "timeout-commit", testnet.TunedTimeouts.Commit, "consensus.timeout_commit: the pause after each decided height, which sets the block time (this, plus what a height costs); below 1s the validators need --allow-clock-drift")
 	return cmd
 }

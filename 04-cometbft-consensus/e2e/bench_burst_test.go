@@ -26,7 +26,7 @@ import (
 )
 
 // BenchmarkBurst sends 5,000 transfers at once to validator-1's geth on
-// four validators (tuned timeouts, --block-time 1s, geth
+// four validators (tuned timeouts, timeout_commit 1 s, geth
 // --miner.recommit=100ms) and writes BENCHMARKS-burst.md:
 //
 //   - tx/s from the first send to the last inclusion, and stage 2's on the
@@ -38,7 +38,7 @@ import (
 //   - where the two cores went: CPU seconds of every process during the
 //     burst, and the top of a CPU profile of the geth the burst was sent to.
 func BenchmarkBurst(b *testing.B) {
-	const blockTime = time.Second
+	const blockTime = time.Second // about: timeout_commit, and what a height costs
 	var out string
 	for range b.N {
 		nw := startBench(b, scenario{name: "burst", timeouts: tunedTimeouts, optimistic: true, recommit: 100 * time.Millisecond})
@@ -85,7 +85,7 @@ func BenchmarkBurst(b *testing.B) {
 
 		var sb strings.Builder
 		sb.WriteString("# Stage 4 benchmarks: a burst of transfers\n\nWritten by `make bench-burst` (e2e/bench_burst_test.go): 5,000 transfers sent at once, " +
-			"in batches of 200, to validator-1's geth of four validators on loopback (tuned timeouts, --block-time 1s, geth --miner.recommit=100ms). " + machine() + "\n\n")
+			"in batches of 200, to validator-1's geth of four validators on loopback (tuned timeouts, timeout_commit 1 s, geth --miner.recommit=100ms). " + machine() + "\n\n")
 		fmt.Fprintf(&sb, "| | |\n|---|---|\n| stage 4 | **%.0f tx/s**: 5,000 final in %.1f s (sent in %.1f s), %d blocks; final p50 %.0f ms, p99 %.0f ms |\n",
 			r.TxPerSec(), r.Duration.Seconds(), r.Sending.Seconds(), r.Blocks, ms(pct(r.Latencies, 0.5)), ms(pct(r.Latencies, 0.99)))
 		fmt.Fprintf(&sb, "| the same geths, every validator paused | 5,000 more sent the same way before the run, with every validator SIGSTOPped (geth takes and gossips them; no consensus, no block): accepted in %.1f s, **%.0f tx/s**, a ceiling for stage 4 on this machine |\n",

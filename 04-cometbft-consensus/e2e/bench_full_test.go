@@ -24,7 +24,7 @@ const fullBlockPropose = 2200 * time.Millisecond
 // largest transactions geth's pool takes: 180 transactions of 130,000 zero
 // bytes of calldata (1.32 Mgas each, four blocks of 59.4 Mgas, 5.9 MB
 // each), sent at once, on geth --dev --dev.period 1 and on four validators
-// with the testnet command's settings (--block-time 1s, geth
+// with the testnet command's settings (timeout_commit 1 s, geth
 // --miner.recommit=100ms), sent to validator-1's geth, once with the
 // testnet's timeout_propose and once with fullBlockPropose. One round
 // each: a stage 4 round takes minutes on two vCPUs. It writes

@@ -56,19 +56,9 @@ var defaultTimeouts = testnet.Options{TimeoutPropose: 3 * time.Second, TimeoutPr
 var tunedTimeouts = testnet.Options{TimeoutPropose: testnet.TunedTimeouts.Propose, TimeoutPrevote: testnet.TunedTimeouts.Prevote,
 	TimeoutPrecommit: testnet.TunedTimeouts.Precommit, TimeoutCommit: testnet.TunedTimeouts.Commit}
 
-// unpacedTimeouts are the tuned ones with the 1 s block time set by
-// timeout_commit alone (800 ms plus ~200 ms of consensus), as a chain
-// without --block-time would be paced.
-var unpacedTimeouts = func() testnet.Options {
-	o := tunedTimeouts
-	o.TimeoutCommit = 800 * time.Millisecond
-	return o
-}()
-
 type scenario struct {
 	name       string
 	timeouts   testnet.Options
-	unpaced    bool // --block-time 0: CometBFT's timeout_commit alone sets the pace
 	down       int  // validators killed before the load
 	optimistic bool // --optimistic-build (the default); false: built on request
 	recommit   time.Duration
@@ -83,8 +73,6 @@ func scenarios() []scenario {
 		{name: "tuned/4of4/geth-default-recommit", timeouts: tunedTimeouts, optimistic: true},
 		{name: "tuned/4of4/recommit100ms/on-request", timeouts: tunedTimeouts, recommit: fast},
 		{name: "tuned/3of4/recommit100ms", timeouts: tunedTimeouts, down: 1, optimistic: true, recommit: fast},
-		{name: "unpaced-commit800ms/4of4/recommit100ms", timeouts: unpacedTimeouts, unpaced: true, optimistic: true, recommit: fast},
-		{name: "unpaced-commit800ms/3of4/recommit100ms", timeouts: unpacedTimeouts, unpaced: true, down: 1, optimistic: true, recommit: fast},
 		{name: "default/4of4/recommit100ms", timeouts: defaultTimeouts, optimistic: true, recommit: fast},
 		{name: "default/3of4/recommit100ms", timeouts: defaultTimeouts, down: 1, optimistic: true, recommit: fast},
 	}
@@ -95,11 +83,7 @@ func startBench(b *testing.B, sc scenario) *network {
 	if sc.recommit > 0 {
 		gethArgs = []string{"--miner.recommit", sc.recommit.String()}
 	}
-	blockTime := time.Second
-	if sc.unpaced {
-		blockTime = -1 // no pacing
-	}
-	nw := newNetwork(b, spec{timeouts: sc.timeouts, blockTime: blockTime, gethArgs: gethArgs, flags: func(int) []string {
+	nw := newNetwork(b, spec{timeouts: sc.timeouts, gethArgs: gethArgs, flags: func(int) []string {
 		return []string{"--log-level", "info", fmt.Sprintf("--optimistic-build=%v", sc.optimistic)}
 	}})
 	nw.waitHeads(3, 90*time.Second)
@@ -169,7 +153,7 @@ func (t *benchTable) markdown(machine string) string {
 		fmt.Sprintf("Steady load: %d transfers/s for 30 s sent to validator-1's geth; finality is send → the block is final on that geth. ", steadyRate) +
 		"Timeouts: default = CometBFT's (propose 3 s, prevote 1 s, precommit 1 s, commit 1 s); tuned = this stage's testnet command's " +
 		fmt.Sprintf("(propose %s, prevote %s, precommit %s, commit %s). ", testnet.TunedTimeouts.Propose, testnet.TunedTimeouts.Prevote, testnet.TunedTimeouts.Precommit, testnet.TunedTimeouts.Commit) +
-		"Every scenario runs with --block-time 1s (Commit holds each height until the next is due) except unpaced ones (--block-time 0, timeout_commit alone sets the pace). " +
+		"timeout_commit (1 s in both) sets the pace: a height starts that long after the last was decided. " +
 		"3of4: one validator killed before the load. recommit100ms: geth runs with --miner.recommit=100ms (how often it refreshes a payload being built; its default is 2 s). " +
 		"Payloads are started early by the predicted proposers of rounds 0 and 1 (--optimistic-build, the default) unless the scenario says on-request. " +
 		"A burst of 5,000 transfers, against stage 2's in the same run and with a CPU profile: BENCHMARKS-burst.md (`make bench-burst`); full blocks: BENCHMARKS-full-blocks.md. " +

@@ -49,31 +49,26 @@ type validator struct {
 // spec describes a test network; zero values give the tests' defaults.
 type spec struct {
 	validators int
-	timeouts   testnet.Options      // only the Timeout* fields; zero keeps the tuned ones
-	blockTime  time.Duration        // --block-time; zero: testBlockTime, negative: 0 (no pacing)
+	timeouts   testnet.Options      // only the Timeout* fields; zero keeps the tuned ones, timeout_commit testTimeoutCommit
 	gethArgs   []string             // extra flags for every geth
 	flags      func(i int) []string // extra flags for validator i
 }
 
-// testBlockTime paces the tests' chains faster than the binary's default
-// (1 s), and slower than a height costs on loopback with all validators up
-// (~500 ms on a 2-vCPU machine, timeout_commit included), so that every
-// test exercises the pacing.
-const testBlockTime = 600 * time.Millisecond
+// testTimeoutCommit paces the tests' chains faster than the testnet
+// command's 1 s, so that they take less time: heights then come faster
+// than one a second, and the validators run with --allow-clock-drift.
+const testTimeoutCommit = 500 * time.Millisecond
 
 // newNetwork writes the homes, starts a geth per validator and every
-// validator: four, with the testnet command's timeouts and a block every
-// testBlockTime unless s says otherwise.
+// validator: four, with the testnet command's timeouts and
+// testTimeoutCommit unless s says otherwise.
 func newNetwork(t testing.TB, s spec) *network {
 	t.Helper()
 	if s.validators == 0 {
 		s.validators = 4
 	}
-	switch {
-	case s.blockTime == 0:
-		s.blockTime = testBlockTime
-	case s.blockTime < 0:
-		s.blockTime = 0
+	if s.timeouts.TimeoutCommit == 0 {
+		s.timeouts.TimeoutCommit = testTimeoutCommit
 	}
 	n := s.validators
 	dn := devnet.StartT(t, devnet.Config{GethNodes: n, GethArgs: s.gethArgs})
@@ -97,7 +92,10 @@ func newNetwork(t testing.TB, s spec) *network {
 		t.Cleanup(eth.Close)
 		v := &validator{i: i, rpc: ports[i].RPC, home: testnet.Home(dir, i), health: "127.0.0.1:" + strconv.Itoa(freePort(t)), geth: g, eth: eth}
 		args := []string{"--cmt-home", v.home, "--eth-client-url", g.EngineURL(), "--jwt-secret", mustFindUp(t, "jwt.hex"),
-			"--genesis", mustFindUp(t, "genesis.json"), "--health-addr", v.health, "--log-level", "debug", "--block-time", s.blockTime.String()}
+			"--genesis", mustFindUp(t, "genesis.json"), "--health-addr", v.health, "--log-level", "debug"}
+		if s.timeouts.TimeoutCommit < time.Second {
+			args = append(args, "--allow-clock-drift")
+		}
 		if s.flags != nil {
 			args = append(args, s.flags(i)...)
 		}

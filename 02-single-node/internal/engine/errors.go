@@ -10,11 +10,13 @@ import (
 	"github.com/ethereum/go-ethereum/rpc"
 )
 
-// Sentinel errors. Permanent: ErrInvalid, ErrJWTRejected, ErrUnsupportedFork.
+// Sentinel errors. Permanent: ErrInvalid, ErrInvalidParams, ErrJWTRejected,
+// ErrUnsupportedFork.
 // Transient (retry, reconcile): ErrUnreachable, ErrSyncing, ErrAccepted,
 // ErrUnknownPayload, ErrJWTClockSkew.
 var (
 	ErrInvalid         = errors.New("geth says INVALID")
+	ErrInvalidParams   = errors.New("geth refuses the parameters")
 	ErrSyncing         = errors.New("geth says SYNCING")
 	ErrAccepted        = errors.New("geth says ACCEPTED")
 	ErrUnknownPayload  = errors.New("geth does not know the payload id")
@@ -70,6 +72,11 @@ func explain(method, url string, err error) error {
 			return fmt.Errorf("%s: %w (-38005): the method version does not match the fork geth has active at the payload's timestamp; is --genesis the file geth was initialised with?", method, ErrUnsupportedFork)
 		case engine.UnknownPayload.ErrorCode():
 			return fmt.Errorf("%s: %w (-38001)", method, ErrUnknownPayload)
+		case engine.InvalidParams.ErrorCode():
+			// The call's arguments, the same for any geth: for newPayload,
+			// a payload that breaks the Engine API's rules (a missing
+			// field, execution requests out of order).
+			return fmt.Errorf("%s: %w (-32602): %v%s", method, ErrInvalidParams, err, errorData(err))
 		}
 		return fmt.Errorf("%s: %w%s", method, err, errorData(err))
 	}

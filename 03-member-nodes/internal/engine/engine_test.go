@@ -83,6 +83,7 @@ func TestErrorsAreClassified(t *testing.T) {
 		{checkStatus("m", beacon.PayloadStatusV1{Status: beacon.ACCEPTED}), ErrAccepted, true},
 		{explain("m", "u", codeErr{-38005}), ErrUnsupportedFork, false},
 		{explain("m", "u", codeErr{-38001}), ErrUnknownPayload, true},
+		{explain("m", "u", codeErr{-32602}), ErrInvalidParams, false},
 		{explain("m", "u", rpc.HTTPError{StatusCode: http.StatusUnauthorized, Body: []byte("stale token")}), ErrJWTClockSkew, true},
 		{explain("m", "u", rpc.HTTPError{StatusCode: http.StatusUnauthorized, Body: []byte("signature is invalid")}), ErrJWTRejected, false},
 		{explain("m", "u", errors.New("connection refused")), ErrUnreachable, true},

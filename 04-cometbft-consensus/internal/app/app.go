@@ -67,10 +67,15 @@ type Options struct {
 	// the others. Each later round adds ProposeBudgetDelta (three quarters
 	// of timeout_propose_delta), as CometBFT's timeout_propose grows.
 	ProposeBudget, ProposeBudgetDelta time.Duration
-	// TimeoutCommit is CometBFT's timeout_commit: the next height starts
-	// that long after the +2/3 precommits arrived, moments before Commit,
-	// so a proposal is not due much before then.
+	// TimeoutCommit is CometBFT's timeout_commit, which paces the chain:
+	// the next height starts that long after the +2/3 precommits arrived
+	// (moments before FinalizeBlock), or when Commit returns if later. A
+	// proposal is due then.
 	TimeoutCommit time.Duration
+	// StallAfter is how long without a decided height makes the app
+	// unready (/readyz 503, with the reason): quorum lost, or CometBFT's
+	// consensus stopped. Zero: never.
+	StallAfter time.Duration
 
 	// Proposers predicts who proposes the next height's first rounds (nil:
 	// no predictions). Optimistic building: when it names Address, geth
@@ -79,14 +84,6 @@ type Options struct {
 	Proposers  *Proposers
 	Address    []byte // this validator's address
 	Optimistic bool
-
-	// BlockTime paces heights: Commit holds a height this validator voted
-	// on until the next height is due (pace.go). Zero leaves the pace to
-	// CometBFT's timeout_commit. LostRound is what a round whose proposer
-	// is down costs (timeout_propose + timeout_precommit): the height
-	// before one whose round-0 proposer looks down is released that much
-	// earlier.
-	BlockTime, LostRound time.Duration
 
 	Retry time.Duration // first wait before retrying geth in FinalizeBlock; 100 ms when zero
 }
@@ -113,10 +110,10 @@ type App struct {
 	blocks    Blocks
 	committed state.State   // as of the last Commit (or the handshake)
 	pending   *state.State  // FinalizeBlock's result, persisted by Commit
-	live      bool          // pending came through our ProcessProposal (not block sync or replay)
-	nextDown  bool          // the round-0 proposer of the height after pending looks down
 	started   bool          // consensus has called the app: the handshake is over
-	pacer     pacer         // used by FinalizeBlock and Commit alone
+	turns     turns         // used by FinalizeBlock alone
+	decidedAt time.Time     // when FinalizeBlock began for the last height (New: when the app started)
+	driftLog  time.Time     // when the drift was last logged (FinalizeBlock alone)
 	validated common.Hash   // the last payload geth answered VALID in ProcessProposal
 	validTook time.Duration // how long geth took to answer VALID for it
 	proposed  common.Hash   // the last payload this validator proposed (its geth built it)
@@ -141,7 +138,7 @@ func New(ctx context.Context, e Engine, m *metrics.Metrics, log *slog.Logger, op
 		return nil, err
 	}
 	return &App{opts: opts, engine: e, builder: builder.New(e, opts.FeeRecipient), log: log, metrics: m, ctx: ctx, committed: s,
-		pacer: pacer{blockTime: opts.BlockTime, minGap: opts.BlockTime / 4, lostRound: opts.LostRound}}, nil
+		decidedAt: time.Now()}, nil
 }
 
 // Wait returns once every goroutine the app started has ended, which they
@@ -158,9 +155,15 @@ func (a *App) SetBlocks(b Blocks) {
 }
 
 // Ready reports whether geth answers and heights are being committed.
+// A node that decided no height for StallAfter is not ready either: the
+// chain halted (quorum lost), or CometBFT's consensus stopped here.
 func (a *App) Ready() (bool, string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if since := time.Since(a.decidedAt); a.opts.StallAfter > 0 && since > a.opts.StallAfter {
+		return false, fmt.Sprintf("no height decided for %s: fewer than 2/3 of the voting power online, or consensus stopped (CONSENSUS FAILURE in the log)",
+			since.Round(100*time.Millisecond))
+	}
 	return a.ready, a.reason
 }
 
@@ -327,9 +330,10 @@ func timestamp(t time.Time, s state.State) uint64 {
 }
 
 // retry calls f until it succeeds, ctx or the app's context ends, or geth
-// gives an answer that retrying would not change: INVALID, or SYNCING and
-// ACCEPTED (geth lacks blocks; the caller decides what to feed it). Only a
-// geth that does not answer is retried. Waits double up to 2 s.
+// gives an answer that retrying would not change: a refusal of the payload
+// (refused), or SYNCING and ACCEPTED (geth lacks blocks; the caller
+// decides what to feed it). Only a geth that does not answer is retried.
+// Waits double up to 2 s.
 func (a *App) retry(ctx context.Context, what string, f func(context.Context) error) error {
 	wait := a.opts.Retry
 	for attempt := 0; ; attempt++ {
@@ -343,7 +347,7 @@ func (a *App) retry(ctx context.Context, what string, f func(context.Context) er
 			}
 			return nil
 		}
-		if errors.Is(err, engine.ErrInvalid) || lacksBlocks(err) {
+		if refused(err) || lacksBlocks(err) {
 			return err
 		}
 		if attempt == 0 {
@@ -373,6 +377,13 @@ func (a *App) wait(ctx context.Context, d time.Duration) error {
 	case <-a.ctx.Done():
 		return errShutdown
 	}
+}
+
+// refused reports geth's verdict on a payload itself, the same from any
+// geth on the same parent: INVALID, or its parameters refused (-32602:
+// fields missing, execution requests out of order).
+func refused(err error) bool {
+	return errors.Is(err, engine.ErrInvalid) || errors.Is(err, engine.ErrInvalidParams)
 }
 
 // lacksBlocks reports geth's SYNCING or ACCEPTED: it does not have the

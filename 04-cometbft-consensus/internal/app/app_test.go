@@ -16,6 +16,7 @@ import (
 	"github.com/cometbft/cometbft/crypto/ed25519"
 	cmttypes "github.com/cometbft/cometbft/types"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -24,6 +25,7 @@ import (
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/metrics"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/state"
 )
 
 // These tests call the ABCI methods in the order CometBFT does, as
@@ -245,6 +247,7 @@ func TestProcessProposalRejects(t *testing.T) {
 		time   time.Time
 		reason string
 		down   bool
+		asked  bool // geth judged it (newPayload), not the app's own checks
 	}{
 		{name: "no transaction", reason: reasonMalformed},
 		{name: "two envelopes", txs: [][]byte{good, good}, reason: reasonMalformed},
@@ -263,6 +266,7 @@ func TestProcessProposalRejects(t *testing.T) {
 		})}, reason: reasonMismatch},
 		{name: "hash that is not the block's", txs: [][]byte{changed(func(p *engine.Payload) { p.ExecutionPayload.BlockHash = common.Hash{7} })}, reason: reasonInvalid},
 		{name: "state root execution does not give", txs: [][]byte{corrupted(t, good)}, reason: reasonInvalid},
+		{name: "execution request geth refuses (-32602)", txs: [][]byte{changed(func(p *engine.Payload) { p.Requests = []hexutil.Bytes{{0}} })}, reason: reasonMalformed, asked: true},
 		{name: "geth down", txs: [][]byte{good}, down: true, reason: reasonUnavailable},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -274,6 +278,12 @@ func TestProcessProposalRejects(t *testing.T) {
 			if !c.time.IsZero() {
 				bt = c.time
 			}
+			wasReady, wasWhy := v.Ready()
+			defer func() {
+				if asked := slices.Contains(v.geth.log(), "newPayload 1"); c.asked && !asked {
+					t.Errorf("rejected before geth was asked: %q", v.geth.log())
+				}
+			}()
 			res, err := v.ProcessProposal(ctx, &abci.RequestProcessProposal{Height: 1, Time: bt, Txs: c.txs})
 			if err != nil {
 				t.Fatal(err)
@@ -287,8 +297,12 @@ func TestProcessProposalRejects(t *testing.T) {
 			if head := v.geth.head(); head.Number.Sign() != 0 {
 				t.Fatalf("a rejected proposal moved geth's head to %d", head.Number)
 			}
-			if ok, reason := v.Ready(); c.down && ok {
+			ok, reason := v.Ready()
+			if c.down && ok {
 				t.Fatalf("ready with geth down (%q)", reason)
+			}
+			if !c.down && (ok != wasReady || reason != wasWhy) {
+				t.Fatalf("a bad proposal changed this node's readiness: %v %q, was %v %q", ok, reason, wasReady, wasWhy)
 			}
 		})
 	}
@@ -462,50 +476,86 @@ func TestInfoAfterTheHandshakeReportsTheCommittedState(t *testing.T) {
 	decide(t, 4, a, a) // blocks 2 and 3 replayed from the block store
 }
 
-// With BlockTime, a height this validator voted on starts BlockTime after
-// the previous one: Commit of height h returns no sooner than (h-1) block
-// times after height 1 was committed. Heights replayed or block-synced (no
-// ProcessProposal) are not held.
-func TestCommitPacesHeights(t *testing.T) {
-	const blockTime = 200 * time.Millisecond
-	a := newNode(t, newFakeGeth(), "", func(o *Options) { o.BlockTime = blockTime })
-	begin := time.Now()
-	for h := int64(1); h <= 4; h++ {
-		decide(t, h, a, a)
-		if since, want := time.Since(begin), time.Duration(h-1)*blockTime; since < want {
-			t.Errorf("height %d committed %s after height 1 began, want at least %s", h, since, want)
-		}
-	}
-	if h := histogramCount(t, a.m, "consensus_pace_wait_seconds"); h != 4 {
-		t.Fatalf("%d heights paced, want 4", h)
-	}
-
-	// The same blocks replayed into a wiped geth by a restarted validator:
-	// nothing is held.
-	a.geth.wipe()
-	r := newNode(t, a.geth, "", func(o *Options) { o.BlockTime = blockTime })
-	for h := int64(1); h <= 4; h++ {
-		r.finalize(t, h, a.blocks[h][0])
-	}
-	if h := histogramCount(t, r.m, "consensus_pace_wait_seconds"); h != 0 {
-		t.Fatalf("replayed heights held %d times", h)
-	}
-}
-
-// histogramCount returns the number of observations of histogram name.
-func histogramCount(t *testing.T, m *metrics.Metrics, name string) uint64 {
-	t.Helper()
-	families, err := m.Registry.Gather()
+// Commit returns at once, whatever timeout_commit (CometBFT waits it out,
+// holding no lock), and tells the payload started for the next height
+// that its proposal is due timeout_commit after the height was decided.
+func TestCommitDoesNotWait(t *testing.T) {
+	const timeoutCommit = time.Hour // a Commit that waited for it would never return
+	pub := ed25519.GenPrivKey().PubKey()
+	proposers, err := NewProposers([]cmttypes.GenesisValidator{{PubKey: pub, Power: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range families {
-		if f.GetName() == name {
-			return f.GetMetric()[0].GetHistogram().GetSampleCount()
-		}
+	a := newNode(t, newFakeGeth(), "", func(o *Options) {
+		o.TimeoutCommit, o.Proposers, o.Address, o.Optimistic = timeoutCommit, proposers, pub.Address(), true
+	})
+	tx := a.prepare(t, 1)
+	if s := a.process(t, 1, tx); s != abci.ResponseProcessProposal_ACCEPT {
+		t.Fatal(s)
 	}
-	t.Fatalf("no metric %s", name)
-	return 0
+	decided := time.Now()
+	if _, err := a.FinalizeBlock(ctx, &abci.RequestFinalizeBlock{Height: 1, Time: blockTime(1), Txs: [][]byte{tx}, Hash: cometHash(1)}); err != nil {
+		t.Fatal(err)
+	}
+	committed := make(chan error, 1)
+	go func() {
+		_, err := a.Commit(ctx, &abci.RequestCommit{})
+		committed <- err
+	}()
+	select {
+	case err := <-committed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Commit still running after 10 s: it waits for timeout_commit (1 h)")
+	}
+	a.mu.Lock()
+	started, decidedAt := a.next != nil, a.decidedAt
+	late := a.nextDue(decidedAt.Add(2 * timeoutCommit))
+	due := a.nextDue(decidedAt)
+	a.mu.Unlock()
+	if !started {
+		t.Fatal("no payload started for height 2")
+	}
+	if decidedAt.Before(decided) || due != decidedAt.Add(timeoutCommit) {
+		t.Fatalf("next proposal due %s, want timeout_commit after FinalizeBlock began (%s)", due, decidedAt)
+	}
+	if want := decidedAt.Add(2 * timeoutCommit); !late.Equal(want) {
+		t.Fatalf("seen from past timeout_commit, the next proposal is due %s, want at once (%s)", late, want)
+	}
+}
+
+// A node that decides no height for StallAfter says so on /readyz, and
+// is ready again at the next height.
+func TestStalledNodeIsNotReady(t *testing.T) {
+	a := newNode(t, newFakeGeth(), "", func(o *Options) { o.StallAfter = 300 * time.Millisecond })
+	decide(t, 1, a, a)
+	if ok, reason := a.Ready(); !ok {
+		t.Fatalf("not ready after a height: %s", reason)
+	}
+	eventually(t, func() bool {
+		ok, reason := a.Ready()
+		return !ok && strings.Contains(reason, "no height decided")
+	})
+	decide(t, 2, a, a)
+	if ok, reason := a.Ready(); !ok {
+		t.Fatalf("not ready after the chain moved again: %s", reason)
+	}
+}
+
+// The drift metric is the head's timestamp less the wall clock.
+func TestDriftIsExposed(t *testing.T) {
+	a := newNode(t, newFakeGeth(), "", nil)
+	ahead := time.Now().Add(30 * time.Second)
+	a.observeDrift(state.Head{Number: 9, Timestamp: uint64(ahead.Unix())}, true)
+	if d := testutil.ToFloat64(a.m.Drift); d < 28 || d > 31 {
+		t.Fatalf("drift %v s for a head 30 s ahead", d)
+	}
+	a.observeDrift(state.Head{Number: 10, Timestamp: uint64(time.Now().Add(-time.Minute).Unix())}, false)
+	if d := testutil.ToFloat64(a.m.Drift); d > -59 {
+		t.Fatalf("drift %v s for a head a minute old", d)
+	}
 }
 
 func TestInitChainChecksGethsGenesis(t *testing.T) {
@@ -838,12 +888,11 @@ func TestRoundOneBuildsEarlyAfterALateRound(t *testing.T) {
 	t.Fatal("never saw round 1's proposer after a late height")
 }
 
-// A block that took geth long to execute makes the next height wait about
-// as long for its payload: need() follows newPayload's duration, and Commit
-// holds a late height that long instead of a quarter of the block time.
-func TestSlowBlocksLengthenTheHold(t *testing.T) {
+// A block that took geth long to execute makes the next payload start
+// earlier: need() follows newPayload's duration.
+func TestSlowBlocksStartTheBuildEarlier(t *testing.T) {
 	g := newFakeGeth()
-	a := newNode(t, g, "", func(o *Options) { o.BuildWait, o.BlockTime = 10*time.Millisecond, time.Second })
+	a := newNode(t, g, "", func(o *Options) { o.BuildWait = 10 * time.Millisecond })
 	decide(t, 1, a, a)
 	if n := a.need(); n > 100*time.Millisecond {
 		t.Fatalf("need %s after a quick block", n)
@@ -855,20 +904,8 @@ func TestSlowBlocksLengthenTheHold(t *testing.T) {
 	if s := a.process(t, 2, tx); s != abci.ResponseProcessProposal_ACCEPT {
 		t.Fatal(s)
 	}
-	if _, err := a.FinalizeBlock(ctx, &abci.RequestFinalizeBlock{Height: 2, Time: blockTime(2), Txs: [][]byte{tx}, Hash: cometHash(2)}); err != nil {
-		t.Fatal(err)
-	}
-	g.mu.Lock()
-	g.slowExec = 0
-	g.mu.Unlock()
+	a.finalize(t, 2, tx)
 	if n, least := a.need(), 10*time.Millisecond+400*time.Millisecond*5/4; n < least {
 		t.Fatalf("need %s after a block geth took 400 ms to execute, want at least %s", n, least)
-	}
-	start := time.Now()
-	if _, err := a.Commit(ctx, &abci.RequestCommit{}); err != nil {
-		t.Fatal(err)
-	}
-	if held := time.Since(start); held < 500*time.Millisecond {
-		t.Fatalf("Commit held the late height %s, want the need (at least 510 ms), not a quarter of the block time", held)
 	}
 }

@@ -180,9 +180,9 @@ type started struct {
 	at        time.Time
 	id        beacon.PayloadID
 
-	// due receives when the proposal is expected (Commit knows: it holds
-	// the height until then); asked is closed when PrepareProposal wants
-	// the payload, hurry once the proposal is overdue (ask).
+	// due receives when the proposal is expected (Commit says: after
+	// timeout_commit); asked is closed when PrepareProposal wants the
+	// payload, hurry once the proposal is overdue (ask).
 	due          chan time.Time
 	dueAt        time.Time // received from due (awaitDue); zero: on request
 	asked, hurry chan struct{}
@@ -252,7 +252,7 @@ func (a *App) startNext(s state.State, decided time.Time, rounds int32) {
 	st.fetched = make(chan struct{})
 	a.tasks.Go(func() {
 		defer close(st.fetched)
-		ctx, cancel := context.WithTimeout(a.ctx, a.opts.BlockTime+a.opts.BuildWait+2*engine.CallTimeout)
+		ctx, cancel := context.WithTimeout(a.ctx, a.opts.TimeoutCommit+a.opts.BuildWait+2*engine.CallTimeout)
 		defer cancel()
 		if st.err = a.awaitDue(ctx, st); st.err == nil {
 			st.at = time.Now()
@@ -270,14 +270,14 @@ func (a *App) startNext(s state.State, decided time.Time, rounds int32) {
 }
 
 // awaitDue waits until geth should start building st: when the proposal
-// is due (Commit holds the height until then, and CometBFT waits
-// timeout_commit after the commit in any case) less BuildWait and the time
-// the last fetch took, and a quarter more; at once if PrepareProposal asks
-// first. Starting then rather than when the parent became final lets the
-// payload hold the transactions that arrived while the height was held,
-// whatever geth's --miner.recommit, and gives geth's pool time to drop
-// what the parent included (a build started with the head still new finds
-// only those, and comes back empty).
+// is due (timeout_commit after the height was decided, which every
+// validator counts from about the same moment) less what the proposer's
+// geth needs (need); at once if PrepareProposal asks first. Starting then
+// rather than when the parent became final lets the payload hold the
+// transactions that arrived during timeout_commit, whatever geth's
+// --miner.recommit, and gives geth's pool time to drop what the parent
+// included (a build started with the head still new finds only those, and
+// comes back empty).
 func (a *App) awaitDue(ctx context.Context, st *started) error {
 	var due time.Time
 	select {
@@ -295,30 +295,12 @@ func (a *App) awaitDue(ctx context.Context, st *started) error {
 // building the payload: BuildWait, then the longer of the last fetch this
 // validator made and the last block its geth executed, and a quarter more.
 // A payload like the last block takes about as long to build and cross
-// from geth as that block took to cross to geth and execute. At most two
-// block times.
+// from geth as that block took to cross to geth and execute. A need
+// longer than timeout_commit starts the build at once.
 func (a *App) need() time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.capNeed(a.opts.BuildWait + max(a.fetchTook, a.execTook)*5/4)
-}
-
-// proposerNeed is what Commit holds a late height for: need() from the
-// last block's execution alone. Every validator measures that on the same
-// block, so all of them hold about as long as the next proposer needs;
-// the last fetch is this validator's own, made heights ago perhaps for a
-// block of another size, and would make a proposer start after the others.
-func (a *App) proposerNeed() time.Duration {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.capNeed(a.opts.BuildWait + a.execTook*5/4)
-}
-
-func (a *App) capNeed(n time.Duration) time.Duration {
-	if a.opts.BlockTime > 0 {
-		n = min(n, 2*a.opts.BlockTime)
-	}
-	return n
+	return a.opts.BuildWait + max(a.fetchTook, a.execTook)*5/4
 }
 
 // claim takes the payload started for the block on parent at timestamp ts.

@@ -170,6 +170,11 @@ func (g *fakeGeth) NewPayload(_ context.Context, p *engine.Payload) error {
 	if err := g.call("newPayload %d", d.Number); err != nil {
 		return err
 	}
+	for i, r := range p.Requests { // as geth's validateRequests
+		if len(r) < 2 || (i > 0 && r[0] <= p.Requests[i-1][0]) {
+			return fmt.Errorf("fake: %w: execution request %d: %x", engine.ErrInvalidParams, i, r)
+		}
+	}
 	if g.syncing > 0 {
 		g.syncing--
 		return fmt.Errorf("fake: %w", engine.ErrSyncing)

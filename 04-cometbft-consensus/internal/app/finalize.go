@@ -60,9 +60,9 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 		return nil, err
 	}
 	next := state.State{Height: req.Height, Head: head, LastBlockHash: append([]byte(nil), req.Hash...)}
-	nextDown, early := a.expectNext(req)
+	early := a.expectNext(req)
 	a.mu.Lock()
-	a.pending, a.live, a.nextDown = &next, live, nextDown
+	a.pending, a.decidedAt = &next, start
 	if live {
 		a.execTook = took // what need() learns from
 	}
@@ -77,6 +77,8 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 	elapsed := time.Since(start)
 	a.metrics.FinalizeLatency.Observe(elapsed.Seconds())
 	a.metrics.ExecutionHead.Set(float64(head.Number))
+	a.metrics.Decided.Set(float64(start.UnixNano()) / 1e9)
+	a.observeDrift(head, live)
 	a.log.Info("finalized", "height", req.Height, "number", head.Number, "hash", head.Hash,
 		"txs", len(d.Transactions), "gas", d.GasUsed, "elapsed", elapsed.Round(10*time.Microsecond))
 	return &abci.ResponseFinalizeBlock{TxResults: results, AppHash: head.Hash.Bytes()}, nil
@@ -96,20 +98,35 @@ func (a *App) execute(ctx context.Context, height int64, p *engine.Payload, live
 	return took, nil
 }
 
-// expectNext records who decided the height and predicts the next: whether
-// its round-0 proposer looks down, and how many of its first rounds have
-// their proposer build early (1, or 2 when round 1 is likely). a.pacer is
-// used by FinalizeBlock and Commit alone: one connection, no lock.
-func (a *App) expectNext(req *abci.RequestFinalizeBlock) (nextDown bool, early int32) {
+// expectNext records who decided the height and predicts how many of the
+// next height's first rounds have their proposer build early: 1, or 2 when
+// round 1 is likely (the last height needed it, or the next round-0
+// proposer missed its last turn). a.turns is used by FinalizeBlock alone:
+// one connection, no lock.
+func (a *App) expectNext(req *abci.RequestFinalizeBlock) (early int32) {
 	if a.opts.Proposers == nil {
-		return false, 1
+		return 1
 	}
-	a.pacer.decided(a.opts.Proposers.At(req.Height), req.ProposerAddress)
-	nextDown = a.pacer.looksDown(a.opts.Proposers.At(req.Height + 1))
-	if nextDown || a.pacer.lastLate {
-		return nextDown, 2
+	a.turns.decided(a.opts.Proposers.At(req.Height), req.ProposerAddress)
+	if a.turns.lastLate || a.turns.looksDown(a.opts.Proposers.At(req.Height+1)) {
+		return 2
 	}
-	return nextDown, 1
+	return 1
+}
+
+// observeDrift sets how far head's timestamp runs ahead of the wall clock.
+// A timestamp is at least its parent's + 1 s, so heights faster than one a
+// second (consensus.timeout_commit below 1 s) run the chain's clock ahead:
+// logged, at most once a minute, while more than a second ahead and the
+// chain is live (a node catching up replays old blocks, behind the clock).
+func (a *App) observeDrift(head state.Head, live bool) {
+	drift := time.Until(time.Unix(int64(head.Timestamp), 0))
+	a.metrics.Drift.Set(drift.Seconds())
+	if live && drift > time.Second && time.Since(a.driftLog) > time.Minute {
+		a.driftLog = time.Now()
+		a.log.Warn("execution timestamps run ahead of the wall clock: heights come faster than one a second (consensus.timeout_commit below 1s?)",
+			"number", head.Number, "timestamp", head.Timestamp, "ahead", drift.Round(time.Millisecond))
+	}
 }
 
 // apply runs newPayload for a decided payload, waiting for geth if it is
@@ -132,7 +149,7 @@ func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) (time.
 		switch {
 		case err == nil:
 			return took, nil
-		case errors.Is(err, engine.ErrInvalid):
+		case refused(err):
 			a.metrics.Errors.WithLabelValues("invalid_decided").Inc()
 			return 0, fmt.Errorf("geth finds decided block %d (execution %d %s) invalid, while 2/3 of the validators found it valid: this geth runs another chain or another version: %w",
 				height, p.ExecutionPayload.Number, p.ExecutionPayload.BlockHash, err)
@@ -174,47 +191,45 @@ func (a *App) finalized(ctx context.Context, d *beacon.ExecutableData) error {
 
 // Commit persists the state FinalizeBlock produced. Every block is kept
 // (retain height 0): the block store is what a wiped geth is rebuilt from.
-// Then it holds the height until the next one is due (--block-time,
-// pace.go); heights decided without this validator's vote (block sync, the
-// handshake's replay) are not held.
+// It returns at once: CometBFT's timeout_commit paces the chain, and a
+// Commit that waited would hold CometBFT's consensus and mempool locks.
 func (a *App) Commit(_ context.Context, _ *abci.RequestCommit) (*abci.ResponseCommit, error) {
-	live, nextDown, err := a.persist()
-	if err != nil {
+	if err := a.persist(); err != nil {
 		return nil, err
 	}
-	paced := live && a.opts.BlockTime > 0
-	held := a.pacer.hold(time.Now(), live, nextDown, a.proposerNeed())
-	if !paced {
-		held = 0
-	}
 	a.mu.Lock()
-	if a.next != nil { // CometBFT starts the next height after both
-		a.next.expect(time.Now().Add(max(held, a.opts.TimeoutCommit)))
-	}
-	a.mu.Unlock()
-	if paced {
-		a.metrics.PaceWait.Observe(held.Seconds())
-		_ = a.wait(context.Background(), held) // ends early at shutdown
+	defer a.mu.Unlock()
+	if a.next != nil {
+		a.next.expect(a.nextDue(time.Now()))
 	}
 	return &abci.ResponseCommit{}, nil
 }
 
-// persist saves the pending state and makes it the committed one. It
-// reports whether this validator voted on the height, and whether the next
-// height's round-0 proposer looks down.
-func (a *App) persist() (live, nextDown bool, err error) {
+// nextDue is when the next height starts, and its proposal is due, seen
+// from Commit at now: timeout_commit after the height was decided, or now
+// if that has passed (CometBFT starts the next height after both). Called
+// with a.mu held.
+func (a *App) nextDue(now time.Time) time.Time {
+	if due := a.decidedAt.Add(a.opts.TimeoutCommit); due.After(now) {
+		return due
+	}
+	return now
+}
+
+// persist saves the pending state and makes it the committed one.
+func (a *App) persist() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.pending == nil {
-		return false, false, errors.New("Commit without FinalizeBlock")
+		return errors.New("Commit without FinalizeBlock")
 	}
 	if err := state.Save(a.opts.StatePath, *a.pending); err != nil {
-		return false, false, fmt.Errorf("persist app state: %w", err)
+		return fmt.Errorf("persist app state: %w", err)
 	}
 	a.committed, a.pending = *a.pending, nil
 	a.validated, a.proposed = common.Hash{}, common.Hash{}
 	a.ready, a.reason = true, ""
 	a.metrics.Ready.Set(1)
 	a.metrics.Height.Set(float64(a.committed.Height))
-	return a.live, a.nextDown, nil
+	return nil
 }

@@ -15,7 +15,7 @@ import (
 
 // Reasons ProcessProposal rejects a proposal for, as metric labels.
 const (
-	reasonMalformed   = "malformed"   // not exactly one decodable envelope
+	reasonMalformed   = "malformed"   // not exactly one decodable envelope, or one geth's Engine API refuses (-32602)
 	reasonMismatch    = "mismatch"    // number, parent, timestamp or randomness wrong
 	reasonInvalid     = "invalid"     // geth: INVALID
 	reasonSyncing     = "syncing"     // geth: SYNCING/ACCEPTED, cannot judge
@@ -68,6 +68,8 @@ func (a *App) ProcessProposal(ctx context.Context, req *abci.RequestProcessPropo
 	switch {
 	case errors.Is(err, engine.ErrInvalid):
 		return reject(reasonInvalid, err)
+	case errors.Is(err, engine.ErrInvalidParams): // the proposal's fault, not geth's
+		return reject(reasonMalformed, err)
 	case lacksBlocks(err):
 		return reject(reasonSyncing, err)
 	case err != nil:

@@ -11,6 +11,7 @@ import (
 	abci "github.com/cometbft/cometbft/abci/types"
 	beacon "github.com/ethereum/go-ethereum/beacon/engine"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
 
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
@@ -20,6 +21,7 @@ import (
 const (
 	Invalid = "invalid" // payloads geth finds INVALID: a wrong state root, correctly hashed
 	Pad     = "pad"     // envelopes 4 KiB longer than their payload's encoding
+	Params  = "params"  // payloads geth's Engine API refuses (-32602): an empty execution request
 )
 
 // Proposer wraps an honest app and corrupts the proposals it makes.
@@ -29,7 +31,7 @@ type Proposer struct {
 	Log *slog.Logger
 }
 
-// New wraps app; how is Invalid or Pad (the configuration checks it).
+// New wraps app; how is Invalid, Pad or Params (the configuration checks it).
 func New(app abci.Application, how string, log *slog.Logger) *Proposer {
 	log.Warn("BYZANTINE: this validator proposes corrupted payloads (a test build)", "how", how)
 	return &Proposer{Application: app, How: how, Log: log}
@@ -45,12 +47,16 @@ func (b *Proposer) PrepareProposal(ctx context.Context, req *abci.RequestPrepare
 	switch b.How {
 	case Pad:
 		tx = append(tx[:len(tx):len(tx)], make([]byte, 4<<10)...) // the same payload, 4 KiB heavier
-	case Invalid:
+	case Invalid, Params:
 		p, err := envelope.Decode(tx)
 		if err != nil {
 			return res, nil
 		}
-		Corrupt(p)
+		if b.How == Params {
+			p.Requests = []hexutil.Bytes{{0}} // a request of type 0 and no data: geth's validateRequests refuses it
+		} else {
+			Corrupt(p)
+		}
 		if tx, err = envelope.Encode(p); err != nil {
 			return res, nil
 		}

@@ -20,13 +20,19 @@ import (
 
 // Config is everything the validator needs besides its CometBFT home.
 type Config struct {
-	CmtHome      string
-	EngineURL    string
-	JWTSecret    string
-	GenesisPath  string
-	BuildWait    time.Duration
-	BlockTime    time.Duration
-	Optimistic   bool
+	CmtHome     string
+	EngineURL   string
+	JWTSecret   string
+	GenesisPath string
+	BuildWait   time.Duration
+	Optimistic  bool
+	// AllowClockDrift lets consensus.timeout_commit be below 1 s: heights
+	// then come faster than one a second, and execution timestamps, whole
+	// seconds each above its parent's, run ahead of the wall clock.
+	AllowClockDrift bool
+	// StallBlocks: /readyz fails once no height was decided for this many
+	// block times (timeout_commit, at least 1 s, each); 0: never.
+	StallBlocks  int
 	FeeRecipient string
 	HealthAddr   string
 	LogLevel     string
@@ -49,8 +55,8 @@ func Default() Config {
 		JWTSecret:    "../jwt.hex",
 		GenesisPath:  "../genesis.json",
 		BuildWait:    200 * time.Millisecond,
-		BlockTime:    time.Second,
 		Optimistic:   true,
+		StallBlocks:  10,
 		FeeRecipient: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
 		HealthAddr:   ":8080",
 		LogLevel:     "info",
@@ -74,8 +80,8 @@ func (c Config) Validate() error {
 	if c.BuildWait > time.Second {
 		bad("build-wait", c.BuildWait, "at most 1s: getPayload must come within geth's build window")
 	}
-	if c.BlockTime < 0 {
-		bad("block-time", c.BlockTime, "must not be negative (0 leaves the pace to timeout_commit)")
+	if c.StallBlocks < 0 {
+		bad("stall-blocks", c.StallBlocks, "must not be negative (0: never)")
 	}
 	if !common.IsHexAddress(c.FeeRecipient) {
 		bad("fee-recipient", fmt.Sprintf("%q", c.FeeRecipient), "not a 20-byte hex address")
@@ -89,8 +95,8 @@ func (c Config) Validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("log-format", fmt.Sprintf("%q", c.LogFormat), "want text or json")
 	}
-	if c.Byzantine != "" && c.Byzantine != "invalid" && c.Byzantine != "pad" {
-		bad("byzantine", fmt.Sprintf("%q", c.Byzantine), "want invalid or pad")
+	if c.Byzantine != "" && c.Byzantine != "invalid" && c.Byzantine != "pad" && c.Byzantine != "params" {
+		bad("byzantine", fmt.Sprintf("%q", c.Byzantine), "want invalid, pad or params")
 	}
 	return errors.Join(errs...)
 }
@@ -104,18 +110,19 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.JWTSecret, "jwt-secret", c.JWTSecret, "JWT secret: a file, or 32 bytes as hex with or without 0x")
 	f.StringVar(&c.GenesisPath, "genesis", c.GenesisPath, "genesis.json geth was initialised with")
 	f.DurationVar(&c.BuildWait, "build-wait", c.BuildWait, "proposer: at least this long between forkchoiceUpdated and getPayload; geth hands out an empty block until its first full one is built")
-	f.DurationVar(&c.BlockTime, "block-time", c.BlockTime, "start a height every this long when consensus is faster (Commit waits); 0: CometBFT's timeout_commit alone sets the pace")
+	f.BoolVar(&c.AllowClockDrift, "allow-clock-drift", c.AllowClockDrift, "run with consensus.timeout_commit below 1s: heights come faster than one a second and execution timestamps run ahead of the wall clock (consensus_timestamp_drift_seconds)")
+	f.IntVar(&c.StallBlocks, "stall-blocks", c.StallBlocks, "/readyz answers 503 once no height was decided for this many block times (timeout_commit, at least 1s, each); 0: never")
 	f.BoolVar(&c.Optimistic, "optimistic-build", c.Optimistic, "when this validator proposes the next height, have geth build its payload before the proposal is due; best with geth --miner.recommit=100ms (README)")
 	f.StringVar(&c.FeeRecipient, "fee-recipient", c.FeeRecipient, "address that receives the priority fees")
 	f.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "listen address of /metrics, /healthz, /readyz, /status")
 	f.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	f.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
-	f.StringVar(&c.Byzantine, "byzantine", c.Byzantine, "TESTS ONLY, in a binary built with -tags byzantine: propose payloads geth finds invalid (invalid, the default) or padded envelopes (pad)")
+	f.StringVar(&c.Byzantine, "byzantine", c.Byzantine, "TESTS ONLY, in a binary built with -tags byzantine: propose payloads geth finds invalid (invalid, the default), padded envelopes (pad) or payloads geth's Engine API refuses (params)")
 	f.Lookup("byzantine").NoOptDefVal = "invalid"
 	_ = f.MarkHidden("byzantine")
 	BindEnv(f, map[string]string{
 		"cmt-home": "CMT_HOME", "eth-client-url": "ETH_CLIENT_URL", "jwt-secret": "JWT_SECRET",
-		"genesis": "GENESIS", "build-wait": "BUILD_WAIT", "block-time": "BLOCK_TIME", "optimistic-build": "OPTIMISTIC_BUILD", "fee-recipient": "FEE_RECIPIENT",
+		"genesis": "GENESIS", "build-wait": "BUILD_WAIT", "allow-clock-drift": "ALLOW_CLOCK_DRIFT", "stall-blocks": "STALL_BLOCKS", "optimistic-build": "OPTIMISTIC_BUILD", "fee-recipient": "FEE_RECIPIENT",
 		"health-addr": "HEALTH_ADDR", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
 	})
 }

@@ -18,13 +18,13 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	c.CmtHome = ""
 	c.EngineURL = "localhost:8551"
 	c.BuildWait = -1
-	c.BlockTime = -1
+	c.StallBlocks = -1
 	c.FeeRecipient = "0x12"
 	c.HealthAddr = "8080"
 	c.LogLevel = "loud"
 	c.LogFormat = "xml"
 	err := c.Validate()
-	for _, flag := range []string{"--cmt-home", "--eth-client-url", "--build-wait", "--block-time", "--fee-recipient", "--health-addr", "--log-level", "--log-format"} {
+	for _, flag := range []string{"--cmt-home", "--eth-client-url", "--build-wait", "--stall-blocks", "--fee-recipient", "--health-addr", "--log-level", "--log-format"} {
 		if err == nil || !strings.Contains(err.Error(), flag) {
 			t.Errorf("error does not name %s: %v", flag, err)
 		}
@@ -38,14 +38,14 @@ func TestEnvironmentFallbackAndPrecedence(t *testing.T) {
 	if err := cmd.ParseFlags([]string{"--cmt-home", "/from/flag"}); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"CMT_HOME": "/from/env", "BUILD_WAIT": "20ms", "HEALTH_ADDR": ":9000", "LOG_LEVEL": "debug"}
+	env := map[string]string{"CMT_HOME": "/from/env", "BUILD_WAIT": "20ms", "HEALTH_ADDR": ":9000", "LOG_LEVEL": "debug", "ALLOW_CLOCK_DRIFT": "true", "STALL_BLOCKS": "3"}
 	if err := ApplyEnv(cmd, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
 		t.Fatal(err)
 	}
 	if c.CmtHome != "/from/flag" {
 		t.Errorf("flag lost to the environment: cmt-home %s", c.CmtHome)
 	}
-	if c.BuildWait.String() != "20ms" || c.HealthAddr != ":9000" || c.LogLevel != "debug" {
+	if c.BuildWait.String() != "20ms" || c.HealthAddr != ":9000" || c.LogLevel != "debug" || !c.AllowClockDrift || c.StallBlocks != 3 {
 		t.Errorf("environment ignored: %+v", c)
 	}
 	env["BUILD_WAIT"] = "soon"

@@ -22,7 +22,8 @@ type Metrics struct {
 	ProposalTxs     prometheus.Histogram
 	Verdicts        *prometheus.CounterVec
 	FinalizeLatency prometheus.Histogram
-	PaceWait        prometheus.Histogram
+	Decided         prometheus.Gauge
+	Drift           prometheus.Gauge
 	ExecutionHead   prometheus.Gauge
 	Height          prometheus.Gauge
 	Replayed        prometheus.Counter
@@ -47,9 +48,10 @@ func New() *Metrics {
 		FinalizeLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
 			Name: "finalize_block_seconds", Help: "FinalizeBlock: newPayload if needed and forkchoiceUpdated (head = safe = finalized).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
-		PaceWait: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
-			Name: "pace_wait_seconds", Help: "How long Commit held a height to keep --block-time between heights (0 when consensus took longer).",
-			Buckets: []float64{0, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 2, 5}}),
+		Decided: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "height_decided_timestamp_seconds", Help: "Unix time at which this node last saw a height decided (FinalizeBlock began): alert when it stops moving."}),
+		Drift: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "timestamp_drift_seconds", Help: "Head block timestamp minus wall clock (positive: the chain runs ahead, as it does when heights come faster than one a second)."}),
 		ExecutionHead: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
 			Name: "execution_head_number", Help: "Number of the execution block geth holds as finalized head."}),
 		Height: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
@@ -66,7 +68,7 @@ func New() *Metrics {
 			Name: "engine_call_duration_seconds", Help: "Engine API call latency by method and outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}, []string{"method", "outcome"}),
 	}
-	m.Registry.MustRegister(m.ProposalBuild, m.ProposalTxs, m.Verdicts, m.FinalizeLatency, m.PaceWait, m.ExecutionHead, m.Height,
+	m.Registry.MustRegister(m.ProposalBuild, m.ProposalTxs, m.Verdicts, m.FinalizeLatency, m.Decided, m.Drift, m.ExecutionHead, m.Height,
 		m.Replayed, m.Optimistic, m.Ready, m.Errors, m.EngineCalls)
 	return m
 }

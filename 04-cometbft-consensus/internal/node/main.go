@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	cmtcfg "github.com/cometbft/cometbft/config"
 	cmtlog "github.com/cometbft/cometbft/libs/log"
@@ -43,6 +44,9 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if err := checkPace(cfg, h.cmt); err != nil {
+		return err
+	}
 	m := metrics.New()
 	client, err := engine.Dial(ctx, engine.Options{URL: cfg.EngineURL, Secret: secret, Chain: genesis.Config, Observer: m})
 	if err != nil {
@@ -62,8 +66,8 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	// NewNode runs CometBFT's handshake: Info, then a replay of the blocks
 	// the app (and geth) lack, through FinalizeBlock. Each ABCI connection
-	// (consensus, mempool, query) gets its own lock, so Commit holding a
-	// height for --block-time does not stall /abci_info or CheckTx.
+	// (consensus, mempool, query) gets its own lock, so a long FinalizeBlock
+	// (geth executing a full block) does not stall /abci_info or CheckTx.
 	n, err := cmtnode.NewNodeWithContext(ctx, h.cmt, h.pv, h.nodeKey, proxy.NewConnSyncLocalClientCreator(abciApp),
 		h.genDoc, cmtcfg.DefaultDBProvider,
 		cmtnode.DefaultMetricsProvider(h.cmt.Instrumentation), cometLogger{log.With("component", "cometbft")})
@@ -112,8 +116,24 @@ func loadHome(dir string) (home, error) {
 	return home{cmt: cmt, nodeKey: nodeKey, pv: pv, genDoc: genDoc, proposers: proposers}, nil
 }
 
+// checkPace refuses a timeout_commit that makes heights faster than one a
+// second, unless --allow-clock-drift: an execution timestamp is whole
+// seconds, above its parent's, so the chain's clock would run ahead of the
+// wall clock by the difference at every height. It logs the pace it runs
+// at otherwise.
+func checkPace(cfg config.Config, cmt *cmtcfg.Config) error {
+	tc := cmt.Consensus.TimeoutCommit
+	if tc < time.Second && !cfg.AllowClockDrift {
+		return fmt.Errorf("consensus.timeout_commit %s in %s: heights would come faster than one a second, and execution timestamps "+
+			"(whole seconds, each above its parent's) run ahead of the wall clock; set it to 1s or more, or pass --allow-clock-drift",
+			tc, filepath.Join(cfg.CmtHome, "config", "config.toml"))
+	}
+	return nil
+}
+
 // appOptions derives the app's options from the flags and the home: its
-// budgets and pacing follow CometBFT's timeouts in config.toml.
+// budgets and its expectations of the pace follow CometBFT's timeouts in
+// config.toml.
 func appOptions(cfg config.Config, h home, genesis *core.Genesis) app.Options {
 	to := h.cmt.Consensus
 	return app.Options{
@@ -124,8 +144,7 @@ func appOptions(cfg config.Config, h home, genesis *core.Genesis) app.Options {
 		ProposeBudget:      to.TimeoutPropose * 3 / 4,
 		ProposeBudgetDelta: to.TimeoutProposeDelta * 3 / 4,
 		TimeoutCommit:      to.TimeoutCommit,
-		BlockTime:          cfg.BlockTime,
-		LostRound:          to.TimeoutPropose + to.TimeoutPrecommit,
+		StallAfter:         time.Duration(cfg.StallBlocks) * max(to.TimeoutCommit, time.Second),
 		Optimistic:         cfg.Optimistic,
 		Proposers:          h.proposers,
 		Address:            h.pv.GetAddress(),

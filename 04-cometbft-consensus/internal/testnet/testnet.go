@@ -49,9 +49,11 @@ func BasePorts(base int) func(int) Ports {
 // TunedTimeouts are the loopback timeouts BENCHMARKS.md measures: a dead
 // proposer costs 400 ms of propose timeout instead of CometBFT's default
 // 3 s, plus the precommit timeout CometBFT waits even on a unanimous nil
-// (50 ms: votes cross loopback in a few), and a short commit pause: the
-// validator's --block-time holds each height until the next is due, so
-// timeout_commit only bounds how soon a height can follow a slow one.
+// (50 ms: votes cross loopback in a few), and CometBFT's commit pause,
+// 1 s, which paces the chain: a height starts that long after the last was
+// decided, so blocks come a little more than a second apart (a validator
+// refuses less, unless --allow-clock-drift: execution timestamps would run
+// ahead of the wall clock).
 //
 // A full block (6-8 MB) does not reach the others within 400 ms: the
 // proposer fetches it from geth as 17 MB of JSON, and CometBFT gossips it in
@@ -62,7 +64,7 @@ func BasePorts(base int) func(int) Ports {
 // round-0 proposer still costs 400 ms. (What timeout_propose full blocks
 // need in round 0: BENCHMARKS-design.md.)
 var TunedTimeouts = struct{ Propose, ProposeDelta, Prevote, Precommit, Commit time.Duration }{
-	400 * time.Millisecond, 2 * time.Second, 200 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
+	400 * time.Millisecond, 2 * time.Second, 200 * time.Millisecond, 50 * time.Millisecond, time.Second,
 }
 
 // MaxValidators is the validator count the homes' block.max_bytes leaves
