@@ -20,7 +20,8 @@ import (
 
 // Four validators, each with its own geth: heights are decided and every
 // geth holds the same block at every height, final. With optimistic
-// building on, the proposers use the payloads they started early.
+// building on, the proposers use the payloads they started early. CometBFT's
+// timeout_commit paces the heights, and Commit does not wait.
 func TestFourValidatorsFinalizeTheSameChain(t *testing.T) {
 	nw := newNetwork(t, spec{flags: func(int) []string { return []string{"--optimistic-build"} }})
 	nw.waitHeads(10, 90*time.Second)
@@ -38,6 +39,8 @@ func TestFourValidatorsFinalizeTheSameChain(t *testing.T) {
 	if used < 3 {
 		t.Errorf("%v proposals used a payload started early, in 10 heights", used)
 	}
+
+	nw.checkPacedByCometBFT(10, testTimeoutCommit)
 
 	// The app's guess of each height's proposers, which decides who starts
 	// building early, is CometBFT's choice.

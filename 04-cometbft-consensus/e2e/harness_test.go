@@ -316,6 +316,33 @@ func (v *validator) cometbft(t testing.TB) *rpchttp.HTTP {
 	return c
 }
 
+// checkPacedByCometBFT checks that CometBFT, not the app, paces heights
+// 1..n: each block's time (the median of the last height's precommit
+// times) is at least timeout_commit after its parent's, and the app's
+// Commit, as CometBFT times it, returns in a fraction of that.
+func (nw *network) checkPacedByCometBFT(n int64, timeoutCommit time.Duration) {
+	nw.t.Helper()
+	c := nw.vals[0].cometbft(nw.t)
+	var last time.Time
+	for h := int64(2); h <= n; h++ {
+		b, err := c.Block(context.Background(), &h)
+		if err != nil {
+			nw.t.Fatal(err)
+		}
+		if t := b.Block.Time; !last.IsZero() && t.Sub(last) < timeoutCommit {
+			nw.t.Errorf("block %d's time is %s after its parent's, under timeout_commit (%s)", h, t.Sub(last), timeoutCommit)
+		}
+		last = b.Block.Time
+	}
+	for _, v := range nw.vals {
+		sum := v.metricWhere("cometbft_abci_connection_method_timing_seconds_sum", `method="commit"`)
+		count := v.metricWhere("cometbft_abci_connection_method_timing_seconds_count", `method="commit"`)
+		if count < float64(n)/2 || sum/count > timeoutCommit.Seconds()/4 {
+			nw.t.Errorf("validator-%d: %v Commits took %.3f s on average: Commit waits (timeout_commit %s)", v.i, count, sum/count, timeoutCommit)
+		}
+	}
+}
+
 // checkProposers checks the app's prediction of the proposer of the round
 // that decided each height up to n against CometBFT's blocks, and returns
 // how many heights each round decided.
@@ -367,6 +394,12 @@ func (nw *network) decidingRounds(n int64) map[int64]int32 {
 // metric reads one sample from a validator's /metrics (0 when absent, -1
 // when the validator does not answer).
 func (v *validator) metric(name string) float64 {
+	return v.metricWhere(name)
+}
+
+// metricWhere returns the value of the first series of metric name whose
+// labels include every one of labels (`method="commit"`), like metric.
+func (v *validator) metricWhere(name string, labels ...string) float64 {
 	c := http.Client{Timeout: 2 * time.Second}
 	resp, err := c.Get("http://" + v.health + "/metrics")
 	if err != nil {
@@ -375,10 +408,27 @@ func (v *validator) metric(name string) float64 {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(b), "\n") {
-		if val, ok := strings.CutPrefix(line, name+" "); ok {
-			f, _ := strconv.ParseFloat(val, 64)
-			return f
+		series, val, ok := strings.Cut(line, " ")
+		if !ok || (len(labels) == 0 && series != name) || !strings.HasPrefix(series, name) {
+			continue
 		}
+		if rest := series[len(name):]; len(labels) > 0 && !strings.HasPrefix(rest, "{") {
+			continue
+		}
+		if !containsAll(series, labels) {
+			continue
+		}
+		f, _ := strconv.ParseFloat(val, 64)
+		return f
 	}
 	return 0
+}
+
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
 }
