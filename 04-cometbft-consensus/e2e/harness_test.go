@@ -316,28 +316,16 @@ func (v *validator) cometbft(t testing.TB) *rpchttp.HTTP {
 	return c
 }
 
-// checkPacedByCometBFT checks that CometBFT, not the app, paces heights
-// 1..n: each block's time (the median of the last height's precommit
-// times) is at least timeout_commit after its parent's, and the app's
-// Commit, as CometBFT times it, returns in a fraction of that.
-func (nw *network) checkPacedByCometBFT(n int64, timeoutCommit time.Duration) {
+// checkCommitDoesNotWait checks that no validator's Commit waits for the
+// pace: CometBFT's own timing of the app's Commit calls (its
+// abci_connection metrics) averages under a tenth of timeout_commit, where
+// a Commit that held the height would take most of it.
+func (nw *network) checkCommitDoesNotWait(timeoutCommit time.Duration) {
 	nw.t.Helper()
-	c := nw.vals[0].cometbft(nw.t)
-	var last time.Time
-	for h := int64(2); h <= n; h++ {
-		b, err := c.Block(context.Background(), &h)
-		if err != nil {
-			nw.t.Fatal(err)
-		}
-		if t := b.Block.Time; !last.IsZero() && t.Sub(last) < timeoutCommit {
-			nw.t.Errorf("block %d's time is %s after its parent's, under timeout_commit (%s)", h, t.Sub(last), timeoutCommit)
-		}
-		last = b.Block.Time
-	}
 	for _, v := range nw.vals {
 		sum := v.metricWhere("cometbft_abci_connection_method_timing_seconds_sum", `method="commit"`)
 		count := v.metricWhere("cometbft_abci_connection_method_timing_seconds_count", `method="commit"`)
-		if count < float64(n)/2 || sum/count > timeoutCommit.Seconds()/4 {
+		if count < 5 || sum/count > timeoutCommit.Seconds()/10 {
 			nw.t.Errorf("validator-%d: %v Commits took %.3f s on average: Commit waits (timeout_commit %s)", v.i, count, sum/count, timeoutCommit)
 		}
 	}

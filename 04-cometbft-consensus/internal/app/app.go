@@ -13,8 +13,8 @@
 // (ProcessProposal), finalize.go (FinalizeBlock, Commit), build.go
 // (payloads built before they are due, and the waits for geth; the
 // Engine API calls that build are the builder package's), replay.go
-// (blocks a wiped geth lost), pace.go (the block time), proposer.go (who
-// proposes next).
+// (blocks a wiped geth lost), turns.go (who missed a turn), proposer.go
+// (who proposes next).
 //
 // The app hash is the execution block hash, so 2/3 of the voting power
 // signing a CometBFT block header signs geth's block of the height before.
@@ -117,6 +117,7 @@ type App struct {
 	validated common.Hash   // the last payload geth answered VALID in ProcessProposal
 	validTook time.Duration // how long geth took to answer VALID for it
 	proposed  common.Hash   // the last payload this validator proposed (its geth built it)
+	proposal  common.Hash   // keccak256 of that proposal's envelope, byte for byte
 	next      *started      // the payload started for the next height, if any
 	extraWait time.Duration // learnt: added to the build wait after empty payloads (fetch)
 	fetchTook time.Duration // learnt: the last fetch, pending block to payload (awaitDue)
@@ -160,8 +161,11 @@ func (a *App) SetBlocks(b Blocks) {
 func (a *App) Ready() (bool, string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if !a.ready && a.reason != "" { // its own geth, say: the cause, not the stall it causes
+		return false, a.reason
+	}
 	if since := time.Since(a.decidedAt); a.opts.StallAfter > 0 && since > a.opts.StallAfter {
-		return false, fmt.Sprintf("no height decided for %s: fewer than 2/3 of the voting power online, or consensus stopped (CONSENSUS FAILURE in the log)",
+		return false, fmt.Sprintf("no height decided for %s: fewer than 2/3 of the voting power online, or consensus stopped here (CONSENSUS FAILURE in the log: restart)",
 			since.Round(100*time.Millisecond))
 	}
 	return a.ready, a.reason

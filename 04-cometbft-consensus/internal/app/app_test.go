@@ -511,19 +511,24 @@ func TestCommitDoesNotWait(t *testing.T) {
 		t.Fatal("Commit still running after 10 s: it waits for timeout_commit (1 h)")
 	}
 	a.mu.Lock()
-	started, decidedAt := a.next != nil, a.decidedAt
+	st, decidedAt := a.next, a.decidedAt
+	var expected time.Time
+	if st != nil {
+		expected = st.expected
+	}
 	late := a.nextDue(decidedAt.Add(2 * timeoutCommit))
-	due := a.nextDue(decidedAt)
 	a.mu.Unlock()
-	if !started {
+	if st == nil {
 		t.Fatal("no payload started for height 2")
 	}
-	if decidedAt.Before(decided) || due != decidedAt.Add(timeoutCommit) {
-		t.Fatalf("next proposal due %s, want timeout_commit after FinalizeBlock began (%s)", due, decidedAt)
+	if decidedAt.Before(decided) || !expected.Equal(decidedAt.Add(timeoutCommit)) {
+		t.Fatalf("Commit said the next proposal is due %s, want timeout_commit after FinalizeBlock began (%s)", expected, decidedAt)
 	}
 	if want := decidedAt.Add(2 * timeoutCommit); !late.Equal(want) {
 		t.Fatalf("seen from past timeout_commit, the next proposal is due %s, want at once (%s)", late, want)
 	}
+	st.ask(0) // PrepareProposal asks: the fetch waiting for the hour ends
+	<-st.fetched
 }
 
 // A node that decides no height for StallAfter says so on /readyz, and
@@ -547,10 +552,15 @@ func TestStalledNodeIsNotReady(t *testing.T) {
 // The drift metric is the head's timestamp less the wall clock.
 func TestDriftIsExposed(t *testing.T) {
 	a := newNode(t, newFakeGeth(), "", nil)
+	var logged bytes.Buffer
+	a.log = slog.New(slog.NewTextHandler(&logged, nil))
 	ahead := time.Now().Add(30 * time.Second)
 	a.observeDrift(state.Head{Number: 9, Timestamp: uint64(ahead.Unix())}, true)
 	if d := testutil.ToFloat64(a.m.Drift); d < 28 || d > 31 {
 		t.Fatalf("drift %v s for a head 30 s ahead", d)
+	}
+	if !strings.Contains(logged.String(), "run ahead of the wall clock") {
+		t.Fatalf("no log line for a head 30 s ahead: %q", logged.String())
 	}
 	a.observeDrift(state.Head{Number: 10, Timestamp: uint64(time.Now().Add(-time.Minute).Unix())}, false)
 	if d := testutil.ToFloat64(a.m.Drift); d > -59 {
@@ -785,6 +795,20 @@ func TestEmptyPayloadsLengthenTheWait(t *testing.T) {
 func TestProposerAcceptsItsOwnPayload(t *testing.T) {
 	a, b := newNode(t, newFakeGeth(), "", nil), newNode(t, newFakeGeth(), "", nil)
 	tx := a.prepare(t, 1)
+	// Its payload re-sent by another proposer with other execution
+	// requests and the same block hash is not its own: geth judges it.
+	p, err := envelope.Decode(tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Requests = []hexutil.Bytes{{1, 2}}
+	other, err := envelope.Encode(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := a.process(t, 1, other); s != abci.ResponseProcessProposal_REJECT {
+		t.Fatalf("its payload with other execution requests: %v", s)
+	}
 	before := len(a.geth.log())
 	if s := a.process(t, 1, tx); s != abci.ResponseProcessProposal_ACCEPT {
 		t.Fatal(s)

@@ -184,6 +184,7 @@ type started struct {
 	// timeout_commit); asked is closed when PrepareProposal wants the
 	// payload, hurry once the proposal is overdue (ask).
 	due          chan time.Time
+	expected     time.Time // what Commit sent on due (guarded by App.mu)
 	dueAt        time.Time // received from due (awaitDue); zero: on request
 	asked, hurry chan struct{}
 	askOnce      sync.Once

@@ -200,7 +200,8 @@ func (a *App) Commit(_ context.Context, _ *abci.RequestCommit) (*abci.ResponseCo
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.next != nil {
-		a.next.expect(a.nextDue(time.Now()))
+		a.next.expected = a.nextDue(time.Now())
+		a.next.expect(a.next.expected)
 	}
 	return &abci.ResponseCommit{}, nil
 }
@@ -227,7 +228,7 @@ func (a *App) persist() error {
 		return fmt.Errorf("persist app state: %w", err)
 	}
 	a.committed, a.pending = *a.pending, nil
-	a.validated, a.proposed = common.Hash{}, common.Hash{}
+	a.validated, a.proposed, a.proposal = common.Hash{}, common.Hash{}, common.Hash{}
 	a.ready, a.reason = true, ""
 	a.metrics.Ready.Set(1)
 	a.metrics.Height.Set(float64(a.committed.Height))

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	abci "github.com/cometbft/cometbft/abci/types"
+	"github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
@@ -50,7 +51,7 @@ func (a *App) ProcessProposal(ctx context.Context, req *abci.RequestProcessPropo
 		return reject(reasonMismatch, err)
 	}
 	a.mu.Lock()
-	own := p.ExecutionPayload.BlockHash == a.proposed
+	own := crypto.Keccak256Hash(req.Txs[0]) == a.proposal // the same bytes: not another payload with its block hash
 	a.mu.Unlock()
 	if own {
 		a.metrics.Verdicts.WithLabelValues("accept", "").Inc()
@@ -71,6 +72,7 @@ func (a *App) ProcessProposal(ctx context.Context, req *abci.RequestProcessPropo
 	case errors.Is(err, engine.ErrInvalidParams): // the proposal's fault, not geth's
 		return reject(reasonMalformed, err)
 	case lacksBlocks(err):
+		a.setReady(false, "newPayload: "+err.Error())
 		return reject(reasonSyncing, err)
 	case err != nil:
 		a.setReady(false, "newPayload: "+err.Error())

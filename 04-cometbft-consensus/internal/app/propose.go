@@ -8,6 +8,7 @@ import (
 
 	abci "github.com/cometbft/cometbft/abci/types"
 	beacon "github.com/ethereum/go-ethereum/beacon/engine"
+	"github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/builder"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
@@ -45,7 +46,7 @@ func (a *App) PrepareProposal(ctx context.Context, req *abci.RequestPreparePropo
 	}
 	data := p.ExecutionPayload
 	a.mu.Lock()
-	a.proposed = data.BlockHash
+	a.proposed, a.proposal = data.BlockHash, crypto.Keccak256Hash(tx)
 	a.mu.Unlock()
 	a.metrics.ProposalBuild.Observe(time.Since(start).Seconds())
 	a.metrics.ProposalTxs.Observe(float64(len(data.Transactions)))

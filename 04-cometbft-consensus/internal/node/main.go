@@ -116,17 +116,22 @@ func loadHome(dir string) (home, error) {
 	return home{cmt: cmt, nodeKey: nodeKey, pv: pv, genDoc: genDoc, proposers: proposers}, nil
 }
 
-// checkPace refuses a timeout_commit that makes heights faster than one a
-// second, unless --allow-clock-drift: an execution timestamp is whole
-// seconds, above its parent's, so the chain's clock would run ahead of the
-// wall clock by the difference at every height. It logs the pace it runs
-// at otherwise.
+// checkPace refuses settings that make heights faster than one a second,
+// unless --allow-clock-drift: an execution timestamp is whole seconds,
+// above its parent's, so the chain's clock would run ahead of the wall
+// clock by the difference at every height. timeout_commit is the pause
+// between heights; skip_timeout_commit drops it once every vote is in.
 func checkPace(cfg config.Config, cmt *cmtcfg.Config) error {
-	tc := cmt.Consensus.TimeoutCommit
-	if tc < time.Second && !cfg.AllowClockDrift {
-		return fmt.Errorf("consensus.timeout_commit %s in %s: heights would come faster than one a second, and execution timestamps "+
-			"(whole seconds, each above its parent's) run ahead of the wall clock; set it to 1s or more, or pass --allow-clock-drift",
-			tc, filepath.Join(cfg.CmtHome, "config", "config.toml"))
+	if cfg.AllowClockDrift {
+		return nil
+	}
+	toml := filepath.Join(cfg.CmtHome, "config", "config.toml")
+	const why = "heights would come faster than one a second, and execution timestamps (whole seconds, each above its parent's) run ahead of the wall clock"
+	if tc := cmt.Consensus.TimeoutCommit; tc < time.Second {
+		return fmt.Errorf("consensus.timeout_commit %s in %s: %s; set it to 1s or more, or pass --allow-clock-drift", tc, toml, why)
+	}
+	if cmt.Consensus.SkipTimeoutCommit {
+		return fmt.Errorf("consensus.skip_timeout_commit = true in %s: %s; set it to false, or pass --allow-clock-drift", toml, why)
 	}
 	return nil
 }
@@ -144,7 +149,7 @@ func appOptions(cfg config.Config, h home, genesis *core.Genesis) app.Options {
 		ProposeBudget:      to.TimeoutPropose * 3 / 4,
 		ProposeBudgetDelta: to.TimeoutProposeDelta * 3 / 4,
 		TimeoutCommit:      to.TimeoutCommit,
-		StallAfter:         time.Duration(cfg.StallBlocks) * max(to.TimeoutCommit, time.Second),
+		StallAfter:         time.Duration(cfg.StallBlocks) * (max(to.TimeoutCommit, time.Second) + to.TimeoutPropose),
 		Optimistic:         cfg.Optimistic,
 		Proposers:          h.proposers,
 		Address:            h.pv.GetAddress(),
