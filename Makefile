@@ -72,7 +72,7 @@ lint:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@for m in $(MODULES); do \
 	  echo "=== $$m"; \
-	  (cd $$m && GOWORK=off go vet ./... && GOWORK=off go vet -tags byzantine ./... && GOWORK=off GOFLAGS= go run $(STATICCHECK) ./...) || exit 1; \
+	  (cd $$m && GOWORK=off go vet ./... && GOWORK=off go vet -tags "byzantine faults" ./... && GOWORK=off GOFLAGS= go run $(STATICCHECK) ./...) || exit 1; \
 	done
 
 ## bench: benchmarks that print figures (stages 2-4 add theirs), then bench-burst

@@ -380,6 +380,63 @@ func TestPausedLeaderStepsDown(t *testing.T) {
 	}
 }
 
+// A leader frozen inside its commit, holding the fencing row's lock (the
+// SIGSTOP it sends itself there, from the hook a -tags faults build has:
+// internal/state/fault_on.go), cannot stall failover: PostgreSQL ends its
+// idle transaction after half the lease TTL, which frees the lock, and the
+// other candidate fences and commits that height within the TTL and a
+// second. Each candidate is frozen in turn; once resumed, the frozen one
+// commits nothing and follows.
+func TestLeaderFrozenInItsCommit(t *testing.T) {
+	t.Setenv("STAGE3_FAULT_STOP_IN_COMMIT", "30,90") // every process inherits it; only a leader's own blocks count
+	c := newCluster(t, 2, 1, nil)
+	for _, n := range []uint64{30, 90} {
+		old := c.waitLeader(30*time.Second, nil)
+		eventually(t, 60*time.Second, func() error {
+			if !stopped(old.proc.Pid()) {
+				h, err := c.store.Head(context.Background())
+				return fmt.Errorf("%s not frozen in the commit of block %d yet (cluster head %d, %v)", old.cfg.InstanceID, n, h.Number, err)
+			}
+			return nil
+		})
+		froze := time.Now()
+		eventually(t, 30*time.Second, func() error {
+			if h := c.clusterHead(); h < n {
+				return fmt.Errorf("cluster head %d with %s frozen in the commit of block %d", h, old.cfg.InstanceID, n)
+			}
+			return nil
+		})
+		d := time.Since(froze)
+		t.Logf("MEASURED %s frozen in the commit of block %d: block %d committed by the other candidate %s later", old.cfg.InstanceID, n, n, d.Round(time.Millisecond))
+		if d > old.cfg.LeaseTTL+time.Second {
+			t.Errorf("failover took %s with the old leader frozen holding the fencing row, over the lease TTL (%s) + 1 s", d, old.cfg.LeaseTTL)
+		}
+		if err := old.proc.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, func() error {
+			if st, ok := old.status(); !ok || st.Role != "candidate" {
+				return fmt.Errorf("%s after SIGCONT: %+v", old.cfg.InstanceID, st)
+			}
+			return nil
+		})
+	}
+	c.waitHeads(c.clusterHead()+5, 30*time.Second)
+	c.stopNodes()
+	c.checkInvariants()
+}
+
+// stopped reports whether process pid is stopped (SIGSTOP): state T in
+// /proc/<pid>/stat.
+func stopped(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndex(string(b), ") ") // after the command name, which may hold anything
+	return i >= 0 && strings.HasPrefix(string(b)[i+2:], "T")
+}
+
 // heads returns every node's geth head (0 for a geth that does not answer).
 func (c *cluster) heads() []uint64 {
 	out := make([]uint64, len(c.nodes))

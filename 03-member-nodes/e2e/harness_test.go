@@ -131,7 +131,8 @@ func nodeBinary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "member-nodes")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/geth-consensus/tutorial/03-member-nodes/cmd").CombinedOutput()
+		// -tags faults: the hooks of the fault tests (internal/state/fault_on.go).
+		out, err := exec.Command("go", "build", "-tags", "faults", "-o", binPath, "github.com/geth-consensus/tutorial/03-member-nodes/cmd").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -298,7 +299,7 @@ func blockSizes(t testing.TB, eth *ethclient.Client, chain []common.Hash) map[ui
 // openStore opens the block store at url for the test's duration.
 func openStore(t testing.TB, url string) *state.Manager {
 	t.Helper()
-	st, err := state.Open(context.Background(), url)
+	st, err := state.Open(context.Background(), url, state.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

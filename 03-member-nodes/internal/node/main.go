@@ -40,7 +40,9 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	st, err := state.Open(ctx, cfg.PostgresURL)
+	// Below the lease TTL: a leader frozen inside its commit must not hold
+	// the fencing row past its lease (state.Limits).
+	st, err := state.Open(ctx, cfg.PostgresURL, state.Limits{Lock: cfg.LeaseTTL / 2})
 	if err != nil {
 		return err
 	}

@@ -255,7 +255,7 @@ func startFake(t *testing.T, f *fakeGeth, opts Options) (stop func() error, done
 	t.Helper()
 	ctx := context.Background()
 	n := devnet.StartT(t, devnet.Config{Redis: true, Postgres: 1})
-	st, err := state.Open(ctx, n.Postgres[0].URL())
+	st, err := state.Open(ctx, n.Postgres[0].URL(), state.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func (readyNode) Status() any           { return nil }
 func TestBlockAPI(t *testing.T) {
 	n := devnet.StartT(t, devnet.Config{Postgres: 1})
 	ctx := context.Background()
-	store, err := state.Open(ctx, n.Postgres[0].URL())
+	store, err := state.Open(ctx, n.Postgres[0].URL(), state.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ func BenchmarkCommit(b *testing.B) {
 	const perIteration = 1000
 	n := devnet.StartT(b, devnet.Config{Postgres: 1})
 	ctx := context.Background()
-	m, err := Open(ctx, n.Postgres[0].URL())
+	m, err := Open(ctx, n.Postgres[0].URL(), Limits{})
 	if err != nil {
 		b.Fatal(err)
 	}

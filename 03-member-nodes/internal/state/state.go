@@ -50,6 +50,34 @@ type Head struct {
 // concurrent use.
 type Manager struct {
 	pool *pgxpool.Pool
+	call time.Duration // bounds every call (Limits.Call)
+}
+
+// Limits bound how long the store waits on PostgreSQL; zero fields take
+// the defaults.
+type Limits struct {
+	// Lock is PostgreSQL's lock_timeout and
+	// idle_in_transaction_session_timeout on every session: no statement
+	// waits longer for a lock, and a session that sits inside a
+	// transaction this long, its client stopped or cut off, is ended and
+	// its locks released. A leader frozen inside its commit holds the
+	// fencing row's lock; below the lease TTL, the lock is free by the time
+	// the next leader fences. 1 s by default.
+	Lock time.Duration
+	// Call bounds every call, so that a database that hangs (or a network
+	// that drops every packet) is an error, not a node stuck forever. 10 s
+	// by default.
+	Call time.Duration
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.Lock <= 0 {
+		l.Lock = time.Second
+	}
+	if l.Call <= 0 {
+		l.Call = 10 * time.Second
+	}
+	return l
 }
 
 // Errors a committing leader tells apart with errors.Is.
@@ -70,21 +98,32 @@ const migrationLock = 0x7374616765330001
 
 // Open connects to url and applies the embedded migrations that are not
 // applied yet.
-func Open(ctx context.Context, url string) (*Manager, error) {
+func Open(ctx context.Context, url string, limits Limits) (*Manager, error) {
+	limits = limits.withDefaults()
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("--postgres-url: %w", err)
 	}
+	lock := strconv.FormatInt(max(1, limits.Lock.Milliseconds()), 10) // milliseconds
+	cfg.ConnConfig.RuntimeParams["lock_timeout"] = lock
+	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = lock
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres %s: %w", cfg.ConnConfig.Host, err)
 	}
-	s := &Manager{pool: pool}
-	if err := s.migrate(ctx); err != nil {
+	s := &Manager{pool: pool, call: limits.Call}
+	mctx, cancel := s.bound(ctx)
+	defer cancel()
+	if err := s.migrate(mctx); err != nil {
 		pool.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// bound gives a call the store's time limit.
+func (s *Manager) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.call)
 }
 
 // Close closes the pool.
@@ -98,6 +137,12 @@ func (s *Manager) migrate(ctx context.Context) error {
 		return fmt.Errorf("postgres: %w", err)
 	}
 	defer conn.Release()
+	// Another node may be migrating: wait for it past lock_timeout (the
+	// session's value comes back with RESET).
+	if _, err := conn.Exec(ctx, "SET lock_timeout = 0"); err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "RESET lock_timeout") //nolint:errcheck
 	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(migrationLock)); err != nil {
 		return fmt.Errorf("migrations: lock: %w", err)
 	}
@@ -154,6 +199,8 @@ type Block struct {
 // Init records block 0 if the store is empty, and refuses a store
 // made for another chain.
 func (s *Manager) Init(ctx context.Context, genesis Head) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	_, err := s.pool.Exec(ctx, `INSERT INTO blocks (number, hash, parent_hash, timestamp, leader_id, epoch)
 		VALUES (0, $1, $2, $3, 'genesis', 0) ON CONFLICT (number) DO NOTHING`,
 		genesis.Hash.Bytes(), common.Hash{}.Bytes(), int64(genesis.Timestamp))
@@ -175,6 +222,8 @@ func (s *Manager) Init(ctx context.Context, genesis Head) error {
 // block whose parent is not the stored head (ErrNotHead); insert the block
 // and raise the fencing epoch.
 func (s *Manager) Commit(ctx context.Context, b Block) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	payload, err := json.Marshal(b.Payload)
 	if err != nil {
 		return err
@@ -183,6 +232,9 @@ func (s *Manager) Commit(ctx context.Context, b Block) error {
 		var fenced uint64
 		if err := tx.QueryRow(ctx, "SELECT epoch FROM fencing FOR UPDATE").Scan(&fenced); err != nil {
 			return fmt.Errorf("lock fencing row: %w", err)
+		}
+		if inCommit != nil {
+			inCommit(b) // a test build's fault: the fencing row is locked
 		}
 		if b.Epoch < fenced {
 			return fmt.Errorf("block %d from %s in epoch %d, the store has seen epoch %d: %w", b.Number, b.LeaderID, b.Epoch, fenced, ErrStaleEpoch)
@@ -215,6 +267,8 @@ func (s *Manager) Commit(ctx context.Context, b Block) error {
 
 // Head returns the stored head.
 func (s *Manager) Head(ctx context.Context) (Head, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var h Head
 	var hash []byte
 	var ts, epoch int64
@@ -240,6 +294,8 @@ func (s *Manager) Payload(ctx context.Context, n uint64) (*engine.Payload, error
 
 // HashAt returns the stored hash of block n.
 func (s *Manager) HashAt(ctx context.Context, n uint64) (common.Hash, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var hash []byte
 	err := s.pool.QueryRow(ctx, "SELECT hash FROM blocks WHERE number = $1", int64(n)).Scan(&hash)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -253,6 +309,8 @@ func (s *Manager) HashAt(ctx context.Context, n uint64) (common.Hash, error) {
 // one that has not noticed it lost the lease. ErrStaleEpoch if a newer epoch
 // has already written.
 func (s *Manager) Fence(ctx context.Context, epoch uint64) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var fenced int64
 	err := s.pool.QueryRow(ctx, "UPDATE fencing SET epoch = GREATEST(epoch, $1) RETURNING epoch", int64(epoch)).Scan(&fenced)
 	if err != nil {
@@ -267,6 +325,8 @@ func (s *Manager) Fence(ctx context.Context, epoch uint64) error {
 // FencedEpoch returns the newest epoch any leader has written with: the
 // floor a new leader's epoch must exceed.
 func (s *Manager) FencedEpoch(ctx context.Context) (uint64, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var e uint64
 	err := s.pool.QueryRow(ctx, "SELECT epoch FROM fencing").Scan(&e)
 	return e, err
@@ -292,6 +352,8 @@ const MaxPageBytes = 64 << 20
 // BlocksAfter returns up to limit blocks numbered above after, oldest
 // first, and fewer once their payloads hold MaxPageBytes (always one).
 func (s *Manager) BlocksAfter(ctx context.Context, after uint64, limit int) ([]*Block, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	rows, err := s.pool.Query(ctx, "SELECT "+blockColumns+` FROM blocks WHERE number IN (
 		SELECT number FROM (
 			SELECT number, sum(payload_bytes) OVER (ORDER BY number) - payload_bytes AS before
@@ -314,6 +376,8 @@ func (s *Manager) BlocksAfter(ctx context.Context, after uint64, limit int) ([]*
 }
 
 func (s *Manager) queryBlock(ctx context.Context, what, sql string, arg any) (*Block, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	b, err := scanBlock(s.pool.QueryRow(ctx, sql, arg))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("block %s: %w", what, ErrNoPayload)

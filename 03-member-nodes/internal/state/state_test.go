@@ -11,6 +11,7 @@ import (
 	beacon "github.com/ethereum/go-ethereum/beacon/engine"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
+
 	"github.com/geth-consensus/tutorial/devnet"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
@@ -21,7 +22,7 @@ import (
 func newPG(t *testing.T) (*devnet.Postgres, *Manager) {
 	t.Helper()
 	n := devnet.StartT(t, devnet.Config{Postgres: 1})
-	s, err := Open(context.Background(), n.Postgres[0].URL())
+	s, err := Open(context.Background(), n.Postgres[0].URL(), Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +126,7 @@ func TestMigrationsAreIdempotent(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			s, err := Open(context.Background(), n.Postgres[0].URL())
+			s, err := Open(context.Background(), n.Postgres[0].URL(), Limits{})
 			if err != nil {
 				t.Error(err)
 				return
@@ -217,4 +218,63 @@ func first(bs []*Block) any {
 		return "none"
 	}
 	return bs[0].Number
+}
+
+// A leader frozen inside its commit, holding the fencing row's lock, does
+// not keep the next leader from fencing: PostgreSQL ends the frozen
+// session's transaction after Limits.Lock idle, which releases the lock,
+// and the frozen commit fails when its leader wakes up.
+func TestFrozenCommitReleasesTheFence(t *testing.T) {
+	pg, _ := newPG(t)
+	limits := Limits{Lock: 300 * time.Millisecond}
+	open := func() *Manager {
+		s, err := Open(context.Background(), pg.URL(), limits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		return s
+	}
+	old, next := open(), open()
+	ctx := context.Background()
+	b1 := block(1, common.HexToHash("0x9e"), "leader-1", 1)
+	if err := old.Commit(ctx, b1); err != nil {
+		t.Fatal(err)
+	}
+	locked, wake := make(chan struct{}), make(chan struct{})
+	var freeze sync.Once
+	inCommit = func(b Block) {
+		if b.LeaderID == "leader-1" {
+			freeze.Do(func() {
+				close(locked)
+				<-wake // frozen, the transaction open and the row locked
+			})
+		}
+	}
+	t.Cleanup(func() { inCommit = nil })
+	frozen := make(chan error, 1)
+	go func() { frozen <- old.Commit(ctx, block(2, b1.Hash, "leader-1", 1)) }()
+	<-locked
+	start := time.Now()
+	deadline := start.Add(5 * time.Second)
+	for err := next.Fence(ctx, 2); err != nil; err = next.Fence(ctx, 2) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the next leader could not fence while the old one was frozen in its commit: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("MEASURED fenced %s after the old leader froze holding the lock (Limits.Lock %s)", time.Since(start).Round(time.Millisecond), limits.Lock)
+	close(wake)
+	woke := time.Now()
+	err := <-frozen
+	if err == nil {
+		t.Fatal("the frozen leader's commit went through after it woke up")
+	}
+	t.Logf("MEASURED the frozen commit failed %s after its leader woke: %v", time.Since(woke).Round(time.Millisecond), err)
+	if err := next.Commit(ctx, block(2, b1.Hash, "leader-2", 2)); err != nil {
+		t.Fatalf("the next leader's first block: %v", err)
+	}
+	if b, err := next.Block(ctx, 2); err != nil || b.LeaderID != "leader-2" {
+		t.Fatalf("block 2: %+v, %v", b, err)
+	}
 }
