@@ -38,12 +38,17 @@ func TestLoadJWTSecret(t *testing.T) {
 		{"not hex in file", write("bad.hex", strings.Repeat("zz", 32)), "not hex"},
 		{"missing file", filepath.Join(dir, "missing.hex"), "neither 64 hex characters nor a readable file"},
 		{"too long hex", hex64 + "00", "neither 64 hex characters nor a readable file"},
+		{"63 hex digits", hex64[:63], "not shown"},
+		{"quoted", `"` + hex64 + `"`, "not shown"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			secret, err := loadJWTSecret(tc.value)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v; want %q", err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), hex64[2:58]) {
+					t.Fatalf("the error shows the secret: %v", err)
 				}
 				return
 			}

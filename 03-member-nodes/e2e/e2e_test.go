@@ -306,22 +306,28 @@ func TestBadInputIsNamed(t *testing.T) {
 	if err := os.WriteFile(malformed, []byte(`{"config": {"chainId": 1337,`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	const secret = "b0bb1e5ec2e7000000000000000000000000000000000000000000000000000" // 63 hex digits: one short
 	for _, tc := range []struct {
-		name string
-		args []string
-		env  []string
-		want []string
+		name   string
+		args   []string
+		env    []string
+		want   []string
+		hidden string // must not appear in the output
 	}{
 		{"flags", []string{"--eth-client-url", "localhost:8551", "--block-time", "-1s", "--max-idle", "-2s", "--mode", "fast",
 			"--leaders", "0x12", "--lease-ttl", "2s", "--lease-renew", "1s", "--postgres-url", "localhost:5432"}, nil,
-			[]string{"--eth-client-url", "--block-time", "--max-idle", "--mode", "--leaders", "--lease-renew", "--postgres-url"}},
-		{"env", nil, []string{"BUILD_WAIT=-5ms", "BLOCK_TIME=soon"}, []string{"--build-wait -5ms", `BLOCK_TIME="soon"`}},
-		{"malformed jwt", []string{"--jwt-secret", "0x1234"}, nil, []string{"jwt secret"}},
-		{"malformed genesis", []string{"--jwt-secret", mustFindUp(t, "jwt.hex"), "--genesis", malformed}, nil, []string{malformed}},
+			[]string{"--eth-client-url", "--block-time", "--max-idle", "--mode", "--leaders", "--lease-renew", "--postgres-url"}, ""},
+		{"env", nil, []string{"BUILD_WAIT=-5ms", "BLOCK_TIME=soon"}, []string{"--build-wait -5ms", `BLOCK_TIME="soon"`}, ""},
+		{"malformed jwt", []string{"--jwt-secret", "0x1234"}, nil, []string{"jwt secret"}, ""},
+		{"jwt secret one digit short", []string{"--jwt-secret", secret}, nil, []string{"jwt secret", "not shown"}, secret},
+		{"jwt secret quoted, from the environment", nil, []string{`JWT_SECRET="` + secret + `0"`}, []string{"jwt secret", "not shown"}, secret},
+		{"signer key one digit short", []string{"--jwt-secret", mustFindUp(t, "jwt.hex"), "--genesis", mustFindUp(t, "genesis.json"),
+			"--signer-key", "0X" + secret}, nil, []string{"signer key", "not shown"}, secret},
+		{"malformed genesis", []string{"--jwt-secret", mustFindUp(t, "jwt.hex"), "--genesis", malformed}, nil, []string{malformed}, ""},
 		{"malformed signer key", []string{"--jwt-secret", mustFindUp(t, "jwt.hex"), "--genesis", mustFindUp(t, "genesis.json"),
-			"--signer-key", "0xnothex"}, nil, []string{"signer key"}},
+			"--signer-key", "0xnothex"}, nil, []string{"signer key"}, ""},
 		{"signer not a listed leader", []string{"--jwt-secret", mustFindUp(t, "jwt.hex"), "--genesis", mustFindUp(t, "genesis.json"),
-			"--leaders", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"}, nil, []string{"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "--leaders does not list"}},
+			"--leaders", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"}, nil, []string{"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "--leaders does not list"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(bin, append(tc.args, "--health-addr", "127.0.0.1:0")...)
@@ -334,6 +340,9 @@ func TestBadInputIsNamed(t *testing.T) {
 				if !strings.Contains(string(out), w) {
 					t.Errorf("output does not name %q:\n%s", w, out)
 				}
+			}
+			if tc.hidden != "" && strings.Contains(string(out), tc.hidden[2:60]) {
+				t.Errorf("output shows the secret:\n%s", out)
 			}
 		})
 	}

@@ -49,9 +49,12 @@ func TestLoadJWTSecret(t *testing.T) {
 			t.Errorf("%q: %x %v", ok, s, err)
 		}
 	}
-	for _, bad := range []string{hex64[:60], "zz" + hex64[2:], filepath.Join(t.TempDir(), "missing")} {
-		if _, err := LoadJWTSecret(bad); err == nil {
+	for _, bad := range []string{hex64[:60], hex64[:63], "0X" + hex64[:63], `"` + hex64 + `"`, "zz" + hex64[2:], filepath.Join(t.TempDir(), "missing")} {
+		_, err := LoadJWTSecret(bad)
+		if err == nil {
 			t.Errorf("%q accepted", bad)
+		} else if strings.Contains(err.Error(), hex64[2:58]) {
+			t.Errorf("%q: the error shows the secret: %v", bad, err)
 		}
 	}
 }

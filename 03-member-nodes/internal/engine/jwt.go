@@ -2,7 +2,9 @@ package engine
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"strings"
@@ -21,7 +23,7 @@ func LoadJWTSecret(value string) ([32]byte, error) {
 	if !looksLikeHexSecret(text) {
 		b, err := os.ReadFile(value)
 		if err != nil {
-			return secret, fmt.Errorf("jwt secret: %q is neither 64 hex characters nor a readable file: %w", value, err)
+			return secret, fmt.Errorf("jwt secret: %s", notASecretFile(value, err))
 		}
 		text, source = strings.TrimSpace(string(b)), "file "+value
 	}
@@ -35,6 +37,20 @@ func LoadJWTSecret(value string) ([32]byte, error) {
 	}
 	copy(secret[:], b)
 	return secret, nil
+}
+
+// notASecretFile describes a --jwt-secret value that is neither a secret
+// nor a readable file, without printing it unless it names a file: a
+// malformed secret (63 hex digits, quotes) is still nearly the secret.
+func notASecretFile(value string, err error) string {
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
+		err = pathErr.Err // the path is the value, shown or not below
+	}
+	if strings.ContainsAny(value, `/\.`) {
+		return fmt.Sprintf("%q is neither 64 hex characters nor a readable file: %v", value, err)
+	}
+	return fmt.Sprintf("the value (%d characters, not shown: it may be the secret) is neither 64 hex characters nor a readable file: %v", len(value), err)
 }
 
 func looksLikeHexSecret(s string) bool {

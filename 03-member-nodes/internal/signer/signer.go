@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"os"
 	"slices"
@@ -70,19 +71,28 @@ type Signer struct {
 // path of a file holding it; errors name the source, never the key.
 func LoadKey(value string) (*Signer, error) {
 	text, source := strings.TrimSpace(value), "--signer-key"
-	if _, err := crypto.HexToECDSA(strings.TrimPrefix(text, "0x")); err != nil {
+	if _, err := crypto.HexToECDSA(trimHex(text)); err != nil {
 		b, ferr := os.ReadFile(value)
 		if ferr != nil {
-			return nil, fmt.Errorf("signer key: neither a hex private key nor a readable file: %w", ferr)
+			var pathErr *fs.PathError
+			if errors.As(ferr, &pathErr) {
+				ferr = pathErr.Err // the path is the value: a malformed key is nearly the key
+			}
+			if strings.ContainsAny(value, `/\.`) {
+				return nil, fmt.Errorf("signer key: file %q: %w", value, ferr)
+			}
+			return nil, fmt.Errorf("signer key: the value (%d characters, not shown) is neither a hex private key nor a readable file: %w", len(value), ferr)
 		}
 		text, source = strings.TrimSpace(string(b)), "file "+value
 	}
-	key, err := crypto.HexToECDSA(strings.TrimPrefix(text, "0x"))
+	key, err := crypto.HexToECDSA(trimHex(text))
 	if err != nil {
 		return nil, fmt.Errorf("signer key in %s: %w", source, err)
 	}
 	return &Signer{key: key, Address: crypto.PubkeyToAddress(key.PublicKey)}, nil
 }
+
+func trimHex(s string) string { return strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X") }
 
 // Sign returns the 65-byte recoverable signature of h.
 func (s *Signer) Sign(h Header) ([]byte, error) {

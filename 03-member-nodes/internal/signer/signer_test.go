@@ -61,15 +61,15 @@ func TestLoadKey(t *testing.T) {
 	if err := os.WriteFile(file, []byte(leaderKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, ok := range []string{leaderKey, "0x" + leaderKey, file} {
+	for _, ok := range []string{leaderKey, "0x" + leaderKey, "0X" + leaderKey, file} {
 		if s, err := LoadKey(ok); err != nil || s.Address != common.HexToAddress("0x70997970C51812dc3A010C7d01b50e0d17dc79C8") {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"0x1234", filepath.Join(t.TempDir(), "missing")} {
+	for _, bad := range []string{"0x1234", leaderKey[:63], "0x" + leaderKey[:63], `"` + leaderKey + `"`, leaderKey + "zz", filepath.Join(t.TempDir(), "missing")} {
 		_, err := LoadKey(bad)
-		if err == nil || strings.Contains(err.Error(), leaderKey) {
-			t.Errorf("%q: %v", bad, err)
+		if err == nil || strings.Contains(err.Error(), leaderKey[4:60]) {
+			t.Errorf("%q: %v (must fail without showing the key)", bad, err)
 		}
 	}
 	if _, err := NewVerifier(nil); err == nil {
