@@ -304,6 +304,15 @@ func TestLeaderAndMemberFollow(t *testing.T) {
 		t.Errorf("%v blocks executed ahead and used, of %d", used, included+2)
 	}
 	c.stopNodes()
+	// The member logs one info line per block it applies, as the leader
+	// does per block it makes.
+	log, err := os.ReadFile(member.proc.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := uint64(strings.Count(string(log), "level=INFO msg=applied")); n < included {
+		t.Errorf("the member logged %d blocks applied at info, of at least %d", n, included)
+	}
 	c.checkInvariants()
 }
 
@@ -391,13 +400,17 @@ func TestLeaderFrozenInItsCommit(t *testing.T) {
 	t.Setenv("STAGE3_FAULT_STOP_IN_COMMIT", "30,90") // every process inherits it; only a leader's own blocks count
 	c := newCluster(t, 2, 1, nil)
 	for _, n := range []uint64{30, 90} {
-		old := c.waitLeader(30*time.Second, nil)
+		// Whichever candidate leads when block n is due freezes.
+		var old *clusterNode
 		eventually(t, 60*time.Second, func() error {
-			if !stopped(old.proc.Pid()) {
-				h, err := c.store.Head(context.Background())
-				return fmt.Errorf("%s not frozen in the commit of block %d yet (cluster head %d, %v)", old.cfg.InstanceID, n, h.Number, err)
+			for _, cn := range c.nodes[:2] {
+				if stopped(cn.proc.Pid()) {
+					old = cn
+					return nil
+				}
 			}
-			return nil
+			h, err := c.store.Head(context.Background())
+			return fmt.Errorf("no leader frozen in the commit of block %d yet (cluster head %d, %v)", n, h.Number, err)
 		})
 		froze := time.Now()
 		eventually(t, 30*time.Second, func() error {
@@ -416,7 +429,7 @@ func TestLeaderFrozenInItsCommit(t *testing.T) {
 		}
 		eventually(t, 10*time.Second, func() error {
 			if st, ok := old.status(); !ok || st.Role != "candidate" {
-				return fmt.Errorf("%s after SIGCONT: %+v", old.cfg.InstanceID, st)
+				return fmt.Errorf("%s after SIGCONT: %+v (answered %v)", old.cfg.InstanceID, st, ok)
 			}
 			return nil
 		})

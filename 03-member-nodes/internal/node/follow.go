@@ -191,15 +191,19 @@ func (a *App) applyBlock(ctx context.Context, b *state.Block) error {
 	}
 	a.metrics.BlocksApplied.Inc()
 	a.metrics.HeadNumber.Set(float64(b.Number))
+	var lag time.Duration // from the leader's commit
 	if !b.CreatedAt.IsZero() {
-		a.metrics.SyncLag.Observe(now.Sub(b.CreatedAt).Seconds())
+		lag = now.Sub(b.CreatedAt)
+		a.metrics.SyncLag.Observe(lag.Seconds())
 	}
 	a.mu.Lock()
 	a.lastBlock = now
 	a.status.Head, a.status.HeadHash = b.Number, b.Hash.Hex()
 	a.mu.Unlock()
-	a.log.Debug("applied", "number", b.Number, "hash", b.Hash, "leader", b.LeaderID, "epoch", b.Epoch,
-		"txs", len(b.Payload.ExecutionPayload.Transactions))
+	// One line per block, as the leader logs each block it makes, so that
+	// a reader watching the terminals sees the node follow.
+	a.log.Info("applied", "number", b.Number, "hash", b.Hash, "leader", b.LeaderID, "epoch", b.Epoch,
+		"txs", len(b.Payload.ExecutionPayload.Transactions), "lag", lag.Round(time.Millisecond))
 	return nil
 }
 
