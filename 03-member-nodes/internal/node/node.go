@@ -138,6 +138,7 @@ type App struct {
 
 	head        builder.Parent // the stored head; owned by Run's goroutine
 	headEpoch   uint64         // epoch of the head block; owned by Run's goroutine
+	fenced      uint64         // the epoch this node last fenced the store with; owned by Run's goroutine
 	gethAhead   uint64         // a member's geth held blocks up to here its store lacked
 	wait        *buildWait     // owned by Run's goroutine
 	unpointed   bool           // head is stored but geth not yet told it is final
@@ -228,7 +229,13 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for {
-		err := a.reconcile(ctx)
+		// A new leader fences before it reconciles: a commit the old leader
+		// had in flight is then refused, instead of landing after the
+		// reconcile and costing the new leader its first block.
+		err := a.fence(ctx)
+		if err == nil {
+			err = a.reconcile(ctx)
+		}
 		if err == nil {
 			backoff.reset()
 			if a.leading() {
@@ -323,17 +330,19 @@ func (a *App) produce(ctx context.Context) error {
 	}
 }
 
-// fence takes the store for the lease's epoch before the first block: from
-// then on no leader of an earlier epoch can commit.
+// fence takes the store for the lease's epoch, once per epoch, before the
+// epoch's first block: from then on no leader of an earlier epoch can
+// commit. A node that does not lead has nothing to fence.
 func (a *App) fence(ctx context.Context) error {
 	lease, ok := a.currentLease()
-	if !ok {
-		return errRoleChange
+	if !ok || lease.Epoch == a.fenced {
+		return nil
 	}
 	if err := a.state.Fence(ctx, lease.Epoch); err != nil {
 		return a.commitFailed(err)
 	}
-	a.log.Info("leading", "epoch", lease.Epoch, "head", a.head.Number)
+	a.fenced = lease.Epoch
+	a.log.Info("leading", "epoch", lease.Epoch, "stored_head", a.head.Number)
 	return nil
 }
 
