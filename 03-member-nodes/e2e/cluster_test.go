@@ -349,6 +349,48 @@ func TestFailoverOnLeaderKill(t *testing.T) {
 	c.checkInvariants()
 }
 
+// The lease follows the leader's health: its geth SIGKILLed and not
+// restarted, the leader cannot produce, releases its lease after half the
+// TTL, and the other candidate produces within the TTL and a second. It
+// takes no lease while its geth is down; restarted, its geth catches up.
+func TestLeaderWithoutGethStandsDown(t *testing.T) {
+	c := newCluster(t, 2, 1, nil)
+	old := c.waitLeader(20*time.Second, nil)
+	c.waitHeads(10, 30*time.Second)
+	at := c.clusterHead()
+	if err := old.geth.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	eventually(t, 15*time.Second, func() error {
+		if h := c.clusterHead(); h <= at {
+			return fmt.Errorf("cluster head %d since %s's geth was killed", h, old.cfg.InstanceID)
+		}
+		return nil
+	})
+	d := time.Since(killed)
+	t.Logf("MEASURED %s's geth killed: the next block committed %s later", old.cfg.InstanceID, d.Round(time.Millisecond))
+	if d > old.cfg.LeaseTTL+time.Second {
+		t.Errorf("no block for %s after the leader's geth died, over the lease TTL (%s) + 1 s", d, old.cfg.LeaseTTL)
+	}
+	next := c.waitLeader(10*time.Second, old)
+	holdsFor(t, 2*time.Second, func() error {
+		if s, ok := old.status(); ok && s.Role != "candidate" {
+			return fmt.Errorf("%s, its geth down, is %s", old.cfg.InstanceID, s.Role)
+		}
+		return nil
+	})
+	if err := old.geth.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.waitHeads(c.clusterHead()+5, 60*time.Second)
+	if s, _ := next.status(); s.Role != "leader" {
+		t.Errorf("%s after the old leader's geth came back: %s", next.cfg.InstanceID, s.Role)
+	}
+	c.stopNodes()
+	c.checkInvariants()
+}
+
 // SIGSTOP the leader for longer than its lease, then SIGCONT: another
 // candidate has taken over, and the old leader commits nothing more (its
 // local deadline has passed, and the store fences its epoch out); it steps

@@ -14,12 +14,25 @@ import (
 // renews the lease it holds, or tries to take a free one with an epoch above
 // every epoch the cluster store has seen (Redis may have restarted empty).
 // When Redis cannot be reached the lease is not renewed, and the local
-// deadline ends production before the lease can have expired in Redis.
+// deadline ends production before the lease can have expired in Redis. A
+// node that has failed to produce for StandDown (geth down or syncing, the
+// store unreachable) releases its lease, and takes none until it has
+// reconciled again.
 func (a *App) keepLease(ctx context.Context) {
 	t := time.NewTicker(a.opts.LeaseRenew)
 	defer t.Stop()
 	for {
-		if lease, held := a.heldLease(); held {
+		failing, cause := a.health.sinceErr()
+		standDown := a.opts.StandDown > 0 && !failing.IsZero() && time.Since(failing) > a.opts.StandDown
+		if lease, held := a.heldLease(); held && standDown {
+			// The lease follows health: a healthy candidate takes over
+			// rather than wait for a lease this node renews in vain.
+			a.log.Warn("cannot produce: releasing the lease", "epoch", lease.Epoch,
+				"for", time.Since(failing).Round(time.Millisecond), "err", cause)
+			a.releaseLease()
+		} else if standDown {
+			a.setElectionErr(fmt.Errorf("not taking the lease: cannot produce: %v", cause))
+		} else if lease, held := a.heldLease(); held {
 			start := time.Now()
 			renewed, err := a.elector.Renew(ctx, lease)
 			switch {
@@ -97,6 +110,37 @@ func (a *App) dropLease() {
 	if changed {
 		a.signalRoleChange()
 	}
+}
+
+// health records since when this node's Run loop fails (geth down or
+// syncing, the store unreachable): the lease follows it (keepLease).
+type health struct {
+	mu    sync.Mutex
+	since time.Time // zero: healthy
+	cause error
+}
+
+// failing records err, keeping the start of the failing spell.
+func (h *health) failing(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.since.IsZero() {
+		h.since = time.Now()
+	}
+	h.cause = err
+}
+
+// ok ends a failing spell: the node reconciled with geth and the store.
+func (h *health) ok() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.since, h.cause = time.Time{}, nil
+}
+
+func (h *health) sinceErr() (time.Time, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.since, h.cause
 }
 
 // leaseHold is the lease a candidate holds, if any, with the timer that

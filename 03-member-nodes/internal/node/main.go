@@ -64,7 +64,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	b := builder.New(client, common.HexToAddress(cfg.FeeRecipient), time.Now)
 	app := New(Options{
 		ID: cfg.InstanceID, Role: Role(cfg.Mode), APIURL: cfg.Advertise(), ChainID: genesis.Config.ChainID,
-		Signer: sgn, Verifier: verifier, LeaseRenew: cfg.LeaseRenew,
+		Signer: sgn, Verifier: verifier, LeaseRenew: cfg.LeaseRenew, StandDown: cfg.LeaseTTL / 2,
 		Mode: Mode(cfg.BlockMode), BlockTime: cfg.BlockTime, MaxIdle: cfg.MaxIdle, BuildWait: cfg.BuildWait,
 		MaxBuild: cfg.MaxBuildWait, MaxDrift: cfg.MaxDrift, GenesisHash: genesis.ToBlock().Hash(),
 	}, Deps{Log: log.With("component", "node"), Engine: client, State: st, Builder: b, Metrics: m, Redis: rdb, Elector: el, Source: src})

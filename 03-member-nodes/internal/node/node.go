@@ -85,14 +85,20 @@ type Engine interface {
 
 // Options configure the node.
 type Options struct {
-	ID          string // instance id: the lease holder name and the directory entry
-	Role        Role
-	APIURL      string // where other nodes reach this node's block API
-	ChainID     *big.Int
-	Signer      *signer.Signer   // leaders: signs every block
-	Verifier    *signer.Verifier // everyone: the allowed leaders
-	LeaseRenew  time.Duration    // lease renewal and acquisition attempts
-	Poll        time.Duration    // followers look for blocks at least this often
+	ID         string // instance id: the lease holder name and the directory entry
+	Role       Role
+	APIURL     string // where other nodes reach this node's block API
+	ChainID    *big.Int
+	Signer     *signer.Signer   // leaders: signs every block
+	Verifier   *signer.Verifier // everyone: the allowed leaders
+	LeaseRenew time.Duration    // lease renewal and acquisition attempts
+	// StandDown is how long a leader that cannot produce (geth down or
+	// syncing, the store unreachable) keeps its lease before it releases
+	// it, and a candidate that cannot takes none. Below the lease TTL, so a
+	// healthy candidate takes over sooner than the lease would expire;
+	// zero: never.
+	StandDown   time.Duration
+	Poll        time.Duration // followers look for blocks at least this often
 	Mode        Mode
 	BlockTime   time.Duration
 	MaxIdle     time.Duration
@@ -149,6 +155,7 @@ type App struct {
 
 	// The lease (lease.go), and how the producer hears of a change.
 	lease      leaseHold
+	health     health        // whether this node can produce (lease.go)
 	roleChange chan struct{} // a lease was won or lost
 
 	// Block notices (leader.go sends them, follow.go reads them).
@@ -238,6 +245,7 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		if err == nil {
 			backoff.reset()
+			a.health.ok()
 			if a.leading() {
 				err = a.produce(ctx)
 			} else {
@@ -256,6 +264,7 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 		a.setReady(false, err.Error())
+		a.health.failing(err)
 		a.metrics.Errors.WithLabelValues(errorKind(err)).Inc()
 		a.log.Warn("production paused", "err", err, "retry_in", backoff.next())
 		if !sleep(ctx, backoff.take()) {
