@@ -391,6 +391,42 @@ func TestLeaderWithoutGethStandsDown(t *testing.T) {
 	c.checkInvariants()
 }
 
+// The leader's geth wiped (killed, its datadir re-initialised, started
+// empty): the chain goes on within the lease TTL and a second, whether
+// the leader replays the store into its geth and leads on or stands down
+// for the other candidate; no fork, and the wiped geth ends on the chain.
+func TestLeaderGethWiped(t *testing.T) {
+	c := newCluster(t, 2, 1, nil)
+	old := c.waitLeader(20*time.Second, nil)
+	c.waitHeads(30, 30*time.Second)
+	at := c.clusterHead()
+	if err := old.geth.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	wiped := time.Now()
+	if err := old.geth.Wipe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.geth.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, func() error {
+		if h := c.clusterHead(); h <= at {
+			return fmt.Errorf("cluster head %d since %s's geth was wiped", h, old.cfg.InstanceID)
+		}
+		return nil
+	})
+	d := time.Since(wiped)
+	leader := c.waitLeader(10*time.Second, nil)
+	t.Logf("MEASURED %s's geth wiped at block %d: the next block committed %s later, by %s", old.cfg.InstanceID, at, d.Round(time.Millisecond), leader.cfg.InstanceID)
+	if d > old.cfg.LeaseTTL+time.Second {
+		t.Errorf("no block for %s after the leader's geth was wiped, over the lease TTL (%s) + 1 s", d, old.cfg.LeaseTTL)
+	}
+	c.waitHeads(c.clusterHead()+5, 60*time.Second)
+	c.stopNodes()
+	c.checkInvariants()
+}
+
 // SIGSTOP the leader for longer than its lease, then SIGCONT: another
 // candidate has taken over, and the old leader commits nothing more (its
 // local deadline has passed, and the store fences its epoch out); it steps
