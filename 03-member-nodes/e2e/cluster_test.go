@@ -17,6 +17,7 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/ethclient"
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/geth-consensus/tutorial/devnet"
@@ -56,7 +57,17 @@ func newCluster(t testing.TB, candidates, members int, mutate func(*config.Confi
 // newClusterWith is newCluster with extra flags for every geth.
 func newClusterWith(t testing.TB, gethArgs []string, candidates, members int, mutate func(*config.Config)) *cluster {
 	t.Helper()
+	return startCluster(t, gethArgs, nil, candidates, members, mutate)
+}
+
+// startCluster is newClusterWith with prepare (nil: none) run once the
+// network is up and before any node starts.
+func startCluster(t testing.TB, gethArgs []string, prepare func(*devnet.Network), candidates, members int, mutate func(*config.Config)) *cluster {
+	t.Helper()
 	n := devnet.StartT(t, devnet.Config{GethNodes: candidates + members, Redis: true, Postgres: 1 + members, GethArgs: gethArgs})
+	if prepare != nil {
+		prepare(n)
+	}
 	var leaders []string
 	for i := range candidates {
 		leaders = append(leaders, devKeyAddress(t, i+1).Hex())
@@ -423,6 +434,62 @@ func TestLeaderGethWiped(t *testing.T) {
 		t.Errorf("no block for %s after the leader's geth was wiped, over the lease TTL (%s) + 1 s", d, old.cfg.LeaseTTL)
 	}
 	c.waitHeads(c.clusterHead()+5, 60*time.Second)
+	c.stopNodes()
+	c.checkInvariants()
+}
+
+// The leader cut off from the cluster store (its database role refused
+// login and its sessions ended, Redis still reachable): it cannot produce,
+// releases its lease after half the TTL, and the other candidate produces
+// within the TTL and a second. Let back in, it follows.
+func TestLeaderCutFromTheStore(t *testing.T) {
+	role := func(id string) string { return strings.ReplaceAll(id, "-", "_") } // leader-1: leader_1
+	admin := func(n *devnet.Network, sql string) {
+		t.Helper()
+		conn, err := pgx.Connect(context.Background(), n.Postgres[0].URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(context.Background(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	var net *devnet.Network
+	c := startCluster(t, nil, func(n *devnet.Network) {
+		net = n
+		for _, id := range []string{"leader-1", "leader-2"} { // a role per candidate, to cut one alone
+			admin(n, fmt.Sprintf("CREATE ROLE %s LOGIN SUPERUSER PASSWORD 'cut'", role(id)))
+		}
+	}, 2, 1, func(cfg *config.Config) {
+		if cfg.Mode == "leader" {
+			cfg.PostgresURL = strings.Replace(cfg.PostgresURL, "postgres:postgres@", role(cfg.InstanceID)+":cut@", 1)
+		}
+	})
+	old := c.waitLeader(20*time.Second, nil)
+	c.waitHeads(10, 30*time.Second)
+	at := c.clusterHead()
+	r := role(old.cfg.InstanceID)
+	admin(net, "ALTER ROLE "+r+" NOLOGIN")
+	admin(net, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '"+r+"'")
+	cut := time.Now()
+	eventually(t, 15*time.Second, func() error {
+		if h := c.clusterHead(); h <= at+1 { // its commit in flight may still land
+			return fmt.Errorf("cluster head %d since %s was cut from the store at %d", h, old.cfg.InstanceID, at)
+		}
+		return nil
+	})
+	d := time.Since(cut)
+	next := c.waitLeader(10*time.Second, old)
+	t.Logf("MEASURED %s cut from the cluster store: %s leads, blocks again %s later", old.cfg.InstanceID, next.cfg.InstanceID, d.Round(time.Millisecond))
+	if d > old.cfg.LeaseTTL+time.Second {
+		t.Errorf("no block for %s after the leader lost the store, over the lease TTL (%s) + 1 s", d, old.cfg.LeaseTTL)
+	}
+	admin(net, "ALTER ROLE "+r+" LOGIN")
+	c.waitHeads(c.clusterHead()+5, 60*time.Second)
+	if s, _ := old.status(); s.Role != "candidate" {
+		t.Errorf("%s let back in: %s, want candidate", old.cfg.InstanceID, s.Role)
+	}
 	c.stopNodes()
 	c.checkInvariants()
 }
