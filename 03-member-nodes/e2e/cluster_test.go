@@ -3,17 +3,21 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	beacon "github.com/ethereum/go-ethereum/beacon/engine"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/ethclient"
@@ -535,37 +539,41 @@ func TestPausedLeaderStepsDown(t *testing.T) {
 }
 
 // A leader frozen inside its commit, holding the fencing row's lock (the
-// SIGSTOP it sends itself there, from the hook a -tags faults build has:
-// internal/state/fault_on.go), cannot stall failover: PostgreSQL ends its
-// idle transaction after half the lease TTL, which frees the lock, and the
-// other candidate fences and commits that height within the TTL and a
-// second. Each candidate is frozen in turn; once resumed, the frozen one
-// commits nothing and follows.
+// SIGSTOP it sends itself there when the test's trigger file exists, from
+// the hook a -tags faults build has: internal/state/fault_on.go), cannot
+// stall failover: PostgreSQL ends its idle transaction after half the
+// lease TTL, which frees the lock, and the other candidate fences and
+// commits that height within the TTL and a second. Twice, each time the
+// leader of the moment; once resumed, the frozen one commits nothing and
+// follows.
 func TestLeaderFrozenInItsCommit(t *testing.T) {
-	t.Setenv("STAGE3_FAULT_STOP_IN_COMMIT", "30,90") // every process inherits it; only a leader's own blocks count
+	trigger := filepath.Join(t.TempDir(), "freeze")
+	t.Setenv("STAGE3_FAULT_STOP_IN_COMMIT", trigger) // every process inherits it; only a leader's own blocks count
 	c := newCluster(t, 2, 1, nil)
-	for _, n := range []uint64{30, 90} {
-		// Whichever candidate leads when block n is due freezes.
+	c.waitHeads(10, 30*time.Second)
+	for range 2 {
+		if err := os.WriteFile(trigger, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		var old *clusterNode
-		eventually(t, 60*time.Second, func() error {
+		eventually(t, 30*time.Second, func() error {
 			for _, cn := range c.nodes[:2] {
 				if stopped(cn.proc.Pid()) {
 					old = cn
 					return nil
 				}
 			}
-			h, err := c.store.Head(context.Background())
-			return fmt.Errorf("no leader frozen in the commit of block %d yet (cluster head %d, %v)", n, h.Number, err)
+			return errors.New("no leader frozen in its commit yet")
 		})
-		froze := time.Now()
+		froze, at := time.Now(), c.clusterHead()
 		eventually(t, 30*time.Second, func() error {
-			if h := c.clusterHead(); h < n {
-				return fmt.Errorf("cluster head %d with %s frozen in the commit of block %d", h, old.cfg.InstanceID, n)
+			if h := c.clusterHead(); h <= at {
+				return fmt.Errorf("cluster head %d with %s frozen in its commit", h, old.cfg.InstanceID)
 			}
 			return nil
 		})
 		d := time.Since(froze)
-		t.Logf("MEASURED %s frozen in the commit of block %d: block %d committed by the other candidate %s later", old.cfg.InstanceID, n, n, d.Round(time.Millisecond))
+		t.Logf("MEASURED %s frozen in the commit of block %d: the next block committed by the other candidate %s later", old.cfg.InstanceID, at+1, d.Round(time.Millisecond))
 		if d > old.cfg.LeaseTTL+time.Second {
 			t.Errorf("failover took %s with the old leader frozen holding the fencing row, over the lease TTL (%s) + 1 s", d, old.cfg.LeaseTTL)
 		}
@@ -776,6 +784,12 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 		{"proposed/stranger", "proposal", `consensus_preexecuted_total{outcome="rejected"}`, f.block(f.tip.Hash, f.stranger, true)},
 		{"proposed/invalid", "proposal", `consensus_preexecuted_total{outcome="failed"}`, f.block(f.tip.Hash, f.allowed, true)},
 		{"proposal-signature-as-committed", "notice", failures("signature"), f.block(f.tip.Hash, f.allowed, true)},
+		{"other-transactions/notice", "notice", failures("payload"), f.block(f.tip.Hash, f.allowed, false, func(d *beacon.ExecutableData) {
+			d.Transactions = append(slices.Clone(d.Transactions), []byte{0x02, 0xc0})
+		})},
+		{"other-transactions/api", "api", failures("payload"), f.block(f.tip.Hash, f.allowed, false, func(d *beacon.ExecutableData) {
+			d.Transactions = append(slices.Clone(d.Transactions), []byte{0x02, 0xc1, 0x80})
+		})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := member.metric(tc.metric)
@@ -825,21 +839,34 @@ func newForger(t *testing.T, c *cluster, head uint64) *forger {
 }
 
 // block returns block head+1 on parent, signed by key, in the proposal
-// domain when proposal is set.
-func (f *forger) block(parent common.Hash, key *signer.Signer, proposal bool) state.BlockJSON {
+// domain when proposal is set: correctly hashed, and invalid (the tip's
+// state root and transactions on another parent). alter, when set, changes
+// the payload after it was hashed and signed.
+func (f *forger) block(parent common.Hash, key *signer.Signer, proposal bool, alter ...func(*beacon.ExecutableData)) state.BlockJSON {
 	p := *f.tip.Payload
 	data := *p.ExecutionPayload
 	data.Number, data.ParentHash, data.Timestamp = f.head+1, parent, f.tip.Timestamp+1
-	data.BlockHash = crypto.Keccak256Hash([]byte("forged"), parent.Bytes())
 	p.ExecutionPayload = &data
+	requests := make([][]byte, len(p.Requests))
+	for i, r := range p.Requests {
+		requests[i] = r
+	}
+	blk, err := beacon.ExecutableDataToBlockNoHash(data, p.VersionedHashes, &p.BeaconRoot, requests)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	data.BlockHash = blk.Hash()
 	b := &state.Block{Number: f.head + 1, Hash: data.BlockHash, ParentHash: parent, Timestamp: data.Timestamp,
 		Payload: &p, LeaderID: "evil", Epoch: f.tip.Epoch + 1}
 	sig, err := key.Sign(signer.Header{ChainID: big.NewInt(1337), Number: b.Number, Hash: b.Hash, ParentHash: b.ParentHash,
-		Epoch: b.Epoch, Proposal: proposal})
+		Epoch: b.Epoch, Leader: b.LeaderID, Proposal: proposal})
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	b.Signature = sig
+	for _, a := range alter {
+		a(&data)
+	}
 	return state.NewBlockJSON(b)
 }
 

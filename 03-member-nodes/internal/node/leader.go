@@ -48,7 +48,7 @@ func (a *App) propose(ctx context.Context, p *engine.Payload) {
 		LeaderID: a.opts.ID, Epoch: lease.Epoch}
 	a.tasks.Go(func() {
 		sig, err := a.opts.Signer.Sign(signer.Header{ChainID: a.opts.ChainID, Number: b.Number, Hash: b.Hash,
-			ParentHash: b.ParentHash, Epoch: b.Epoch, Proposal: true})
+			ParentHash: b.ParentHash, Epoch: b.Epoch, Leader: b.LeaderID, Proposal: true})
 		if err != nil {
 			a.log.Warn("block proposal not signed", "number", b.Number, "err", err)
 			return

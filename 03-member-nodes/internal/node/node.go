@@ -509,7 +509,7 @@ func (a *App) apply(ctx context.Context, p *engine.Payload, start time.Time) err
 		return errRoleChange
 	}
 	sig, err := a.opts.Signer.Sign(signer.Header{ChainID: a.opts.ChainID, Number: data.Number, Hash: data.BlockHash,
-		ParentHash: data.ParentHash, Epoch: lease.Epoch})
+		ParentHash: data.ParentHash, Epoch: lease.Epoch, Leader: a.opts.ID})
 	if err != nil {
 		return fmt.Errorf("%w: sign block %d: %v", errFatal, data.Number, err)
 	}

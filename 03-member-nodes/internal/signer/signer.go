@@ -33,6 +33,7 @@ type Header struct {
 	Hash       common.Hash
 	ParentHash common.Hash
 	Epoch      uint64
+	Leader     string // the leader id the block is stored and served with
 	// Proposal marks a block the leader announces before committing it.
 	// It is signed in another domain, so that a proposal's signature can
 	// never pass for a committed block's.
@@ -42,11 +43,13 @@ type Header struct {
 // Domains separate these signatures from any other use of the same key,
 // and proposals from committed blocks.
 var (
-	domain         = []byte("geth-consensus/block/v1")
-	proposalDomain = []byte("geth-consensus/proposal/v1")
+	domain         = []byte("geth-consensus/block/v2")
+	proposalDomain = []byte("geth-consensus/proposal/v2")
 )
 
-// Digest is keccak256(domain || chainID (32 bytes) || number || hash || parent || epoch).
+// Digest is keccak256(domain || chainID (32 bytes) || number || hash ||
+// parent || epoch || len(leader) || leader): every field a member stores
+// but its own commit time (the hash covers the payload and timestamp).
 func (h Header) Digest() common.Hash {
 	d := domain
 	if h.Proposal {
@@ -58,6 +61,8 @@ func (h Header) Digest() common.Hash {
 	buf = append(buf, h.Hash.Bytes()...)
 	buf = append(buf, h.ParentHash.Bytes()...)
 	buf = binary.BigEndian.AppendUint64(buf, h.Epoch)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(h.Leader)))
+	buf = append(buf, h.Leader...)
 	return crypto.Keccak256Hash(buf)
 }
 

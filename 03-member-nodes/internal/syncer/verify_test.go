@@ -7,6 +7,8 @@ import (
 
 	beacon "github.com/ethereum/go-ethereum/beacon/engine"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
@@ -32,9 +34,17 @@ func TestVerify(t *testing.T) {
 	tip := Tip{Number: 9, Hash: common.HexToHash("0x09"), Epoch: 2}
 	// good builds a block on tip signed by s; mutate changes it afterwards.
 	good := func(s *signer.Signer, epoch uint64, mutate func(*state.Block)) *state.Block {
-		b := &state.Block{Number: 10, Hash: common.HexToHash("0x10"), ParentHash: tip.Hash, Timestamp: 100, Epoch: epoch,
-			Payload: &engine.Payload{ExecutionPayload: &beacon.ExecutableData{Number: 10, BlockHash: common.HexToHash("0x10"), ParentHash: tip.Hash, Timestamp: 100}}}
-		sig, err := s.Sign(signer.Header{ChainID: chainID, Number: b.Number, Hash: b.Hash, ParentHash: b.ParentHash, Epoch: b.Epoch})
+		d := beacon.ExecutableData{Number: 10, ParentHash: tip.Hash, Timestamp: 100, GasLimit: 30_000_000, BaseFeePerGas: big.NewInt(7),
+			LogsBloom: make([]byte, 256), ExtraData: []byte{}, Transactions: [][]byte{}, Withdrawals: []*types.Withdrawal{},
+			BlobGasUsed: new(uint64), ExcessBlobGas: new(uint64)}
+		p := &engine.Payload{ExecutionPayload: &d, VersionedHashes: []common.Hash{}, Requests: []hexutil.Bytes{}, BeaconRoot: tip.Hash}
+		hash, err := contentHash(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.BlockHash = hash
+		b := &state.Block{Number: 10, Hash: hash, ParentHash: tip.Hash, Timestamp: 100, Epoch: epoch, LeaderID: "leader-1", Payload: p}
+		sig, err := s.Sign(signer.Header{ChainID: chainID, Number: b.Number, Hash: b.Hash, ParentHash: b.ParentHash, Epoch: b.Epoch, Leader: b.LeaderID})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +73,11 @@ func TestVerify(t *testing.T) {
 		{"tampered hash", good(leader, 2, func(b *state.Block) {
 			b.Hash = common.HexToHash("0x1f")
 			b.Payload.ExecutionPayload.BlockHash = b.Hash
-		}), "signature"},
+		}), "payload"},
+		{"other transactions under the genuine hash and signature", good(leader, 2, func(b *state.Block) {
+			b.Payload.ExecutionPayload.Transactions = [][]byte{{0x02, 0xc0}}
+		}), "payload"},
+		{"tampered leader id", good(leader, 2, func(b *state.Block) { b.LeaderID = "leader-2" }), "signature"},
 		{"tampered epoch", good(leader, 2, func(b *state.Block) { b.Epoch = 5 }), "signature"},
 		{"not a leader", good(other, 2, nil), "signature"},
 		{"garbage signature", good(leader, 2, func(b *state.Block) { b.Signature = []byte{1, 2, 3} }), "signature"},
