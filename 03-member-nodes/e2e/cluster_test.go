@@ -809,6 +809,25 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 	checkStore(t, member.cfg.PostgresURL, chainOf(t, member.eth))
 	c.start(leader)
 	c.waitHeads(head+10, 30*time.Second)
+	// A forged notice for the member's next block every 20 ms while the
+	// leader runs: each is refused, and the member fetches the real block
+	// from the leader's API at once, so it keeps up; a refused notice does
+	// not even pause it (no error, no backoff).
+	from, _ := member.head()
+	paused := member.metric(`consensus_errors_total{kind="unavailable"}`)
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		h, _ := member.head()
+		fg := newForger(t, c, h)
+		offer(t, rdb, "notice", fg.block(fg.tip.Hash, fg.allowed, false, func(d *beacon.ExecutableData) {
+			d.Transactions = append(slices.Clone(d.Transactions), []byte{0x02, 0xc0})
+		}))
+	}
+	if to, _ := member.head(); to < from+10 {
+		t.Errorf("the member went from block %d to %d in 3 s of forged notices (the leader makes one every 50 ms)", from, to)
+	}
+	if n := member.metric(`consensus_errors_total{kind="unavailable"}`); n > paused {
+		t.Errorf("forged notices paused the member %v times", n-paused)
+	}
 	c.stopNodes()
 	c.checkInvariants()
 }

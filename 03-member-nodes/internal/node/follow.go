@@ -108,10 +108,14 @@ func (a *App) preExecute(ctx context.Context) {
 // the source.
 func (a *App) syncOnce(ctx context.Context) error {
 	if b := a.inline.Swap(nil); b != nil && b.Number == a.head.Number+1 {
-		if err := a.applyBlock(ctx, b); err != nil {
+		err := a.applyBlock(ctx, b)
+		switch {
+		case errors.Is(err, syncer.ErrRejected):
+			// A forged notice: the source has the real block, so forged
+			// notices cannot starve this node.
+		case err != nil:
 			return err
-		}
-		if a.lagBehind(a.head.Number) == 0 {
+		case a.lagBehind(a.head.Number) == 0:
 			a.setLag()
 			return nil
 		}
@@ -216,7 +220,7 @@ func (a *App) reject(b *state.Block, err error) error {
 	}
 	a.metrics.VerifyFailures.WithLabelValues(reason).Inc()
 	a.log.Error("block rejected", "number", b.Number, "hash", b.Hash, "leader", b.LeaderID, "epoch", b.Epoch, "reason", reason, "err", err)
-	return fmt.Errorf("%w: %v", errUnavailable, err)
+	return fmt.Errorf("%w: %w", errUnavailable, err)
 }
 
 // setLag publishes how far this node is behind the newest notice.
