@@ -7,13 +7,16 @@ import (
 	"math/big"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ethereum/go-ethereum/accounts/keystore"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/crypto/kzg4844"
 	"github.com/holiman/uint256"
 
@@ -307,6 +310,20 @@ func TestBadInputIsNamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	const secret = "b0bb1e5ec2e7000000000000000000000000000000000000000000000000000" // 63 hex digits: one short
+	keystoreFile, wrongPassword := filepath.Join(dir, "key.json"), filepath.Join(dir, "password")
+	key, err := crypto.HexToECDSA(strings.TrimPrefix(devnet.DevKeys[1], "0x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	encrypted, err := keystore.EncryptKey(&keystore.Key{Address: crypto.PubkeyToAddress(key.PublicKey), PrivateKey: key}, "right", 2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, content := range map[string][]byte{keystoreFile: encrypted, wrongPassword: []byte("xyzzy-not-it-but-long-enough-to-check\n")} {
+		if err := os.WriteFile(path, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tc := range []struct {
 		name   string
 		args   []string
@@ -321,6 +338,9 @@ func TestBadInputIsNamed(t *testing.T) {
 		{"malformed jwt", []string{"--jwt-secret", "0x1234"}, nil, []string{"jwt secret"}, ""},
 		{"jwt secret one digit short", []string{"--jwt-secret", secret}, nil, []string{"jwt secret", "not shown"}, secret},
 		{"jwt secret quoted, from the environment", nil, []string{`JWT_SECRET="` + secret + `0"`}, []string{"jwt secret", "not shown"}, secret},
+		{"keystore without its password file", []string{"--signer-keystore", dir + "/key.json"}, nil, []string{"--signer-password-file"}, ""},
+		{"keystore with a wrong password", []string{"--jwt-secret", mustFindUp(t, "jwt.hex"), "--genesis", mustFindUp(t, "genesis.json"),
+			"--signer-keystore", keystoreFile, "--signer-password-file", wrongPassword}, nil, []string{"signer keystore", keystoreFile}, "xyzzy-not-it"},
 		{"signer key one digit short", []string{"--jwt-secret", mustFindUp(t, "jwt.hex"), "--genesis", mustFindUp(t, "genesis.json"),
 			"--signer-key", "0X" + secret}, nil, []string{"signer key", "not shown"}, secret},
 		{"malformed genesis", []string{"--jwt-secret", mustFindUp(t, "jwt.hex"), "--genesis", malformed}, nil, []string{malformed}, ""},
@@ -341,7 +361,7 @@ func TestBadInputIsNamed(t *testing.T) {
 					t.Errorf("output does not name %q:\n%s", w, out)
 				}
 			}
-			if tc.hidden != "" && strings.Contains(string(out), tc.hidden[2:60]) {
+			if tc.hidden != "" && strings.Contains(string(out), tc.hidden[2:min(60, len(tc.hidden))]) {
 				t.Errorf("output shows the secret:\n%s", out)
 			}
 		})

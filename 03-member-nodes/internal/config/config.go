@@ -36,6 +36,10 @@ type Config struct {
 	RedisAddr    string
 	PostgresURL  string
 	SignerKey    string   // the leader's secp256k1 key: a file or hex
+	// SignerKeystore, when set, is the leader's key as an encrypted geth
+	// keystore file, decrypted with the password in SignerPasswordFile;
+	// it takes the place of SignerKey.
+	SignerKeystore, SignerPasswordFile string
 	Leaders      []string // addresses whose signed blocks members accept
 	LeaseTTL     time.Duration
 	LeaseRenew   time.Duration
@@ -152,7 +156,10 @@ func (c Config) Validate() error {
 	if u, err := url.Parse(c.PostgresURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		bad("postgres-url", "(hidden)", "want postgres://user:password@host:port/db")
 	}
-	if c.Mode == "leader" && c.SignerKey == "" {
+	if c.SignerKeystore != "" && c.SignerPasswordFile == "" {
+		bad("signer-password-file", `""`, "--signer-keystore needs the file holding its password")
+	}
+	if c.Mode == "leader" && c.SignerKey == "" && c.SignerKeystore == "" {
 		bad("signer-key", `""`, "a leader signs its blocks: give a key file or hex")
 	}
 	if len(c.Leaders) == 0 {
@@ -193,6 +200,8 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.RedisAddr, "redis-addr", c.RedisAddr, "Redis: the leader lease, block notices, node directory")
 	f.StringVar(&c.PostgresURL, "postgres-url", c.PostgresURL, "block store: the cluster database for leaders, the member's own database for members")
 	f.StringVar(&c.SignerKey, "signer-key", c.SignerKey, "leader's secp256k1 key, a file or hex (default: the public Anvil dev key #0, dev only)")
+	f.StringVar(&c.SignerKeystore, "signer-keystore", c.SignerKeystore, "leader's key as an encrypted geth keystore file (geth account new, cast wallet import); takes the place of --signer-key")
+	f.StringVar(&c.SignerPasswordFile, "signer-password-file", c.SignerPasswordFile, "file holding the --signer-keystore password")
 	f.StringSliceVar(&c.Leaders, "leaders", c.Leaders, "comma-separated addresses whose signed blocks are accepted")
 	f.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "leader lease length: a dead leader is replaced within about this long")
 	f.DurationVar(&c.LeaseRenew, "lease-renew", c.LeaseRenew, "how often the leader renews its lease and candidates try to take it")
@@ -203,7 +212,7 @@ func (c *Config) Bind(cmd *cobra.Command) {
 		"genesis": "GENESIS", "mode": "MODE", "block-mode": "BLOCK_MODE", "block-time": "BLOCK_TIME",
 		"max-idle": "MAX_IDLE", "build-wait": "BUILD_WAIT", "max-build-wait": "MAX_BUILD_WAIT", "max-drift": "MAX_DRIFT",
 		"fee-recipient": "FEE_RECIPIENT", "health-addr": "HEALTH_ADDR", "advertise-url": "ADVERTISE_URL",
-		"redis-addr": "REDIS_ADDR", "postgres-url": "POSTGRES_URL", "signer-key": "SIGNER_KEY", "leaders": "LEADERS",
+		"redis-addr": "REDIS_ADDR", "postgres-url": "POSTGRES_URL", "signer-key": "SIGNER_KEY", "signer-keystore": "SIGNER_KEYSTORE", "signer-password-file": "SIGNER_PASSWORD_FILE", "leaders": "LEADERS",
 		"lease-ttl": "LEASE_TTL", "lease-renew": "LEASE_RENEW", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
 	})
 }

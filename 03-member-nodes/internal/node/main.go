@@ -105,12 +105,16 @@ func loadKeys(cfg config.Config) (*signer.Verifier, *signer.Signer, error) {
 	if Role(cfg.Mode) != RoleLeader {
 		return verifier, nil, nil
 	}
-	sgn, err := signer.LoadKey(cfg.SignerKey)
+	flag, load := "--signer-key", func() (*signer.Signer, error) { return signer.LoadKey(cfg.SignerKey) }
+	if cfg.SignerKeystore != "" {
+		flag, load = "--signer-keystore", func() (*signer.Signer, error) { return signer.LoadKeystore(cfg.SignerKeystore, cfg.SignerPasswordFile) }
+	}
+	sgn, err := load()
 	if err != nil {
 		return nil, nil, err
 	}
 	if !slices.Contains(allowed, sgn.Address) {
-		return nil, nil, fmt.Errorf("--signer-key is the key of %s, which --leaders does not list: members would reject every block", sgn.Address)
+		return nil, nil, fmt.Errorf("%s is the key of %s, which --leaders does not list: members would reject every block", flag, sgn.Address)
 	}
 	return verifier, sgn, nil
 }

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/ethereum/go-ethereum/accounts/keystore"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 )
@@ -95,6 +96,26 @@ func LoadKey(value string) (*Signer, error) {
 		return nil, fmt.Errorf("signer key in %s: %w", source, err)
 	}
 	return &Signer{key: key, Address: crypto.PubkeyToAddress(key.PublicKey)}, nil
+}
+
+// LoadKeystore decrypts an encrypted key file in geth's keystore format
+// (`geth account new`, `cast wallet import`) with the password held in
+// passwordFile (a trailing newline is not part of it). Errors name the
+// files, never the password or the key.
+func LoadKeystore(path, passwordFile string) (*Signer, error) {
+	encrypted, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("signer keystore: %w", err)
+	}
+	password, err := os.ReadFile(passwordFile)
+	if err != nil {
+		return nil, fmt.Errorf("signer password file: %w", err)
+	}
+	key, err := keystore.DecryptKey(encrypted, strings.TrimRight(string(password), "\r\n"))
+	if err != nil {
+		return nil, fmt.Errorf("signer keystore %s with the password in %s: %w", path, passwordFile, err)
+	}
+	return &Signer{key: key.PrivateKey, Address: key.Address}, nil
 }
 
 func trimHex(s string) string { return strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X") }

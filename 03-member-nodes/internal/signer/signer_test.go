@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ethereum/go-ethereum/accounts/keystore"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 )
@@ -102,5 +103,38 @@ func TestProposalSignaturesAreSeparate(t *testing.T) {
 		if _, err := v.Verify(c.checked, sig); err == nil {
 			t.Fatalf("signature of proposal=%v accepted for proposal=%v", c.signed.Proposal, c.checked.Proposal)
 		}
+	}
+}
+
+// A geth keystore file and its password file give the key; a wrong
+// password is refused without showing it.
+func TestLoadKeystore(t *testing.T) {
+	dir := t.TempDir()
+	key, err := crypto.HexToECDSA(leaderKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const password = "correct horse battery staple"
+	encrypted, err := keystore.EncryptKey(&keystore.Key{Address: crypto.PubkeyToAddress(key.PublicKey), PrivateKey: key},
+		password, 2, 1) // scrypt N and p lowered for the test; geth's are 262144 and 1
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, good, bad := filepath.Join(dir, "key.json"), filepath.Join(dir, "password"), filepath.Join(dir, "wrong")
+	for path, content := range map[string][]byte{ks: encrypted, good: []byte(password + "\n"), bad: []byte("guess\n")} {
+		if err := os.WriteFile(path, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := LoadKeystore(ks, good)
+	if err != nil || s.Address != common.HexToAddress("0x70997970C51812dc3A010C7d01b50e0d17dc79C8") {
+		t.Fatalf("keystore: %v, %v", s, err)
+	}
+	_, err = LoadKeystore(ks, bad)
+	if err == nil || strings.Contains(err.Error(), "guess") || strings.Contains(err.Error(), leaderKey[4:60]) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if _, err := LoadKeystore(ks, filepath.Join(dir, "missing")); err == nil {
+		t.Fatal("missing password file accepted")
 	}
 }
