@@ -35,16 +35,16 @@ type Config struct {
 	AdvertiseURL string // how other nodes reach this node's HTTP API
 	RedisAddr    string
 	PostgresURL  string
-	SignerKey    string   // the leader's secp256k1 key: a file or hex
+	SignerKey    string // the leader's secp256k1 key: a file or hex
 	// SignerKeystore, when set, is the leader's key as an encrypted geth
 	// keystore file, decrypted with the password in SignerPasswordFile;
 	// it takes the place of SignerKey.
 	SignerKeystore, SignerPasswordFile string
-	Leaders      []string // addresses whose signed blocks members accept
-	LeaseTTL     time.Duration
-	LeaseRenew   time.Duration
-	LogLevel     string
-	LogFormat    string
+	Leaders                            []string // addresses whose signed blocks members accept
+	LeaseTTL                           time.Duration
+	LeaseRenew                         time.Duration
+	LogLevel                           string
+	LogFormat                          string
 }
 
 // DevSignerKey is the first well-known Foundry/Anvil dev key, the default
