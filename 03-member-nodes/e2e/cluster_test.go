@@ -248,7 +248,7 @@ func (c *cluster) clusterHead() uint64 {
 // database: one hash per height everywhere, contiguous parent links, every
 // store on the chain with every block it claims, nothing finalized anywhere
 // beyond the cluster store, and one producer per fencing epoch.
-func (c *cluster) checkInvariants() {
+func (c *cluster) checkInvariants() (epochs int) {
 	c.t.Helper()
 	var longest []common.Hash
 	chains := make([][]common.Hash, len(c.nodes))
@@ -284,6 +284,7 @@ func (c *cluster) checkInvariants() {
 		producer[b.Epoch], lastEpoch = b.LeaderID, b.Epoch
 	}
 	c.t.Logf("invariants hold: %d blocks, %d epochs, %d geths, %d databases", clusterHead.Number, len(producer), len(c.nodes), 1+len(c.members()))
+	return len(producer)
 }
 
 // Two candidates and a member: one leader; the member follows, applies and
@@ -332,8 +333,8 @@ func TestLeaderAndMemberFollow(t *testing.T) {
 }
 
 // SIGKILL the leader: the other candidate takes over within the lease TTL
-// plus a renew interval, the chain goes on without a gap or a fork, and the
-// killed node, restarted, follows.
+// plus a renew interval and a second, the chain goes on without a gap or a
+// fork, and the killed node, restarted, follows.
 func TestFailoverOnLeaderKill(t *testing.T) {
 	c := newCluster(t, 2, 1, nil)
 	old := c.waitLeader(20*time.Second, nil)
@@ -350,9 +351,12 @@ func TestFailoverOnLeaderKill(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("failover: %s leads, first new block %s after the SIGKILL", next.cfg.InstanceID, time.Since(killed).Round(time.Millisecond))
-	if d := time.Since(killed); d > old.cfg.LeaseTTL+5*time.Second {
-		t.Fatalf("no new block %s after the leader died (lease TTL %s)", d, old.cfg.LeaseTTL)
+	t.Logf("MEASURED failover: %s leads, first new block %s after the SIGKILL", next.cfg.InstanceID, time.Since(killed).Round(time.Millisecond))
+	// The lease runs out at most a TTL after the last renewal, the other
+	// candidate tries every LeaseRenew, then fences, replays and builds:
+	// the README's bound.
+	if d, bound := time.Since(killed), old.cfg.LeaseTTL+old.cfg.LeaseRenew+time.Second; d > bound {
+		t.Errorf("no new block %s after the leader died, over the lease TTL + renew interval + 1 s (%s)", d, bound)
 	}
 	c.start(old)
 	target := c.clusterHead() + 10
@@ -919,26 +923,35 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos seed %d", seed)
 
 	type target struct {
-		name   string
-		proc   *devnet.Process
-		paused bool
+		name     string
+		proc     *devnet.Process
+		paused   bool
+		killOnly bool // Redis and PostgreSQL: SIGKILL and restart, not SIGSTOP
 	}
 	var targets []*target
 	for _, cn := range c.nodes {
-		targets = append(targets, &target{name: cn.cfg.InstanceID, proc: cn.proc})
+		targets = append(targets, &target{name: cn.cfg.InstanceID, proc: cn.proc},
+			&target{name: cn.cfg.InstanceID + "'s geth", proc: cn.geth.Process})
 	}
-	targets = append(targets, &target{name: "redis", proc: c.net.Redis.Process})
+	targets = append(targets, &target{name: "redis", proc: c.net.Redis.Process, killOnly: true})
+	for i, pg := range c.net.Postgres {
+		targets = append(targets, &target{name: fmt.Sprintf("postgres-%d", i), proc: pg.Process, killOnly: true})
+	}
 	duration := 25 * time.Second
 	faults := 0
+	first := c.waitLeader(20*time.Second, nil).cfg.InstanceID // the first fault kills the leader: one failover at least
 	for end := time.Now().Add(duration); time.Now().Before(end); {
 		tg := targets[rng.IntN(len(targets))]
+		if faults == 0 {
+			tg = targets[slices.IndexFunc(targets, func(tg *target) bool { return tg.name == first })]
+		}
 		var err error
 		switch {
 		case tg.paused:
 			err, tg.paused = tg.proc.Resume(), false
 		case !tg.proc.Running():
 			err = tg.proc.Start()
-		case rng.IntN(3) == 0 && tg.name != "redis":
+		case rng.IntN(3) == 0 && !tg.killOnly:
 			err, tg.paused = tg.proc.Pause(), true
 		default:
 			err = tg.proc.Kill()
@@ -947,8 +960,11 @@ func TestChaos(t *testing.T) {
 			t.Fatalf("%s: %v", tg.name, err)
 		}
 		faults++
-		// Let the cluster react for a random while: shorter and longer than a lease.
-		time.Sleep(time.Duration(200+rng.IntN(2800)) * time.Millisecond)
+		// Let the cluster react for a random while, shorter and longer than
+		// a lease, checking what can be checked with faults still active.
+		for wait := time.Now().Add(time.Duration(200+rng.IntN(2800)) * time.Millisecond); time.Now().Before(wait); time.Sleep(100 * time.Millisecond) {
+			c.checkWhileFaulty()
+		}
 	}
 	for _, tg := range targets {
 		if tg.paused {
@@ -966,7 +982,34 @@ func TestChaos(t *testing.T) {
 	c.waitLeader(30*time.Second, nil)
 	c.waitHeads(c.clusterHead()+10, 60*time.Second)
 	c.stopNodes()
-	c.checkInvariants()
+	if epochs := c.checkInvariants(); epochs < 2 {
+		t.Errorf("%d faults and no failover: every block is from one epoch", faults)
+	}
+}
+
+// checkWhileFaulty checks what holds with processes down or frozen: every
+// geth that answers has at its head the block the cluster store holds at
+// that height, if the store answers: no geth ahead of the store, no fork.
+func (c *cluster) checkWhileFaulty() {
+	c.t.Helper()
+	for _, cn := range c.nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		h, err := cn.eth.HeaderByNumber(ctx, nil)
+		if err != nil {
+			cancel()
+			continue // down or frozen
+		}
+		stored, err := c.store.HashAt(ctx, h.Number.Uint64())
+		cancel()
+		switch {
+		case errors.Is(err, state.ErrNoPayload):
+			c.t.Fatalf("%s's geth finalized block %d, which the cluster store does not hold", cn.cfg.InstanceID, h.Number)
+		case err != nil:
+			return // the store is down or frozen
+		case stored != h.Hash():
+			c.t.Fatalf("fork at block %d: %s's geth has %s, the cluster store %s", h.Number, cn.cfg.InstanceID, h.Hash(), stored)
+		}
+	}
 }
 
 // The largest transactions geth's pool takes (130,000 bytes of calldata,

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/builder"
@@ -40,9 +42,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// Below the lease TTL: a leader frozen inside its commit must not hold
-	// the fencing row past its lease (state.Limits).
-	st, err := state.Open(ctx, cfg.PostgresURL, state.Limits{Lock: cfg.LeaseTTL / 2})
+	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -89,6 +89,27 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	log.Info("stopped", "err", runErr)
 	return runErr
+}
+
+// openStore opens the store, waiting for a PostgreSQL that does not accept
+// connections yet (a node started with, or before, its database) until ctx
+// ends; any other error is returned. The lock limits stay below the lease
+// TTL: a leader frozen inside its commit must not hold the fencing row past
+// its lease (state.Limits).
+func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*state.Manager, error) {
+	wait := 100 * time.Millisecond
+	for {
+		st, err := state.Open(ctx, cfg.PostgresURL, state.Limits{Lock: cfg.LeaseTTL / 2})
+		var unreachable *pgconn.ConnectError
+		if err == nil || !errors.As(err, &unreachable) {
+			return st, err
+		}
+		log.Warn("PostgreSQL unreachable: waiting for it", "err", err, "retry_in", wait)
+		if !sleep(ctx, wait) {
+			return nil, err
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // loadKeys reads the leaders' allowlist (--leaders), which verifies every
