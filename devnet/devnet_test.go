@@ -1,8 +1,10 @@
 package devnet
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -200,6 +202,45 @@ func TestStartsAgainWhenAPortIsTaken(t *testing.T) {
 	}
 	if !strings.Contains(n.Redis.TailLog(4096), "in use") {
 		t.Fatalf("Redis's log shows no first start on the taken port:\n%s", n.Redis.TailLog(4096))
+	}
+}
+
+// A Redis with a password refuses a client without it, and answers one
+// that authenticates; its URL carries the password.
+func TestRedisPassword(t *testing.T) {
+	n := StartT(t, Config{Redis: true, RedisPassword: "s3cret"})
+	if want := fmt.Sprintf("redis://:s3cret@127.0.0.1:%d/0", n.Redis.Port); n.Redis.URL() != want {
+		t.Fatalf("URL %s, want %s", n.Redis.URL(), want)
+	}
+	conn, err := net.Dial("tcp", n.Redis.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	rd := bufio.NewReader(conn)
+	ask := func(cmd string) string {
+		t.Helper()
+		if _, err := conn.Write([]byte(cmd + "\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		return line
+	}
+	if got := ask("PING"); !strings.HasPrefix(got, "-NOAUTH") {
+		t.Fatalf("PING without the password: %q", got)
+	}
+	if got := ask("AUTH wrong"); !strings.HasPrefix(got, "-WRONGPASS") {
+		t.Fatalf("AUTH with a wrong password: %q", got)
+	}
+	if got := ask("AUTH s3cret"); got != "+OK\r\n" {
+		t.Fatalf("AUTH: %q", got)
+	}
+	if got := ask("PING"); got != "+PONG\r\n" {
+		t.Fatalf("PING after AUTH: %q", got)
 	}
 }
 

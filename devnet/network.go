@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -34,15 +35,18 @@ var Defaults = struct {
 // Config describes a network: Dir, GenesisPath and JWTPath, and what to
 // start in it.
 type Config struct {
-	Dir         string // state directory: datadirs, logs, pid files, network.json
-	GethNodes   int    // number of geth nodes, peered with each other (0: none, e.g. Redis only)
-	Redis       bool   // start a Redis server
-	Postgres    int    // number of PostgreSQL servers (the cluster's, then the member's)
-	GenesisPath string
-	JWTPath     string
-	FreePorts   bool     // pick free loopback ports instead of Defaults (tests)
-	Detach      bool     // let processes outlive this program (the CLI's `up`)
-	GethArgs    []string // extra flags for every geth
+	Dir       string // state directory: datadirs, logs, pid files, network.json
+	GethNodes int    // number of geth nodes, peered with each other (0: none, e.g. Redis only)
+	Redis     bool   // start a Redis server
+	// RedisPassword makes that server require a password (requirepass);
+	// clients then connect with Redis.URL().
+	RedisPassword string
+	Postgres      int // number of PostgreSQL servers (the cluster's, then the member's)
+	GenesisPath   string
+	JWTPath       string
+	FreePorts     bool     // pick free loopback ports instead of Defaults (tests)
+	Detach        bool     // let processes outlive this program (the CLI's `up`)
+	GethArgs      []string // extra flags for every geth
 	// GethDefaults runs geth with its default state storage instead of
 	// CrashSafeGethFlags: faster per block, but a SIGKILLed lone geth may
 	// come back unable to import (see CrashSafeGethFlags). Benchmarks only.
@@ -166,7 +170,7 @@ func build(ctx context.Context, cfg Config) (*Network, error) {
 		}
 	}
 	if cfg.Redis {
-		if n.Redis, err = newRedis(cfg.Dir, ports.redis, cfg.Detach); err != nil {
+		if n.Redis, err = newRedis(cfg.Dir, ports.redis, cfg.RedisPassword, cfg.Detach); err != nil {
 			return nil, err
 		}
 	}
@@ -279,18 +283,28 @@ type State struct {
 	Geth []struct {
 		Name, RPC, WS, Engine, Enode, PIDFile string
 	}
-	Redis    string   `json:",omitempty"`
+	Redis    string   `json:",omitempty"` // host:port
+	RedisURL string   `json:",omitempty"` // redis://[:password@]host:port/0
 	Postgres []string `json:",omitempty"`
 	GethArgs []string `json:",omitempty"` // the extra flags every geth runs with
 	PIDFiles []string
 }
 
 // Covers reports whether the network s records runs everything cfg asks
-// for: at least as many geths and PostgreSQL servers, Redis if asked, and
-// geths with the same extra flags.
+// for: at least as many geths and PostgreSQL servers, Redis (with the
+// password) if asked, and geths with the same extra flags.
 func (s *State) Covers(cfg Config) bool {
 	return len(s.Geth) >= cfg.GethNodes && len(s.Postgres) >= cfg.Postgres &&
-		(s.Redis != "" || !cfg.Redis) && slices.Equal(s.GethArgs, cfg.GethArgs)
+		(!cfg.Redis || s.Redis != "" && s.redisPassword() == cfg.RedisPassword) && slices.Equal(s.GethArgs, cfg.GethArgs)
+}
+
+func (s *State) redisPassword() string {
+	u, err := url.Parse(s.RedisURL)
+	if err != nil || u.User == nil {
+		return ""
+	}
+	p, _ := u.User.Password()
+	return p
 }
 
 // StateFile is the name of the state file inside Config.Dir.
@@ -303,7 +317,7 @@ func (n *Network) writeState() error {
 			g.Name, g.RPCURL(), g.WSURL(), g.EngineURL(), g.Enode(), g.PIDPath})
 	}
 	if n.Redis != nil {
-		s.Redis = n.Redis.Addr()
+		s.Redis, s.RedisURL = n.Redis.Addr(), n.Redis.URL()
 	}
 	for _, pg := range n.Postgres {
 		s.Postgres = append(s.Postgres, pg.URL())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -20,13 +21,23 @@ import (
 // empty, which is what a crashed lease store looks like to stage 3.
 type Redis struct {
 	*Process
-	Port int
+	Port     int
+	Password string // requirepass; "" for none
 }
 
 // Addr is host:port, the form REDIS_ADDR takes.
 func (r *Redis) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.Port) }
 
-func newRedis(dir string, port int, detach bool) (*Redis, error) {
+// URL is the form REDIS_URL takes: redis://[:password@]host:port/0.
+func (r *Redis) URL() string {
+	u := url.URL{Scheme: "redis", Host: r.Addr(), Path: "/0"}
+	if r.Password != "" {
+		u.User = url.UserPassword("", r.Password)
+	}
+	return u.String()
+}
+
+func newRedis(dir string, port int, password string, detach bool) (*Redis, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, errors.New("redis-server not found in PATH: install it (Debian: apt-get install -y redis-server)")
@@ -35,16 +46,19 @@ func newRedis(dir string, port int, detach bool) (*Redis, error) {
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, err
 	}
-	return &Redis{Port: port, Process: &Process{
-		Name: "redis", Path: bin, Detach: detach,
-		Args: []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", data,
-			"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"},
+	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", data,
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"}
+	if password != "" {
+		args = append(args, "--requirepass", password)
+	}
+	return &Redis{Port: port, Password: password, Process: &Process{
+		Name: "redis", Path: bin, Detach: detach, Args: args,
 		LogPath: filepath.Join(dir, "redis.log"),
 		PIDPath: filepath.Join(dir, "redis.pid"),
 	}}, nil
 }
 
-// WaitReady polls until redis answers PING.
+// WaitReady polls until redis answers PING (after AUTH, with a password).
 func (r *Redis) WaitReady(ctx context.Context) error {
 	return waitFor(ctx, r.Process, func() error {
 		conn, err := net.DialTimeout("tcp", r.Addr(), time.Second)
@@ -53,10 +67,20 @@ func (r *Redis) WaitReady(ctx context.Context) error {
 		}
 		defer conn.Close()
 		_ = conn.SetDeadline(time.Now().Add(time.Second))
+		rd := bufio.NewReader(conn)
+		if r.Password != "" {
+			auth := fmt.Sprintf("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(r.Password), r.Password)
+			if _, err := conn.Write([]byte(auth)); err != nil {
+				return err
+			}
+			if line, err := rd.ReadString('\n'); err != nil || line != "+OK\r\n" {
+				return fmt.Errorf("redis AUTH: %q %v", line, err)
+			}
+		}
 		if _, err := conn.Write([]byte("PING\r\n")); err != nil {
 			return err
 		}
-		line, err := bufio.NewReader(conn).ReadString('\n')
+		line, err := rd.ReadString('\n')
 		if err != nil {
 			return err
 		}

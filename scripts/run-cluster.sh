@@ -48,7 +48,10 @@ foreground() {
 }
 
 stage3() {
-  "$devnet" up --geth 4 --redis --postgres 3
+  # Redis requires a password, as a shared one would; every node reads the
+  # URL from the environment.
+  "$devnet" up --geth 4 --redis --redis-password devnet --postgres 3
+  export REDIS_URL=redis://:devnet@localhost:6379/0
   go build -o "$root/bin/member-nodes" ./03-member-nodes/cmd
   mkdir -p "$logs"
   cd 03-member-nodes # the nodes' defaults: ../jwt.hex, ../genesis.json

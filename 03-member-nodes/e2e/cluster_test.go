@@ -27,6 +27,7 @@ import (
 	"github.com/geth-consensus/tutorial/devnet"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/election"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/loadgen"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/node"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/notify"
@@ -68,7 +69,7 @@ func newClusterWith(t testing.TB, gethArgs []string, candidates, members int, mu
 // network is up and before any node starts.
 func startCluster(t testing.TB, gethArgs []string, prepare func(*devnet.Network), candidates, members int, mutate func(*config.Config)) *cluster {
 	t.Helper()
-	n := devnet.StartT(t, devnet.Config{GethNodes: candidates + members, Redis: true, Postgres: 1 + members, GethArgs: gethArgs})
+	n := devnet.StartT(t, devnet.Config{GethNodes: candidates + members, Redis: true, RedisPassword: redisPassword, Postgres: 1 + members, GethArgs: gethArgs})
 	if prepare != nil {
 		prepare(n)
 	}
@@ -83,7 +84,7 @@ func startCluster(t testing.TB, gethArgs []string, prepare func(*devnet.Network)
 		cfg.EngineURL = g.EngineURL()
 		cfg.JWTSecret = mustFindUp(t, "jwt.hex")
 		cfg.GenesisPath = mustFindUp(t, "genesis.json")
-		cfg.RedisAddr = n.Redis.Addr()
+		cfg.RedisURL = n.Redis.URL()
 		cfg.Leaders = leaders
 		port, err := devnet.FreePort()
 		if err != nil {
@@ -269,22 +270,44 @@ func (c *cluster) checkInvariants() (epochs int) {
 	if uint64(len(longest)-1) > clusterHead.Number {
 		c.t.Fatalf("a geth finalized block %d, the cluster store ends at %d", len(longest)-1, clusterHead.Number)
 	}
+	claims := claimsIn(c.t, c.store)
 	for _, m := range c.members() {
 		checkStore(c.t, m.cfg.PostgresURL, longest)
+		for epoch, mc := range claimsIn(c.t, openStore(c.t, m.cfg.PostgresURL)) {
+			if cc, ok := claims[epoch]; !ok || cc != mc {
+				c.t.Fatalf("%s's store has %s, the cluster store %+v", m.cfg.InstanceID, mc, cc)
+			}
+		}
 	}
-	producer := map[uint64]string{}
+	// One producer per epoch: the process that claimed it in the cluster
+	// store (instance id and run), whatever the lease in Redis said.
+	produced := map[uint64]bool{}
 	var lastEpoch uint64
 	for _, b := range blocks {
-		if p, ok := producer[b.Epoch]; ok && p != b.LeaderID {
-			c.t.Fatalf("epoch %d has two producers: %s and %s", b.Epoch, p, b.LeaderID)
+		if cl, ok := claims[b.Epoch]; !ok || cl != b.Claim() {
+			c.t.Fatalf("block %d by %s; the store's claim on its epoch: %+v", b.Number, b.Claim(), cl)
 		}
 		if b.Epoch < lastEpoch {
 			c.t.Fatalf("block %d of epoch %d after a block of epoch %d", b.Number, b.Epoch, lastEpoch)
 		}
-		producer[b.Epoch], lastEpoch = b.LeaderID, b.Epoch
+		produced[b.Epoch], lastEpoch = true, b.Epoch
 	}
-	c.t.Logf("invariants hold: %d blocks, %d epochs, %d geths, %d databases", clusterHead.Number, len(producer), len(c.nodes), 1+len(c.members()))
-	return len(producer)
+	c.t.Logf("invariants hold: %d blocks, %d epochs, %d geths, %d databases", clusterHead.Number, len(produced), len(c.nodes), 1+len(c.members()))
+	return len(produced)
+}
+
+// claimsIn returns a store's epoch claims by epoch.
+func claimsIn(t testing.TB, s *state.Manager) map[uint64]state.Claim {
+	t.Helper()
+	list, err := s.Claims(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[uint64]state.Claim, len(list))
+	for _, cl := range list {
+		out[cl.Epoch] = cl
+	}
+	return out
 }
 
 // Two candidates and a member: one leader; the member follows, applies and
@@ -750,8 +773,7 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 	head := c.clusterHead()
 	c.waitHeads(head, 10*time.Second, member)
 	f := newForger(t, c, head)
-	rdb := redis.NewClient(&redis.Options{Addr: c.net.Redis.Addr()})
-	defer rdb.Close()
+	rdb := redisClient(t, c.net.Redis)
 	failures := func(reason string) string {
 		return fmt.Sprintf(`consensus_verification_failures_total{reason=%q}`, reason)
 	}
@@ -884,10 +906,12 @@ func offer(t *testing.T, rdb *redis.Client, via string, b state.BlockJSON) (undo
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_ = json.NewEncoder(w).Encode([]state.BlockJSON{b})
 		}))
-		for key, value := range map[string]string{"consensus:leader": fmt.Sprintf("evil|%d", b.Epoch), "consensus:node:evil": srv.URL} {
-			if err := rdb.Set(ctx, key, value, time.Minute).Err(); err != nil {
-				t.Fatal(err)
-			}
+		// The lease as holder|epoch|run (package election), then the directory entry.
+		if err := rdb.Set(ctx, "consensus:leader", fmt.Sprintf("evil|%d|evil-run", b.Epoch), time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := election.Announce(ctx, rdb, "consensus", "evil", "evil-run", srv.URL, time.Minute); err != nil {
+			t.Fatal(err)
 		}
 		return func() {
 			if err := rdb.Del(ctx, "consensus:leader").Err(); err != nil {

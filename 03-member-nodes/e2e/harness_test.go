@@ -22,6 +22,7 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/ethclient"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/geth-consensus/tutorial/devnet"
 
@@ -53,6 +54,7 @@ func newHarness(t testing.TB, mutate func(*config.Config)) *harness {
 // newHarnessOn is newHarness with a network configuration of the caller's.
 func newHarnessOn(t testing.TB, netCfg devnet.Config, mutate func(*config.Config)) *harness {
 	t.Helper()
+	netCfg.RedisPassword = redisPassword
 	n := devnet.StartT(t, netCfg)
 	g := n.Geth[0]
 	eth, err := ethclient.Dial(g.RPCURL())
@@ -68,7 +70,7 @@ func newHarnessOn(t testing.TB, netCfg devnet.Config, mutate func(*config.Config
 	cfg.EngineURL = g.EngineURL()
 	cfg.JWTSecret = mustFindUp(t, "jwt.hex")
 	cfg.GenesisPath = mustFindUp(t, "genesis.json")
-	cfg.RedisAddr = n.Redis.Addr()
+	cfg.RedisURL = n.Redis.URL()
 	cfg.PostgresURL = n.Postgres[0].URL()
 	cfg.HealthAddr = "127.0.0.1:" + strconv.Itoa(port)
 	cfg.LogLevel = "debug"
@@ -162,10 +164,27 @@ func nodeProcess(t testing.TB, c config.Config) *devnet.Process {
 		Args: []string{"--instance-id", c.InstanceID, "--mode", c.Mode, "--eth-client-url", c.EngineURL, "--jwt-secret", c.JWTSecret,
 			"--genesis", c.GenesisPath, "--block-mode", c.BlockMode, "--block-time", c.BlockTime.String(),
 			"--max-idle", c.MaxIdle.String(), "--build-wait", c.BuildWait.String(), "--max-drift", c.MaxDrift.String(),
-			"--health-addr", c.HealthAddr, "--redis-addr", c.RedisAddr, "--postgres-url", c.PostgresURL,
+			"--health-addr", c.HealthAddr, "--redis-url", c.RedisURL, "--cluster-id", c.ClusterID, "--postgres-url", c.PostgresURL,
 			"--signer-key", c.SignerKey, "--leaders", strings.Join(c.Leaders, ","),
-			"--lease-ttl", c.LeaseTTL.String(), "--lease-renew", c.LeaseRenew.String(), "--log-level", c.LogLevel},
+			"--lease-ttl", c.LeaseTTL.String(), "--lease-renew", c.LeaseRenew.String(), "--log-level", c.LogLevel,
+			"--adopt-chain=" + strconv.FormatBool(c.AdoptChain)},
 	}
+}
+
+// redisPassword is what the tests' Redis requires, as a shared deployment's
+// would: every node connects with --redis-url.
+const redisPassword = "devnet-redis-secret"
+
+// redisClient connects to the network's Redis as the nodes do.
+func redisClient(t testing.TB, r *devnet.Redis) *redis.Client {
+	t.Helper()
+	o, err := redis.ParseURL(r.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(o)
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
 }
 
 func (h *harness) stopAll() {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -34,8 +35,14 @@ type Config struct {
 	HealthAddr   string
 	AdvertiseURL string // how other nodes reach this node's HTTP API
 	RedisAddr    string
-	PostgresURL  string
-	SignerKey    string // the leader's secp256k1 key: a file or hex
+	// RedisURL, when set, takes the place of RedisAddr:
+	// redis://[user:password@]host:port/db, or rediss:// for TLS.
+	RedisURL string
+	// ClusterID starts every Redis key and channel of the cluster, so that
+	// clusters sharing one Redis never see each other.
+	ClusterID   string
+	PostgresURL string
+	SignerKey   string // the leader's secp256k1 key: a file or hex
 	// SignerKeystore, when set, is the leader's key as an encrypted geth
 	// keystore file, decrypted with the password in SignerPasswordFile;
 	// it takes the place of SignerKey.
@@ -43,8 +50,11 @@ type Config struct {
 	Leaders                            []string // addresses whose signed blocks members accept
 	LeaseTTL                           time.Duration
 	LeaseRenew                         time.Duration
-	LogLevel                           string
-	LogFormat                          string
+	// AdoptChain lets a candidate import the blocks its geth finalized that
+	// the cluster store lacks: a chain a single node made (stage 2).
+	AdoptChain bool
+	LogLevel   string
+	LogFormat  string
 }
 
 // DevSignerKey is the first well-known Foundry/Anvil dev key, the default
@@ -70,6 +80,7 @@ func Default() Config {
 		FeeRecipient: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
 		HealthAddr:   ":8080",
 		RedisAddr:    "localhost:6379",
+		ClusterID:    "consensus",
 		PostgresURL:  "postgres://postgres:postgres@localhost:5432/consensus?sslmode=disable",
 		SignerKey:    DevSignerKey,
 		Leaders:      []string{"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"},
@@ -153,6 +164,17 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.RedisAddr); err != nil {
 		bad("redis-addr", fmt.Sprintf("%q", c.RedisAddr), "want host:port")
 	}
+	if c.RedisURL != "" {
+		if _, err := redis.ParseURL(c.RedisURL); err != nil {
+			bad("redis-url", "(hidden)", "want redis://[user:password@]host:port/db or rediss:// (TLS): "+redactURLError(err, c.RedisURL))
+		}
+		if c.RedisAddr != Default().RedisAddr {
+			bad("redis-addr", fmt.Sprintf("%q", c.RedisAddr), "give --redis-url or --redis-addr, not both")
+		}
+	}
+	if !instanceIDPattern.MatchString(c.ClusterID) {
+		bad("cluster-id", fmt.Sprintf("%q", c.ClusterID), "letters, digits, '.', '_' and '-', at most 63")
+	}
 	if u, err := url.Parse(c.PostgresURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		bad("postgres-url", "(hidden)", "want postgres://user:password@host:port/db")
 	}
@@ -172,6 +194,9 @@ func (c Config) Validate() error {
 	}
 	if c.LeaseTTL < 100*time.Millisecond {
 		bad("lease-ttl", c.LeaseTTL, "at least 100ms")
+	}
+	if c.AdoptChain && c.Mode != "leader" {
+		bad("adopt-chain", true, "only a leader candidate adopts a chain: members sync it from the cluster")
 	}
 	if c.LeaseRenew <= 0 || c.LeaseRenew > c.LeaseTTL/3 {
 		bad("lease-renew", c.LeaseRenew, fmt.Sprintf("must be positive and at most a third of --lease-ttl (%s)", c.LeaseTTL))
@@ -197,7 +222,9 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.FeeRecipient, "fee-recipient", c.FeeRecipient, "address that receives the priority fees")
 	f.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "listen address of the HTTP API: /blocks, /status, /metrics, /healthz, /readyz")
 	f.StringVar(&c.AdvertiseURL, "advertise-url", c.AdvertiseURL, "URL other nodes reach this node's HTTP API at (default http://127.0.0.1:<health port>)")
-	f.StringVar(&c.RedisAddr, "redis-addr", c.RedisAddr, "Redis: the leader lease, block notices, node directory")
+	f.StringVar(&c.RedisAddr, "redis-addr", c.RedisAddr, "Redis host:port: the leader lease, block notices, node directory")
+	f.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "Redis as a URL, in place of --redis-addr: redis://[user:password@]host:port/db, rediss:// for TLS")
+	f.StringVar(&c.ClusterID, "cluster-id", c.ClusterID, "prefix of every Redis key and channel: clusters sharing one Redis need different ids")
 	f.StringVar(&c.PostgresURL, "postgres-url", c.PostgresURL, "block store: the cluster database for leaders, the member's own database for members")
 	f.StringVar(&c.SignerKey, "signer-key", c.SignerKey, "leader's secp256k1 key, a file or hex (default: the public Anvil dev key #0, dev only)")
 	f.StringVar(&c.SignerKeystore, "signer-keystore", c.SignerKeystore, "leader's key as an encrypted geth keystore file (geth account new, cast wallet import); takes the place of --signer-key")
@@ -205,6 +232,7 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringSliceVar(&c.Leaders, "leaders", c.Leaders, "comma-separated addresses whose signed blocks are accepted")
 	f.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "leader lease length: a dead leader is replaced within about this long")
 	f.DurationVar(&c.LeaseRenew, "lease-renew", c.LeaseRenew, "how often the leader renews its lease and candidates try to take it")
+	f.BoolVar(&c.AdoptChain, "adopt-chain", c.AdoptChain, "import the blocks geth finalized that the cluster store lacks (a chain stage 2 made), signed by this leader, instead of refusing to run; once, on the first leader")
 	f.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	f.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	BindEnv(f, map[string]string{
@@ -212,9 +240,46 @@ func (c *Config) Bind(cmd *cobra.Command) {
 		"genesis": "GENESIS", "mode": "MODE", "block-mode": "BLOCK_MODE", "block-time": "BLOCK_TIME",
 		"max-idle": "MAX_IDLE", "build-wait": "BUILD_WAIT", "max-build-wait": "MAX_BUILD_WAIT", "max-drift": "MAX_DRIFT",
 		"fee-recipient": "FEE_RECIPIENT", "health-addr": "HEALTH_ADDR", "advertise-url": "ADVERTISE_URL",
-		"redis-addr": "REDIS_ADDR", "postgres-url": "POSTGRES_URL", "signer-key": "SIGNER_KEY", "signer-keystore": "SIGNER_KEYSTORE", "signer-password-file": "SIGNER_PASSWORD_FILE", "leaders": "LEADERS",
-		"lease-ttl": "LEASE_TTL", "lease-renew": "LEASE_RENEW", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
+		"redis-addr": "REDIS_ADDR", "redis-url": "REDIS_URL", "cluster-id": "CLUSTER_ID", "postgres-url": "POSTGRES_URL", "signer-key": "SIGNER_KEY", "signer-keystore": "SIGNER_KEYSTORE", "signer-password-file": "SIGNER_PASSWORD_FILE", "leaders": "LEADERS",
+		"lease-ttl": "LEASE_TTL", "lease-renew": "LEASE_RENEW", "adopt-chain": "ADOPT_CHAIN", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
 	})
+}
+
+// RedisOptions returns the client options --redis-url or --redis-addr give.
+func (c Config) RedisOptions() (*redis.Options, error) {
+	if c.RedisURL == "" {
+		return &redis.Options{Addr: c.RedisAddr}, nil
+	}
+	o, err := redis.ParseURL(c.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("--redis-url: %s", redactURLError(err, c.RedisURL))
+	}
+	return o, nil
+}
+
+// RedisTarget names the Redis server for logs: the address, or the URL
+// without its password.
+func (c Config) RedisTarget() string {
+	if c.RedisURL == "" {
+		return c.RedisAddr
+	}
+	u, err := url.Parse(c.RedisURL)
+	if err != nil {
+		return "(malformed --redis-url)"
+	}
+	return u.Redacted()
+}
+
+// redactURLError is err's text with any password in raw removed: url and
+// redis errors quote what they could not parse.
+func redactURLError(err error, raw string) string {
+	msg := err.Error()
+	if u, perr := url.Parse(raw); perr == nil && u.User != nil {
+		if p, ok := u.User.Password(); ok && p != "" {
+			msg = strings.ReplaceAll(msg, p, "xxxxx")
+		}
+	}
+	return strings.ReplaceAll(msg, raw, "(hidden)")
 }
 
 // BindEnv records the environment variable each flag of f falls back to,

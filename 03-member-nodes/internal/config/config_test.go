@@ -61,3 +61,46 @@ func TestEnvironmentFallbackAndPrecedence(t *testing.T) {
 		t.Errorf("environment ignored: block time %s", c.BlockTime)
 	}
 }
+
+// --redis-url: the forms users give, with TLS and a database; a malformed
+// one is refused without printing its password; the log target hides it.
+func TestRedisURL(t *testing.T) {
+	for _, tc := range []struct {
+		url, addr, user, pass string
+		db                    int
+		tls                   bool
+	}{
+		{"redis://localhost:6379/0", "localhost:6379", "", "", 0, false},
+		{"redis://:hunter2@10.0.0.5:6380/3", "10.0.0.5:6380", "", "hunter2", 3, false},
+		{"rediss://app:hunter2@redis.example.com:6390/1", "redis.example.com:6390", "app", "hunter2", 1, true},
+	} {
+		c := Default()
+		c.RedisURL = tc.url
+		if err := c.Validate(); err != nil {
+			t.Fatalf("%s: %v", tc.url, err)
+		}
+		o, err := c.RedisOptions()
+		if err != nil || o.Addr != tc.addr || o.Username != tc.user || o.Password != tc.pass || o.DB != tc.db || (o.TLSConfig != nil) != tc.tls {
+			t.Fatalf("%s: %+v %v", tc.url, o, err)
+		}
+		if tc.pass != "" && strings.Contains(c.RedisTarget(), tc.pass) {
+			t.Fatalf("log target %s shows the password", c.RedisTarget())
+		}
+	}
+	for _, raw := range []string{"http://:hunter2@localhost:6379", "redis://:hunter2@localhost:6379/db9x", "redis://:hunter2@local host:6379"} {
+		c := Default()
+		c.RedisURL = raw
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), "--redis-url") || strings.Contains(err.Error(), "hunter2") {
+			t.Fatalf("%s: %v", raw, err)
+		}
+	}
+	c := Default()
+	c.RedisURL, c.RedisAddr, c.ClusterID = "redis://localhost:6379", "other:6379", "a:b"
+	err := c.Validate()
+	for _, want := range []string{"not both", "--cluster-id"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("error does not say %q: %v", want, err)
+		}
+	}
+}

@@ -3,12 +3,14 @@ package election
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/geth-consensus/tutorial/devnet"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/geth-consensus/tutorial/devnet"
 )
 
 // The lease against a real redis-server started by the devnet library.
@@ -171,5 +173,50 @@ func TestDeadlineHasMargin(t *testing.T) {
 		if _, err := New(rdb, bad); err == nil {
 			t.Errorf("options %+v accepted", bad)
 		}
+	}
+}
+
+// Two processes with one instance id: the second (another run) neither
+// shares the first's lease nor its directory entry, and takes them only
+// once the first stops refreshing them.
+func TestOneIDTwoProcesses(t *testing.T) {
+	_, rdb := newRedis(t)
+	ctx := context.Background()
+	first, second := candidate(t, rdb, "a", 300*time.Millisecond), candidate(t, rdb, "a", 300*time.Millisecond)
+	if first.Run() == second.Run() {
+		t.Fatalf("two electors drew one run id %s", first.Run())
+	}
+	l1, ok, err := first.TryAcquire(ctx, 0)
+	if err != nil || !ok {
+		t.Fatalf("first: %+v %v %v", l1, ok, err)
+	}
+	if l2, ok, err := second.TryAcquire(ctx, 0); err != nil || ok {
+		t.Fatalf("the second process shares the first's lease: %+v %v %v", l2, ok, err)
+	}
+	if _, err := second.Renew(ctx, Lease{Holder: "a", Run: second.Run(), Epoch: l1.Epoch}); !errors.Is(err, ErrLost) {
+		t.Fatalf("the second process renewed the first's lease: %v", err)
+	}
+
+	const dirTTL = 300 * time.Millisecond
+	if err := Announce(ctx, rdb, "", "a", first.Run(), "http://one", dirTTL); err != nil {
+		t.Fatal(err)
+	}
+	err = Announce(ctx, rdb, "", "a", second.Run(), "http://two", dirTTL)
+	if !errors.Is(err, ErrIDInUse) || !strings.Contains(err.Error(), "http://one") || !strings.Contains(err.Error(), "--instance-id") {
+		t.Fatalf("second announcement: %v", err)
+	}
+	if u, err := URL(ctx, rdb, "", "a"); err != nil || u != "http://one" {
+		t.Fatalf("directory: %q %v", u, err)
+	}
+	// The first stops (crashed, or this is a restart): both expire, the
+	// second takes them, with a new epoch.
+	eventually(t, func() bool { return Announce(ctx, rdb, "", "a", second.Run(), "http://two", dirTTL) == nil })
+	if u, err := URL(ctx, rdb, "", "a"); err != nil || u != "http://two" {
+		t.Fatalf("directory: %q %v", u, err)
+	}
+	var l2 Lease
+	eventually(t, func() bool { l2, ok, err = second.TryAcquire(ctx, 0); return err == nil && ok })
+	if l2.Epoch <= l1.Epoch || l2.Run != second.Run() {
+		t.Fatalf("second run's lease %+v after %+v", l2, l1)
 	}
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -274,6 +275,31 @@ func (c *Client) HeaderByNumber(ctx context.Context, n *big.Int) (*types.Header,
 		return nil, ethereum.NotFound
 	}
 	return h, nil
+}
+
+// BlockByNumber returns canonical block n with its transactions and
+// withdrawals, as geth serves them over RPC: without blob sidecars or
+// execution requests. A missing block is (nil, ethereum.NotFound).
+func (c *Client) BlockByNumber(ctx context.Context, n uint64) (*types.Block, error) {
+	var raw json.RawMessage
+	if err := c.call(ctx, CallTimeout, &raw, "eth_getBlockByNumber", hexutil.EncodeUint64(n), true); err != nil {
+		return nil, err
+	}
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, ethereum.NotFound
+	}
+	var h types.Header
+	var body struct {
+		Transactions []*types.Transaction `json:"transactions"`
+		Withdrawals  []*types.Withdrawal  `json:"withdrawals"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return nil, fmt.Errorf("block %d: %w", n, err)
+	}
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return nil, fmt.Errorf("block %d: %w", n, err)
+	}
+	return types.NewBlockWithHeader(&h).WithBody(types.Body{Transactions: body.Transactions, Withdrawals: body.Withdrawals}), nil
 }
 
 // HeaderByHash returns the header of a block geth holds, canonical or not.

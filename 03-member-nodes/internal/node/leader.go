@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/election"
@@ -26,7 +27,7 @@ func (a *App) notify(ctx context.Context) {
 			n.Block = body
 		}
 	}
-	if _, err := notify.Publish(ctx, a.rdb, notify.Channel(redisPrefix), n); err != nil {
+	if _, err := notify.Publish(ctx, a.rdb, notify.Channel(a.opts.Cluster), n); err != nil {
 		a.metrics.Errors.WithLabelValues("redis").Inc()
 		a.log.Debug("block notice not sent", "number", n.Number, "err", err)
 	}
@@ -45,10 +46,10 @@ func (a *App) propose(ctx context.Context, p *engine.Payload) {
 	}
 	d := p.ExecutionPayload
 	b := &state.Block{Number: d.Number, Hash: d.BlockHash, ParentHash: d.ParentHash, Timestamp: d.Timestamp, Payload: p,
-		LeaderID: a.opts.ID, Epoch: lease.Epoch}
+		LeaderID: a.opts.ID, Run: a.run, Epoch: lease.Epoch}
 	a.tasks.Go(func() {
 		sig, err := a.opts.Signer.Sign(signer.Header{ChainID: a.opts.ChainID, Number: b.Number, Hash: b.Hash,
-			ParentHash: b.ParentHash, Epoch: b.Epoch, Leader: b.LeaderID, Proposal: true})
+			ParentHash: b.ParentHash, Epoch: b.Epoch, Leader: b.LeaderID, Run: b.Run, Proposal: true})
 		if err != nil {
 			a.log.Warn("block proposal not signed", "number", b.Number, "err", err)
 			return
@@ -62,7 +63,7 @@ func (a *App) propose(ctx context.Context, p *engine.Payload) {
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		n := notify.Notice{Number: b.Number, Hash: b.Hash, Epoch: b.Epoch, Leader: a.opts.ID, Block: body, Proposed: true}
-		if _, err := notify.Publish(ctx, a.rdb, notify.Channel(redisPrefix), n); err != nil {
+		if _, err := notify.Publish(ctx, a.rdb, notify.Channel(a.opts.Cluster), n); err != nil {
 			a.log.Debug("block proposal not sent", "number", n.Number, "err", err)
 		}
 	})
@@ -75,12 +76,20 @@ const (
 )
 
 // register keeps this node's API URL in the node directory, where members
-// look the leader's up.
+// look the leader's up. While another process announces itself under this
+// node's id, the node is not ready and a candidate stays out of the
+// election (keepLease): two processes with one id are one too many.
 func (a *App) register(ctx context.Context) {
 	t := time.NewTicker(registerEvery)
 	defer t.Stop()
 	for {
-		if err := election.Announce(ctx, a.rdb, redisPrefix, a.opts.ID, a.opts.APIURL, registerTTL); err != nil && ctx.Err() == nil {
+		err := election.Announce(ctx, a.rdb, a.opts.Cluster, a.opts.ID, a.run, a.opts.APIURL, registerTTL)
+		switch {
+		case errors.Is(err, election.ErrIDInUse):
+			a.setIDErr(err)
+		case err == nil:
+			a.setIDErr(nil)
+		case ctx.Err() == nil:
 			a.log.Debug("directory entry not refreshed", "err", err)
 		}
 		select {
@@ -91,13 +100,39 @@ func (a *App) register(ctx context.Context) {
 	}
 }
 
+// setIDErr records whether another process holds this node's id; the log
+// says so once per change.
+func (a *App) setIDErr(err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	a.mu.Lock()
+	changed := msg != a.idErr
+	a.idErr = msg
+	a.mu.Unlock()
+	switch {
+	case changed && err != nil:
+		a.log.Warn("another process announces this --instance-id (a duplicate, or this node's previous run until its entry expires): standing by",
+			"err", err, "expires_within", registerTTL)
+	case changed:
+		a.log.Info("the instance id is ours again")
+	}
+}
+
+func (a *App) idInUse() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.idErr != ""
+}
+
 // watchNotices listens for block notices and wakes the follower. go-redis
 // re-subscribes after a lost connection; a failed first subscription is
 // retried here.
 func (a *App) watchNotices(ctx context.Context) {
 	backoff := newBackoff(100*time.Millisecond, 2*time.Second)
 	for ctx.Err() == nil {
-		notices, err := notify.Subscribe(ctx, a.rdb, notify.Channel(redisPrefix), func(payload string, err error) {
+		notices, err := notify.Subscribe(ctx, a.rdb, notify.Channel(a.opts.Cluster), func(payload string, err error) {
 			a.log.Warn("malformed block notice dropped", "payload", payload, "err", err)
 		})
 		if err != nil {

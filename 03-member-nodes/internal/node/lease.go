@@ -24,7 +24,11 @@ func (a *App) keepLease(ctx context.Context) {
 	for {
 		failing, cause := a.health.sinceErr()
 		standDown := a.opts.StandDown > 0 && !failing.IsZero() && time.Since(failing) > a.opts.StandDown
-		if lease, held := a.heldLease(); held && standDown {
+		if a.idInUse() {
+			// Another process announces this id (register): it may hold the
+			// lease under it; never compete with it.
+			a.releaseLease()
+		} else if lease, held := a.heldLease(); held && standDown {
 			// The lease follows health: a healthy candidate takes over
 			// rather than wait for a lease this node renews in vain.
 			a.log.Warn("cannot produce: releasing the lease", "epoch", lease.Epoch,

@@ -47,8 +47,12 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer st.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, DialTimeout: time.Second,
-		ReadTimeout: cfg.LeaseTTL / 4, WriteTimeout: cfg.LeaseTTL / 4, MaxRetries: 1})
+	ropts, err := cfg.RedisOptions()
+	if err != nil {
+		return err
+	}
+	ropts.DialTimeout, ropts.ReadTimeout, ropts.WriteTimeout, ropts.MaxRetries = time.Second, cfg.LeaseTTL/4, cfg.LeaseTTL/4, 1
+	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 
 	m := metrics.New()
@@ -63,8 +67,8 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	b := builder.New(client, common.HexToAddress(cfg.FeeRecipient), time.Now)
 	app := New(Options{
-		ID: cfg.InstanceID, Role: Role(cfg.Mode), APIURL: cfg.Advertise(), ChainID: genesis.Config.ChainID,
-		Signer: sgn, Verifier: verifier, LeaseRenew: cfg.LeaseRenew, StandDown: cfg.LeaseTTL / 2,
+		ID: cfg.InstanceID, Cluster: cfg.ClusterID, Role: Role(cfg.Mode), APIURL: cfg.Advertise(), ChainID: genesis.Config.ChainID,
+		Signer: sgn, Verifier: verifier, LeaseRenew: cfg.LeaseRenew, StandDown: cfg.LeaseTTL / 2, Adopt: cfg.AdoptChain,
 		Mode: Mode(cfg.BlockMode), BlockTime: cfg.BlockTime, MaxIdle: cfg.MaxIdle, BuildWait: cfg.BuildWait,
 		MaxBuild: cfg.MaxBuildWait, MaxDrift: cfg.MaxDrift, GenesisHash: genesis.ToBlock().Hash(),
 	}, Deps{Log: log.With("component", "node"), Engine: client, State: st, Builder: b, Metrics: m, Redis: rdb, Elector: el, Source: src})
@@ -80,7 +84,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ctx, l) }()
 
-	log.Info("starting", "mode", cfg.Mode, "engine", cfg.EngineURL, "redis", cfg.RedisAddr, "api", cfg.Advertise(),
+	log.Info("starting", "mode", cfg.Mode, "engine", cfg.EngineURL, "redis", cfg.RedisTarget(), "cluster", cfg.ClusterID, "api", cfg.Advertise(),
 		"block_mode", cfg.BlockMode, "block_time", cfg.BlockTime)
 	runErr := app.Run(ctx)
 	cancel()
@@ -145,9 +149,9 @@ func loadKeys(cfg config.Config) (*signer.Verifier, *signer.Signer, error) {
 // leader's block API.
 func roleDeps(cfg config.Config, rdb redis.UniversalClient, st *state.Manager) (*election.Elector, Source, error) {
 	if Role(cfg.Mode) != RoleLeader {
-		return nil, syncer.NewLeaderAPI(rdb, redisPrefix), nil
+		return nil, syncer.NewLeaderAPI(rdb, cfg.ClusterID), nil
 	}
-	el, err := election.New(rdb, election.Options{Prefix: redisPrefix, ID: cfg.InstanceID, TTL: cfg.LeaseTTL})
+	el, err := election.New(rdb, election.Options{Prefix: cfg.ClusterID, ID: cfg.InstanceID, TTL: cfg.LeaseTTL})
 	if err != nil {
 		return nil, nil, err
 	}

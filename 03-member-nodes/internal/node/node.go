@@ -47,9 +47,6 @@ import (
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
 )
 
-// redisPrefix starts every Redis key and channel of the cluster.
-const redisPrefix = "consensus"
-
 // Role is what a node may do.
 type Role string
 
@@ -77,6 +74,7 @@ type Engine interface {
 	builder.Engine
 	NewPayload(ctx context.Context, p *engine.Payload) error
 	HeaderByNumber(ctx context.Context, n *big.Int) (*types.Header, error)
+	BlockByNumber(ctx context.Context, n uint64) (*types.Block, error)
 	HeaderByHash(ctx context.Context, hash common.Hash) (*types.Header, error)
 	CheckCapabilities(ctx context.Context, timestamp uint64) error
 	SubscribePendingTransactions(ctx context.Context, ch chan<- common.Hash) (ethereum.Subscription, error)
@@ -86,6 +84,7 @@ type Engine interface {
 // Options configure the node.
 type Options struct {
 	ID         string // instance id: the lease holder name and the directory entry
+	Cluster    string // starts every Redis key and channel of the cluster; default "consensus"
 	Role       Role
 	APIURL     string // where other nodes reach this node's block API
 	ChainID    *big.Int
@@ -97,7 +96,10 @@ type Options struct {
 	// it, and a candidate that cannot takes none. Below the lease TTL, so a
 	// healthy candidate takes over sooner than the lease would expire;
 	// zero: never.
-	StandDown   time.Duration
+	StandDown time.Duration
+	// Adopt lets a candidate whose geth finalized blocks the cluster store
+	// lacks import them (adopt.go) instead of refusing to run.
+	Adopt       bool
 	Poll        time.Duration // followers look for blocks at least this often
 	Mode        Mode
 	BlockTime   time.Duration
@@ -141,6 +143,7 @@ type App struct {
 	rdb     redis.UniversalClient
 	elector *election.Elector // nil for members
 	source  Source
+	run     string // this process's run id (election.NewRun), in the directory, the lease and its blocks
 
 	head        builder.Parent // the stored head; owned by Run's goroutine
 	headEpoch   uint64         // epoch of the head block; owned by Run's goroutine
@@ -174,6 +177,7 @@ type App struct {
 	ready       bool
 	reason      string
 	electionErr string // a candidate cut off from Redis or the cluster store
+	idErr       string // another process announces itself under this node's id
 	lastBlock   time.Time
 	status      Status
 }
@@ -210,11 +214,18 @@ func New(opts Options, d Deps) *App {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Cluster == "" {
+		opts.Cluster = "consensus"
+	}
 	if opts.Poll == 0 {
 		opts.Poll = time.Second
 	}
+	run := election.NewRun()
+	if d.Elector != nil {
+		run = d.Elector.Run()
+	}
 	return &App{opts: opts, log: d.Log, engine: d.Engine, state: d.State, builder: d.Builder, metrics: d.Metrics,
-		rdb: d.Redis, elector: d.Elector, source: d.Source,
+		rdb: d.Redis, elector: d.Elector, source: d.Source, run: run,
 		pending: newPendingSet(), busy: busyMode{listening: newListenSwitch()}, wait: newBuildWait(opts.BuildWait, opts.MaxBuild), reason: "starting",
 		roleChange: make(chan struct{}, 1), news: make(chan struct{}, 1), proposal: make(chan struct{}, 1)}
 }
@@ -347,7 +358,7 @@ func (a *App) fence(ctx context.Context) error {
 	if !ok || lease.Epoch == a.fenced {
 		return nil
 	}
-	if err := a.state.Fence(ctx, lease.Epoch); err != nil {
+	if err := a.state.Fence(ctx, state.Claim{Epoch: lease.Epoch, Leader: a.opts.ID, Run: a.run}); err != nil {
 		return a.commitFailed(err)
 	}
 	a.fenced = lease.Epoch
@@ -509,13 +520,13 @@ func (a *App) apply(ctx context.Context, p *engine.Payload, start time.Time) err
 		return errRoleChange
 	}
 	sig, err := a.opts.Signer.Sign(signer.Header{ChainID: a.opts.ChainID, Number: data.Number, Hash: data.BlockHash,
-		ParentHash: data.ParentHash, Epoch: lease.Epoch, Leader: a.opts.ID})
+		ParentHash: data.ParentHash, Epoch: lease.Epoch, Leader: a.opts.ID, Run: a.run})
 	if err != nil {
 		return fmt.Errorf("%w: sign block %d: %v", errFatal, data.Number, err)
 	}
 	committing := a.opts.Now()
 	blk := &state.Block{Number: data.Number, Hash: data.BlockHash, ParentHash: data.ParentHash,
-		Timestamp: data.Timestamp, Payload: p, LeaderID: a.opts.ID, Epoch: lease.Epoch, Signature: sig,
+		Timestamp: data.Timestamp, Payload: p, LeaderID: a.opts.ID, Run: a.run, Epoch: lease.Epoch, Signature: sig,
 		CreatedAt: committing} // as PostgreSQL's now(): the transaction's start
 	if err := a.state.Commit(ctx, *blk); err != nil {
 		return a.commitFailed(err)
@@ -661,6 +672,9 @@ func (a *App) watchPending(ctx context.Context) {
 func (a *App) Ready() (bool, string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.idErr != "" {
+		return false, a.idErr
+	}
 	if !a.ready {
 		return false, a.reason
 	}

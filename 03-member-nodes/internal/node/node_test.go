@@ -157,6 +157,16 @@ func (f *fakeGeth) HeaderByNumber(_ context.Context, n *big.Int) (*types.Header,
 	return f.headers[f.canonical[i]], nil
 }
 
+// BlockByNumber is the node's adoption path (adopt.go), which the e2e
+// tests drive against a real geth; the fake holds headers only.
+func (f *fakeGeth) BlockByNumber(_ context.Context, n uint64) (*types.Block, error) {
+	h, err := f.HeaderByNumber(context.Background(), new(big.Int).SetUint64(n))
+	if err != nil {
+		return nil, err
+	}
+	return types.NewBlockWithHeader(h), nil
+}
+
 func (f *fakeGeth) HeaderByHash(_ context.Context, h common.Hash) (*types.Header, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -29,7 +29,8 @@ const replayFinalizeEvery = 64
 //     cluster moved on): replay the stored payloads with newPayload, oldest first;
 //   - geth ahead of the store: a member's database was reset, and it
 //     re-fetches those blocks from the cluster, each checked against geth;
-//     a candidate refuses, since the cluster store is the only authority;
+//     a candidate refuses, since the cluster store is the only authority,
+//     unless told to adopt them (--adopt-chain, adopt.go);
 //   - a different block at the same height: ErrConflict, refuse to run.
 func (a *App) reconcile(ctx context.Context) error {
 	gethHead, err := a.engine.HeaderByNumber(ctx, nil)
@@ -67,8 +68,14 @@ func (a *App) reconcile(ctx context.Context) error {
 				ErrConflict, stored.Number, stored.Hash, h.Hash())
 		}
 		if gethNum > stored.Number {
+			if a.opts.Role != RoleMember && a.opts.Adopt {
+				if err := a.adopt(ctx, stored.Number, gethNum); err != nil {
+					return err
+				}
+				return a.reconcile(ctx) // from the adopted head
+			}
 			if a.opts.Role != RoleMember {
-				return fmt.Errorf("%w: geth finalized blocks %d to %d that the cluster store lacks (was the database restored from a backup?): refusing to run; wipe this geth to resync it from the store",
+				return fmt.Errorf("%w: geth finalized blocks %d to %d that the cluster store lacks (was the database restored from a backup?): refusing to run; wipe this geth to resync it from the store, or start once with --adopt-chain to import a chain a single node made",
 					ErrConflict, stored.Number+1, gethNum)
 			}
 			a.log.Warn("geth is ahead of this member's store (database reset?): re-fetching those blocks from the cluster",

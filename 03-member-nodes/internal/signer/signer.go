@@ -35,6 +35,7 @@ type Header struct {
 	ParentHash common.Hash
 	Epoch      uint64
 	Leader     string // the leader id the block is stored and served with
+	Run        string // the run id of the leader's process
 	// Proposal marks a block the leader announces before committing it.
 	// It is signed in another domain, so that a proposal's signature can
 	// never pass for a committed block's.
@@ -44,13 +45,14 @@ type Header struct {
 // Domains separate these signatures from any other use of the same key,
 // and proposals from committed blocks.
 var (
-	domain         = []byte("geth-consensus/block/v2")
-	proposalDomain = []byte("geth-consensus/proposal/v2")
+	domain         = []byte("geth-consensus/block/v3")
+	proposalDomain = []byte("geth-consensus/proposal/v3")
 )
 
 // Digest is keccak256(domain || chainID (32 bytes) || number || hash ||
-// parent || epoch || len(leader) || leader): every field a member stores
-// but its own commit time (the hash covers the payload and timestamp).
+// parent || epoch || len(leader) || leader || len(run) || run): every field
+// a member stores but its own commit time (the hash covers the payload and
+// timestamp).
 func (h Header) Digest() common.Hash {
 	d := domain
 	if h.Proposal {
@@ -64,6 +66,8 @@ func (h Header) Digest() common.Hash {
 	buf = binary.BigEndian.AppendUint64(buf, h.Epoch)
 	buf = binary.BigEndian.AppendUint32(buf, uint32(len(h.Leader)))
 	buf = append(buf, h.Leader...)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(h.Run)))
+	buf = append(buf, h.Run...)
 	return crypto.Keccak256Hash(buf)
 }
 

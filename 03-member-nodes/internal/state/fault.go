@@ -1,6 +1,13 @@
 package state
 
-// inCommit, nil in the binary users build, runs inside Commit while the
-// transaction holds the fencing row's lock. A binary built with -tags
-// faults sets it (fault_on.go), for the e2e test of a leader frozen there.
-var inCommit func(b Block)
+// Fault points, nil in the binary users build. A binary built with -tags
+// faults sets them (fault_on.go), for the e2e tests of a leader frozen
+// there.
+var (
+	// inCommit runs inside Commit while the transaction holds the fencing
+	// row's lock.
+	inCommit func(b Block)
+	// inFence runs as Fence begins: after the leader's lease was granted,
+	// before its epoch is claimed.
+	inFence func(c Claim)
+)

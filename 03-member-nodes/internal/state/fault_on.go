@@ -8,25 +8,37 @@ import (
 	"syscall"
 )
 
-// FaultEnv names a trigger file: the next commit of the leader's own block
-// that finds it removes it and freezes its process (SIGSTOP) while it holds
-// the fencing row's lock. Only one process can remove the file, so one
-// trigger freezes one leader, once. Members storing others' blocks (their
-// leader id is not this process's --instance-id) never freeze.
-const FaultEnv = "STAGE3_FAULT_STOP_IN_COMMIT"
+// Trigger files: the next time this process reaches the fault point and
+// finds the file named by the variable, it removes it and freezes
+// (SIGSTOP). Only one process can remove a file, so one trigger freezes
+// one process, once. Only a leader's own work counts: members storing
+// others' blocks (their leader id is not this process's --instance-id)
+// never freeze.
+const (
+	// FaultEnv freezes a leader in its commit, holding the fencing row's lock.
+	FaultEnv = "STAGE3_FAULT_STOP_IN_COMMIT"
+	// FenceFaultEnv freezes a new leader between its lease and its fence.
+	FenceFaultEnv = "STAGE3_FAULT_STOP_IN_FENCE"
+)
 
 func init() {
-	trigger := os.Getenv(FaultEnv)
 	self := ""
 	if i := slices.Index(os.Args, "--instance-id"); i >= 0 && i+1 < len(os.Args) {
 		self = os.Args[i+1]
 	}
-	if trigger == "" || self == "" {
+	if self == "" {
 		return
 	}
-	inCommit = func(b Block) {
-		if b.LeaderID == self && os.Remove(trigger) == nil {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
-		}
+	if trigger := os.Getenv(FaultEnv); trigger != "" {
+		inCommit = func(b Block) { freezeOn(trigger, b.LeaderID == self) }
+	}
+	if trigger := os.Getenv(FenceFaultEnv); trigger != "" {
+		inFence = func(c Claim) { freezeOn(trigger, c.Leader == self) }
+	}
+}
+
+func freezeOn(trigger string, own bool) {
+	if own && os.Remove(trigger) == nil {
+		_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
 	}
 }

@@ -191,6 +191,7 @@ type Block struct {
 	Timestamp  uint64
 	Payload    *engine.Payload // nil for genesis
 	LeaderID   string
+	Run        string // the run id of the leader's process (election.NewRun)
 	Epoch      uint64
 	Signature  []byte
 	CreatedAt  time.Time // when this store committed it (the database's clock)
@@ -217,10 +218,25 @@ func (s *Manager) Init(ctx context.Context, genesis Head) error {
 	return nil
 }
 
+// Claim is who holds a fencing epoch: a leader's instance id and the run
+// id of its process.
+type Claim struct {
+	Epoch  uint64
+	Leader string
+	Run    string
+}
+
+func (c Claim) String() string {
+	return fmt.Sprintf("epoch %d of %s (run %s)", c.Epoch, c.Leader, c.Run)
+}
+
+// Claim returns who writes block b.
+func (b *Block) Claim() Claim { return Claim{Epoch: b.Epoch, Leader: b.LeaderID, Run: b.Run} }
+
 // Commit is the leader's fenced write, one transaction: lock the fencing
-// row; refuse an epoch older than the newest seen (ErrStaleEpoch); refuse a
-// block whose parent is not the stored head (ErrNotHead); insert the block
-// and raise the fencing epoch.
+// row; refuse an epoch older than the newest seen, or held by another
+// process (ErrStaleEpoch); refuse a block whose parent is not the stored
+// head (ErrNotHead); insert the block, claiming a new epoch.
 func (s *Manager) Commit(ctx context.Context, b Block) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -236,8 +252,8 @@ func (s *Manager) Commit(ctx context.Context, b Block) error {
 		if inCommit != nil {
 			inCommit(b) // a test build's fault: the fencing row is locked
 		}
-		if b.Epoch < fenced {
-			return fmt.Errorf("block %d from %s in epoch %d, the store has seen epoch %d: %w", b.Number, b.LeaderID, b.Epoch, fenced, ErrStaleEpoch)
+		if err := claim(ctx, tx, fenced, b.Claim()); err != nil {
+			return fmt.Errorf("block %d: %w", b.Number, err)
 		}
 		var headNum uint64
 		var headHash []byte
@@ -247,22 +263,46 @@ func (s *Manager) Commit(ctx context.Context, b Block) error {
 		if b.Number != headNum+1 || b.ParentHash != common.BytesToHash(headHash) {
 			return fmt.Errorf("block %d on %s, stored head %d %x: %w", b.Number, b.ParentHash, headNum, headHash, ErrNotHead)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO blocks (number, hash, parent_hash, timestamp, payload, leader_id, epoch, signature)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			int64(b.Number), b.Hash.Bytes(), b.ParentHash.Bytes(), int64(b.Timestamp), payload, b.LeaderID, int64(b.Epoch), b.Signature); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO blocks (number, hash, parent_hash, timestamp, payload, leader_id, run, epoch, signature)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			int64(b.Number), b.Hash.Bytes(), b.ParentHash.Bytes(), int64(b.Timestamp), payload, b.LeaderID, b.Run, int64(b.Epoch), b.Signature); err != nil {
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation: that hash or number exists
 				return fmt.Errorf("block %d %s: %w: %s", b.Number, b.Hash, ErrNotHead, pgErr.Detail)
 			}
 			return err
 		}
-		if b.Epoch > fenced {
-			if _, err := tx.Exec(ctx, "UPDATE fencing SET epoch = $1", int64(b.Epoch)); err != nil {
-				return err
-			}
-		}
 		return nil
 	})
+}
+
+// claim lets c write, the fencing row locked at epoch fenced: an older
+// epoch is refused, the current one only to the process that claimed it,
+// and a newer one is claimed, raising the fencing epoch. Redis hands out
+// the epochs, but this is what makes them unique: Redis may restart empty
+// and give one epoch to two candidates, and two processes may share an
+// instance id; the first to claim an epoch here holds it.
+func claim(ctx context.Context, tx pgx.Tx, fenced uint64, c Claim) error {
+	if c.Epoch < fenced {
+		return fmt.Errorf("%s, the store has seen epoch %d: %w", c, fenced, ErrStaleEpoch)
+	}
+	var holder Claim
+	err := tx.QueryRow(ctx, "SELECT epoch, leader_id, run FROM epochs WHERE epoch = $1", int64(c.Epoch)).Scan(&holder.Epoch, &holder.Leader, &holder.Run)
+	switch {
+	case err == nil && holder == c:
+		return nil
+	case err == nil:
+		return fmt.Errorf("%s: the epoch is claimed by %s (run %s): %w", c, holder.Leader, holder.Run, ErrStaleEpoch)
+	case !errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("read the claim on epoch %d: %w", c.Epoch, err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO epochs (epoch, leader_id, run) VALUES ($1, $2, $3)", int64(c.Epoch), c.Leader, c.Run); err != nil {
+		return fmt.Errorf("claim %s: %w", c, err)
+	}
+	if _, err := tx.Exec(ctx, "UPDATE fencing SET epoch = $1", int64(c.Epoch)); err != nil {
+		return fmt.Errorf("claim %s: %w", c, err)
+	}
+	return nil
 }
 
 // Head returns the stored head.
@@ -304,22 +344,39 @@ func (s *Manager) HashAt(ctx context.Context, n uint64) (common.Hash, error) {
 	return common.BytesToHash(hash), err
 }
 
-// Fence raises the fencing epoch to epoch, as a new leader does before its
-// first block: from then on the database refuses every older leader, even
-// one that has not noticed it lost the lease. ErrStaleEpoch if a newer epoch
-// has already written.
-func (s *Manager) Fence(ctx context.Context, epoch uint64) error {
+// Fence claims the lease's epoch, as a new leader does before its first
+// block: from then on the database refuses every older leader, even one
+// that has not noticed it lost the lease, and every other process with the
+// same epoch. ErrStaleEpoch if a newer epoch has written or another
+// process claimed this one.
+func (s *Manager) Fence(ctx context.Context, c Claim) error {
+	if inFence != nil {
+		inFence(c) // a test build's fault: a leader paused before its claim
+	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	var fenced int64
-	err := s.pool.QueryRow(ctx, "UPDATE fencing SET epoch = GREATEST(epoch, $1) RETURNING epoch", int64(epoch)).Scan(&fenced)
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var fenced uint64
+		if err := tx.QueryRow(ctx, "SELECT epoch FROM fencing FOR UPDATE").Scan(&fenced); err != nil {
+			return fmt.Errorf("lock fencing row: %w", err)
+		}
+		return claim(ctx, tx, fenced, c)
+	})
+}
+
+// Claims returns every epoch's claim, oldest first.
+func (s *Manager) Claims(ctx context.Context) ([]Claim, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, "SELECT epoch, leader_id, run FROM epochs ORDER BY epoch")
 	if err != nil {
-		return fmt.Errorf("raise the fencing epoch: %w", err)
+		return nil, err
 	}
-	if uint64(fenced) > epoch {
-		return fmt.Errorf("epoch %d, the store has seen epoch %d: %w", epoch, fenced, ErrStaleEpoch)
-	}
-	return nil
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claim, error) {
+		var c Claim
+		err := row.Scan(&c.Epoch, &c.Leader, &c.Run)
+		return c, err
+	})
 }
 
 // FencedEpoch returns the newest epoch any leader has written with: the
@@ -332,7 +389,7 @@ func (s *Manager) FencedEpoch(ctx context.Context) (uint64, error) {
 	return e, err
 }
 
-const blockColumns = "number, hash, parent_hash, timestamp, payload, leader_id, epoch, signature, created_at"
+const blockColumns = "number, hash, parent_hash, timestamp, payload, leader_id, run, epoch, signature, created_at"
 
 // Block returns stored block n.
 func (s *Manager) Block(ctx context.Context, n uint64) (*Block, error) {
@@ -389,7 +446,7 @@ func scanBlock(row pgx.Row) (*Block, error) {
 	b := &Block{}
 	var hash, parent, payload []byte
 	var number, ts, epoch int64
-	if err := row.Scan(&number, &hash, &parent, &ts, &payload, &b.LeaderID, &epoch, &b.Signature, &b.CreatedAt); err != nil {
+	if err := row.Scan(&number, &hash, &parent, &ts, &payload, &b.LeaderID, &b.Run, &epoch, &b.Signature, &b.CreatedAt); err != nil {
 		return nil, err
 	}
 	b.Number, b.Hash, b.ParentHash, b.Timestamp, b.Epoch = uint64(number), common.BytesToHash(hash), common.BytesToHash(parent), uint64(ts), uint64(epoch)

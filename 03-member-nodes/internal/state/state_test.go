@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"math/big"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,11 +37,56 @@ func newPG(t *testing.T) (*devnet.Postgres, *Manager) {
 
 func block(n uint64, parent common.Hash, leader string, epoch uint64) Block {
 	hash := common.BigToHash(new(big.Int).SetUint64(1000*epoch + n))
-	return Block{Number: n, Hash: hash, ParentHash: parent, Timestamp: 100 + n, LeaderID: leader, Epoch: epoch,
+	return Block{Number: n, Hash: hash, ParentHash: parent, Timestamp: 100 + n, LeaderID: leader, Run: leader + "-run", Epoch: epoch,
 		Signature: []byte{1, 2, 3},
 		Payload: &engine.Payload{ExecutionPayload: &beacon.ExecutableData{Number: n, ParentHash: parent, BlockHash: hash,
 			BaseFeePerGas: big.NewInt(7), LogsBloom: make([]byte, 256), ExtraData: []byte{}, Transactions: [][]byte{{0x02, 0x01}}},
 			VersionedHashes: []common.Hash{}, Requests: []hexutil.Bytes{}}}
+}
+
+func claimOf(leader string, epoch uint64) Claim {
+	return Claim{Epoch: epoch, Leader: leader, Run: leader + "-run"}
+}
+
+// One epoch, two processes: Redis restarted empty handed epoch 2 to two
+// candidates, or two processes run with one instance id (same leader id,
+// another run). The first claim holds the epoch; the other process can
+// neither fence nor commit in it.
+func TestOneClaimPerEpoch(t *testing.T) {
+	_, s := newPG(t)
+	ctx := context.Background()
+	b1 := block(1, common.HexToHash("0x9e"), "leader-1", 1)
+	if err := s.Commit(ctx, b1); err != nil { // a first commit claims its epoch
+		t.Fatal(err)
+	}
+	if err := s.Fence(ctx, claimOf("leader-1", 1)); err != nil {
+		t.Fatalf("the holder fencing its own epoch again: %v", err)
+	}
+	if err := s.Fence(ctx, claimOf("leader-2", 2)); err != nil {
+		t.Fatal(err)
+	}
+	twin := Claim{Epoch: 2, Leader: "leader-2", Run: "another-run"}
+	for _, c := range []Claim{claimOf("leader-3", 2), twin} {
+		if err := s.Fence(ctx, c); !errors.Is(err, ErrStaleEpoch) || !strings.Contains(err.Error(), "claimed by leader-2 (run leader-2-run)") {
+			t.Fatalf("fence by %s: %v", c, err)
+		}
+		b := block(2, b1.Hash, c.Leader, 2)
+		b.Run = c.Run
+		if err := s.Commit(ctx, b); !errors.Is(err, ErrStaleEpoch) {
+			t.Fatalf("commit by %s: %v", c, err)
+		}
+	}
+	if err := s.Commit(ctx, block(2, b1.Hash, "leader-2", 2)); err != nil {
+		t.Fatalf("the holder's commit: %v", err)
+	}
+	got, err := s.Claims(ctx)
+	want := []Claim{claimOf("leader-1", 1), claimOf("leader-2", 2)}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("claims %v %v, want %v", got, err, want)
+	}
+	if b, err := s.Block(ctx, 2); err != nil || b.Run != "leader-2-run" {
+		t.Fatalf("block 2 read back as %+v, %v", b, err)
+	}
 }
 
 func TestFencedCommit(t *testing.T) {
@@ -68,10 +115,10 @@ func TestFencedCommit(t *testing.T) {
 		t.Fatalf("stale leader: %v", err)
 	}
 	// Fencing ahead of the first block: epoch 3 shuts epoch 2 out at once.
-	if err := s.Fence(ctx, 3); err != nil {
+	if err := s.Fence(ctx, claimOf("leader-3", 3)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Fence(ctx, 2); !errors.Is(err, ErrStaleEpoch) {
+	if err := s.Fence(ctx, claimOf("leader-2", 2)); !errors.Is(err, ErrStaleEpoch) {
 		t.Fatalf("fence with an older epoch: %v", err)
 	}
 	if err := s.Commit(ctx, block(5, b4.Hash, "leader-2", 2)); !errors.Is(err, ErrStaleEpoch) {
@@ -257,7 +304,7 @@ func TestFrozenCommitReleasesTheFence(t *testing.T) {
 	<-locked
 	start := time.Now()
 	deadline := start.Add(5 * time.Second)
-	for err := next.Fence(ctx, 2); err != nil; err = next.Fence(ctx, 2) {
+	for err := next.Fence(ctx, claimOf("leader-2", 2)); err != nil; err = next.Fence(ctx, claimOf("leader-2", 2)) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the next leader could not fence while the old one was frozen in its commit: %v", err)
 		}

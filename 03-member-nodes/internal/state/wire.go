@@ -17,6 +17,7 @@ type BlockJSON struct {
 	ParentHash common.Hash     `json:"parentHash"`
 	Timestamp  hexutil.Uint64  `json:"timestamp"`
 	Leader     string          `json:"leader"`
+	Run        string          `json:"run"`
 	Epoch      hexutil.Uint64  `json:"epoch"`
 	Signature  hexutil.Bytes   `json:"signature,omitempty"`
 	Payload    *engine.Payload `json:"payload,omitempty"`
@@ -27,11 +28,11 @@ type BlockJSON struct {
 // NewBlockJSON encodes a stored block for the wire.
 func NewBlockJSON(b *Block) BlockJSON {
 	return BlockJSON{Number: hexutil.Uint64(b.Number), Hash: b.Hash, ParentHash: b.ParentHash, Timestamp: hexutil.Uint64(b.Timestamp),
-		Leader: b.LeaderID, Epoch: hexutil.Uint64(b.Epoch), Signature: b.Signature, Payload: b.Payload, CommittedAt: b.CreatedAt}
+		Leader: b.LeaderID, Run: b.Run, Epoch: hexutil.Uint64(b.Epoch), Signature: b.Signature, Payload: b.Payload, CommittedAt: b.CreatedAt}
 }
 
 // Block converts a block read from the wire back to the store's type.
 func (j BlockJSON) Block() *Block {
 	return &Block{Number: uint64(j.Number), Hash: j.Hash, ParentHash: j.ParentHash, Timestamp: uint64(j.Timestamp),
-		Payload: j.Payload, LeaderID: j.Leader, Epoch: uint64(j.Epoch), Signature: j.Signature, CreatedAt: j.CommittedAt}
+		Payload: j.Payload, LeaderID: j.Leader, Run: j.Run, Epoch: uint64(j.Epoch), Signature: j.Signature, CreatedAt: j.CommittedAt}
 }

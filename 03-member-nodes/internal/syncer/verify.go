@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/big"
 
-	beacon "github.com/ethereum/go-ethereum/beacon/engine"
 	"github.com/ethereum/go-ethereum/common"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
@@ -71,30 +70,15 @@ func verify(chainID *big.Int, v *signer.Verifier, tip Tip, b *state.Block, propo
 	// The signature covers the hash; the hash covers the payload only once
 	// recomputed from it: other transactions under the genuine hash and
 	// signature would otherwise be stored and served.
-	if hash, err := contentHash(b.Payload); err != nil {
+	if hash, err := engine.ContentHash(b.Payload); err != nil {
 		return reject("payload", "%v", err)
 	} else if hash != b.Hash {
 		return reject("payload", "its contents hash to %s", hash)
 	}
 	h := signer.Header{ChainID: chainID, Number: b.Number, Hash: b.Hash, ParentHash: b.ParentHash, Epoch: b.Epoch,
-		Leader: b.LeaderID, Proposal: proposal}
+		Leader: b.LeaderID, Run: b.Run, Proposal: proposal}
 	if _, err := v.Verify(h, b.Signature); err != nil {
 		return reject("signature", "%v", err)
 	}
 	return nil
-}
-
-// contentHash is the hash of the block p's fields make, whatever hash p
-// claims.
-func contentHash(p *engine.Payload) (common.Hash, error) {
-	requests := make([][]byte, len(p.Requests))
-	for i, r := range p.Requests {
-		requests[i] = r
-	}
-	beaconRoot := p.BeaconRoot
-	block, err := beacon.ExecutableDataToBlockNoHash(*p.ExecutionPayload, p.VersionedHashes, &beaconRoot, requests)
-	if err != nil {
-		return common.Hash{}, err
-	}
-	return block.Hash(), nil
 }

@@ -38,7 +38,7 @@ func TestVerify(t *testing.T) {
 			LogsBloom: make([]byte, 256), ExtraData: []byte{}, Transactions: [][]byte{}, Withdrawals: []*types.Withdrawal{},
 			BlobGasUsed: new(uint64), ExcessBlobGas: new(uint64)}
 		p := &engine.Payload{ExecutionPayload: &d, VersionedHashes: []common.Hash{}, Requests: []hexutil.Bytes{}, BeaconRoot: tip.Hash}
-		hash, err := contentHash(p)
+		hash, err := engine.ContentHash(p)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -98,13 +98,14 @@ func upCmd(dir *string) *cobra.Command {
 	f := cmd.Flags()
 	f.IntVar(&cfg.GethNodes, "geth", cfg.GethNodes, "number of geth nodes (node i: RPC 8545+i, Engine API 8551+i)")
 	f.BoolVar(&cfg.Redis, "redis", false, "start Redis on 6379")
+	f.StringVar(&cfg.RedisPassword, "redis-password", "", "make Redis require this password (stage 3: --redis-url redis://:PASSWORD@localhost:6379/0)")
 	f.IntVar(&cfg.Postgres, "postgres", 0, "number of PostgreSQL servers (5432, then 5433 for the member)")
 	f.StringVar(&cfg.GenesisPath, "genesis", cfg.GenesisPath, "genesis file")
 	f.StringVar(&cfg.JWTPath, "jwt-secret", cfg.JWTPath, "JWT secret file shared by every geth")
 	f.BoolVar(&cfg.FreePorts, "free-ports", false, "use free ports instead of the docker-compose ones")
 	f.StringArrayVar(&cfg.GethArgs, "geth-arg", nil, "extra flag for every geth, repeatable (e.g. --geth-arg=--miner.recommit=100ms; in the environment, space-separated)")
 	bindEnv(f, map[string]string{
-		"geth": "DEVNET_GETH", "redis": "DEVNET_REDIS", "postgres": "DEVNET_POSTGRES",
+		"geth": "DEVNET_GETH", "redis": "DEVNET_REDIS", "redis-password": "DEVNET_REDIS_PASSWORD", "postgres": "DEVNET_POSTGRES",
 		"genesis": "DEVNET_GENESIS", "jwt-secret": "DEVNET_JWT_SECRET",
 		"free-ports": "DEVNET_FREE_PORTS", "geth-arg": "DEVNET_GETH_ARGS",
 	})
@@ -260,7 +261,9 @@ func printStatus(ctx context.Context, s *devnet.State) error {
 		}
 		fmt.Printf("%-10s %-28s rpc %s  engine %s\n", g.Name, state, g.RPC, g.Engine)
 	}
-	if s.Redis != "" {
+	if s.RedisURL != "" {
+		fmt.Printf("%-10s %s\n", "redis", s.RedisURL)
+	} else if s.Redis != "" {
 		fmt.Printf("%-10s %s\n", "redis", s.Redis)
 	}
 	for i, url := range s.Postgres {
