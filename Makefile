@@ -8,7 +8,7 @@ DEVNET      := $(BIN)/devnet
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTEST      := go test -count=1 -timeout 30m
 
-.PHONY: run run-stage1 run-stage3 run-stage4 test test-unit diff-stats lint bench bench-burst devnet-up devnet-down devnet-status compose-up compose-down clean
+.PHONY: run run-stage1 run-stage3 run-stage4 test test-unit diff-stats lint bench bench-burst bench-soak devnet-up devnet-down devnet-status compose-up compose-down clean
 
 $(DEVNET): $(shell find devnet -name '*.go') devnet/go.mod
 	go build -o $(DEVNET) ./devnet/cmd/devnet
@@ -79,10 +79,15 @@ lint:
 bench:
 	@found=0; for m in $(MODULES); do \
 	  if grep -rqs --include='*_test.go' '^func Benchmark' $$m; then \
-	    found=1; (cd $$m && GOWORK=off go test -run '^$$' -bench . -skip '^BenchmarkBurst$$' -benchtime 1x -timeout 60m ./...) || exit 1; \
+	    found=1; (cd $$m && GOWORK=off go test -run '^$$' -bench . -skip '^(BenchmarkBurst|BenchmarkStandbySoak)$$' -benchtime 1x -timeout 60m ./...) || exit 1; \
 	  fi; \
 	done; [ $$found = 1 ] || echo "no benchmarks yet: stage 2 adds the first ones"
 	@$(MAKE) --no-print-directory bench-burst
+
+## bench-soak: stage 3's standby candidate under 200 tx/s for 10 minutes (STAGE3_SOAK=2m
+## for a shorter run), then promoted: writes 03-member-nodes/BENCHMARKS-soak.md
+bench-soak:
+	cd 03-member-nodes && GOWORK=off go test -run '^$$' -bench '^BenchmarkStandbySoak$$' -benchtime 1x -timeout 60m ./e2e
 
 ## bench-burst: stage 2's burst, then stage 4's compared with it, in one run
 bench-burst:

@@ -31,6 +31,7 @@ type Metrics struct {
 	Discarded      prometheus.Counter
 	LateAnnounced  prometheus.Counter
 	Parked         prometheus.Gauge
+	Tracked        prometheus.Gauge
 	Busy           prometheus.Gauge
 	BusyStreams    prometheus.Counter
 	Errors         *prometheus.CounterVec
@@ -88,6 +89,8 @@ func New() *Metrics {
 			Name: "busy_streams_total", Help: "Times an on-demand node went busy (a block of 100 or more transactions)."}),
 		Parked: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
 			Name: "parked_transactions", Help: "Announced transactions a whole round of builds did not include (replaced, evicted, priced out): not waited for, rechecked with backoff."}),
+		Tracked: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "tracked_transactions", Help: "Transaction hashes a candidate keeps: announced and not yet included, parked, and included in the last 10-20 s (to recognise late announcements)."}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
 			Name: "errors_total", Help: "Errors by kind."}, []string{"kind"}),
 		EngineCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace,
@@ -113,7 +116,7 @@ func New() *Metrics {
 			Name: "preexecuted_total", Help: "Blocks the leader proposed before committing them, executed here ahead (newPayload), by outcome: rejected (verification), executed, failed (geth), used (committed as executed: applied with a forkchoiceUpdated alone)."}, []string{"outcome"}),
 	}
 	m.Registry.MustRegister(m.BlocksProduced, m.BlockTxs, m.BlockGas, m.BuildWait, m.BlockDuration, m.StoreCommit,
-		m.HeadNumber, m.DriftSeconds, m.DriftPaused, m.Ready, m.Replayed, m.Discarded, m.LateAnnounced, m.Parked, m.Busy, m.BusyStreams, m.Errors, m.EngineCalls,
+		m.HeadNumber, m.DriftSeconds, m.DriftPaused, m.Ready, m.Replayed, m.Discarded, m.LateAnnounced, m.Parked, m.Tracked, m.Busy, m.BusyStreams, m.Errors, m.EngineCalls,
 		m.Leader, m.Epoch, m.LeaseRenew, m.BlocksApplied, m.SyncLagBlocks, m.SyncLag, m.VerifyFailures, m.PreExecuted,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -193,6 +193,14 @@ func (a *App) applyBlock(ctx context.Context, b *state.Block) error {
 		}
 		a.metrics.StoreCommit.Observe(a.opts.Now().Sub(now).Seconds())
 	}
+	if a.opts.Role == RoleLeader {
+		// A standby candidate hears every announced transaction too: the
+		// blocks it applies take theirs out, as its own blocks would, so
+		// that it holds what the pool holds, not what the chain ever
+		// held, and takes over with a set as right as the leader's.
+		a.pending.included(b.Payload.ExecutionPayload.Transactions, now)
+	}
+	a.metrics.Tracked.Set(float64(a.pending.tracked()))
 	a.metrics.BlocksApplied.Inc()
 	a.metrics.HeadNumber.Set(float64(b.Number))
 	var lag time.Duration // from the leader's commit

@@ -345,6 +345,7 @@ func (a *App) produce(ctx context.Context) error {
 		}
 		parked := a.pending.parkedCount()
 		a.metrics.Parked.Set(float64(parked))
+		a.metrics.Tracked.Set(float64(a.pending.tracked()))
 		recheck.after(parked)
 		sched.made(slot)
 	}

@@ -146,6 +146,13 @@ func (p *pendingSet) settle(lastBuild time.Time) {
 	p.trim(lastBuild)
 }
 
+// tracked returns how many hashes the set holds, all maps together.
+func (p *pendingSet) tracked() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.txs) + len(p.parked) + len(p.done) + len(p.doneBefore)
+}
+
 // parkedCount returns how many announced transactions are parked.
 func (p *pendingSet) parkedCount() int {
 	p.mu.Lock()
