@@ -206,7 +206,8 @@ func TestStartsAgainWhenAPortIsTaken(t *testing.T) {
 }
 
 // A Redis with a password refuses a client without it, and answers one
-// that authenticates; its URL carries the password.
+// that authenticates; its URL carries the password, its command line and
+// log do not.
 func TestRedisPassword(t *testing.T) {
 	n := StartT(t, Config{Redis: true, RedisPassword: "s3cret"})
 	if want := fmt.Sprintf("redis://:s3cret@127.0.0.1:%d/0", n.Redis.Port); n.Redis.URL() != want {
@@ -241,6 +242,9 @@ func TestRedisPassword(t *testing.T) {
 	}
 	if got := ask("PING"); got != "+PONG\r\n" {
 		t.Fatalf("PING after AUTH: %q", got)
+	}
+	if strings.Contains(strings.Join(n.Redis.Args, " "), "s3cret") || strings.Contains(n.Redis.TailLog(1<<20), "s3cret") {
+		t.Fatal("the password is on Redis's command line or in its log")
 	}
 }
 

@@ -327,7 +327,7 @@ func (n *Network) writeState() error {
 		s.PIDFiles = append(s.PIDFiles, p.PIDPath)
 	}
 	b, _ := json.MarshalIndent(s, "", "  ")
-	return os.WriteFile(filepath.Join(n.cfg.Dir, StateFile), b, 0o644)
+	return os.WriteFile(filepath.Join(n.cfg.Dir, StateFile), b, 0o600) // it may hold the Redis password
 }
 
 // ReadState reads dir/network.json.

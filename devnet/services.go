@@ -46,11 +46,18 @@ func newRedis(dir string, port int, password string, detach bool) (*Redis, error
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, err
 	}
-	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", data,
-		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"}
+	var args []string
 	if password != "" {
-		args = append(args, "--requirepass", password)
+		// In a config file, not on the command line, which every user of
+		// the machine sees (and the process log records).
+		conf := filepath.Join(data, "auth.conf")
+		if err := os.WriteFile(conf, []byte("requirepass "+strconv.Quote(password)+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+		args = append(args, conf)
 	}
+	args = append(args, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", data,
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no")
 	return &Redis{Port: port, Password: password, Process: &Process{
 		Name: "redis", Path: bin, Detach: detach, Args: args,
 		LogPath: filepath.Join(dir, "redis.log"),

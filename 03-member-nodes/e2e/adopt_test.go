@@ -3,7 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"math/big"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,16 +21,23 @@ import (
 	"github.com/geth-consensus/tutorial/devnet"
 )
 
-// A chain a single node made (stage 2 on the same geth) is refused by
-// default, then adopted with --adopt-chain: the leader imports geth's
-// finalized blocks into the empty cluster store, signed under its epoch; a
-// member syncs them from genesis, and the cluster goes on from them. Every
-// geth and store agree at the end.
+// A chain a single node made (stage 2's binary, built from the monorepo, on
+// the leader's geth) is refused by default, then adopted with
+// --adopt-chain: the leader imports geth's finalized blocks into the empty
+// cluster store, signed under its epoch; a member syncs them from genesis,
+// and the cluster goes on from them. Every geth and store agree at the end.
 func TestAdoptAChainASingleNodeMade(t *testing.T) {
-	const made = 12
 	var single []common.Hash
-	c := startCluster(t, nil, func(n *devnet.Network) { single = singleNodeChain(t, n.Geth[0], made) }, 1, 1, nil)
+	stage2 := stage2Binary(t)
+	c := startCluster(t, nil, func(n *devnet.Network) {
+		if stage2 != "" {
+			single = runSingleNode(t, stage2, n.Geth[0], 12)
+		} else { // this stage copied out on its own: the same calls, made here
+			single = singleNodeChain(t, n.Geth[0], 12)
+		}
+	}, 1, 1, nil)
 	leader, member := c.candidates()[0], c.members()[0]
+	made := uint64(len(single) - 1)
 
 	exited, _ := leader.proc.Exited()
 	select {
@@ -61,6 +71,64 @@ func TestAdoptAChainASingleNodeMade(t *testing.T) {
 		t.Fatalf("want one adoption in the leader's log (%v)", err)
 	}
 	c.checkInvariants()
+}
+
+// runSingleNode runs stage 2's binary on g until it has made at least
+// `blocks` blocks, a transfer sent after each of the first few, and stops
+// it. It returns geth's chain.
+func runSingleNode(t testing.TB, bin string, g *devnet.GethNode, blocks uint64) []common.Hash {
+	t.Helper()
+	port, err := devnet.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &devnet.Process{Name: "single-node", Path: bin, LogPath: filepath.Join(t.TempDir(), "single-node.log"),
+		Args: []string{"--instance-id", "node-1", "--eth-client-url", g.EngineURL(), "--jwt-secret", mustFindUp(t, "jwt.hex"),
+			"--genesis", mustFindUp(t, "genesis.json"), "--data-dir", t.TempDir(), "--block-time", "250ms",
+			"--health-addr", "127.0.0.1:" + strconv.Itoa(port)}}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(10 * time.Second) //nolint:errcheck // stopped below; this is for a failed test
+	eth, err := ethclient.Dial(g.RPCURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eth.Close()
+	ctx := context.Background()
+	sent := 0
+	eventually(t, 60*time.Second, func() error {
+		head, err := eth.BlockNumber(ctx)
+		if err != nil || head < 2 {
+			return fmt.Errorf("stage 2 at block %d (%v)", head, err)
+		}
+		if sent < 5 { // after block 2: geth drops what it gets before its first forkchoiceUpdated
+			if _, err := devnet.SendTransfer(ctx, eth, 2, common.HexToAddress("0x5151")); err != nil {
+				return err
+			}
+			sent++
+		}
+		if head < blocks || sent < 5 {
+			return fmt.Errorf("stage 2 at block %d, %d transfers sent", head, sent)
+		}
+		return nil
+	})
+	if err := p.Stop(10 * time.Second); err != nil {
+		t.Fatalf("stage 2 did not stop: %v\n%s", err, p.TailLog(2000))
+	}
+	chain := chainOf(t, eth)
+	txs := 0
+	for n := range chain {
+		b, err := eth.BlockByNumber(ctx, new(big.Int).SetInt64(int64(n)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		txs += len(b.Transactions())
+	}
+	if txs != sent {
+		t.Fatalf("stage 2's chain of %d blocks holds %d transactions, %d were sent", len(chain)-1, txs, sent)
+	}
+	return chain
 }
 
 // singleNodeChain makes blocks on g the way stage 2 does, without any

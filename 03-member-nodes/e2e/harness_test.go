@@ -164,10 +164,13 @@ func nodeProcess(t testing.TB, c config.Config) *devnet.Process {
 		Args: []string{"--instance-id", c.InstanceID, "--mode", c.Mode, "--eth-client-url", c.EngineURL, "--jwt-secret", c.JWTSecret,
 			"--genesis", c.GenesisPath, "--block-mode", c.BlockMode, "--block-time", c.BlockTime.String(),
 			"--max-idle", c.MaxIdle.String(), "--build-wait", c.BuildWait.String(), "--max-drift", c.MaxDrift.String(),
-			"--health-addr", c.HealthAddr, "--redis-url", c.RedisURL, "--cluster-id", c.ClusterID, "--postgres-url", c.PostgresURL,
+			"--health-addr", c.HealthAddr, "--cluster-id", c.ClusterID, "--postgres-url", c.PostgresURL,
 			"--signer-key", c.SignerKey, "--leaders", strings.Join(c.Leaders, ","),
 			"--lease-ttl", c.LeaseTTL.String(), "--lease-renew", c.LeaseRenew.String(), "--log-level", c.LogLevel,
 			"--adopt-chain=" + strconv.FormatBool(c.AdoptChain)},
+		// From the environment, as the README advises: a command line
+		// (and the devnet's log of it) shows every user the password.
+		Env: []string{"REDIS_URL=" + c.RedisURL},
 	}
 }
 

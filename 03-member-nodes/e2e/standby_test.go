@@ -46,21 +46,28 @@ func TestStandbyForgetsIncludedTransactions(t *testing.T) {
 // for every one to be included.
 func steadyLoad(t testing.TB, cn *clusterNode, rate float64, d time.Duration) loadgen.Result {
 	t.Helper()
-	keys, err := loadgen.ParseKeys(loadgen.DevKeys[5:])
+	r, err := sendSteady(cn, rate, d)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+// sendSteady is steadyLoad for another goroutine than the test's: it
+// returns what went wrong.
+func sendSteady(cn *clusterNode, rate float64, d time.Duration) (loadgen.Result, error) {
+	keys, err := loadgen.ParseKeys(loadgen.DevKeys[5:])
+	if err != nil {
+		return loadgen.Result{}, err
 	}
 	g, err := loadgen.New(context.Background(), cn.geth.RPCURL(), keys)
 	if err != nil {
-		t.Fatal(err)
+		return loadgen.Result{}, err
 	}
 	defer g.Close()
 	r, err := g.Steady(context.Background(), rate, d, 60*time.Second)
-	if err != nil {
-		t.Fatal(err)
+	if err == nil && r.Pending() != 0 {
+		err = fmt.Errorf("%d of %d transfers never included", r.Pending(), r.Sent)
 	}
-	if r.Pending() != 0 {
-		t.Fatalf("%d of %d transfers never included", r.Pending(), r.Sent)
-	}
-	return r
+	return r, err
 }

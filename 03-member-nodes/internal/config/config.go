@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -270,16 +271,24 @@ func (c Config) RedisTarget() string {
 	return u.Redacted()
 }
 
-// redactURLError is err's text with any password in raw removed: url and
-// redis errors quote what they could not parse.
+// redactURLError is err's text with the credentials of raw removed: url
+// and redis errors quote what they could not parse, escaped or not, and a
+// URL that does not parse has no password to look up, so everything between
+// "://" and the last '@' is taken for the credentials.
 func redactURLError(err error, raw string) string {
-	msg := err.Error()
-	if u, perr := url.Parse(raw); perr == nil && u.User != nil {
-		if p, ok := u.User.Password(); ok && p != "" {
-			msg = strings.ReplaceAll(msg, p, "xxxxx")
+	msg := strings.ReplaceAll(err.Error(), strconv.Quote(raw), `"(hidden)"`)
+	msg = strings.ReplaceAll(msg, raw, "(hidden)")
+	if i, j := strings.Index(raw, "://"), strings.LastIndex(raw, "@"); i >= 0 && j > i+3 {
+		creds := raw[i+3 : j]
+		quoted := strconv.Quote(creds)
+		for _, secret := range []string{quoted[1 : len(quoted)-1], creds, url.PathEscape(creds), url.QueryEscape(creds)} {
+			msg = strings.ReplaceAll(msg, secret, "xxxxx")
+		}
+		if strings.Contains(msg, creds) {
+			return "malformed (details hidden: they would show its credentials)"
 		}
 	}
-	return strings.ReplaceAll(msg, raw, "(hidden)")
+	return msg
 }
 
 // BindEnv records the environment variable each flag of f falls back to,

@@ -87,11 +87,12 @@ func TestRedisURL(t *testing.T) {
 			t.Fatalf("log target %s shows the password", c.RedisTarget())
 		}
 	}
-	for _, raw := range []string{"http://:hunter2@localhost:6379", "redis://:hunter2@localhost:6379/db9x", "redis://:hunter2@local host:6379"} {
+	for _, raw := range []string{"http://:hunter2@localhost:6379", "redis://:hunter2@localhost:6379/db9x", "redis://:hunter2@local host:6379",
+		"redis://:hun\"ter2@localhost:6379", "redis://:hun\\ter2@localhost:6379", "redis://:hun\tter2@localhost:6379", "redis://u:hunter2%zz@localhost:6379"} {
 		c := Default()
 		c.RedisURL = raw
 		err := c.Validate()
-		if err == nil || !strings.Contains(err.Error(), "--redis-url") || strings.Contains(err.Error(), "hunter2") {
+		if err == nil || !strings.Contains(err.Error(), "--redis-url") || strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "ter2") {
 			t.Fatalf("%s: %v", raw, err)
 		}
 	}

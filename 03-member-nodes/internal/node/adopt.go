@@ -13,13 +13,37 @@ import (
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
 )
 
-// adopt imports into the cluster store the blocks geth finalized after the
+// adoptCheck tells a candidate whether to adopt geth's blocks above the
+// stored head: only with --adopt-chain, and only into an empty store or to
+// finish an interrupted adoption, never on top of blocks the cluster made
+// (a geth ahead of those means a store restored from a backup, which
+// reconcile refuses). While an adoption is unfinished, a candidate that
+// cannot finish it waits: leading would build on a chain that geth, on
+// the node that adopts, has finalized further.
+func (a *App) adoptCheck(ctx context.Context, stored, gethNum uint64) (bool, error) {
+	through, adopting, err := a.state.Adoption(ctx)
+	if err != nil {
+		return false, a.storeErr(err)
+	}
+	unfinished := adopting && stored < through
+	if a.opts.Adopt && gethNum > stored && (stored == 0 && !adopting || unfinished) {
+		return true, nil
+	}
+	if unfinished {
+		return false, fmt.Errorf("%w: the cluster store is adopting a chain through block %d and holds %d: it takes a candidate whose geth holds them, started with --adopt-chain",
+			errUnavailable, through, stored)
+	}
+	return false, nil
+}
+
+// adopt imports into the cluster store the blocks geth holds after the
 // stored head `from`, up to `to`: a chain a single node made (stage 2), so
 // that the cluster goes on from it instead of refusing to run
 // (--adopt-chain). Only the lease holder imports, fenced by its epoch and
 // signing each block as if it had made it; a candidate without the lease
-// waits for it, or for another candidate to have adopted them. A lost lease
-// stops the import, and the next holder resumes it from the stored head.
+// waits for it, or for another candidate to have adopted them. The store
+// records how far the chain runs before the first block, so a lost lease
+// or a crash stops the import and the next adopter resumes it.
 func (a *App) adopt(ctx context.Context, from, to uint64) error {
 	a.setReady(false, fmt.Sprintf("adopting geth's blocks %d to %d: waiting for the lease", from+1, to))
 	t := time.NewTicker(a.opts.LeaseRenew)
@@ -40,6 +64,14 @@ func (a *App) adopt(ctx context.Context, from, to uint64) error {
 	if err := a.fence(ctx); err != nil {
 		return err
 	}
+	through, err := a.state.StartAdoption(ctx, to)
+	if err != nil {
+		return a.storeErr(err)
+	}
+	if to < through {
+		return fmt.Errorf("%w: the adoption runs through block %d, this geth holds blocks to %d", errUnavailable, through, to)
+	}
+	to = through
 	parent, err := a.state.HashAt(ctx, from)
 	if err != nil {
 		return a.storeErr(err)

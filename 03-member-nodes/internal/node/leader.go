@@ -83,20 +83,27 @@ func (a *App) register(ctx context.Context) {
 	t := time.NewTicker(registerEvery)
 	defer t.Stop()
 	for {
-		err := election.Announce(ctx, a.rdb, a.opts.Cluster, a.opts.ID, a.run, a.opts.APIURL, registerTTL)
-		switch {
-		case errors.Is(err, election.ErrIDInUse):
-			a.setIDErr(err)
-		case err == nil:
-			a.setIDErr(nil)
-		case ctx.Err() == nil:
-			a.log.Debug("directory entry not refreshed", "err", err)
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		a.announce(ctx)
+	}
+}
+
+// announce refreshes this node's directory entry once. Run calls it before
+// it starts the election, so that a duplicate is known as one before it
+// could take a free lease.
+func (a *App) announce(ctx context.Context) {
+	err := election.Announce(ctx, a.rdb, a.opts.Cluster, a.opts.ID, a.run, a.opts.APIURL, registerTTL)
+	switch {
+	case errors.Is(err, election.ErrIDInUse):
+		a.setIDErr(err)
+	case err == nil:
+		a.setIDErr(nil)
+	case ctx.Err() == nil:
+		a.log.Debug("directory entry not refreshed", "err", err)
 	}
 }
 

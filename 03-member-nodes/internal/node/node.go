@@ -239,6 +239,7 @@ func (a *App) Run(ctx context.Context) error {
 	defer a.releaseLease() // last: nothing produces any more
 	defer a.tasks.Wait()   // after cancel (defers run last-in first-out)
 	defer cancel()
+	a.announce(ctx)
 	a.tasks.Go(func() { a.register(ctx) })
 	a.tasks.Go(func() { a.watchNotices(ctx) })
 	if a.opts.Role == RoleLeader {

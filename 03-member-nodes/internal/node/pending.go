@@ -71,6 +71,7 @@ func (p *pendingSet) add(h common.Hash, now time.Time) bool {
 		p.txs[h] = now
 		delete(p.parked, h)
 	}
+	p.trim(now) // a node that makes or applies no block still forgets
 	p.mu.Unlock()
 	if !late {
 		p.signal()

@@ -57,6 +57,17 @@ func (a *App) reconcile(ctx context.Context) error {
 	}
 	gethNum := gethHead.Number.Uint64()
 	a.gethAhead = 0
+	if a.opts.Role != RoleMember {
+		if adopt, err := a.adoptCheck(ctx, stored.Number, gethNum); err != nil || adopt {
+			if err == nil {
+				err = a.adopt(ctx, stored.Number, gethNum)
+			}
+			if err != nil {
+				return err
+			}
+			return a.reconcile(ctx) // from the adopted head
+		}
+	}
 
 	if gethNum >= stored.Number {
 		h, err := a.engine.HeaderByNumber(ctx, new(big.Int).SetUint64(stored.Number))
@@ -68,12 +79,6 @@ func (a *App) reconcile(ctx context.Context) error {
 				ErrConflict, stored.Number, stored.Hash, h.Hash())
 		}
 		if gethNum > stored.Number {
-			if a.opts.Role != RoleMember && a.opts.Adopt {
-				if err := a.adopt(ctx, stored.Number, gethNum); err != nil {
-					return err
-				}
-				return a.reconcile(ctx) // from the adopted head
-			}
 			if a.opts.Role != RoleMember {
 				return fmt.Errorf("%w: geth finalized blocks %d to %d that the cluster store lacks (was the database restored from a backup?): refusing to run; wipe this geth to resync it from the store, or start once with --adopt-chain to import a chain a single node made",
 					ErrConflict, stored.Number+1, gethNum)

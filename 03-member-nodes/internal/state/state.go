@@ -364,6 +364,29 @@ func (s *Manager) Fence(ctx context.Context, c Claim) error {
 	})
 }
 
+// Adoption returns the block an adopted chain runs through (--adopt-chain),
+// and false when no chain was ever adopted into this store.
+func (s *Manager) Adoption(ctx context.Context) (through uint64, ok bool, err error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	err = s.pool.QueryRow(ctx, "SELECT through FROM adoption").Scan(&through)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	return through, err == nil, err
+}
+
+// StartAdoption records that a chain through block `through` is being
+// adopted, unless one already was: it returns the recorded one.
+func (s *Manager) StartAdoption(ctx context.Context, through uint64) (uint64, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var recorded int64
+	err := s.pool.QueryRow(ctx, `INSERT INTO adoption (through) VALUES ($1)
+		ON CONFLICT (id) DO UPDATE SET through = adoption.through RETURNING through`, int64(through)).Scan(&recorded)
+	return uint64(recorded), err
+}
+
 // Claims returns every epoch's claim, oldest first.
 func (s *Manager) Claims(ctx context.Context) ([]Claim, error) {
 	ctx, cancel := s.bound(ctx)

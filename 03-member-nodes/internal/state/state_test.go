@@ -325,3 +325,20 @@ func TestFrozenCommitReleasesTheFence(t *testing.T) {
 		t.Fatalf("block 2: %+v, %v", b, err)
 	}
 }
+
+// An adoption is recorded once: the first through-block stays.
+func TestAdoptionRecordedOnce(t *testing.T) {
+	_, s := newPG(t)
+	ctx := context.Background()
+	if _, ok, err := s.Adoption(ctx); err != nil || ok {
+		t.Fatalf("a new store reports an adoption: %v %v", ok, err)
+	}
+	for _, through := range []uint64{12, 40} {
+		if got, err := s.StartAdoption(ctx, through); err != nil || got != 12 {
+			t.Fatalf("StartAdoption(%d) = %d, %v; want the first, 12", through, got, err)
+		}
+	}
+	if through, ok, err := s.Adoption(ctx); err != nil || !ok || through != 12 {
+		t.Fatalf("adoption %d %v %v", through, ok, err)
+	}
+}
