@@ -271,24 +271,17 @@ func (c Config) RedisTarget() string {
 	return u.Redacted()
 }
 
-// redactURLError is err's text with the credentials of raw removed: url
-// and redis errors quote what they could not parse, escaped or not, and a
-// URL that does not parse has no password to look up, so everything between
-// "://" and the last '@' is taken for the credentials.
+// redactURLError is err's text without raw's credentials. url and redis
+// errors quote what they could not parse, whole or in part, escaped or not,
+// and a URL that does not parse has no password to look up: when raw has
+// credentials (anything between "://" and an '@'), the error's own text is
+// left out.
 func redactURLError(err error, raw string) string {
-	msg := strings.ReplaceAll(err.Error(), strconv.Quote(raw), `"(hidden)"`)
-	msg = strings.ReplaceAll(msg, raw, "(hidden)")
-	if i, j := strings.Index(raw, "://"), strings.LastIndex(raw, "@"); i >= 0 && j > i+3 {
-		creds := raw[i+3 : j]
-		quoted := strconv.Quote(creds)
-		for _, secret := range []string{quoted[1 : len(quoted)-1], creds, url.PathEscape(creds), url.QueryEscape(creds)} {
-			msg = strings.ReplaceAll(msg, secret, "xxxxx")
-		}
-		if strings.Contains(msg, creds) {
-			return "malformed (details hidden: they would show its credentials)"
-		}
+	if i := strings.Index(raw, "://"); i >= 0 && strings.Contains(raw[i+3:], "@") {
+		return "malformed (details hidden: they would show its credentials): check the scheme, that the password is percent-encoded, host:port and /db"
 	}
-	return msg
+	msg := strings.ReplaceAll(err.Error(), strconv.Quote(raw), `"(hidden)"`)
+	return strings.ReplaceAll(msg, raw, "(hidden)")
 }
 
 // BindEnv records the environment variable each flag of f falls back to,

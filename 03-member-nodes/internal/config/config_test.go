@@ -88,7 +88,8 @@ func TestRedisURL(t *testing.T) {
 		}
 	}
 	for _, raw := range []string{"http://:hunter2@localhost:6379", "redis://:hunter2@localhost:6379/db9x", "redis://:hunter2@local host:6379",
-		"redis://:hun\"ter2@localhost:6379", "redis://:hun\\ter2@localhost:6379", "redis://:hun\tter2@localhost:6379", "redis://u:hunter2%zz@localhost:6379"} {
+		"redis://:hun\"ter2@localhost:6379", "redis://:hun\\ter2@localhost:6379", "redis://:hun\tter2@localhost:6379", "redis://u:hunter2%zz@localhost:6379",
+		"redis://:hun/ter2@localhost:6379", "redis://:123/hunter2@localhost:6379", "redis://:12?hunter2@localhost"} {
 		c := Default()
 		c.RedisURL = raw
 		err := c.Validate()

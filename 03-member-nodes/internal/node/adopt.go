@@ -46,6 +46,9 @@ func (a *App) adoptCheck(ctx context.Context, stored, gethNum uint64) (bool, err
 // or a crash stops the import and the next adopter resumes it.
 func (a *App) adopt(ctx context.Context, from, to uint64) error {
 	a.setReady(false, fmt.Sprintf("adopting geth's blocks %d to %d: waiting for the lease", from+1, to))
+	// Reconcile got this far, so geth and the store answer: the node may
+	// take the lease (keepLease takes none while it fails).
+	a.health.ok()
 	t := time.NewTicker(a.opts.LeaseRenew)
 	defer t.Stop()
 	for !a.leading() {
