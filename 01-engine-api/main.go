@@ -27,6 +27,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -75,8 +77,9 @@ type config struct {
 func newRootCmd(out io.Writer) *cobra.Command {
 	var cfg config
 	cmd := &cobra.Command{
-		Use:   "engine-api",
-		Short: "Build blocks on geth through the Engine API (stage 1)",
+		Use:     "engine-api",
+		Version: buildVersion(),
+		Short:   "Build blocks on geth through the Engine API (stage 1)",
 		Long: `engine-api drives an unmodified geth through the Engine API (HTTP + JWT):
 it checks the chain, then builds blocks with forkchoiceUpdated, getPayload,
 newPayload and forkchoiceUpdated, printing every step.
@@ -637,4 +640,22 @@ func applyEnv(cmd *cobra.Command) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// buildVersion is what --version prints: the module version and the commit
+// `go build` recorded in the binary (runtime/debug.ReadBuildInfo).
+func buildVersion() string {
+	version, commit, modified := "(unknown)", "commit unknown", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		version = bi.Main.Version
+		for _, s := range bi.Settings {
+			switch {
+			case s.Key == "vcs.revision":
+				commit = "commit " + s.Value[:min(12, len(s.Value))]
+			case s.Key == "vcs.modified" && s.Value == "true":
+				modified = ", modified"
+			}
+		}
+	}
+	return fmt.Sprintf("%s (%s%s), %s", version, commit, modified, runtime.Version())
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -172,5 +173,20 @@ func TestFlagsWinOverEnvironment(t *testing.T) {
 	}
 	if got := cmd.Flags().Lookup("eth-client-url").Value.String(); got != "http://127.0.0.1:1" {
 		t.Fatalf("flag = %s; the command line must win", got)
+	}
+}
+
+// --version names the build: the module version, the commit when the
+// build recorded it, and the Go toolchain.
+func TestVersionFlag(t *testing.T) {
+	var out bytes.Buffer
+	cmd := newRootCmd(new(bytes.Buffer))
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"--version"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); !strings.HasPrefix(s, "engine-api version ") || !strings.Contains(s, runtime.Version()) {
+		t.Fatalf("--version printed %q", s)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/geth-consensus/tutorial/02-single-node/internal/config"
 	"github.com/geth-consensus/tutorial/02-single-node/internal/node"
+	"github.com/geth-consensus/tutorial/02-single-node/internal/version"
 )
 
 func main() {
@@ -31,8 +32,9 @@ func main() {
 func rootCmd() *cobra.Command {
 	cfg := config.Default()
 	cmd := &cobra.Command{
-		Use:   "single-node",
-		Short: "Single-node consensus layer for geth (stage 2)",
+		Use:     "single-node",
+		Version: version.Get().String(),
+		Short:   "Single-node consensus layer for geth (stage 2)",
 		Long: `single-node drives one geth through the Engine API as the only block producer.
 It makes a block every --block-time, or on demand when transactions are pending,
 persists every block it finalizes, and recovers geth after crashes and wipes.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/node"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/version"
 )
 
 func main() {
@@ -35,8 +36,9 @@ func main() {
 func rootCmd() *cobra.Command {
 	cfg := config.Default()
 	cmd := &cobra.Command{
-		Use:   "member-nodes",
-		Short: "Leader-elected consensus layer for geth with member nodes (stage 3)",
+		Use:     "member-nodes",
+		Version: version.Get().String(),
+		Short:   "Leader-elected consensus layer for geth with member nodes (stage 3)",
 		Long: `member-nodes drives one geth through the Engine API as part of a cluster.
 
 --mode leader: a candidate. While it holds the Redis lease it makes a block every

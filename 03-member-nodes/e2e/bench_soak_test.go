@@ -50,7 +50,7 @@ func BenchmarkStandbySoak(b *testing.B) {
 		sample := func() {
 			el := time.Since(start).Round(time.Second)
 			fmt.Fprintf(&sb, "| %s | %d | %.1f | %.1f | %.0f |\n", el, int(min(el, soak).Seconds()*rate),
-				standby.metric("process_resident_memory_bytes")/1e6, standby.metric("go_memstats_heap_inuse_bytes")/1e6, standby.metric("consensus_tracked_transactions"))
+				standby.metric("process_resident_memory_bytes")/1e6, standby.metric("go_memstats_heap_inuse_bytes")/1e6, standby.metric("gethcl_tracked_transactions"))
 		}
 		tick := time.NewTicker(30 * time.Second)
 		sample()

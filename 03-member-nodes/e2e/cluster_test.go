@@ -339,7 +339,7 @@ func TestLeaderAndMemberFollow(t *testing.T) {
 	}
 	// The leader proposes each block before committing it; the member
 	// executes it meanwhile, and applies it with a forkchoiceUpdated alone.
-	if used := member.metric(`consensus_preexecuted_total{outcome="used"}`); used < 10 {
+	if used := member.metric(`gethcl_preexecuted_total{outcome="used"}`); used < 10 {
 		t.Errorf("%v blocks executed ahead and used, of %d", used, included+2)
 	}
 	c.stopNodes()
@@ -775,7 +775,7 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 	f := newForger(t, c, head)
 	rdb := redisClient(t, c.net.Redis)
 	failures := func(reason string) string {
-		return fmt.Sprintf(`consensus_verification_failures_total{reason=%q}`, reason)
+		return fmt.Sprintf(`gethcl_verification_failures_total{reason=%q}`, reason)
 	}
 	for _, tc := range []struct {
 		name, via, metric string
@@ -787,8 +787,8 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 		{"parent/notice", "notice", failures("parent"), f.block(common.HexToHash("0xbad"), f.allowed, false)},
 		{"invalid/api", "api", failures("invalid"), f.block(f.tip.Hash, f.allowed, false)},
 		{"invalid/notice", "notice", failures("invalid"), f.block(f.tip.Hash, f.allowed, false)},
-		{"proposed/stranger", "proposal", `consensus_preexecuted_total{outcome="rejected"}`, f.block(f.tip.Hash, f.stranger, true)},
-		{"proposed/invalid", "proposal", `consensus_preexecuted_total{outcome="failed"}`, f.block(f.tip.Hash, f.allowed, true)},
+		{"proposed/stranger", "proposal", `gethcl_preexecuted_total{outcome="rejected"}`, f.block(f.tip.Hash, f.stranger, true)},
+		{"proposed/invalid", "proposal", `gethcl_preexecuted_total{outcome="failed"}`, f.block(f.tip.Hash, f.allowed, true)},
 		{"proposal-signature-as-committed", "notice", failures("signature"), f.block(f.tip.Hash, f.allowed, true)},
 		{"other-transactions/notice", "notice", failures("payload"), f.block(f.tip.Hash, f.allowed, false, func(d *beacon.ExecutableData) {
 			d.Transactions = append(slices.Clone(d.Transactions), []byte{0x02, 0xc0})
@@ -820,7 +820,7 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 	// from the leader's API at once, so it keeps up; a refused notice does
 	// not even pause it (no error, no backoff).
 	from, _ := member.head()
-	paused := member.metric(`consensus_errors_total{kind="unavailable"}`)
+	paused := member.metric(`gethcl_errors_total{kind="unavailable"}`)
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		h, _ := member.head()
 		fg := newForger(t, c, h)
@@ -831,7 +831,7 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 	if to, _ := member.head(); to < from+10 {
 		t.Errorf("the member went from block %d to %d in 3 s of forged notices (the leader makes one every 50 ms)", from, to)
 	}
-	if n := member.metric(`consensus_errors_total{kind="unavailable"}`); n > paused {
+	if n := member.metric(`gethcl_errors_total{kind="unavailable"}`); n > paused {
 		t.Errorf("forged notices paused the member %v times", n-paused)
 	}
 	c.stopNodes()

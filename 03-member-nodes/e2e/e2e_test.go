@@ -249,7 +249,7 @@ func TestStartsBeforeGeth(t *testing.T) {
 	h.waitHead(2, 20*time.Second)
 	h.eventually(5*time.Second, func() error { return readyErr(h) })
 	_, metrics := h.get("/metrics")
-	for _, m := range []string{"consensus_blocks_produced_total", `consensus_errors_total{kind="unreachable"}`, "consensus_engine_call_duration_seconds_bucket"} {
+	for _, m := range []string{"gethcl_blocks_produced_total", `gethcl_errors_total{kind="unreachable"}`, "gethcl_engine_call_duration_seconds_bucket"} {
 		if !strings.Contains(metrics, m) {
 			t.Errorf("/metrics lacks %s", m)
 		}
@@ -424,12 +424,12 @@ func TestOnDemandStreamWithoutAnnouncements(t *testing.T) {
 	if r.Pending() != 0 {
 		t.Fatalf("%d of %d transfers never included", r.Pending(), r.Sent)
 	}
-	if n := h.metric("consensus_busy_streams_total"); n < 1 {
-		t.Errorf("consensus_busy_streams_total %v after 2,000 transfers: the leader never went busy", n)
+	if n := h.metric("gethcl_busy_streams_total"); n < 1 {
+		t.Errorf("gethcl_busy_streams_total %v after 2,000 transfers: the leader never went busy", n)
 	}
 	h.eventually(10*time.Second, func() error {
-		if busy := h.metric("consensus_busy"); busy != 0 {
-			return fmt.Errorf("consensus_busy %v with nothing sent", busy)
+		if busy := h.metric("gethcl_busy"); busy != 0 {
+			return fmt.Errorf("gethcl_busy %v with nothing sent", busy)
 		}
 		return nil
 	})

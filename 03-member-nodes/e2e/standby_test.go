@@ -23,7 +23,7 @@ func TestStandbyForgetsIncludedTransactions(t *testing.T) {
 	c.waitHeads(3, 30*time.Second)
 	r := steadyLoad(t, leader, 200, 10*time.Second)
 	t.Logf("%d transfers at 200/s included in %d blocks", r.Included, r.Blocks)
-	const tracked = "consensus_tracked_transactions"
+	const tracked = "gethcl_tracked_transactions"
 	// Included hashes are kept 10-20 s to recognise late announcements.
 	eventually(t, 40*time.Second, func() error {
 		if n := standby.metric(tracked); n < 0 || n > 50 {

@@ -22,6 +22,7 @@ import (
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/config"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/node"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/testnet"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/version"
 )
 
 func main() {
@@ -36,8 +37,9 @@ func main() {
 func rootCmd() *cobra.Command {
 	cfg := config.Default()
 	cmd := &cobra.Command{
-		Use:   "cometbft-consensus",
-		Short: "CometBFT validator driving geth through the Engine API (stage 4)",
+		Use:     "cometbft-consensus",
+		Version: version.Get().String(),
+		Short:   "CometBFT validator driving geth through the Engine API (stage 4)",
 		Long: `cometbft-consensus runs a CometBFT node in process with an ABCI app that turns
 every CometBFT height into one execution block on this validator's geth: the
 proposer builds it, every validator executes it before voting, and a committed

@@ -98,7 +98,7 @@ func BenchmarkBurst(b *testing.B) {
 		fmt.Fprintf(&sb, "| proposals during the burst | %d, %d of them empty; **%d empty while a validator's geth had held executable transactions for more than %s** |\n\n",
 			len(props), len(empty), len(emptyWhileHeld), blockTime)
 		fmt.Fprintf(&sb, "Payloads prepared ahead, over the four validators: %s. Payloads empty although the pending block held transactions: %.0f; cut short by PrepareProposal's budget: %.0f.\n\n",
-			counted.outcomes(), counted["consensus_errors_total{kind=\"empty_payload\"}"], counted["consensus_errors_total{kind=\"overdue_payload\"}"])
+			counted.outcomes(), counted["gethcl_errors_total{kind=\"empty_payload\"}"], counted["gethcl_errors_total{kind=\"overdue_payload\"}"])
 		sb.WriteString("Proposals, by the time the proposer made them (+ seconds after the first send; `txs` in the payload):\n\n")
 		for _, p := range props {
 			how := "started early"
@@ -480,7 +480,7 @@ func appCounters(b *testing.B, nw *network) counters {
 		sc := bufio.NewScanner(resp.Body)
 		for sc.Scan() {
 			line := sc.Text()
-			if !strings.HasPrefix(line, "consensus_optimistic_builds_total{") && !strings.HasPrefix(line, "consensus_errors_total{") {
+			if !strings.HasPrefix(line, "gethcl_optimistic_builds_total{") && !strings.HasPrefix(line, "gethcl_errors_total{") {
 				continue
 			}
 			series, value, _ := strings.Cut(line, " ")
@@ -504,7 +504,7 @@ func (c counters) minus(before counters) counters {
 func (c counters) outcomes() string {
 	var parts []string
 	for _, o := range []string{"used", "stale", "lost", "unclaimed"} {
-		parts = append(parts, fmt.Sprintf("%s %.0f", o, c["consensus_optimistic_builds_total{outcome=\""+o+"\"}"]))
+		parts = append(parts, fmt.Sprintf("%s %.0f", o, c["gethcl_optimistic_builds_total{outcome=\""+o+"\"}"]))
 	}
 	return strings.Join(parts, ", ")
 }

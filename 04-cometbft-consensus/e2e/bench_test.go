@@ -130,8 +130,8 @@ func buildMode(nw *network, sc scenario) string {
 	}
 	var used, proposals float64
 	for _, v := range nw.vals[:len(nw.vals)-sc.down] {
-		used += v.metric(`consensus_optimistic_builds_total{outcome="used"}`)
-		proposals += v.metric("consensus_proposal_build_seconds_count")
+		used += v.metric(`gethcl_optimistic_builds_total{outcome="used"}`)
+		proposals += v.metric("gethcl_proposal_build_seconds_count")
 	}
 	return fmt.Sprintf("started early: %.0f of %.0f proposals", used, proposals)
 }

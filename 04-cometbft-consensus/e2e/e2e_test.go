@@ -35,7 +35,7 @@ func TestFourValidatorsFinalizeTheSameChain(t *testing.T) {
 		if !ok || !s.Ready || s.Height < 10 || s.ExecutionHead != uint64(s.Height) {
 			t.Fatalf("validator-%d status %+v (ok %v)", v.i, s, ok)
 		}
-		used += v.metric(`consensus_optimistic_builds_total{outcome="used"}`)
+		used += v.metric(`gethcl_optimistic_builds_total{outcome="used"}`)
 	}
 	if used < 3 {
 		t.Errorf("%v proposals used a payload started early, in 10 heights", used)
@@ -137,7 +137,7 @@ func TestByzantineProposerIsRejected(t *testing.T) {
 			}
 			eventually(t, 10*time.Second, func() error {
 				for _, v := range nw.vals[1:] {
-					if n := v.metric(fmt.Sprintf(`consensus_process_proposal_total{reason=%q,verdict="reject"}`, c.reason)); n < 1 {
+					if n := v.metric(fmt.Sprintf(`gethcl_process_proposal_total{reason=%q,verdict="reject"}`, c.reason)); n < 1 {
 						return fmt.Errorf("validator-%d rejected %v %s proposals", v.i, n, c.reason)
 					}
 				}
@@ -149,7 +149,7 @@ func TestByzantineProposerIsRejected(t *testing.T) {
 				}
 				// A bad proposal is the proposer's fault: no honest
 				// validator took it for its geth being unavailable.
-				if n := v.metric(`consensus_process_proposal_total{reason="unavailable",verdict="reject"}`); v.i > 0 && n != 0 {
+				if n := v.metric(`gethcl_process_proposal_total{reason="unavailable",verdict="reject"}`); v.i > 0 && n != 0 {
 					t.Errorf("validator-%d rejected %v proposals as geth unavailable", v.i, n)
 				}
 			}
@@ -243,7 +243,7 @@ func TestFrozenGethsStallThenResume(t *testing.T) {
 	// waiting for its geth, say), but not both of them every round.
 	unavailable := 0.0
 	for _, v := range frozen {
-		unavailable += v.metric(`consensus_process_proposal_total{reason="unavailable",verdict="reject"}`)
+		unavailable += v.metric(`gethcl_process_proposal_total{reason="unavailable",verdict="reject"}`)
 	}
 	if unavailable < 1 {
 		t.Errorf("no proposal rejected as unavailable by the validators whose geths were frozen for 10 s")
@@ -314,7 +314,7 @@ func TestWipedGethRecoversFromBlockStore(t *testing.T) {
 	nw.checkSameChain()
 	// The restarted validator replays every lost block in the handshake,
 	// before consensus starts and before anything could make its geth sync.
-	if n := restarted.metric("consensus_blocks_replayed_total"); n < float64(lost) {
+	if n := restarted.metric("gethcl_blocks_replayed_total"); n < float64(lost) {
 		t.Fatalf("validator-%d replayed %v blocks into its wiped geth, want at least %d", restarted.i, n, lost)
 	}
 	// The running one got its blocks back one of two ways, both fine (the
@@ -324,7 +324,7 @@ func TestWipedGethRecoversFromBlockStore(t *testing.T) {
 	// (the validator sends one when it proposes meanwhile). Which one wins
 	// is a race; internal/app tests the replay itself.
 	t.Logf("MEASURED running validator: %v of %d lost blocks replayed by the CL, the rest synced by geth from its peers",
-		running.metric("consensus_blocks_replayed_total"), lost)
+		running.metric("gethcl_blocks_replayed_total"), lost)
 	for _, v := range []*validator{running, restarted} {
 		if !v.proc.Running() {
 			t.Fatalf("validator-%d stopped", v.i)
@@ -414,7 +414,7 @@ func TestCometBFTInitHome(t *testing.T) {
 	// Heights of 100 ms and a little more: each execution timestamp is at
 	// least its parent's + 1 s, and the chain's clock runs ahead.
 	nw.waitHeads(10, 60*time.Second)
-	if drift := v.metric("consensus_timestamp_drift_seconds"); drift < 1 {
-		t.Fatalf("consensus_timestamp_drift_seconds %v after ten heights faster than a second", drift)
+	if drift := v.metric("gethcl_timestamp_drift_seconds"); drift < 1 {
+		t.Fatalf("gethcl_timestamp_drift_seconds %v after ten heights faster than a second", drift)
 	}
 }

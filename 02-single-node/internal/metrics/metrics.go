@@ -9,9 +9,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/geth-consensus/tutorial/02-single-node/internal/version"
 )
 
-const namespace = "consensus"
+const namespace = "gethcl"
 
 // Metrics are the stage's own metrics. Names carry the unit.
 type Metrics struct {
@@ -87,6 +89,7 @@ func New() *Metrics {
 	m.Registry.MustRegister(m.BlocksProduced, m.BlockTxs, m.BlockGas, m.BuildWait, m.BlockDuration, m.StoreCommit,
 		m.HeadNumber, m.DriftSeconds, m.DriftPaused, m.Ready, m.Replayed, m.Discarded, m.LateAnnounced, m.Parked, m.Busy, m.BusyStreams, m.Errors, m.EngineCalls,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.Registry.MustRegister(buildInfo())
 	return m
 }
 
@@ -99,4 +102,15 @@ func (m *Metrics) ObserveEngineCall(method, outcome string, d time.Duration) {
 // Handler serves the registry in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+// buildInfo is gethcl_build_info: always 1, labelled with what the binary
+// was built from, so that a dashboard can show which build each node runs.
+func buildInfo() prometheus.Gauge {
+	v := version.Get()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "build_info",
+		Help:        "Always 1, labelled with the build's module version, commit and Go version.",
+		ConstLabels: prometheus.Labels{"version": v.Version, "commit": v.Commit, "goversion": v.Go}})
+	g.Set(1)
+	return g
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/loadgen"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/version"
 )
 
 func main() {
@@ -44,8 +45,9 @@ func rootCmd() *cobra.Command {
 		blobs    int
 	)
 	cmd := &cobra.Command{
-		Use:   "loadgen",
-		Short: "Send transfers and measure their inclusion latency and throughput",
+		Use:     "loadgen",
+		Version: version.Get().String(),
+		Short:   "Send transfers and measure their inclusion latency and throughput",
 		Long: `loadgen sends signed transfers from funded accounts and reports how long they
 took to be included, and at what rate.
 

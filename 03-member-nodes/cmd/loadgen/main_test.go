@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -32,5 +34,19 @@ func TestFlagsFallBackToEnvironment(t *testing.T) {
 	t.Setenv("LOADGEN_KEYS", "0xnothex")
 	if err := run(); err == nil || !strings.Contains(err.Error(), "key 0") {
 		t.Errorf("LOADGEN_KEYS=0xnothex: %v, want the key refused", err)
+	}
+}
+
+// --version names the build, as every binary of the tutorial does.
+func TestVersionFlag(t *testing.T) {
+	var out bytes.Buffer
+	cmd := rootCmd()
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"--version"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); !strings.HasPrefix(s, cmd.Name()+" version ") || !strings.Contains(s, runtime.Version()) {
+		t.Fatalf("--version printed %q", s)
 	}
 }

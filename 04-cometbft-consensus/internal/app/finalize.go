@@ -76,7 +76,7 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 	}
 	elapsed := time.Since(start)
 	a.metrics.FinalizeLatency.Observe(elapsed.Seconds())
-	a.metrics.ExecutionHead.Set(float64(head.Number))
+	a.metrics.HeadNumber.Set(float64(head.Number))
 	a.metrics.Decided.Set(float64(start.UnixNano()) / 1e9)
 	a.observeDrift(head, live)
 	a.log.Info("finalized", "height", req.Height, "number", head.Number, "hash", head.Hash,

@@ -111,7 +111,7 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.JWTSecret, "jwt-secret", c.JWTSecret, "JWT secret: a file, or 32 bytes as hex with or without 0x")
 	f.StringVar(&c.GenesisPath, "genesis", c.GenesisPath, "genesis.json geth was initialised with")
 	f.DurationVar(&c.BuildWait, "build-wait", c.BuildWait, "proposer: at least this long between forkchoiceUpdated and getPayload; geth hands out an empty block until its first full one is built")
-	f.BoolVar(&c.AllowClockDrift, "allow-clock-drift", c.AllowClockDrift, "run with consensus.timeout_commit below 1s: heights come faster than one a second and execution timestamps run ahead of the wall clock (consensus_timestamp_drift_seconds)")
+	f.BoolVar(&c.AllowClockDrift, "allow-clock-drift", c.AllowClockDrift, "run with consensus.timeout_commit below 1s: heights come faster than one a second and execution timestamps run ahead of the wall clock (gethcl_timestamp_drift_seconds)")
 	f.IntVar(&c.StallBlocks, "stall-blocks", c.StallBlocks, "/readyz answers 503 once no height was decided for this many block times (timeout_commit, at least 1s, plus timeout_propose each); 0: never")
 	f.BoolVar(&c.Optimistic, "optimistic-build", c.Optimistic, "when this validator proposes the next height, have geth build its payload before the proposal is due; best with geth --miner.recommit=100ms (README)")
 	f.StringVar(&c.FeeRecipient, "fee-recipient", c.FeeRecipient, "address that receives the priority fees")

@@ -10,9 +10,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/version"
 )
 
-const namespace = "consensus"
+const namespace = "gethcl"
 
 // Metrics are the app's own metrics. Names carry the unit.
 type Metrics struct {
@@ -24,7 +26,7 @@ type Metrics struct {
 	FinalizeLatency prometheus.Histogram
 	Decided         prometheus.Gauge
 	Drift           prometheus.Gauge
-	ExecutionHead   prometheus.Gauge
+	HeadNumber      prometheus.Gauge
 	Height          prometheus.Gauge
 	Replayed        prometheus.Counter
 	Optimistic      *prometheus.CounterVec
@@ -52,8 +54,8 @@ func New() *Metrics {
 			Name: "height_decided_timestamp_seconds", Help: "Unix time at which this node last saw a height decided (FinalizeBlock began): alert when it stops moving."}),
 		Drift: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
 			Name: "timestamp_drift_seconds", Help: "Head block timestamp minus wall clock (positive: the chain runs ahead, as it does when heights come faster than one a second)."}),
-		ExecutionHead: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
-			Name: "execution_head_number", Help: "Number of the execution block geth holds as finalized head."}),
+		HeadNumber: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "head_number", Help: "Number of the execution block geth holds as finalized head."}),
 		Height: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
 			Name: "committed_height", Help: "Last CometBFT height the app committed."}),
 		Replayed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
@@ -68,8 +70,9 @@ func New() *Metrics {
 			Name: "engine_call_duration_seconds", Help: "Engine API call latency by method and outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}, []string{"method", "outcome"}),
 	}
-	m.Registry.MustRegister(m.ProposalBuild, m.ProposalTxs, m.Verdicts, m.FinalizeLatency, m.Decided, m.Drift, m.ExecutionHead, m.Height,
+	m.Registry.MustRegister(m.ProposalBuild, m.ProposalTxs, m.Verdicts, m.FinalizeLatency, m.Decided, m.Drift, m.HeadNumber, m.Height,
 		m.Replayed, m.Optimistic, m.Ready, m.Errors, m.EngineCalls)
+	m.Registry.MustRegister(buildInfo())
 	return m
 }
 
@@ -84,4 +87,15 @@ func (m *Metrics) ObserveEngineCall(method, outcome string, d time.Duration) {
 func (m *Metrics) Handler() http.Handler {
 	g := prometheus.Gatherers{m.Registry, prometheus.DefaultGatherer}
 	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+}
+
+// buildInfo is gethcl_build_info: always 1, labelled with what the binary
+// was built from, so that a dashboard can show which build each node runs.
+func buildInfo() prometheus.Gauge {
+	v := version.Get()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "build_info",
+		Help:        "Always 1, labelled with the build's module version, commit and Go version.",
+		ConstLabels: prometheus.Labels{"version": v.Version, "commit": v.Commit, "goversion": v.Go}})
+	g.Set(1)
+	return g
 }

@@ -15,15 +15,18 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/ethclient"
-	"github.com/geth-consensus/tutorial/devnet"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/geth-consensus/tutorial/devnet"
 )
 
 func main() {
@@ -37,8 +40,9 @@ func main() {
 
 func rootCmd() *cobra.Command {
 	root := &cobra.Command{
-		Use:   "devnet",
-		Short: "Local geth, Redis and PostgreSQL for the tutorial, without Docker",
+		Use:     "devnet",
+		Version: buildVersion(),
+		Short:   "Local geth, Redis and PostgreSQL for the tutorial, without Docker",
 		Long: `devnet runs the tutorial's local network without Docker: geth nodes built
 from the pinned go-ethereum module, peered with each other, and on request
 Redis and PostgreSQL from the Debian packages, on docker-compose's ports.
@@ -308,4 +312,22 @@ func applyEnv(cmd *cobra.Command) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// buildVersion is what --version prints: the module version and the commit
+// `go build` recorded in the binary (runtime/debug.ReadBuildInfo).
+func buildVersion() string {
+	version, commit, modified := "(unknown)", "commit unknown", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		version = bi.Main.Version
+		for _, s := range bi.Settings {
+			switch {
+			case s.Key == "vcs.revision":
+				commit = "commit " + s.Value[:min(12, len(s.Value))]
+			case s.Key == "vcs.modified" && s.Value == "true":
+				modified = ", modified"
+			}
+		}
+	}
+	return fmt.Sprintf("%s (%s%s), %s", version, commit, modified, runtime.Version())
 }

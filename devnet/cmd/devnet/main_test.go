@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -146,5 +148,19 @@ func TestFlagsFallBackToEnvironment(t *testing.T) {
 	t.Setenv("DEVNET_SEND_KEY", "12")
 	if err := run("send"); err == nil || !strings.Contains(err.Error(), "--key 12") {
 		t.Errorf("DEVNET_SEND_KEY=12: %v", err)
+	}
+}
+
+// --version names the build, as every binary of the tutorial does.
+func TestVersionFlag(t *testing.T) {
+	var out bytes.Buffer
+	cmd := rootCmd()
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"--version"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); !strings.HasPrefix(s, cmd.Name()+" version ") || !strings.Contains(s, runtime.Version()) {
+		t.Fatalf("--version printed %q", s)
 	}
 }
