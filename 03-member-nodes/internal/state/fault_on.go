@@ -4,6 +4,7 @@ package state
 
 import (
 	"os"
+	"runtime"
 	"slices"
 	"syscall"
 )
@@ -37,8 +38,14 @@ func init() {
 	}
 }
 
+// freezeOn stops the process when own and this process removed trigger.
+// The SIGSTOP is sent to the calling thread: sent to the process, the
+// kernel may wake another thread to start the stop, and this one would go
+// on for a moment, past the fault point it is meant to freeze at.
 func freezeOn(trigger string, own bool) {
 	if own && os.Remove(trigger) == nil {
-		_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		_ = syscall.Tgkill(os.Getpid(), syscall.Gettid(), syscall.SIGSTOP)
 	}
 }
