@@ -49,9 +49,10 @@ type validator struct {
 // spec describes a test network; zero values give the tests' defaults.
 type spec struct {
 	validators int
-	timeouts   testnet.Options      // only the Timeout* fields; zero keeps the tuned ones, timeout_commit testTimeoutCommit
-	gethArgs   []string             // extra flags for every geth
-	flags      func(i int) []string // extra flags for validator i
+	timeouts   testnet.Options          // only the Timeout* fields; zero keeps the tuned ones, timeout_commit testTimeoutCommit
+	gethArgs   []string                 // extra flags for every geth
+	flags      func(i int) []string     // extra flags for validator i
+	homes      func(i int, home string) // changes validator i's home before it starts
 }
 
 // testTimeoutCommit paces the tests' chains faster than the testnet
@@ -91,6 +92,9 @@ func newNetwork(t testing.TB, s spec) *network {
 		}
 		t.Cleanup(eth.Close)
 		v := &validator{i: i, rpc: ports[i].RPC, home: testnet.Home(dir, i), health: "127.0.0.1:" + strconv.Itoa(freePort(t)), geth: g, eth: eth}
+		if s.homes != nil {
+			s.homes(i, v.home)
+		}
 		args := []string{"--cmt-home", v.home, "--eth-client-url", g.EngineURL(), "--jwt-secret", mustFindUp(t, "jwt.hex"),
 			"--genesis", mustFindUp(t, "genesis.json"), "--health-addr", v.health, "--log-level", "debug"}
 		if s.timeouts.TimeoutCommit < time.Second {

@@ -148,6 +148,14 @@ func (a *App) Wait() {
 	a.tasks.Wait()
 }
 
+// SetValidator gives the app this validator's address, once the node
+// knows it (from its key file or its remote signer), before the node
+// starts: the proposer prediction needs it; until then the app predicts
+// no turn of its own.
+func (a *App) SetValidator(address []byte) {
+	a.opts.Address = address
+}
+
 // SetBlocks gives the app CometBFT's block store once the node exists.
 func (a *App) SetBlocks(b Blocks) {
 	a.mu.Lock()

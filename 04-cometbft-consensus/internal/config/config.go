@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
@@ -126,6 +127,10 @@ func (c *Config) Bind(cmd *cobra.Command) {
 		"genesis": "GENESIS", "build-wait": "BUILD_WAIT", "allow-clock-drift": "ALLOW_CLOCK_DRIFT", "stall-blocks": "STALL_BLOCKS", "optimistic-build": "OPTIMISTIC_BUILD", "fee-recipient": "FEE_RECIPIENT",
 		"health-addr": "HEALTH_ADDR", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
 	})
+	// CometBFT's own binaries read the home from CMTHOME: honoured too,
+	// after CMT_HOME.
+	_ = f.SetAnnotation("cmt-home", "env", []string{"CMT_HOME", "CMTHOME"})
+	f.Lookup("cmt-home").Usage = strings.Replace(f.Lookup("cmt-home").Usage, "(env CMT_HOME)", "(env CMT_HOME, or CometBFT's CMTHOME)", 1)
 }
 
 // BindEnv records the environment variable each flag of f falls back to,
@@ -147,9 +152,12 @@ func ApplyEnv(cmd *cobra.Command, lookup func(string) (string, bool)) error {
 		if len(keys) == 0 || f.Changed {
 			return
 		}
-		if v, ok := lookup(keys[0]); ok {
-			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q (for --%s): %w", keys[0], v, f.Name, err))
+		for _, key := range keys { // the first one set wins
+			if v, ok := lookup(key); ok {
+				if err := f.Value.Set(v); err != nil {
+					errs = append(errs, fmt.Errorf("%s=%q (for --%s): %w", key, v, f.Name, err))
+				}
+				break
 			}
 		}
 	})

@@ -57,3 +57,37 @@ func TestEnvironmentFallbackAndPrecedence(t *testing.T) {
 		t.Fatalf("bad env value not named: %v", err)
 	}
 }
+
+// The home comes from CMT_HOME, else from CometBFT's own CMTHOME; the flag
+// beats both.
+func TestCmtHomeFromEitherVariable(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{nil, map[string]string{"CMTHOME": "/cometbft"}, "/cometbft"},
+		{nil, map[string]string{"CMTHOME": "/cometbft", "CMT_HOME": "/ours"}, "/ours"},
+		{[]string{"--cmt-home", "/flag"}, map[string]string{"CMTHOME": "/cometbft", "CMT_HOME": "/ours"}, "/flag"},
+		{nil, nil, Default().CmtHome},
+	} {
+		c := Default()
+		cmd := &cobra.Command{Use: "x"}
+		c.Bind(cmd)
+		if err := cmd.ParseFlags(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := ApplyEnv(cmd, func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }); err != nil {
+			t.Fatal(err)
+		}
+		if c.CmtHome != tc.want {
+			t.Errorf("%v %v: home %s, want %s", tc.args, tc.env, c.CmtHome, tc.want)
+		}
+	}
+	c := Default()
+	cmd := &cobra.Command{Use: "x"}
+	c.Bind(cmd)
+	if usage := cmd.Flags().Lookup("cmt-home").Usage; !strings.Contains(usage, "CMTHOME") {
+		t.Errorf("--cmt-home's help does not name CMTHOME: %s", usage)
+	}
+}

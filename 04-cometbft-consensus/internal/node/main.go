@@ -19,6 +19,7 @@ import (
 	"github.com/cometbft/cometbft/privval"
 	"github.com/cometbft/cometbft/proxy"
 	"github.com/cometbft/cometbft/store"
+	"github.com/cometbft/cometbft/types"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/core"
 	"github.com/spf13/viper"
@@ -68,22 +69,33 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// the app (and geth) lack, through FinalizeBlock. Each ABCI connection
 	// (consensus, mempool, query) gets its own lock, so a long FinalizeBlock
 	// (geth executing a full block) does not stall /abci_info or CheckTx.
-	n, err := cmtnode.NewNodeWithContext(ctx, h.cmt, h.pv, h.nodeKey, proxy.NewConnSyncLocalClientCreator(abciApp),
+	var pv types.PrivValidator
+	if h.pv != nil {
+		pv = h.pv
+	}
+	n, err := cmtnode.NewNodeWithContext(ctx, h.cmt, pv, h.nodeKey, proxy.NewConnSyncLocalClientCreator(abciApp),
 		h.genDoc, cmtcfg.DefaultDBProvider,
 		cmtnode.DefaultMetricsProvider(h.cmt.Instrumentation), cometLogger{log.With("component", "cometbft")})
 	if err != nil {
 		return fmt.Errorf("start CometBFT from %s: %w", cfg.CmtHome, err)
 	}
+	// The validator's address, from its key file or from the remote
+	// signer, which NewNode waited for.
+	pub, err := n.PrivValidator().GetPubKey()
+	if err != nil {
+		return fmt.Errorf("validator key: %w", err)
+	}
 	a.SetBlocks(blockStore{n.BlockStore()})
-	srv := server.New(cfg.HealthAddr, statusNode{a, n}, m.Handler(), log.With("component", "http"))
-	return run(ctx, cancel, cfg, n, srv, h.pv.GetAddress().String(), log)
+	a.SetValidator(pub.Address())
+	srv := server.New(cfg.HealthAddr, statusNode{a, n, pub.Address().String()}, m.Handler(), log.With("component", "http"))
+	return run(ctx, cancel, cfg, n, srv, pub.Address().String(), log)
 }
 
 // home is what a validator reads from its CometBFT home.
 type home struct {
 	cmt       *cmtcfg.Config
 	nodeKey   *p2p.NodeKey
-	pv        *privval.FilePV
+	pv        *privval.FilePV // nil with a remote signer
 	genDoc    cmtnode.GenesisDocProvider
 	proposers *app.Proposers
 }
@@ -100,10 +112,16 @@ func loadHome(dir string) (home, error) {
 	if err != nil {
 		return home{}, fmt.Errorf("--cmt-home %s: node key: %w (run `cometbft init` or this binary's testnet command)", dir, err)
 	}
-	if _, err := os.Stat(cmt.PrivValidatorKeyFile()); err != nil {
-		return home{}, fmt.Errorf("--cmt-home %s: validator key: %w", dir, err)
+	// With priv_validator_laddr set, CometBFT listens there for a remote
+	// signer (tmkms, horcrux, ...) and takes the key from it: the home
+	// holds none.
+	var pv *privval.FilePV
+	if cmt.PrivValidatorListenAddr == "" {
+		if _, err := os.Stat(cmt.PrivValidatorKeyFile()); err != nil {
+			return home{}, fmt.Errorf("--cmt-home %s: validator key: %w (or set priv_validator_laddr for a remote signer)", dir, err)
+		}
+		pv = privval.LoadOrGenFilePV(cmt.PrivValidatorKeyFile(), cmt.PrivValidatorStateFile())
 	}
-	pv := privval.LoadOrGenFilePV(cmt.PrivValidatorKeyFile(), cmt.PrivValidatorStateFile())
 	genDoc := cmtnode.DefaultGenesisDocProviderFunc(cmt)
 	doc, err := genDoc()
 	if err != nil {
@@ -152,7 +170,6 @@ func appOptions(cfg config.Config, h home, genesis *core.Genesis) app.Options {
 		StallAfter:         time.Duration(cfg.StallBlocks) * (max(to.TimeoutCommit, time.Second) + to.TimeoutPropose),
 		Optimistic:         cfg.Optimistic,
 		Proposers:          h.proposers,
-		Address:            h.pv.GetAddress(),
 	}
 }
 
@@ -247,8 +264,9 @@ func (b blockStore) Txs(height int64) ([][]byte, error) {
 
 // statusNode is what /status, /readyz report.
 type statusNode struct {
-	app  *app.App
-	node *cmtnode.Node
+	app       *app.App
+	node      *cmtnode.Node
+	validator string // its address
 }
 
 // Status is /status.
@@ -274,7 +292,7 @@ func (s statusNode) Status() any {
 	c := s.app.Committed()
 	ready, reason := s.Ready()
 	return Status{Height: c.Height, ExecutionHead: c.Head.Number, ExecutionHash: c.Head.Hash.Hex(),
-		Validator: s.node.PrivValidator().(*privval.FilePV).GetAddress().String(),
+		Validator: s.validator,
 		Peers:     s.node.Switch().Peers().Size(), CatchingUp: s.node.ConsensusReactor().WaitSync(),
 		Ready: ready, Reason: reason}
 }
