@@ -8,7 +8,7 @@ DEVNET      := $(BIN)/devnet
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTEST      := go test -count=1 -timeout 30m
 
-.PHONY: run run-stage1 run-stage3 run-stage4 test test-unit diff-stats lint bench bench-burst bench-soak devnet-up devnet-down devnet-status compose-up compose-down clean
+.PHONY: reset run run-stage1 run-stage3 run-stage4 test test-unit diff-stats lint bench bench-burst bench-soak devnet-up devnet-down devnet-status compose-up compose-down clean
 
 $(DEVNET): $(shell find devnet -name '*.go') devnet/go.mod
 	go build -o $(DEVNET) ./devnet/cmd/devnet
@@ -113,6 +113,14 @@ compose-up:
 
 compose-down:
 	docker compose down
+
+## reset: a fresh chain everywhere: the devnet's processes and data (.devnet), and the
+## compose containers and volumes when Docker is installed
+reset: $(DEVNET)
+	$(DEVNET) down --wipe
+	@if docker compose version >/dev/null 2>&1; then \
+	  docker compose --profile validators down -v --remove-orphans || echo "compose volumes not removed (is the Docker engine running?)"; \
+	else echo "no docker compose here: only the devnet was reset"; fi
 
 clean: devnet-down
 	rm -rf $(BIN) .devnet

@@ -22,6 +22,13 @@ import (
 
 func loadCompose(t *testing.T, profiles ...string) (*types.Project, string) {
 	t.Helper()
+	return loadComposeEnv(t, types.Mapping{}, profiles...)
+}
+
+// loadComposeEnv loads docker-compose.yml as `docker compose` would with
+// env set in the user's environment.
+func loadComposeEnv(t *testing.T, env types.Mapping, profiles ...string) (*types.Project, string) {
+	t.Helper()
 	path, err := FindUp("docker-compose.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +37,7 @@ func loadCompose(t *testing.T, profiles ...string) (*types.Project, string) {
 	p, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
 		WorkingDir:  root,
 		ConfigFiles: []types.ConfigFile{{Filename: path}},
-		Environment: types.Mapping{},
+		Environment: env,
 	}, func(o *loader.Options) { o.SetProjectName("geth-consensus", true); o.Profiles = profiles })
 	if err != nil {
 		t.Fatalf("docker-compose.yml does not load: %v", err)
@@ -273,6 +280,73 @@ func TestComposeGethRunsLikeTheDevnet(t *testing.T) {
 	} {
 		if !strings.Contains(script, want) {
 			t.Errorf("docker/geth-entrypoint.sh does not run geth with %q", want)
+		}
+	}
+}
+
+// Safe by default: every published port on 127.0.0.1 only, every image
+// pinned to a version, and geth's HTTP API without admin, debug or CORS.
+func TestComposeSafeDefaults(t *testing.T) {
+	p, root := loadCompose(t, "validators")
+	pinned := regexp.MustCompile(`^[a-z0-9./-]+:v?\d+\.\d+(\.\d+)?(-[a-z0-9.]+)?$`)
+	for name, s := range p.Services {
+		for _, port := range s.Ports {
+			if port.HostIP != "127.0.0.1" {
+				t.Errorf("%s publishes %d on %q, want 127.0.0.1", name, port.Target, port.HostIP)
+			}
+		}
+		if s.Build == nil && !pinned.MatchString(s.Image) {
+			t.Errorf("%s runs image %q: pin a version (name:X.Y.Z)", name, s.Image)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(root, "docker", "geth-entrypoint.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var commands []string // the script without its comments
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "#") {
+			commands = append(commands, line)
+		}
+	}
+	script := strings.Join(commands, "\n")
+	for _, bad := range []string{"admin", "debug", "corsdomain '*'", "origins '*'", "--http.vhosts '*'"} {
+		if strings.Contains(script, bad) {
+			t.Errorf("docker/geth-entrypoint.sh runs geth with %q by default", bad)
+		}
+	}
+	if !strings.Contains(script, `--http.api "${GETH_HTTP_API:-eth,net,web3,txpool}"`) {
+		t.Error("docker/geth-entrypoint.sh does not default the HTTP API to eth,net,web3,txpool")
+	}
+}
+
+// BIND_ADDR and a variable per host port move what compose publishes, for
+// users whose machine holds a default port (Anvil on 8545, a system Redis
+// or PostgreSQL).
+func TestComposePortsOverridable(t *testing.T) {
+	env := types.Mapping{"BIND_ADDR": "0.0.0.0", "GETH_HTTP_PORT": "9545", "GETH_AUTH_PORT": "9551",
+		"REDIS_PORT": "16379", "POSTGRES_PORT": "15432", "POSTGRES_MEMBER_PORT": "15433", "VALIDATOR_0_PORT": "18080"}
+	p, _ := loadComposeEnv(t, env, "validators")
+	for _, want := range []struct {
+		service   string
+		container uint32
+		host      string
+	}{
+		{"geth", 8545, "9545"}, {"geth", 8551, "9551"}, {"redis", 6379, "16379"},
+		{"postgres", 5432, "15432"}, {"postgres-member", 5432, "15433"}, {"validator-0", 8080, "18080"},
+		{"geth-member", 8545, "8546"}, // not overridden: the default
+	} {
+		found := false
+		for _, port := range p.Services[want.service].Ports {
+			if port.Target == want.container {
+				found = true
+				if port.Published != want.host || port.HostIP != "0.0.0.0" {
+					t.Errorf("%s: container port %d on %s:%s, want 0.0.0.0:%s", want.service, want.container, port.HostIP, port.Published, want.host)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s publishes no port %d", want.service, want.container)
 		}
 	}
 }
