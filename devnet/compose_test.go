@@ -5,8 +5,10 @@ import (
 	"context"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -349,4 +351,94 @@ func TestComposePortsOverridable(t *testing.T) {
 			t.Errorf("%s publishes no port %d", want.service, want.container)
 		}
 	}
+}
+
+// Each stage's image: built from the repository root with devnet and the
+// stage, dependencies in a cached layer of their own, the version in the
+// binary, a user of its own; and .dockerignore keeps history, chains and
+// keys out of every build context. Every variable a compose service sets
+// is one its binary reads (its --help names them), so a renamed flag
+// cannot leave the compose file silently configuring nothing.
+func TestComposeImagesMatchTheBinaries(t *testing.T) {
+	SkipIfShort(t) // builds the three binaries
+	p, root := loadCompose(t, "single", "cluster", "validators")
+	ignore, err := os.ReadFile(filepath.Join(root, ".dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{".git", ".devnet", "jwt.hex", "**/priv_validator_key.json", "**/node_key.json", "**/keystore"} {
+		if !slices.Contains(strings.Fields(string(ignore)), want) {
+			t.Errorf(".dockerignore does not exclude %s", want)
+		}
+	}
+	stages := map[string]struct{ dir, binary string }{
+		"docker/stage2.Dockerfile": {"02-single-node", "single-node"},
+		"docker/stage3.Dockerfile": {"03-member-nodes", "member-nodes"},
+		"docker/stage4.Dockerfile": {"04-cometbft-consensus", "cometbft-consensus"},
+	}
+	built := map[string]bool{}
+	for name, s := range p.Services {
+		if s.Build == nil {
+			continue
+		}
+		stage, ok := stages[s.Build.Dockerfile]
+		if !ok {
+			t.Errorf("%s is built from %s, which no stage has", name, s.Build.Dockerfile)
+			continue
+		}
+		if s.Build.Context != root {
+			t.Errorf("%s builds with context %s, want the repository root", name, s.Build.Context)
+		}
+		built[s.Build.Dockerfile] = true
+		vars := envVars(t, filepath.Join(root, stage.dir))
+		for k := range s.Environment {
+			if !vars[k] {
+				t.Errorf("%s sets %s, which %s does not read", name, k, stage.binary)
+			}
+		}
+	}
+	for file, stage := range stages {
+		if !built[file] {
+			t.Errorf("no compose service runs %s", file)
+		}
+		b, err := os.ReadFile(filepath.Join(root, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"COPY devnet ./devnet", "COPY " + stage.dir + " ./" + stage.dir, "--mount=type=cache,target=/go/pkg/mod",
+			stage.dir + "/internal/version.release=${VERSION}", "-o /out/" + stage.binary + " ./cmd", "USER node", `ENTRYPOINT ["` + stage.binary + `"]`} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("%s lacks %q", file, want)
+			}
+		}
+	}
+}
+
+// envVars returns the environment variables the stage in dir reads: those
+// its --help names.
+var envCache = map[string]map[string]bool{}
+
+func envVars(t *testing.T, dir string) map[string]bool {
+	t.Helper()
+	if vars, ok := envCache[dir]; ok {
+		return vars
+	}
+	cmd := exec.Command("go", "run", "./cmd", "--help")
+	cmd.Dir, cmd.Env = dir, append(os.Environ(), "GOWORK=off")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: go run ./cmd --help: %v\n%s", dir, err, out)
+	}
+	vars := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\(env ([A-Z_]+)(?:, or CometBFT's ([A-Z_]+))?\)`).FindAllStringSubmatch(string(out), -1) {
+		vars[m[1]] = true
+		if m[2] != "" {
+			vars[m[2]] = true
+		}
+	}
+	if len(vars) < 5 {
+		t.Fatalf("%s --help names %d environment variables:\n%s", dir, len(vars), out)
+	}
+	envCache[dir] = vars
+	return vars
 }

@@ -18,21 +18,31 @@ type Info struct {
 	Go       string // the toolchain, e.g. go1.26.8
 }
 
+// release and revision, when set with -ldflags "-X
+// <module>/internal/version.release=v1.2.3 -X ….revision=<commit>", take
+// the place of what go build recorded: a Docker build context holds no
+// .git (docker/*.Dockerfile pass them as build arguments).
+var release, revision string
+
 // Get reads the running binary's build information.
 func Get() Info {
 	i := Info{Version: "(unknown)", Go: runtime.Version()}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return i
-	}
-	i.Version = bi.Main.Version
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			i.Commit = s.Value
-		case "vcs.modified":
-			i.Modified = s.Value == "true"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		i.Version = bi.Main.Version
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				i.Commit = s.Value
+			case "vcs.modified":
+				i.Modified = s.Value == "true"
+			}
 		}
+	}
+	if release != "" {
+		i.Version = release
+	}
+	if revision != "" {
+		i.Commit, i.Modified = revision, false
 	}
 	return i
 }
