@@ -8,7 +8,7 @@ DEVNET      := $(BIN)/devnet
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTEST      := go test -count=1 -timeout 30m
 
-.PHONY: reset run run-stage1 run-stage3 run-stage4 test test-unit diff-stats lint bench bench-burst bench-soak devnet-up devnet-down devnet-status compose-up compose-down clean
+.PHONY: build-darwin reset run run-stage1 run-stage3 run-stage4 test test-unit diff-stats lint bench bench-burst bench-soak devnet-up devnet-down devnet-status compose-up compose-down clean
 
 $(DEVNET): $(shell find devnet -name '*.go') devnet/go.mod
 	go build -o $(DEVNET) ./devnet/cmd/devnet
@@ -49,10 +49,17 @@ run-stage4: $(DEVNET)
 
 ## test: every module's tests, integration tests against real geth/Redis/PostgreSQL included,
 ## each module built and tested on its own (GOWORK=off) as a reader who copies it out would
-test:
+test: build-darwin
 	@for m in $(MODULES); do \
 	  echo "=== $$m"; \
 	  (cd $$m && GOWORK=off go build -o /dev/null ./... && GOWORK=off GOFLAGS= $(GOTEST) ./...) || exit 1; \
+	done
+
+## build-darwin: every module builds for macOS (the docker-free path runs there
+## untested; see README.md, Platforms)
+build-darwin:
+	@for m in $(MODULES); do \
+	  (cd $$m && GOWORK=off GOOS=darwin GOARCH=arm64 go build ./...) || exit 1; \
 	done
 
 ## test-unit: the tests that need no real process (fakes only), every module:
