@@ -58,7 +58,7 @@ a flag given on the command line wins.`,
 	var dir string
 	root.PersistentFlags().StringVar(&dir, "dir", ".devnet", "state directory: datadirs, logs, pid files")
 	bindEnv(root.PersistentFlags(), map[string]string{"dir": "DEVNET_DIR"})
-	root.AddCommand(upCmd(&dir), downCmd(&dir), statusCmd(&dir), sendCmd())
+	root.AddCommand(upCmd(&dir), downCmd(&dir), statusCmd(&dir), watchCmd(), sendCmd())
 	return root
 }
 

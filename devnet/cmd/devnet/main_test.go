@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -162,5 +165,51 @@ func TestVersionFlag(t *testing.T) {
 	}
 	if s := out.String(); !strings.HasPrefix(s, cmd.Name()+" version ") || !strings.Contains(s, runtime.Version()) {
 		t.Fatalf("--version printed %q", s)
+	}
+}
+
+// watch shows each node's /status in one table, whatever stage serves it,
+// and a node that does not answer as down with the error.
+func TestWatchTable(t *testing.T) {
+	serve := func(body string) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/status" {
+				http.NotFound(w, r)
+				return
+			}
+			io.WriteString(w, body)
+		}))
+		t.Cleanup(srv.Close)
+		return strings.TrimPrefix(srv.URL, "http://")
+	}
+	leader := serve(`{"id":"leader-1","role":"leader","leader":"leader-1","epoch":3,"lag":0,"head":120,"ready":true}`)
+	member := serve(`{"id":"member-1","role":"member","leader":"leader-1","lag":4,"head":116,"ready":false,"reason":"cannot sync: leader leader-1 unreachable"}`)
+	validator := serve(`{"height":57,"execution_head":57,"validator":"A1B2C3D4E5F60718293A4B5C6D7E8F9012345678","peers":3,"ready":true}`)
+	var out bytes.Buffer
+	cmd := rootCmd()
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"watch", "--frames", "2", "--every", "50ms", "--nodes", strings.Join([]string{leader, member, validator, "127.0.0.1:1"}, ",")})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	frames := strings.Split(out.String(), "\033[H\033[2J")
+	if len(frames) != 2 {
+		t.Fatalf("%d frames, want 2:\n%s", len(frames), out.String())
+	}
+	lines := strings.Split(strings.TrimSpace(frames[1]), "\n")
+	if len(lines) != 6 || !strings.HasPrefix(lines[1], "NODE") {
+		t.Fatalf("frame:\n%s", frames[1])
+	}
+	for i, want := range [][]string{
+		{leader, "leader-1", "leader", "120", "0", "yes"},
+		{member, "member-1", "member", "leader-1", "116", "4", "no", "cannot sync: leader leader-1 unreachable"},
+		{validator, "A1B2C3D4E5F60718", "validator", "57", "yes"},
+		{"127.0.0.1:1", "down", "connection refused"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(lines[2+i], w) {
+				t.Errorf("line %q lacks %q", lines[2+i], w)
+			}
+		}
 	}
 }
