@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ethereum/go-ethereum/crypto"
 )
 
 func TestNetworkLifecycle(t *testing.T) {
@@ -178,7 +180,8 @@ func TestFreePortsAreBelowTheEphemeralRangeAndDistinct(t *testing.T) {
 
 // A free port that another process binds between the probe and the start
 // (a test binary running in parallel, seen in CI) does not fail the
-// network: it starts again on other ports.
+// network: the port check before the start (or the server's own "address
+// already in use") sends it to other ports.
 func TestStartsAgainWhenAPortIsTaken(t *testing.T) {
 	SkipIfShort(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -199,9 +202,6 @@ func TestStartsAgainWhenAPortIsTaken(t *testing.T) {
 	n := StartT(t, Config{Redis: true})
 	if !handed || n.Redis.Port == taken {
 		t.Fatalf("Redis on port %d (the taken one: %d; handed out: %v)", n.Redis.Port, taken, handed)
-	}
-	if !strings.Contains(n.Redis.TailLog(4096), "in use") {
-		t.Fatalf("Redis's log shows no first start on the taken port:\n%s", n.Redis.TailLog(4096))
 	}
 }
 
@@ -277,4 +277,83 @@ func TestConfigRefusedWithReasons(t *testing.T) {
 	if err := (Config{Dir: "d", Redis: true}).validate(); err != nil {
 		t.Errorf("Redis alone refused: %v", err)
 	}
+}
+
+// A port the network would take is already held, as a system Redis or
+// PostgreSQL holds 6379 or 5432: nothing starts, and the error names the
+// port, the service, who probably holds it and the way out.
+func TestHeldPortsAreNamed(t *testing.T) {
+	SkipIfShort(t)
+	hold := func() int {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l.Addr().(*net.TCPAddr).Port
+	}
+	saved := Defaults
+	t.Cleanup(func() { Defaults = saved })
+	Defaults.Redis, Defaults.Postgres = hold(), hold()
+	dir := t.TempDir()
+	_, err := Start(context.Background(), Config{Dir: dir, Redis: true, Postgres: 1,
+		GenesisPath: mustFindUp(t, "genesis.json"), JWTPath: mustFindUp(t, "jwt.hex")})
+	if err == nil {
+		t.Fatal("started on held ports")
+	}
+	for _, want := range []string{
+		fmt.Sprintf("port %d, for redis, is already in use", Defaults.Redis), "systemctl disable --now redis-server",
+		fmt.Sprintf("port %d, for postgres, is already in use", Defaults.Postgres), "systemctl disable --now postgresql",
+		"--free-ports",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q:\n%v", want, err)
+		}
+	}
+}
+
+// Something else answers on a server's port (it took the port after the
+// check): the devnet refuses it at once instead of driving it. A Redis
+// whose pid is not the process the devnet started, a PostgreSQL on another
+// data directory, a geth with another node key.
+func TestAnImpostorIsRefused(t *testing.T) {
+	SkipIfShort(t)
+	n := StartT(t, Config{GethNodes: 1, Redis: true, Postgres: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sleeper := func() *Process { // a process of the devnet's own that is not the server
+		p := &Process{Name: "impostor", Path: "/bin/sleep", Args: []string{"60"}, LogPath: filepath.Join(t.TempDir(), "sleep.log")}
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = p.Stop(time.Second) })
+		return p
+	}
+	otherKey, _ := crypto.GenerateKey()
+	for name, wait := range map[string]func() error{
+		"redis": func() error {
+			return (&Redis{Port: n.Redis.Port, Password: n.Redis.Password, Process: sleeper()}).WaitReady(ctx)
+		},
+		"postgres": func() error {
+			pg := *n.Postgres[0]
+			pg.DataDir, pg.Process = t.TempDir(), sleeper()
+			return pg.WaitReady(ctx)
+		},
+		"geth": func() error { g := *n.Geth[0]; g.Key, g.Process = otherKey, sleeper(); return g.WaitReady(ctx) },
+	} {
+		start := time.Now()
+		err := wait()
+		if !errors.Is(err, errNotOurs) || time.Since(start) > 10*time.Second {
+			t.Errorf("%s: %v after %s; want errNotOurs at once", name, err, time.Since(start).Round(time.Millisecond))
+		}
+	}
+}
+
+func mustFindUp(t *testing.T, name string) string {
+	t.Helper()
+	p, err := FindUp(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -149,7 +149,10 @@ func (g *GethNode) Wipe(ctx context.Context) error {
 // process exits (the error carries the end of its log), or ctx ends.
 func (g *GethNode) WaitReady(ctx context.Context) error {
 	return waitFor(ctx, g.Process, func() error {
-		if _, err := g.Call(ctx, "eth_blockNumber"); err != nil || g.DevMode {
+		if _, err := g.Call(ctx, "eth_blockNumber"); err != nil {
+			return err
+		}
+		if err := g.checkOurs(ctx); err != nil || g.DevMode {
 			return err
 		}
 		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", g.AuthPort), time.Second)
@@ -158,6 +161,27 @@ func (g *GethNode) WaitReady(ctx context.Context) error {
 		}
 		return conn.Close()
 	})
+}
+
+// checkOurs checks that the geth answering is this node: its enode id is
+// the one of the node key the devnet gave it (the devnet's geths serve the
+// admin API; one that does not cannot be told apart).
+func (g *GethNode) checkOurs(ctx context.Context) error {
+	raw, err := g.Call(ctx, "admin_nodeInfo")
+	if err != nil && strings.Contains(err.Error(), "does not exist") {
+		return nil // a geth without the admin API (compose's): no id to compare
+	}
+	if err != nil {
+		return err
+	}
+	var info struct{ ID string }
+	if err := json.Unmarshal(raw, &info); err != nil {
+		return err
+	}
+	if want := enode.PubkeyToIDV4(&g.Key.PublicKey).String(); info.ID != want {
+		return fmt.Errorf("%w: the geth on %d has enode id %s, this node's is %s", errNotOurs, g.HTTPPort, info.ID, want)
+	}
+	return nil
 }
 
 // Call makes one JSON-RPC call on the node's HTTP endpoint and returns the raw
@@ -234,6 +258,9 @@ func waitFor(ctx context.Context, proc *Process, check func() error) error {
 	for {
 		if last = check(); last == nil {
 			return nil
+		}
+		if errors.Is(last, errNotOurs) {
+			return fmt.Errorf("%s: %w", proc.Name, last)
 		}
 		select {
 		case <-ctx.Done():

@@ -213,6 +213,9 @@ func newGeth(cfg Config, i int, bin string, chainID uint64, ports portPlan) (*Ge
 }
 
 func (n *Network) startAll(ctx context.Context) error {
+	if err := n.checkPortsFree(); err != nil {
+		return err
+	}
 	for _, p := range n.Processes() {
 		n.cfg.Logger.Info("starting", "process", p.Name, "log", p.LogPath)
 		if err := p.Start(); err != nil {

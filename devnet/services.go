@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -94,8 +96,37 @@ func (r *Redis) WaitReady(ctx context.Context) error {
 		if line != "+PONG\r\n" {
 			return fmt.Errorf("redis answered %q", line)
 		}
-		return nil
+		return r.checkOurs(conn, rd)
 	})
+}
+
+// checkOurs checks that the Redis answering is the one the devnet started:
+// INFO's process_id is its pid.
+func (r *Redis) checkOurs(conn net.Conn, rd *bufio.Reader) error {
+	if _, err := conn.Write([]byte("INFO server\r\n")); err != nil {
+		return err
+	}
+	head, err := rd.ReadString('\n') // $<length>
+	if err != nil || !strings.HasPrefix(head, "$") {
+		return fmt.Errorf("redis INFO: %q %v", head, err)
+	}
+	size, err := strconv.Atoi(strings.TrimSpace(head[1:]))
+	if err != nil {
+		return fmt.Errorf("redis INFO: %q", head)
+	}
+	body := make([]byte, size+2)
+	if _, err := io.ReadFull(rd, body); err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(body), "\r\n") {
+		if pid, ok := strings.CutPrefix(line, "process_id:"); ok {
+			if want := strconv.Itoa(r.Pid()); pid != want {
+				return fmt.Errorf("%w: the Redis on %d is process %s, the devnet started %s", errNotOurs, r.Port, pid, want)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("redis INFO has no process_id")
 }
 
 // Postgres is a throwaway PostgreSQL server with a `consensus` database. It
@@ -236,6 +267,14 @@ func (p *Postgres) WaitReady(ctx context.Context) error {
 		return exec.CommandContext(ctx, filepath.Join(p.binDir, "psql"), "-h", host, "-p", port, "-U", "postgres",
 			"-d", "postgres", "-tAc", sql).CombinedOutput()
 	}
+	// The server answering must run on this data directory.
+	dir, err := psql("SHOW data_directory")
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", p.Name, err, dir)
+	}
+	if got, want := strings.TrimSpace(string(dir)), p.DataDir; !samePath(got, want) {
+		return fmt.Errorf("%s: %w: the PostgreSQL on %d runs on %s, the devnet started one on %s", p.Name, errNotOurs, p.Port, got, want)
+	}
 	out, err := psql("SELECT 1 FROM pg_database WHERE datname = 'consensus'")
 	if err != nil {
 		return fmt.Errorf("%s: %w: %s", p.Name, err, out)
@@ -246,4 +285,14 @@ func (p *Postgres) WaitReady(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// samePath reports whether two paths name one directory.
+func samePath(a, b string) bool {
+	if a == b {
+		return true
+	}
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
 }

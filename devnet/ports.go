@@ -1,0 +1,47 @@
+package devnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+)
+
+// errNotOurs means a process answers on a port the devnet started one of
+// its own on, and it is not that one: a system Redis or PostgreSQL, another
+// geth, Anvil. Nothing is waited for then: the devnet must not drive it.
+var errNotOurs = errors.New("another process answers on its port")
+
+// checkPortsFree refuses to start when a port the network would take is
+// already in use, naming the service, who probably holds it and the way
+// out. Its text says "address already in use", as the servers' own logs
+// do, so that a free-port network retries on other ports.
+func (n *Network) checkPortsFree() error {
+	var errs []error
+	check := func(service string, port int, usual string) {
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			l.Close()
+			return
+		}
+		fix := "stop it"
+		if !n.cfg.FreePorts {
+			fix += ", or start the devnet on free ports (devnet up --free-ports)"
+		}
+		errs = append(errs, fmt.Errorf("port %d, for %s, is already in use (address already in use): %s; %s", port, service, usual, fix))
+	}
+	for _, g := range n.Geth {
+		for _, port := range []int{g.HTTPPort, g.AuthPort, g.P2PPort} {
+			if port != 0 {
+				check(g.Name, port, "another geth, Anvil (8545) or docker compose's geth")
+			}
+		}
+	}
+	if n.Redis != nil {
+		check("redis", n.Redis.Port, "probably a system Redis (sudo systemctl disable --now redis-server) or docker compose's")
+	}
+	for _, pg := range n.Postgres {
+		check(pg.Name, pg.Port, "probably a system PostgreSQL (sudo systemctl disable --now postgresql) or docker compose's")
+	}
+	return errors.Join(errs...)
+}
