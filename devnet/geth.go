@@ -30,7 +30,10 @@ type GethNode struct {
 	HTTPPort int
 	AuthPort int
 	P2PPort  int
-	Key      *ecdsa.PrivateKey // devp2p node key, kept across wipes so peers still find it
+	// MetricsPort serves geth's metrics (--metrics) for Prometheus at
+	// /debug/metrics/prometheus.
+	MetricsPort int
+	Key         *ecdsa.PrivateKey // devp2p node key, kept across wipes so peers still find it
 
 	// DevMode is set for a geth started with --dev: it drives itself (its
 	// simulated beacon) and opens no Engine API port.
@@ -44,6 +47,15 @@ type GethNode struct {
 
 // RPCURL is the JSON-RPC endpoint (eth_*, txpool_*, admin_*).
 func (g *GethNode) RPCURL() string { return fmt.Sprintf("http://127.0.0.1:%d", g.HTTPPort) }
+
+// MetricsAddr is host:port of geth's metrics server.
+func (g *GethNode) MetricsAddr() string { return fmt.Sprintf("127.0.0.1:%d", g.MetricsPort) }
+
+// MetricsURL is where Prometheus scrapes geth.
+func (g *GethNode) MetricsURL() string { return "http://" + g.MetricsAddr() + GethMetricsPath }
+
+// GethMetricsPath is the path of geth's metrics in Prometheus' format.
+const GethMetricsPath = "/debug/metrics/prometheus"
 
 // WSURL is the WebSocket endpoint, served on the HTTP port.
 func (g *GethNode) WSURL() string { return fmt.Sprintf("ws://127.0.0.1:%d", g.HTTPPort) }
@@ -84,6 +96,7 @@ func gethArgs(g *GethNode, jwtPath string, extra []string) []string {
 		"--authrpc.addr", "127.0.0.1", "--authrpc.port", strconv.Itoa(g.AuthPort),
 		"--authrpc.jwtsecret", jwtPath, "--authrpc.vhosts", "*",
 		"--port", strconv.Itoa(g.P2PPort), "--nodiscover", "--nat", "none",
+		"--metrics", "--metrics.addr", "127.0.0.1", "--metrics.port", strconv.Itoa(g.MetricsPort),
 		"--ipcdisable",
 		"--verbosity", "3",
 	}

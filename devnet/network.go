@@ -23,11 +23,12 @@ import (
 // Defaults are the ports docker-compose.yml publishes; the devnet CLI uses
 // them so that every command in the READMEs works against either.
 var Defaults = struct {
-	GethHTTP, GethAuth, GethP2P, Redis, Postgres int
-	PostgresUser, PostgresPassword, PostgresDB   string
+	GethHTTP, GethAuth, GethP2P, GethMetrics, Redis, Postgres, Prometheus int
+	PostgresUser, PostgresPassword, PostgresDB                            string
 }{
-	GethHTTP: 8545, GethAuth: 8551, GethP2P: 30303, // node i adds i to each
+	GethHTTP: 8545, GethAuth: 8551, GethP2P: 30303, GethMetrics: 6060, // node i adds i to each
 	Redis:        6379,
+	Prometheus:   9090,
 	Postgres:     5432, // 5433 for the member's database
 	PostgresUser: "postgres", PostgresPassword: "postgres", PostgresDB: "consensus",
 }
@@ -60,6 +61,8 @@ type Network struct {
 	Geth     []*GethNode
 	Redis    *Redis
 	Postgres []*Postgres
+	// Prometheus, once StartPrometheus started it.
+	Prometheus *Prometheus
 }
 
 // Start initialises whatever is missing under cfg.Dir, starts every process
@@ -206,7 +209,7 @@ func newGeth(cfg Config, i int, bin string, chainID uint64, ports portPlan) (*Ge
 			LogPath: filepath.Join(cfg.Dir, name+".log"),
 			PIDPath: filepath.Join(cfg.Dir, name+".pid"),
 		},
-		DataDir: dataDir, HTTPPort: ports.http[i], AuthPort: ports.auth[i], P2PPort: ports.p2p[i],
+		DataDir: dataDir, HTTPPort: ports.http[i], AuthPort: ports.auth[i], P2PPort: ports.p2p[i], MetricsPort: ports.metrics[i],
 		Key: key, bin: bin, genesis: cfg.GenesisPath, chainID: chainID,
 		DevMode: slices.Contains(cfg.GethArgs, "--dev"), gethDefaults: cfg.GethDefaults,
 	}, nil
@@ -254,6 +257,9 @@ func (n *Network) Processes() []*Process {
 	for _, pg := range n.Postgres {
 		ps = append(ps, pg.Process)
 	}
+	if n.Prometheus != nil {
+		ps = append(ps, n.Prometheus.Process)
+	}
 	return ps
 }
 
@@ -284,13 +290,15 @@ func (n *Network) WaitPeered(ctx context.Context, min int) error {
 // State is what network.json records for `devnet status` and `devnet down`.
 type State struct {
 	Geth []struct {
-		Name, RPC, WS, Engine, Enode, PIDFile string
+		Name, RPC, WS, Engine, Metrics, Enode, PIDFile string
 	}
 	Redis    string   `json:",omitempty"` // host:port
 	RedisURL string   `json:",omitempty"` // redis://[:password@]host:port/0
 	Postgres []string `json:",omitempty"`
-	GethArgs []string `json:",omitempty"` // the extra flags every geth runs with
-	PIDFiles []string
+	// Prometheus is its URL, when one runs.
+	Prometheus string   `json:",omitempty"`
+	GethArgs   []string `json:",omitempty"` // the extra flags every geth runs with
+	PIDFiles   []string
 }
 
 // Covers reports whether the network s records runs everything cfg asks
@@ -316,14 +324,17 @@ const StateFile = "network.json"
 func (n *Network) writeState() error {
 	var s State
 	for _, g := range n.Geth {
-		s.Geth = append(s.Geth, struct{ Name, RPC, WS, Engine, Enode, PIDFile string }{
-			g.Name, g.RPCURL(), g.WSURL(), g.EngineURL(), g.Enode(), g.PIDPath})
+		s.Geth = append(s.Geth, struct{ Name, RPC, WS, Engine, Metrics, Enode, PIDFile string }{
+			g.Name, g.RPCURL(), g.WSURL(), g.EngineURL(), g.MetricsURL(), g.Enode(), g.PIDPath})
 	}
 	if n.Redis != nil {
 		s.Redis, s.RedisURL = n.Redis.Addr(), n.Redis.URL()
 	}
 	for _, pg := range n.Postgres {
 		s.Postgres = append(s.Postgres, pg.URL())
+	}
+	if n.Prometheus != nil {
+		s.Prometheus = n.Prometheus.URL()
 	}
 	s.GethArgs = n.cfg.GethArgs
 	for _, p := range n.Processes() {
@@ -357,8 +368,8 @@ func StopDir(dir string) error {
 }
 
 type portPlan struct {
-	http, auth, p2p, postgres []int
-	redis                     int
+	http, auth, p2p, metrics, postgres []int
+	redis                              int
 }
 
 func allocatePorts(cfg Config) (portPlan, error) {
@@ -373,7 +384,7 @@ func allocatePorts(cfg Config) (portPlan, error) {
 		for _, f := range []struct {
 			dst  *[]int
 			base int
-		}{{&pp.http, Defaults.GethHTTP}, {&pp.auth, Defaults.GethAuth}, {&pp.p2p, Defaults.GethP2P}} {
+		}{{&pp.http, Defaults.GethHTTP}, {&pp.auth, Defaults.GethAuth}, {&pp.p2p, Defaults.GethP2P}, {&pp.metrics, Defaults.GethMetrics}} {
 			port, err := next(f.base + i)
 			if err != nil {
 				return pp, err

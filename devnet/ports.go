@@ -18,30 +18,33 @@ var errNotOurs = errors.New("another process answers on its port")
 // do, so that a free-port network retries on other ports.
 func (n *Network) checkPortsFree() error {
 	var errs []error
-	check := func(service string, port int, usual string) {
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err == nil {
-			l.Close()
-			return
-		}
-		fix := "stop it"
-		if !n.cfg.FreePorts {
-			fix += ", or start the devnet on free ports (devnet up --free-ports)"
-		}
-		errs = append(errs, fmt.Errorf("port %d, for %s, is already in use (address already in use): %s; %s", port, service, usual, fix))
-	}
 	for _, g := range n.Geth {
-		for _, port := range []int{g.HTTPPort, g.AuthPort, g.P2PPort} {
+		for _, port := range []int{g.HTTPPort, g.AuthPort, g.P2PPort, g.MetricsPort} {
 			if port != 0 {
-				check(g.Name, port, "another geth, Anvil (8545) or docker compose's geth")
+				errs = append(errs, n.checkPortFree(g.Name, port, "another geth, Anvil (8545), docker compose's geth or a Go program's pprof (6060)"))
 			}
 		}
 	}
 	if n.Redis != nil {
-		check("redis", n.Redis.Port, "probably a system Redis (sudo systemctl disable --now redis-server) or docker compose's")
+		errs = append(errs, n.checkPortFree("redis", n.Redis.Port, "probably a system Redis (sudo systemctl disable --now redis-server) or docker compose's"))
 	}
 	for _, pg := range n.Postgres {
-		check(pg.Name, pg.Port, "probably a system PostgreSQL (sudo systemctl disable --now postgresql) or docker compose's")
+		errs = append(errs, n.checkPortFree(pg.Name, pg.Port, "probably a system PostgreSQL (sudo systemctl disable --now postgresql) or docker compose's"))
 	}
 	return errors.Join(errs...)
+}
+
+// checkPortFree names service, the usual holder of its port and the way
+// out when port is taken.
+func (n *Network) checkPortFree(service string, port int, usual string) error {
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err == nil {
+		l.Close()
+		return nil
+	}
+	fix := "stop it"
+	if !n.cfg.FreePorts {
+		fix += ", or start the devnet on free ports (devnet up --free-ports)"
+	}
+	return fmt.Errorf("port %d, for %s, is already in use (address already in use): %s; %s", port, service, usual, fix)
 }

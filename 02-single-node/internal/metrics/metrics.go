@@ -39,6 +39,10 @@ type Metrics struct {
 	EngineCalls    *prometheus.HistogramVec
 }
 
+// ErrorKinds are the kinds gethcl_errors_total counts: the Engine API's
+// failures, "other", and the failures counted by name. New starts each at 0.
+var ErrorKinds = []string{"unreachable", "syncing", "accepted", "unknown_payload", "jwt_clock_skew", "other", "invalid_payload"}
+
 // New creates and registers the metrics.
 func New() *Metrics {
 	m := &Metrics{
@@ -90,6 +94,11 @@ func New() *Metrics {
 		m.HeadNumber, m.DriftSeconds, m.DriftPaused, m.Ready, m.Replayed, m.Discarded, m.LateAnnounced, m.Parked, m.Busy, m.BusyStreams, m.Errors, m.EngineCalls,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Registry.MustRegister(buildInfo())
+	// Every error kind starts at 0, so that dashboards and alerts see a
+	// series (a rate of 0) before the first error, not none.
+	for _, kind := range ErrorKinds {
+		m.Errors.WithLabelValues(kind)
+	}
 	return m
 }
 

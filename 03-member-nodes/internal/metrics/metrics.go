@@ -49,6 +49,14 @@ type Metrics struct {
 	PreExecuted    *prometheus.CounterVec
 }
 
+// ErrorKinds are the kinds gethcl_errors_total counts: the Engine API's
+// failures, "other", and the failures counted by name. New starts each at 0.
+var ErrorKinds = []string{"unavailable", "unreachable", "syncing", "accepted", "unknown_payload", "jwt_clock_skew", "other", "invalid_payload", "store", "redis"}
+
+// VerifyReasons are the reasons gethcl_verification_failures_total counts
+// (syncer.Rejection's, "invalid" and "other"). New starts each at 0.
+var VerifyReasons = []string{"number", "parent", "epoch", "signature", "payload", "invalid", "other"}
+
 // New creates and registers the metrics: one definition each, with its
 // help text, which is why it is long.
 func New() *Metrics {
@@ -122,6 +130,17 @@ func New() *Metrics {
 		m.Leader, m.Epoch, m.LeaseRenew, m.BlocksApplied, m.SyncLagBlocks, m.SyncLag, m.VerifyFailures, m.PreExecuted,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Registry.MustRegister(buildInfo())
+	// Known label values start at 0, so that dashboards and alerts see a
+	// series (a rate of 0) before the first event, not none.
+	for _, kind := range ErrorKinds {
+		m.Errors.WithLabelValues(kind)
+	}
+	for _, reason := range VerifyReasons {
+		m.VerifyFailures.WithLabelValues(reason)
+	}
+	for _, outcome := range []string{"rejected", "executed", "failed", "used"} {
+		m.PreExecuted.WithLabelValues(outcome)
+	}
 	return m
 }
 

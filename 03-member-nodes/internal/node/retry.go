@@ -8,12 +8,16 @@ import (
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
 )
 
+// errorKinds name the errors gethcl_errors_total counts by kind; any other
+// is "other". metrics.ErrorKinds lists them all.
+var errorKinds = []struct {
+	err  error
+	kind string
+}{{errUnavailable, "unavailable"}, {engine.ErrUnreachable, "unreachable"}, {engine.ErrSyncing, "syncing"}, {engine.ErrAccepted, "accepted"},
+	{engine.ErrUnknownPayload, "unknown_payload"}, {engine.ErrJWTClockSkew, "jwt_clock_skew"}}
+
 func errorKind(err error) string {
-	for _, k := range []struct {
-		err  error
-		kind string
-	}{{errUnavailable, "unavailable"}, {engine.ErrUnreachable, "unreachable"}, {engine.ErrSyncing, "syncing"}, {engine.ErrAccepted, "accepted"},
-		{engine.ErrUnknownPayload, "unknown_payload"}, {engine.ErrJWTClockSkew, "jwt_clock_skew"}} {
+	for _, k := range errorKinds {
 		if errors.Is(err, k.err) {
 			return k.kind
 		}

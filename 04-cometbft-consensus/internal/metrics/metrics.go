@@ -73,6 +73,15 @@ func New() *Metrics {
 	m.Registry.MustRegister(m.ProposalBuild, m.ProposalTxs, m.Verdicts, m.FinalizeLatency, m.Decided, m.Drift, m.HeadNumber, m.Height,
 		m.Replayed, m.Optimistic, m.Ready, m.Errors, m.EngineCalls)
 	m.Registry.MustRegister(buildInfo())
+	// Known label values start at 0, so that dashboards and alerts see a
+	// series (a rate of 0) before the first event, not none.
+	for _, kind := range []string{"build", "geth", "invalid_decided", "empty_payload", "overdue_payload"} {
+		m.Errors.WithLabelValues(kind)
+	}
+	for _, outcome := range []string{"used", "stale", "lost", "unclaimed"} {
+		m.Optimistic.WithLabelValues(outcome)
+	}
+	m.Verdicts.WithLabelValues("accept", "")
 	return m
 }
 

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -64,12 +65,17 @@ a flag given on the command line wins.`,
 
 func upCmd(dir *string) *cobra.Command {
 	cfg := devnet.Config{GenesisPath: "genesis.json", JWTPath: "jwt.hex", GethNodes: 1, Detach: true}
+	var (
+		promJob   string
+		promNodes []string
+		promRules string
+	)
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start the network in the background (a no-op if it already runs what is asked)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if s, err := devnet.ReadState(*dir); err == nil && allAlive(s) {
-				if s.Covers(cfg) {
+				if s.Covers(cfg) && (promJob == "" || s.Prometheus != "") {
 					fmt.Println("already up:")
 					return printStatus(cmd.Context(), s)
 				}
@@ -92,6 +98,17 @@ func upCmd(dir *string) *cobra.Command {
 					return err
 				}
 			}
+			if promJob != "" {
+				rules, err := filepath.Glob(promRules)
+				if err != nil {
+					return fmt.Errorf("--prometheus-rules: %w", err)
+				}
+				if _, err := n.StartPrometheus(ctx, devnet.PrometheusConfig{
+					Targets: map[string][]string{promJob: promNodes}, RuleFiles: rules,
+				}); err != nil {
+					return err
+				}
+			}
 			s, err := devnet.ReadState(*dir)
 			if err != nil {
 				return err
@@ -108,7 +125,11 @@ func upCmd(dir *string) *cobra.Command {
 	f.StringVar(&cfg.JWTPath, "jwt-secret", cfg.JWTPath, "JWT secret file shared by every geth")
 	f.BoolVar(&cfg.FreePorts, "free-ports", false, "use free ports instead of the docker-compose ones")
 	f.StringArrayVar(&cfg.GethArgs, "geth-arg", nil, "extra flag for every geth, repeatable (e.g. --geth-arg=--miner.recommit=100ms; in the environment, space-separated)")
+	f.StringVar(&promJob, "prometheus", "", "also start Prometheus on 9090 (Debian's prometheus), scraping every geth and the --prometheus-nodes as this job of devnet/prometheus.yml: single-node, member-nodes or cometbft-consensus")
+	f.StringSliceVar(&promNodes, "prometheus-nodes", []string{"127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"}, "host:port of each consensus node's /metrics (make run-stage3 and run-stage4 use these)")
+	f.StringVar(&promRules, "prometheus-rules", "0*-*/monitoring/alerts.yml", "alert rule files (a glob) Prometheus loads")
 	bindEnv(f, map[string]string{
+		"prometheus": "DEVNET_PROMETHEUS", "prometheus-nodes": "DEVNET_PROMETHEUS_NODES", "prometheus-rules": "DEVNET_PROMETHEUS_RULES",
 		"geth": "DEVNET_GETH", "redis": "DEVNET_REDIS", "redis-password": "DEVNET_REDIS_PASSWORD", "postgres": "DEVNET_POSTGRES",
 		"genesis": "DEVNET_GENESIS", "jwt-secret": "DEVNET_JWT_SECRET",
 		"free-ports": "DEVNET_FREE_PORTS", "geth-arg": "DEVNET_GETH_ARGS",
@@ -272,6 +293,9 @@ func printStatus(ctx context.Context, s *devnet.State) error {
 	}
 	for i, url := range s.Postgres {
 		fmt.Printf("postgres-%d %s\n", i, url)
+	}
+	if s.Prometheus != "" {
+		fmt.Printf("%-10s %s (targets: %s/targets)\n", "prometheus", s.Prometheus, s.Prometheus)
 	}
 	return nil
 }

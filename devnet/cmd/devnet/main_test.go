@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -211,5 +212,84 @@ func TestWatchTable(t *testing.T) {
 				t.Errorf("line %q lacks %q", lines[2+i], w)
 			}
 		}
+	}
+}
+
+// up --prometheus starts Debian's Prometheus with devnet/prometheus.yml: it
+// scrapes every geth and the named nodes, loads the rule files, shows in
+// status and stops with down. A job the config lacks and a rule file
+// promtool refuses are errors that name them.
+func TestUpPrometheus(t *testing.T) {
+	devnet.SkipIfShort(t)
+	bin := filepath.Join(t.TempDir(), "devnet")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	dir := filepath.Join(t.TempDir(), "state")
+	genesis, _ := devnet.FindUp("genesis.json")
+	jwt, _ := devnet.FindUp("jwt.hex")
+	rules := filepath.Join(t.TempDir(), "stage", "monitoring", "alerts.yml")
+	if err := os.MkdirAll(filepath.Dir(rules), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(s string) {
+		if err := os.WriteFile(rules, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(args ...string) (string, error) {
+		out, err := exec.Command(bin, append(args, "--dir", dir, "--free-ports", "--genesis", genesis, "--jwt-secret", jwt)...).CombinedOutput()
+		return string(out), err
+	}
+	t.Cleanup(func() { _ = exec.Command(bin, "down", "--dir", dir).Run() })
+
+	if out, err := run("up", "--prometheus", "stage9"); err == nil || !strings.Contains(out, `no job "stage9" in prometheus.yml (its jobs: geth, single-node, member-nodes, cometbft-consensus)`) {
+		t.Fatalf("up --prometheus stage9: %v\n%s", err, out)
+	}
+	write("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up{job=\"geth\" == 0\n")
+	if out, err := run("up", "--prometheus", "single-node", "--prometheus-rules", rules); err == nil || !strings.Contains(out, "promtool check rules") || !strings.Contains(out, "unexpected") {
+		t.Fatalf("up with a broken rule: %v\n%s", err, out)
+	}
+	write("groups:\n  - name: g\n    rules:\n      - alert: GethDown\n        expr: up{job=\"geth\"} == 0\n")
+	out, err := run("up", "--prometheus", "single-node", "--prometheus-nodes", "127.0.0.1:1", "--prometheus-rules", rules)
+	if err != nil || !strings.Contains(out, "prometheus http://127.0.0.1:") {
+		t.Fatalf("up --prometheus: %v\n%s", err, out)
+	}
+	state, err := devnet.ReadState(dir)
+	if err != nil || state.Prometheus == "" {
+		t.Fatalf("state: %+v, %v", state, err)
+	}
+	query := func(expr string) string {
+		resp, err := http.Get(state.Prometheus + "/api/v1/query?query=" + url.QueryEscape(expr))
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for { // geth scraped (up 1), the unreachable node too (up 0)
+		geth, node := query(`up{job="geth"}`), query(`up{job="single-node"}`)
+		if strings.Contains(geth, `"1"]`) && strings.Contains(node, `"0"]`) && strings.Contains(node, "127.0.0.1:1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("targets not scraped in 30 s:\n%s\n%s", geth, node)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if r := query(`ALERTS{alertname="GethDown"}`); !strings.Contains(r, `"result":[]`) {
+		t.Errorf("GethDown alert active with geth up: %s", r)
+	}
+	pid, err := devnet.ReadPIDFile(filepath.Join(dir, "prometheus.pid"))
+	if err != nil || !devnet.Alive(pid) {
+		t.Fatalf("prometheus pid %d: %v", pid, err)
+	}
+	if out, err := exec.Command(bin, "down", "--dir", dir).CombinedOutput(); err != nil {
+		t.Fatalf("down: %v\n%s", err, out)
+	}
+	if devnet.Alive(pid) {
+		t.Error("prometheus alive after down")
 	}
 }
