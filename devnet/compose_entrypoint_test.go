@@ -3,6 +3,8 @@ package devnet
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -51,6 +53,12 @@ func TestComposeEntrypointRunsGeth(t *testing.T) {
 	for _, g := range []*GethNode{geth, member} {
 		if log := g.TailLog(1 << 20); !strings.Contains(log, "scheme=hash") {
 			t.Errorf("%s does not run on the hash state scheme; end of its log:\n%s", g.Name, lastLines(log, 20))
+		}
+	}
+	// Prometheus' geth job scrapes the metrics the script turns on.
+	for _, g := range []*GethNode{geth, member} {
+		if body := httpBody(t, g.MetricsURL()); !strings.Contains(body, "\nchain_head_block ") {
+			t.Errorf("%s's %s has no chain_head_block:\n%.300s", g.Name, g.MetricsURL(), body)
 		}
 	}
 	// The Engine API answers only with jwt.hex's secret.
@@ -115,8 +123,8 @@ func newEntrypointBox(t *testing.T, ctx context.Context, root string) *entrypoin
 // names a service started before.
 func (b *entrypointBox) start(t *testing.T, ctx context.Context, s types.ServiceConfig) *GethNode {
 	t.Helper()
-	var http, auth, p2p int
-	for _, port := range []*int{&http, &auth, &p2p} {
+	var http, auth, p2p, metrics int
+	for _, port := range []*int{&http, &auth, &p2p, &metrics} {
 		var err error
 		if *port, err = FreePort(); err != nil {
 			t.Fatal(err)
@@ -129,7 +137,7 @@ func (b *entrypointBox) start(t *testing.T, ctx context.Context, s types.Service
 	}
 	script := strings.NewReplacer(
 		"/data", data, "/config", b.config, "0.0.0.0", "127.0.0.1",
-		"8545", strconv.Itoa(http), "8551", strconv.Itoa(auth), "30303", strconv.Itoa(p2p),
+		"8545", strconv.Itoa(http), "8551", strconv.Itoa(auth), "30303", strconv.Itoa(p2p), "6060", strconv.Itoa(metrics),
 	).Replace(b.script)
 	path := filepath.Join(b.dir, s.Name, "entrypoint.sh")
 	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
@@ -146,7 +154,7 @@ func (b *entrypointBox) start(t *testing.T, ctx context.Context, s types.Service
 		}
 		env = append(env, k+"="+val)
 	}
-	g := &GethNode{HTTPPort: http, AuthPort: auth, Process: &Process{
+	g := &GethNode{HTTPPort: http, AuthPort: auth, MetricsPort: metrics, Process: &Process{
 		Name: s.Name, Path: "/bin/sh", Args: []string{path}, Env: env, LogPath: filepath.Join(b.dir, s.Name+".log"),
 	}}
 	if err := g.Start(); err != nil {
@@ -157,4 +165,18 @@ func (b *entrypointBox) start(t *testing.T, ctx context.Context, s types.Service
 		t.Fatalf("%s: %v", s.Name, err)
 	}
 	return g
+}
+
+func httpBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

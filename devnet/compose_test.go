@@ -3,6 +3,7 @@ package devnet
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/url"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/p2p/enode"
+	"gopkg.in/yaml.v3"
 )
 
 // No Docker engine runs in CI, so docker-compose.yml is checked by loading it
@@ -289,7 +291,7 @@ func TestComposeGethRunsLikeTheDevnet(t *testing.T) {
 // Safe by default: every published port on 127.0.0.1 only, every image
 // pinned to a version, and geth's HTTP API without admin, debug or CORS.
 func TestComposeSafeDefaults(t *testing.T) {
-	p, root := loadCompose(t, "validators")
+	p, root := loadCompose(t, "validators", "single", "cluster", "monitoring")
 	pinned := regexp.MustCompile(`^[a-z0-9./-]+:v?\d+\.\d+(\.\d+)?(-[a-z0-9.]+)?$`)
 	for name, s := range p.Services {
 		for _, port := range s.Ports {
@@ -441,4 +443,120 @@ func envVars(t *testing.T, dir string) map[string]bool {
 	}
 	envCache[dir] = vars
 	return vars
+}
+
+// The monitoring profile runs devnet/prometheus.yml, as `devnet up
+// --prometheus` does, with targets that are the compose services of each
+// job, every stage's alert rules and, in Grafana, every stage's dashboard
+// on the datasource the dashboards name.
+func TestComposeMonitoringProfile(t *testing.T) {
+	p, root := loadCompose(t, "monitoring", "single", "cluster", "validators")
+	prom, ok := p.Services["prometheus"]
+	if !ok {
+		t.Fatal("no prometheus service in the monitoring profile")
+	}
+	mounts := func(s types.ServiceConfig) map[string]string { // container path → repository path
+		m := map[string]string{}
+		for _, v := range s.Volumes {
+			if v.Type == types.VolumeTypeBind {
+				rel, _ := filepath.Rel(root, v.Source)
+				m[v.Target] = rel
+			}
+		}
+		return m
+	}
+	pm := mounts(prom)
+	if pm["/etc/prometheus/prometheus.yml"] != "devnet/prometheus.yml" || pm["/etc/prometheus/targets"] != "docker/prometheus-targets" {
+		t.Errorf("prometheus mounts %v: want devnet/prometheus.yml and docker/prometheus-targets", pm)
+	}
+	jobs, err := PrometheusJobs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stages := map[string]string{"single-node": "02-single-node", "member-nodes": "03-member-nodes", "cometbft-consensus": "04-cometbft-consensus"}
+	dockerfiles := map[string]string{"single-node": "docker/stage2.Dockerfile", "member-nodes": "docker/stage3.Dockerfile", "cometbft-consensus": "docker/stage4.Dockerfile"}
+	for _, job := range jobs {
+		b, err := os.ReadFile(filepath.Join(root, "docker", "prometheus-targets", job+".json"))
+		if err != nil {
+			t.Errorf("job %s: %v", job, err)
+			continue
+		}
+		var groups []struct{ Targets []string }
+		if err := json.Unmarshal(b, &groups); err != nil {
+			t.Errorf("job %s: %v", job, err)
+			continue
+		}
+		listed := map[string]bool{}
+		for _, g := range groups {
+			for _, target := range g.Targets {
+				name, port, _ := strings.Cut(target, ":")
+				listed[name] = true
+				s, ok := p.Services[name]
+				health := "unset"
+				if h := s.Environment["HEALTH_ADDR"]; h != nil {
+					health = *h
+				}
+				switch {
+				case !ok:
+					t.Errorf("job %s scrapes %s: no such service", job, target)
+				case job == "geth" && (port != "6060" || !strings.HasPrefix(s.Entrypoint[len(s.Entrypoint)-1], "/config/geth-entrypoint.sh")):
+					t.Errorf("job geth scrapes %s: want port 6060 of a service that runs geth-entrypoint.sh", target)
+				case job != "geth" && health != ":"+port:
+					t.Errorf("job %s scrapes %s, but the service's HEALTH_ADDR is %s", job, target, health)
+				}
+			}
+		}
+		for name, s := range p.Services { // every node of the job's stage is a target
+			if s.Build != nil && s.Build.Dockerfile == dockerfiles[job] && s.Environment["HEALTH_ADDR"] != nil && !listed[name] {
+				t.Errorf("job %s does not scrape %s", job, name)
+			}
+		}
+		if dir, ok := stages[job]; ok {
+			if got := pm["/etc/prometheus/rules/"+job+".yml"]; got != dir+"/monitoring/alerts.yml" {
+				t.Errorf("rules/%s.yml mounts %q, want %s/monitoring/alerts.yml", job, got, dir)
+			}
+		}
+	}
+	if !strings.Contains(string(PrometheusConfigFile), "  - rules/*.yml") {
+		t.Error("devnet/prometheus.yml does not load rules/*.yml")
+	}
+
+	gm := mounts(p.Services["grafana"])
+	for job, dir := range stages {
+		path := gm["/var/lib/grafana/dashboards/"+job+".json"]
+		if path != dir+"/monitoring/dashboard.json" {
+			t.Errorf("grafana mounts %q as %s's dashboard", path, job)
+			continue
+		}
+		if _, err := LoadDashboard(filepath.Join(root, path)); err != nil {
+			t.Error(err)
+		}
+	}
+	var ds struct {
+		Datasources []struct{ UID, Type, URL string }
+	}
+	readYAML(t, filepath.Join(root, gm["/etc/grafana/provisioning/datasources/prometheus.yml"]), &ds)
+	if len(ds.Datasources) != 1 || ds.Datasources[0].UID != DatasourceUID || ds.Datasources[0].URL != "http://prometheus:9090" {
+		t.Errorf("grafana's datasources %+v: want one, uid %q, on http://prometheus:9090", ds.Datasources, DatasourceUID)
+	}
+	var dp struct {
+		Providers []struct {
+			Options struct{ Path string }
+		}
+	}
+	readYAML(t, filepath.Join(root, gm["/etc/grafana/provisioning/dashboards/gethcl.yml"]), &dp)
+	if len(dp.Providers) != 1 || dp.Providers[0].Options.Path != "/var/lib/grafana/dashboards" {
+		t.Errorf("grafana's dashboard providers %+v: want one, on /var/lib/grafana/dashboards", dp.Providers)
+	}
+}
+
+func readYAML(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
 }

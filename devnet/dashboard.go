@@ -62,7 +62,9 @@ func LoadDashboard(path string) (*Dashboard, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("%s: "+format, append([]any{path}, args...)...)) }
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{path}, args...)...))
+	}
 	if d.UID == "" || d.Title == "" {
 		bad("no uid or no title")
 	}

@@ -11,6 +11,9 @@
 # GETH_HTTP_VHOSTS Host names the HTTP API answers (default: localhost and
 #                 the compose service names).
 #
+# Metrics for Prometheus (the monitoring profile) on 6060, path
+# /debug/metrics/prometheus, reached by service name and never published.
+#
 # Like the devnet's geths, these run crash-safe (--gcmode archive
 # --state.scheme hash): after `docker kill` (SIGKILL) a lone geth comes back
 # at its last block on disk instead of stuck in snap sync. See the README's
@@ -37,5 +40,6 @@ exec geth \
   --authrpc.addr 0.0.0.0 --authrpc.port 8551 --authrpc.vhosts '*' \
   --authrpc.jwtsecret /config/jwt.hex \
   --port 30303 --nodiscover \
+  --metrics --metrics.addr 0.0.0.0 --metrics.port 6060 \
   --verbosity 3 \
   ${GETH_EXTRA_ARGS:-}
