@@ -2,6 +2,7 @@ package devnet
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"net/url"
@@ -466,14 +467,35 @@ func TestComposeMonitoringProfile(t *testing.T) {
 		return m
 	}
 	pm := mounts(prom)
-	if pm["/etc/prometheus/prometheus.yml"] != "devnet/prometheus.yml" || pm["/etc/prometheus/targets"] != "docker/prometheus-targets" {
-		t.Errorf("prometheus mounts %v: want devnet/prometheus.yml and docker/prometheus-targets", pm)
+	if pm["/etc/prometheus/prometheus.yml"] != "devnet/prometheus.yml" {
+		t.Errorf("prometheus mounts %v: want devnet/prometheus.yml", pm)
 	}
 	jobs, err := PrometheusJobs()
 	if err != nil {
 		t.Fatal(err)
 	}
 	stages := map[string]string{"single-node": "02-single-node", "member-nodes": "03-member-nodes", "cometbft-consensus": "04-cometbft-consensus"}
+	// The targets of geth and of one stage, MONITOR (member-nodes unless
+	// set): the others' nodes do not run, and would be down targets.
+	for _, monitor := range []string{"", "single-node", "member-nodes", "cometbft-consensus"} {
+		p, _ := loadComposeEnv(t, types.Mapping{"MONITOR": monitor}, "monitoring")
+		want := map[string]string{"geth": "docker/prometheus-targets/geth.json"}
+		stage := cmp.Or(monitor, "member-nodes")
+		want[stage] = "docker/prometheus-targets/" + stage + ".json"
+		for target, source := range mounts(p.Services["prometheus"]) {
+			job, ok := strings.CutPrefix(target, "/etc/prometheus/targets/")
+			if !ok {
+				continue
+			}
+			if job = strings.TrimSuffix(job, ".json"); want[job] != source {
+				t.Errorf("MONITOR=%q: prometheus mounts %s as the targets of %s", monitor, source, job)
+			}
+			delete(want, job)
+		}
+		if len(want) > 0 {
+			t.Errorf("MONITOR=%q: no targets mounted for %v", monitor, want)
+		}
+	}
 	dockerfiles := map[string]string{"single-node": "docker/stage2.Dockerfile", "member-nodes": "docker/stage3.Dockerfile", "cometbft-consensus": "docker/stage4.Dockerfile"}
 	for _, job := range jobs {
 		b, err := os.ReadFile(filepath.Join(root, "docker", "prometheus-targets", job+".json"))

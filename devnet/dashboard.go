@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // DatasourceUID is the uid of the Prometheus datasource that docker
@@ -40,6 +41,17 @@ type Panel struct {
 		Expr       string      `json:"expr"`
 		Datasource *Datasource `json:"datasource"`
 	} `json:"targets"`
+	Panels []Panel `json:"panels"` // a collapsed row's
+}
+
+// all lists every panel, those inside collapsed rows included.
+func (d *Dashboard) all() []Panel {
+	var ps []Panel
+	for _, p := range d.Panels {
+		ps = append(ps, p)
+		ps = append(ps, p.Panels...)
+	}
+	return ps
 }
 
 // Datasource names a Grafana datasource.
@@ -72,7 +84,7 @@ func LoadDashboard(path string) (*Dashboard, error) {
 		bad("no panels")
 	}
 	seen := map[int]bool{}
-	for _, p := range d.Panels {
+	for _, p := range d.all() {
 		name := fmt.Sprintf("panel %d %q", p.ID, p.Title)
 		if seen[p.ID] {
 			bad("%s: id used twice", name)
@@ -114,7 +126,7 @@ type PanelQuery struct {
 // Queries lists every panel's expressions.
 func (d *Dashboard) Queries() []PanelQuery {
 	var qs []PanelQuery
-	for _, p := range d.Panels {
+	for _, p := range d.all() {
 		for _, t := range p.Targets {
 			qs = append(qs, PanelQuery{p.Title, t.Expr})
 		}
@@ -207,4 +219,40 @@ func MetricNames(expr string) []string {
 		}
 	}
 	return names
+}
+
+// Poll runs check every second until it succeeds or timeout passes, and
+// returns its last error. Checks against Prometheus wait for scrapes (5 s
+// apart) and rule evaluations: polling faster only loads the machine.
+func (p *Prometheus) Poll(ctx context.Context, timeout time.Duration, check func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		err := check(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not within %s: %w", timeout, err)
+		case <-tick.C:
+		}
+	}
+}
+
+// AlertState is the state of the alerting rule named name: "inactive",
+// "pending" or "firing".
+func (p *Prometheus) AlertState(ctx context.Context, name string) (string, error) {
+	rules, err := p.Rules(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, r := range rules {
+		if r.Name == name && r.Type == "alerting" {
+			return r.State, nil
+		}
+	}
+	return "", fmt.Errorf("no alerting rule %s loaded", name)
 }

@@ -31,7 +31,10 @@ func TestLoadDashboardNamesEachProblem(t *testing.T) {
 	  {"id": 1, "type": "timeseries", "title": "b", "gridPos": {"h": 8, "w": 8, "x": 0, "y": 8},
 	   "datasource": {"type": "prometheus", "uid": "other"}, "targets": [{"refId": "A", "expr": " "}]},
 	  {"id": 3, "type": "stat", "title": "c", "gridPos": {"h": 8, "w": 8, "x": 0, "y": 16},
-	   "datasource": {"type": "prometheus", "uid": "prometheus"}, "targets": []}]}`
+	   "datasource": {"type": "prometheus", "uid": "prometheus"}, "targets": []},
+	  {"id": 4, "type": "row", "title": "collapsed", "collapsed": true, "gridPos": {"h": 1, "w": 24, "x": 0, "y": 24}, "panels": [
+	    {"id": 5, "type": "timeseries", "title": "nested", "gridPos": {"h": 8, "w": 8, "x": 0, "y": 25},
+	     "datasource": {"type": "prometheus", "uid": "prometheus"}, "targets": []}]}]}`
 	if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +43,7 @@ func TestLoadDashboardNamesEachProblem(t *testing.T) {
 		t.Fatal("a broken dashboard loaded")
 	}
 	for _, want := range []string{`panel 1 "a": gridPos`, `panel 1 "b": id used twice`, `panel 1 "b": datasource is not uid "prometheus"`,
-		`panel 1 "b": query A has no expression`, `panel 3 "c": no query`} {
+		`panel 1 "b": query A has no expression`, `panel 3 "c": no query`, `panel 5 "nested": no query`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q\nlacks %q", err, want)
 		}

@@ -295,10 +295,13 @@ type State struct {
 	Redis    string   `json:",omitempty"` // host:port
 	RedisURL string   `json:",omitempty"` // redis://[:password@]host:port/0
 	Postgres []string `json:",omitempty"`
-	// Prometheus is its URL, when one runs.
-	Prometheus string   `json:",omitempty"`
-	GethArgs   []string `json:",omitempty"` // the extra flags every geth runs with
-	PIDFiles   []string
+	// Prometheus is its URL, when one runs, and PrometheusTargets what it
+	// scrapes: host:port by job.
+	Prometheus        string              `json:",omitempty"`
+	PrometheusTargets map[string][]string `json:",omitempty"`
+	GethArgs          []string            `json:",omitempty"` // the extra flags every geth runs with
+	FreePorts         bool                `json:",omitempty"` // on free ports, not docker compose's
+	PIDFiles          []string
 }
 
 // Covers reports whether the network s records runs everything cfg asks
@@ -333,15 +336,19 @@ func (n *Network) writeState() error {
 	for _, pg := range n.Postgres {
 		s.Postgres = append(s.Postgres, pg.URL())
 	}
-	if n.Prometheus != nil {
-		s.Prometheus = n.Prometheus.URL()
+	if p := n.Prometheus; p != nil {
+		s.Prometheus, s.PrometheusTargets = p.URL(), p.Scrapes
 	}
-	s.GethArgs = n.cfg.GethArgs
+	s.GethArgs, s.FreePorts = n.cfg.GethArgs, n.cfg.FreePorts
 	for _, p := range n.Processes() {
 		s.PIDFiles = append(s.PIDFiles, p.PIDPath)
 	}
+	return s.write(n.cfg.Dir)
+}
+
+func (s *State) write(dir string) error {
 	b, _ := json.MarshalIndent(s, "", "  ")
-	return os.WriteFile(filepath.Join(n.cfg.Dir, StateFile), b, 0o600) // it may hold the Redis password
+	return os.WriteFile(filepath.Join(dir, StateFile), b, 0o600) // it may hold the Redis password
 }
 
 // ReadState reads dir/network.json.

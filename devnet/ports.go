@@ -37,13 +37,17 @@ func (n *Network) checkPortsFree() error {
 // checkPortFree names service, the usual holder of its port and the way
 // out when port is taken.
 func (n *Network) checkPortFree(service string, port int, usual string) error {
+	return portFree(service, port, usual, n.cfg.FreePorts)
+}
+
+func portFree(service string, port int, usual string, freePorts bool) error {
 	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 	if err == nil {
 		l.Close()
 		return nil
 	}
 	fix := "stop it"
-	if !n.cfg.FreePorts {
+	if !freePorts {
 		fix += ", or start the devnet on free ports (devnet up --free-ports)"
 	}
 	return fmt.Errorf("port %d, for %s, is already in use (address already in use): %s; %s", port, service, usual, fix)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -58,68 +59,122 @@ type PrometheusConfig struct {
 // Prometheus is Debian's prometheus binary run with PrometheusConfigFile.
 type Prometheus struct {
 	*Process
-	Port       int
+	Port int
+	// Scrapes is what it scrapes: host:port by job.
+	Scrapes    map[string][]string
 	configPath string
 }
 
 // URL is Prometheus' web UI and HTTP API.
 func (p *Prometheus) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", p.Port) }
 
+// CheckPrometheusJob fails for a job PrometheusConfigFile does not have,
+// naming those it has.
+func CheckPrometheusJob(job string) error {
+	jobs, err := PrometheusJobs()
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(jobs, job) {
+		return fmt.Errorf("prometheus: no job %q in prometheus.yml (its jobs: %s)", job, strings.Join(jobs, ", "))
+	}
+	return nil
+}
+
 // StartPrometheus starts Prometheus (on 9090, or a free port on a free-port
-// network) with the config docker compose uses, the targets pc names and
-// the rule files it lists, and waits until it is ready. It stops with the
-// network.
+// network) with the config docker compose uses, every geth of the network,
+// the targets pc names and the rule files it lists, and waits until it is
+// ready. It stops with the network.
 func (n *Network) StartPrometheus(ctx context.Context, pc PrometheusConfig) (*Prometheus, error) {
 	if n.Prometheus != nil {
 		return nil, errors.New("prometheus: already started")
 	}
+	var geth []string
+	for _, g := range n.Geth {
+		geth = append(geth, g.MetricsAddr())
+	}
+	p, err := startPrometheus(ctx, n.cfg, geth, pc)
+	if err != nil {
+		return nil, err
+	}
+	n.Prometheus = p
+	return p, n.writeState()
+}
+
+// StartPrometheusIn starts Prometheus, detached, beside the network the
+// devnet CLI left running in dir, in place of the one that runs there
+// (`devnet up --prometheus` on a running network), and records it in the
+// state file.
+func StartPrometheusIn(ctx context.Context, dir string, pc PrometheusConfig, logger *slog.Logger) (*Prometheus, error) {
+	s, err := ReadState(dir)
+	if err != nil {
+		return nil, err
+	}
+	var geth []string
+	for _, g := range s.Geth {
+		u, err := url.Parse(g.Metrics)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("%s: no metrics address in %s (a network from before geth served metrics: restart it)", g.Name, StateFile)
+		}
+		geth = append(geth, u.Host)
+	}
+	pidPath := filepath.Join(dir, "prometheus.pid")
+	if err := StopPIDFile(pidPath, 15*time.Second); err != nil {
+		return nil, err
+	}
+	p, err := startPrometheus(ctx, Config{Dir: dir, Detach: true, FreePorts: s.FreePorts, Logger: logger}, geth, pc)
+	if err != nil {
+		return nil, err
+	}
+	s.Prometheus, s.PrometheusTargets = p.URL(), p.Scrapes
+	if !slices.Contains(s.PIDFiles, pidPath) {
+		s.PIDFiles = append(s.PIDFiles, pidPath)
+	}
+	return p, s.write(dir)
+}
+
+func startPrometheus(ctx context.Context, cfg Config, geth []string, pc PrometheusConfig) (*Prometheus, error) {
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
 		return nil, errors.New("prometheus not found in PATH: install it (Debian: apt-get install -y --no-install-recommends prometheus)")
 	}
-	jobs, err := PrometheusJobs()
-	if err != nil {
-		return nil, err
-	}
-	targets := map[string][]string{"geth": nil}
-	for _, g := range n.Geth {
-		targets["geth"] = append(targets["geth"], g.MetricsAddr())
-	}
+	targets := map[string][]string{"geth": geth}
 	for job, addrs := range pc.Targets {
-		if !slices.Contains(jobs, job) {
-			return nil, fmt.Errorf("prometheus: no job %q in prometheus.yml (its jobs: %s)", job, strings.Join(jobs, ", "))
+		if err := CheckPrometheusJob(job); err != nil {
+			return nil, err
 		}
 		targets[job] = addrs
 	}
 	if err := CheckRules(pc.RuleFiles...); err != nil {
 		return nil, err
 	}
-
-	dir := filepath.Join(n.cfg.Dir, "prometheus")
-	if err := writePrometheusDir(dir, jobs, targets, pc.RuleFiles); err != nil {
+	dir := filepath.Join(cfg.Dir, "prometheus")
+	if err := writePrometheusDir(dir, targets, pc.RuleFiles); err != nil {
 		return nil, err
 	}
 	port := Defaults.Prometheus
-	if n.cfg.FreePorts {
+	if cfg.FreePorts {
 		if port, err = freePort(); err != nil {
 			return nil, err
 		}
 	}
-	if err := n.checkPortFree("prometheus", port, "probably a system Prometheus (sudo systemctl disable --now prometheus) or docker compose's"); err != nil {
+	if err := portFree("prometheus", port, "probably a system Prometheus (sudo systemctl disable --now prometheus) or docker compose's", cfg.FreePorts); err != nil {
 		return nil, err
 	}
-	p := &Prometheus{Port: port, configPath: filepath.Join(dir, "prometheus.yml"), Process: &Process{
-		Name: "prometheus", Path: bin, Detach: n.cfg.Detach,
+	p := &Prometheus{Port: port, Scrapes: targets, configPath: filepath.Join(dir, "prometheus.yml"), Process: &Process{
+		Name: "prometheus", Path: bin, Detach: cfg.Detach,
 		Args: []string{
 			"--config.file=" + filepath.Join(dir, "prometheus.yml"),
 			"--storage.tsdb.path=" + filepath.Join(dir, "data"),
 			"--storage.tsdb.retention.time=2d",
 			"--web.listen-address=127.0.0.1:" + strconv.Itoa(port),
 		},
-		LogPath: filepath.Join(n.cfg.Dir, "prometheus.log"),
-		PIDPath: filepath.Join(n.cfg.Dir, "prometheus.pid"),
+		LogPath: filepath.Join(cfg.Dir, "prometheus.log"),
+		PIDPath: filepath.Join(cfg.Dir, "prometheus.pid"),
 	}}
-	n.cfg.Logger.Info("starting", "process", p.Name, "log", p.LogPath)
+	if cfg.Logger != nil {
+		cfg.Logger.Info("starting", "process", p.Name, "log", p.LogPath)
+	}
 	if err := p.Start(); err != nil {
 		return nil, err
 	}
@@ -129,18 +184,17 @@ func (n *Network) StartPrometheus(ctx context.Context, pc PrometheusConfig) (*Pr
 		_ = p.Stop(15 * time.Second)
 		return nil, err
 	}
-	n.Prometheus = p
-	return p, n.writeState()
+	return p, nil
 }
 
 // writePrometheusDir lays out dir as prometheus.yml expects: the config,
-// targets/<job>.json for every job (empty for the jobs nothing runs for),
-// and a copy of each rule file in rules/.
-func writePrometheusDir(dir string, jobs []string, targets map[string][]string, ruleFiles []string) error {
-	if err := os.RemoveAll(filepath.Join(dir, "rules")); err != nil { // the rules of an earlier run
-		return err
-	}
+// targets/<job>.json for the jobs with targets (none for the others, as in
+// compose), and a copy of each rule file in rules/.
+func writePrometheusDir(dir string, targets map[string][]string, ruleFiles []string) error {
 	for _, d := range []string{"targets", "rules"} {
+		if err := os.RemoveAll(filepath.Join(dir, d)); err != nil { // an earlier run's
+			return err
+		}
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
@@ -148,12 +202,11 @@ func writePrometheusDir(dir string, jobs []string, targets map[string][]string, 
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), PrometheusConfigFile, 0o644); err != nil {
 		return err
 	}
-	for _, job := range jobs {
-		groups := []map[string][]string{}
-		if len(targets[job]) > 0 {
-			groups = append(groups, map[string][]string{"targets": targets[job]})
+	for job, addrs := range targets {
+		if len(addrs) == 0 {
+			continue
 		}
-		b, _ := json.Marshal(groups)
+		b, _ := json.Marshal([]map[string][]string{{"targets": addrs}})
 		if err := os.WriteFile(filepath.Join(dir, "targets", job+".json"), b, 0o644); err != nil {
 			return err
 		}
@@ -192,7 +245,8 @@ func CheckRules(files ...string) error {
 // this config file: another one on the port must not be read as ours.
 func (p *Prometheus) WaitReady(ctx context.Context) error {
 	return waitFor(ctx, p.Process, func() error {
-		resp, err := http.Get(p.URL() + "/-/ready")
+		client := http.Client{Timeout: time.Second}
+		resp, err := client.Get(p.URL() + "/-/ready")
 		if err != nil {
 			return err
 		}

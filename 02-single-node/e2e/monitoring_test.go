@@ -46,12 +46,16 @@ func TestMonitoringOnARunningNode(t *testing.T) {
 	}
 	g := h.loadgen()
 	load := make(chan error, 1)
-	go func() { _, err := g.Steady(context.Background(), 20, 20*time.Second, 30*time.Second); load <- err }()
+	go func() { _, err := g.Steady(ctx, 20, 20*time.Second, 30*time.Second); load <- err }()
 
 	// Rates and quantiles over [1m] need two scrapes (5 s apart) with blocks
 	// between them.
-	h.eventually(90*time.Second, func() error { return prom.CheckQueries(ctx, dash.Queries()) })
-	h.eventually(30*time.Second, func() error { return prom.CheckRulesLoaded(ctx, "single-node") })
+	if err := prom.Poll(ctx, 90*time.Second, func(ctx context.Context) error { return prom.CheckQueries(ctx, dash.Queries()) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := prom.Poll(ctx, 30*time.Second, func(ctx context.Context) error { return prom.CheckRulesLoaded(ctx, "single-node") }); err != nil {
+		t.Fatal(err)
+	}
 	if err := <-load; err != nil {
 		t.Fatal(err)
 	}
@@ -71,12 +75,13 @@ func TestMonitoringOnARunningNode(t *testing.T) {
 	if err := h.stopNode(); err != nil {
 		t.Fatal(err)
 	}
-	h.eventually(30*time.Second, func() error {
-		for _, r := range rules() {
-			if r.Name == "SingleNodeDown" && r.State != "inactive" {
-				return nil
-			}
+	if err := prom.Poll(ctx, 30*time.Second, func(ctx context.Context) error {
+		state, err := prom.AlertState(ctx, "SingleNodeDown")
+		if err == nil && state == "inactive" {
+			err = fmt.Errorf("SingleNodeDown inactive after the node stopped")
 		}
-		return fmt.Errorf("SingleNodeDown inactive after the node stopped")
-	})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

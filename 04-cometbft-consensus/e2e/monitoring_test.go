@@ -30,8 +30,8 @@ func TestDashboardAndRulesAreValid(t *testing.T) {
 // validators under load, with the testnet command's 1 s timeout_commit, and
 // their geths: every panel of the dashboard draws a number (CometBFT's
 // metrics included), every alert rule loads, evaluates and reads metrics
-// that exist, none fires, and the validator-down alert does once a
-// validator is SIGKILLed.
+// that exist, none fires, and the validator-down alerts (missing from the
+// commits, /metrics unreachable) do once a validator is SIGKILLed.
 func TestMonitoringOnRunningValidators(t *testing.T) {
 	dash, err := devnet.LoadDashboard(filepath.Join("..", "monitoring", "dashboard.json"))
 	if err != nil {
@@ -69,8 +69,12 @@ func TestMonitoringOnRunningValidators(t *testing.T) {
 
 	// Rates and quantiles over [1m] need two scrapes (5 s apart) with
 	// heights between them.
-	eventually(t, 90*time.Second, func() error { return prom.CheckQueries(ctx, dash.Queries()) })
-	eventually(t, 30*time.Second, func() error { return prom.CheckRulesLoaded(ctx, "cometbft-consensus") })
+	if err := prom.Poll(ctx, 90*time.Second, func(ctx context.Context) error { return prom.CheckQueries(ctx, dash.Queries()) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := prom.Poll(ctx, 30*time.Second, func(ctx context.Context) error { return prom.CheckRulesLoaded(ctx, "cometbft-consensus") }); err != nil {
+		t.Fatal(err)
+	}
 	if err := <-load; err != nil {
 		t.Fatal(err)
 	}
@@ -90,12 +94,18 @@ func TestMonitoringOnRunningValidators(t *testing.T) {
 	if err := nw.vals[3].proc.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func() error {
-		for _, r := range rules() {
-			if r.Name == "ValidatorDown" && r.State != "inactive" {
-				return nil
+	if err := prom.Poll(ctx, 30*time.Second, func(ctx context.Context) error {
+		for _, name := range []string{"ValidatorDown", "ValidatorNodeDown"} {
+			state, err := prom.AlertState(ctx, name)
+			if err == nil && state == "inactive" {
+				err = fmt.Errorf("%s inactive after validator-3's SIGKILL", name)
+			}
+			if err != nil {
+				return err
 			}
 		}
-		return fmt.Errorf("ValidatorDown inactive after validator-3's SIGKILL")
-	})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

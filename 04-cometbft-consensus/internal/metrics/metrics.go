@@ -35,6 +35,11 @@ type Metrics struct {
 	EngineCalls     *prometheus.HistogramVec
 }
 
+// RejectReasons are the reasons ProcessProposal rejects a proposal for
+// (the app's reason* constants). New starts each at 0, so that the first
+// rejection is an increase Prometheus sees.
+var RejectReasons = []string{"malformed", "mismatch", "invalid", "syncing", "unavailable"}
+
 // New creates and registers the metrics.
 func New() *Metrics {
 	m := &Metrics{
@@ -82,6 +87,9 @@ func New() *Metrics {
 		m.Optimistic.WithLabelValues(outcome)
 	}
 	m.Verdicts.WithLabelValues("accept", "")
+	for _, reason := range RejectReasons {
+		m.Verdicts.WithLabelValues("reject", reason)
+	}
 	return m
 }
 

@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -74,10 +76,27 @@ func upCmd(dir *string) *cobra.Command {
 		Use:   "up",
 		Short: "Start the network in the background (a no-op if it already runs what is asked)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Minute)
+			defer cancel()
+			var prom *devnet.PrometheusConfig // checked before anything starts
+			if promJob != "" {
+				var err error
+				if prom, err = prometheusConfig(promJob, promNodes, cmd.Flags().Changed("prometheus-nodes"), promRules); err != nil {
+					return err
+				}
+			}
 			if s, err := devnet.ReadState(*dir); err == nil && allAlive(s) {
-				if s.Covers(cfg) && (promJob == "" || s.Prometheus != "") {
+				switch {
+				case s.Covers(cfg) && (prom == nil || slices.Equal(s.PrometheusTargets[promJob], prom.Targets[promJob])):
 					fmt.Println("already up:")
 					return printStatus(cmd.Context(), s)
+				case s.Covers(cfg):
+					fmt.Printf("starting Prometheus for %s beside the running network\n", promJob)
+					if _, err := devnet.StartPrometheusIn(ctx, *dir, *prom, cfg.Logger); err != nil {
+						return err
+					}
+					return printState(cmd.Context(), *dir)
 				}
 				// Another stage's network (fewer geths, no Redis, other geth
 				// flags): restart it as asked; the datadirs stay.
@@ -86,9 +105,6 @@ func upCmd(dir *string) *cobra.Command {
 			}
 			_ = devnet.StopDir(*dir) // what runs, or leftovers of a partial run
 			cfg.Dir = *dir
-			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Minute)
-			defer cancel()
 			n, err := devnet.Start(ctx, cfg)
 			if err != nil {
 				return err
@@ -98,22 +114,12 @@ func upCmd(dir *string) *cobra.Command {
 					return err
 				}
 			}
-			if promJob != "" {
-				rules, err := filepath.Glob(promRules)
-				if err != nil {
-					return fmt.Errorf("--prometheus-rules: %w", err)
-				}
-				if _, err := n.StartPrometheus(ctx, devnet.PrometheusConfig{
-					Targets: map[string][]string{promJob: promNodes}, RuleFiles: rules,
-				}); err != nil {
+			if prom != nil {
+				if _, err := n.StartPrometheus(ctx, *prom); err != nil {
 					return err
 				}
 			}
-			s, err := devnet.ReadState(*dir)
-			if err != nil {
-				return err
-			}
-			return printStatus(cmd.Context(), s)
+			return printState(cmd.Context(), *dir)
 		},
 	}
 	f := cmd.Flags()
@@ -126,8 +132,8 @@ func upCmd(dir *string) *cobra.Command {
 	f.BoolVar(&cfg.FreePorts, "free-ports", false, "use free ports instead of the docker-compose ones")
 	f.StringArrayVar(&cfg.GethArgs, "geth-arg", nil, "extra flag for every geth, repeatable (e.g. --geth-arg=--miner.recommit=100ms; in the environment, space-separated)")
 	f.StringVar(&promJob, "prometheus", "", "also start Prometheus on 9090 (Debian's prometheus), scraping every geth and the --prometheus-nodes as this job of devnet/prometheus.yml: single-node, member-nodes or cometbft-consensus")
-	f.StringSliceVar(&promNodes, "prometheus-nodes", []string{"127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"}, "host:port of each consensus node's /metrics (make run-stage3 and run-stage4 use these)")
-	f.StringVar(&promRules, "prometheus-rules", "0*-*/monitoring/alerts.yml", "alert rule files (a glob) Prometheus loads")
+	f.StringSliceVar(&promNodes, "prometheus-nodes", nil, "host:port of each consensus node's /metrics, comma-separated (default: where make run puts stage 2, 127.0.0.1:8080, and make run-stage3 and run-stage4 their nodes, 8080-8083)")
+	f.StringVar(&promRules, "prometheus-rules", "0*-*/monitoring/alerts.yml", "alert rule files (a glob, relative to the working directory) Prometheus loads")
 	bindEnv(f, map[string]string{
 		"prometheus": "DEVNET_PROMETHEUS", "prometheus-nodes": "DEVNET_PROMETHEUS_NODES", "prometheus-rules": "DEVNET_PROMETHEUS_RULES",
 		"geth": "DEVNET_GETH", "redis": "DEVNET_REDIS", "redis-password": "DEVNET_REDIS_PASSWORD", "postgres": "DEVNET_POSTGRES",
@@ -259,6 +265,42 @@ func waitForBlock(ctx context.Context, eth *ethclient.Client, n uint64) error {
 	}
 }
 
+// prometheusConfig is what `up --prometheus job` starts Prometheus with:
+// the nodes given, or those make's targets run for that job; and the rule
+// files, of which there must be some.
+func prometheusConfig(job string, nodes []string, nodesGiven bool, rules string) (*devnet.PrometheusConfig, error) {
+	if err := devnet.CheckPrometheusJob(job); err != nil {
+		return nil, err
+	}
+	files, err := filepath.Glob(rules)
+	if err != nil {
+		return nil, fmt.Errorf("--prometheus-rules %q: %w", rules, err)
+	}
+	if len(files) == 0 {
+		wd, _ := os.Getwd()
+		return nil, fmt.Errorf("--prometheus-rules %q matches no file in %s: run devnet from the repository root, or name the rule files", rules, wd)
+	}
+	if err := devnet.CheckRules(files...); err != nil {
+		return nil, err
+	}
+	if !nodesGiven {
+		nodes = []string{"127.0.0.1:8080"} // make run's single node
+		if job != "single-node" {
+			nodes = append(nodes, "127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083")
+		}
+	}
+	return &devnet.PrometheusConfig{Targets: map[string][]string{job: nodes}, RuleFiles: files}, nil
+}
+
+// printState prints the status of the network in dir.
+func printState(ctx context.Context, dir string) error {
+	s, err := devnet.ReadState(dir)
+	if err != nil {
+		return err
+	}
+	return printStatus(ctx, s)
+}
+
 func allAlive(s *devnet.State) bool {
 	for _, p := range s.PIDFiles {
 		pid, err := devnet.ReadPIDFile(p)
@@ -295,7 +337,12 @@ func printStatus(ctx context.Context, s *devnet.State) error {
 		fmt.Printf("postgres-%d %s\n", i, url)
 	}
 	if s.Prometheus != "" {
-		fmt.Printf("%-10s %s (targets: %s/targets)\n", "prometheus", s.Prometheus, s.Prometheus)
+		var jobs []string
+		for job, addrs := range s.PrometheusTargets {
+			jobs = append(jobs, fmt.Sprintf("%s %s", job, strings.Join(addrs, ",")))
+		}
+		sort.Strings(jobs)
+		fmt.Printf("%-10s %s, scraping %s (%s/targets)\n", "prometheus", s.Prometheus, strings.Join(jobs, "; "), s.Prometheus)
 	}
 	return nil
 }
@@ -329,7 +376,7 @@ func applyEnv(cmd *cobra.Command) error {
 			values = strings.Fields(v)
 		}
 		for _, value := range values {
-			if err := f.Value.Set(value); err != nil {
+			if err := cmd.Flags().Set(f.Name, value); err != nil { // marks it Changed, as on the command line
 				errs = append(errs, fmt.Errorf("%s=%q (for --%s): %w", keys[0], v, f.Name, err))
 				return
 			}

@@ -217,8 +217,10 @@ func TestWatchTable(t *testing.T) {
 
 // up --prometheus starts Debian's Prometheus with devnet/prometheus.yml: it
 // scrapes every geth and the named nodes, loads the rule files, shows in
-// status and stops with down. A job the config lacks and a rule file
-// promtool refuses are errors that name them.
+// status and stops with down; asked for another job on a running network,
+// it replaces Prometheus alone. A job the config lacks, rule files that
+// match nothing and a rule promtool refuses are errors that name them,
+// before anything starts.
 func TestUpPrometheus(t *testing.T) {
 	devnet.SkipIfShort(t)
 	bin := filepath.Join(t.TempDir(), "devnet")
@@ -243,24 +245,35 @@ func TestUpPrometheus(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = exec.Command(bin, "down", "--dir", dir).Run() })
 
-	if out, err := run("up", "--prometheus", "stage9"); err == nil || !strings.Contains(out, `no job "stage9" in prometheus.yml (its jobs: geth, single-node, member-nodes, cometbft-consensus)`) {
-		t.Fatalf("up --prometheus stage9: %v\n%s", err, out)
-	}
 	write("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up{job=\"geth\" == 0\n")
-	if out, err := run("up", "--prometheus", "single-node", "--prometheus-rules", rules); err == nil || !strings.Contains(out, "promtool check rules") || !strings.Contains(out, "unexpected") {
-		t.Fatalf("up with a broken rule: %v\n%s", err, out)
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--prometheus", "stage9"}, []string{`no job "stage9" in prometheus.yml (its jobs: geth, single-node, member-nodes, cometbft-consensus)`}},
+		{[]string{"--prometheus", "single-node", "--prometheus-rules", filepath.Join(dir, "none-*.yml")}, []string{"matches no file"}},
+		{[]string{"--prometheus", "single-node", "--prometheus-rules", rules}, []string{"promtool check rules", "unexpected"}},
+	} {
+		out, err := run(append([]string{"up"}, c.args...)...)
+		if err == nil || !containsAll(out, c.want) {
+			t.Errorf("up %q: %v, want an error with %q:\n%s", c.args, err, c.want, out)
+		}
+		if _, err := devnet.ReadState(dir); err == nil {
+			t.Fatalf("up %q started a network", c.args)
+		}
 	}
+
 	write("groups:\n  - name: g\n    rules:\n      - alert: GethDown\n        expr: up{job=\"geth\"} == 0\n")
 	out, err := run("up", "--prometheus", "single-node", "--prometheus-nodes", "127.0.0.1:1", "--prometheus-rules", rules)
-	if err != nil || !strings.Contains(out, "prometheus http://127.0.0.1:") {
+	if err != nil || !strings.Contains(out, "prometheus http://127.0.0.1:") || !strings.Contains(out, "single-node 127.0.0.1:1") {
 		t.Fatalf("up --prometheus: %v\n%s", err, out)
 	}
 	state, err := devnet.ReadState(dir)
 	if err != nil || state.Prometheus == "" {
 		t.Fatalf("state: %+v, %v", state, err)
 	}
-	query := func(expr string) string {
-		resp, err := http.Get(state.Prometheus + "/api/v1/query?query=" + url.QueryEscape(expr))
+	get := func(path string) string {
+		resp, err := http.Get(state.Prometheus + path)
 		if err != nil {
 			return err.Error()
 		}
@@ -268,28 +281,55 @@ func TestUpPrometheus(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
+	query := func(expr string) string { return get("/api/v1/query?query=" + url.QueryEscape(expr)) }
 	deadline := time.Now().Add(30 * time.Second)
-	for { // geth scraped (up 1), the unreachable node too (up 0)
-		geth, node := query(`up{job="geth"}`), query(`up{job="single-node"}`)
-		if strings.Contains(geth, `"1"]`) && strings.Contains(node, `"0"]`) && strings.Contains(node, "127.0.0.1:1") {
+	for { // geth scraped (up 1), the unreachable node too (up 0), the rule evaluated
+		geth, node, rules := query(`up{job="geth"}`), query(`up{job="single-node"}`), get("/api/v1/rules")
+		if strings.Contains(geth, `"1"]`) && strings.Contains(node, `"0"]`) && strings.Contains(node, "127.0.0.1:1") &&
+			containsAll(rules, []string{`"name":"GethDown"`, `"health":"ok"`, `"state":"inactive"`}) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("targets not scraped in 30 s:\n%s\n%s", geth, node)
+			t.Fatalf("not scraped and evaluated in 30 s:\n%s\n%s\n%s", geth, node, rules)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if r := query(`ALERTS{alertname="GethDown"}`); !strings.Contains(r, `"result":[]`) {
-		t.Errorf("GethDown alert active with geth up: %s", r)
+	pid := func(name string) int {
+		pid, err := devnet.ReadPIDFile(filepath.Join(dir, name+".pid"))
+		if err != nil || !devnet.Alive(pid) {
+			t.Fatalf("%s pid %d: %v", name, pid, err)
+		}
+		return pid
 	}
-	pid, err := devnet.ReadPIDFile(filepath.Join(dir, "prometheus.pid"))
-	if err != nil || !devnet.Alive(pid) {
-		t.Fatalf("prometheus pid %d: %v", pid, err)
+	gethPid, promPid := pid("geth-0"), pid("prometheus")
+
+	// Another job: Prometheus alone restarts, on the nodes make's targets use.
+	out, err = run("up", "--prometheus", "member-nodes", "--prometheus-rules", rules)
+	if err != nil || !strings.Contains(out, "starting Prometheus for member-nodes beside the running network") ||
+		!strings.Contains(out, "member-nodes 127.0.0.1:8080,127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083") {
+		t.Fatalf("up --prometheus member-nodes: %v\n%s", err, out)
 	}
+	if pid("geth-0") != gethPid || devnet.Alive(promPid) {
+		t.Errorf("geth pid %d (was %d), the first Prometheus (%d) alive %v: want geth untouched and Prometheus replaced",
+			pid("geth-0"), gethPid, promPid, devnet.Alive(promPid))
+	}
+	if out, err := run("up", "--prometheus", "member-nodes", "--prometheus-rules", rules); err != nil || !strings.Contains(out, "already up") {
+		t.Errorf("up for what runs: %v\n%s", err, out)
+	}
+	promPid = pid("prometheus")
 	if out, err := exec.Command(bin, "down", "--dir", dir).CombinedOutput(); err != nil {
 		t.Fatalf("down: %v\n%s", err, out)
 	}
-	if devnet.Alive(pid) {
+	if devnet.Alive(promPid) {
 		t.Error("prometheus alive after down")
 	}
+}
+
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
 }
