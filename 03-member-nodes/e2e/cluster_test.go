@@ -43,6 +43,9 @@ type cluster struct {
 	net   *devnet.Network
 	store *state.Manager // the cluster store, read by the tests
 	nodes []*clusterNode
+	// quorum, when the cluster runs k of n: checkInvariants verifies every
+	// stored block's co-signatures against it.
+	quorum *signer.Quorum
 }
 
 type clusterNode struct {
@@ -276,6 +279,18 @@ func (c *cluster) checkInvariants() (epochs int) {
 		for epoch, mc := range claimsIn(c.t, openStore(c.t, m.cfg.PostgresURL)) {
 			if cc, ok := claims[epoch]; !ok || cc != mc {
 				c.t.Fatalf("%s's store has %s, the cluster store %+v", m.cfg.InstanceID, mc, cc)
+			}
+		}
+	}
+	if c.quorum != nil {
+		genesis, err := node.LoadGenesis(mustFindUp(c.t, "genesis.json"))
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		for _, b := range blocks {
+			cs := signer.Cosign{ChainID: genesis.Config.ChainID, Number: b.Number, Hash: b.Hash, ParentHash: b.ParentHash, Epoch: b.Epoch}
+			if _, err := c.quorum.Check(cs, b.Cosignatures); err != nil {
+				c.t.Fatalf("block %d: %v", b.Number, err)
 			}
 		}
 	}

@@ -167,7 +167,8 @@ func nodeProcess(t testing.TB, c config.Config) *devnet.Process {
 			"--health-addr", c.HealthAddr, "--cluster-id", c.ClusterID, "--postgres-url", c.PostgresURL,
 			"--signer-key", c.SignerKey, "--leaders", strings.Join(c.Leaders, ","),
 			"--lease-ttl", c.LeaseTTL.String(), "--lease-renew", c.LeaseRenew.String(), "--log-level", c.LogLevel,
-			"--adopt-chain=" + strconv.FormatBool(c.AdoptChain)},
+			"--adopt-chain=" + strconv.FormatBool(c.AdoptChain),
+			"--cosigners", strings.Join(c.Cosigners, ","), "--threshold", strconv.Itoa(c.Threshold), "--cosign-timeout", c.CosignTimeout.String()},
 		// From the environment, as the README advises: a command line
 		// (and the devnet's log of it) shows every user the password.
 		Env: []string{"REDIS_URL=" + c.RedisURL},

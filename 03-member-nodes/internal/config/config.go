@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -49,8 +50,15 @@ type Config struct {
 	// it takes the place of SignerKey.
 	SignerKeystore, SignerPasswordFile string
 	Leaders                            []string // addresses whose signed blocks members accept
-	LeaseTTL                           time.Duration
-	LeaseRenew                         time.Duration
+	// Cosigners and Threshold make blocks k-of-n: with Threshold above 1,
+	// a block is final only with the co-signatures of Threshold distinct
+	// Cosigners, gathered by the leader within CosignTimeout. A node whose
+	// key is listed co-signs the blocks it executes.
+	Cosigners     []string
+	Threshold     int
+	CosignTimeout time.Duration
+	LeaseTTL      time.Duration
+	LeaseRenew    time.Duration
 	// AdoptChain lets a candidate import the blocks its geth finalized that
 	// the cluster store lacks: a chain a single node made (stage 2).
 	AdoptChain bool
@@ -67,28 +75,30 @@ const DevSignerKey = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7b
 // second against the local network's geth, Redis and cluster PostgreSQL.
 func Default() Config {
 	return Config{
-		InstanceID:   "node-1",
-		EngineURL:    "http://localhost:8551",
-		JWTSecret:    "../jwt.hex",
-		GenesisPath:  "../genesis.json",
-		Mode:         "leader",
-		BlockMode:    "block-time",
-		BlockTime:    time.Second,
-		MaxIdle:      0,
-		BuildWait:    time.Millisecond,
-		MaxBuildWait: 2500 * time.Millisecond,
-		MaxDrift:     10 * time.Second,
-		FeeRecipient: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
-		HealthAddr:   ":8080",
-		RedisAddr:    "localhost:6379",
-		ClusterID:    "consensus",
-		PostgresURL:  "postgres://postgres:postgres@localhost:5432/consensus?sslmode=disable",
-		SignerKey:    DevSignerKey,
-		Leaders:      []string{"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"},
-		LeaseTTL:     2 * time.Second,
-		LeaseRenew:   500 * time.Millisecond,
-		LogLevel:     "info",
-		LogFormat:    "text",
+		InstanceID:    "node-1",
+		EngineURL:     "http://localhost:8551",
+		JWTSecret:     "../jwt.hex",
+		GenesisPath:   "../genesis.json",
+		Mode:          "leader",
+		BlockMode:     "block-time",
+		BlockTime:     time.Second,
+		MaxIdle:       0,
+		BuildWait:     time.Millisecond,
+		MaxBuildWait:  2500 * time.Millisecond,
+		MaxDrift:      10 * time.Second,
+		FeeRecipient:  "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+		HealthAddr:    ":8080",
+		RedisAddr:     "localhost:6379",
+		ClusterID:     "consensus",
+		PostgresURL:   "postgres://postgres:postgres@localhost:5432/consensus?sslmode=disable",
+		SignerKey:     DevSignerKey,
+		Leaders:       []string{"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"},
+		Threshold:     1,
+		CosignTimeout: 2 * time.Second,
+		LeaseTTL:      2 * time.Second,
+		LeaseRenew:    500 * time.Millisecond,
+		LogLevel:      "info",
+		LogFormat:     "text",
 	}
 }
 
@@ -193,6 +203,25 @@ func (c Config) Validate() error {
 			bad("leaders", fmt.Sprintf("%q", a), "not a 20-byte hex address")
 		}
 	}
+	for i, a := range c.Cosigners {
+		switch {
+		case !common.IsHexAddress(a):
+			bad("cosigners", fmt.Sprintf("%q", a), "not a 20-byte hex address")
+		case slices.ContainsFunc(c.Cosigners[:i], func(b string) bool { return common.HexToAddress(a) == common.HexToAddress(b) }):
+			bad("cosigners", a, "listed twice")
+		}
+	}
+	switch {
+	case c.Threshold < 1:
+		bad("threshold", c.Threshold, "at least 1")
+	case c.Threshold == 1 && len(c.Cosigners) > 0:
+		bad("cosigners", strings.Join(c.Cosigners, ","), "with --threshold 1 the leader's signature alone makes a block final: give --threshold 2 or more")
+	case c.Threshold > 1 && c.Threshold > len(c.Cosigners):
+		bad("threshold", c.Threshold, fmt.Sprintf("more than the %d --cosigners", len(c.Cosigners)))
+	}
+	if c.CosignTimeout <= 0 {
+		bad("cosign-timeout", c.CosignTimeout, "must be positive")
+	}
 	if c.LeaseTTL < 100*time.Millisecond {
 		bad("lease-ttl", c.LeaseTTL, "at least 100ms")
 	}
@@ -231,6 +260,9 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringVar(&c.SignerKeystore, "signer-keystore", c.SignerKeystore, "leader's key as an encrypted geth keystore file (geth account new, cast wallet import); takes the place of --signer-key")
 	f.StringVar(&c.SignerPasswordFile, "signer-password-file", c.SignerPasswordFile, "file holding the --signer-keystore password")
 	f.StringSliceVar(&c.Leaders, "leaders", c.Leaders, "comma-separated addresses whose signed blocks are accepted")
+	f.StringSliceVar(&c.Cosigners, "cosigners", c.Cosigners, "comma-separated co-signer addresses: with --threshold k above 1, a block is final only with k of their signatures (a node whose --signer-key is listed co-signs)")
+	f.IntVar(&c.Threshold, "threshold", c.Threshold, "co-signatures a block needs (k of --cosigners); 1: the leader's signature alone, as without --cosigners")
+	f.DurationVar(&c.CosignTimeout, "cosign-timeout", c.CosignTimeout, "how long a leader waits for a block's co-signatures before it tries again; it releases its lease after half the --lease-ttl without them")
 	f.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "leader lease length: a dead leader is replaced within about this long")
 	f.DurationVar(&c.LeaseRenew, "lease-renew", c.LeaseRenew, "how often the leader renews its lease and candidates try to take it")
 	f.BoolVar(&c.AdoptChain, "adopt-chain", c.AdoptChain, "import the blocks geth finalized that the cluster store lacks (a chain stage 2 made), signed by this leader, instead of refusing to run; once, on the first leader")
@@ -241,7 +273,7 @@ func (c *Config) Bind(cmd *cobra.Command) {
 		"genesis": "GENESIS", "mode": "MODE", "block-mode": "BLOCK_MODE", "block-time": "BLOCK_TIME",
 		"max-idle": "MAX_IDLE", "build-wait": "BUILD_WAIT", "max-build-wait": "MAX_BUILD_WAIT", "max-drift": "MAX_DRIFT",
 		"fee-recipient": "FEE_RECIPIENT", "health-addr": "HEALTH_ADDR", "advertise-url": "ADVERTISE_URL",
-		"redis-addr": "REDIS_ADDR", "redis-url": "REDIS_URL", "cluster-id": "CLUSTER_ID", "postgres-url": "POSTGRES_URL", "signer-key": "SIGNER_KEY", "signer-keystore": "SIGNER_KEYSTORE", "signer-password-file": "SIGNER_PASSWORD_FILE", "leaders": "LEADERS",
+		"redis-addr": "REDIS_ADDR", "redis-url": "REDIS_URL", "cluster-id": "CLUSTER_ID", "postgres-url": "POSTGRES_URL", "signer-key": "SIGNER_KEY", "signer-keystore": "SIGNER_KEYSTORE", "signer-password-file": "SIGNER_PASSWORD_FILE", "leaders": "LEADERS", "cosigners": "COSIGNERS", "threshold": "THRESHOLD", "cosign-timeout": "COSIGN_TIMEOUT",
 		"lease-ttl": "LEASE_TTL", "lease-renew": "LEASE_RENEW", "adopt-chain": "ADOPT_CHAIN", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
 	})
 }

@@ -106,3 +106,29 @@ func TestRedisURL(t *testing.T) {
 		}
 	}
 }
+
+// k of n: the threshold is between 2 and the number of distinct co-signer
+// addresses, or 1 with none; each problem names its flag.
+func TestValidateCosigners(t *testing.T) {
+	a, b := "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+	for _, c := range []struct {
+		cosigners []string
+		k         int
+		want      string // "" for valid
+	}{
+		{nil, 1, ""},
+		{[]string{a, b}, 2, ""},
+		{[]string{a, b}, 3, "--threshold 3: more than the 2 --cosigners"},
+		{[]string{a, b}, 1, "--cosigners " + a + "," + b + ": with --threshold 1"},
+		{[]string{a, "0x12"}, 2, `--cosigners "0x12": not a 20-byte hex address`},
+		{[]string{a, strings.ToLower(a)}, 2, "listed twice"},
+		{nil, 0, "--threshold 0: at least 1"},
+	} {
+		cfg := Default()
+		cfg.Cosigners, cfg.Threshold = c.cosigners, c.k
+		err := cfg.Validate()
+		if (c.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.want) {
+			t.Errorf("--cosigners %v --threshold %d: %v, want %q", c.cosigners, c.k, err, c.want)
+		}
+	}
+}

@@ -47,15 +47,17 @@ type Metrics struct {
 	SyncLag        prometheus.Histogram
 	VerifyFailures *prometheus.CounterVec
 	PreExecuted    *prometheus.CounterVec
+	Cosignatures   *prometheus.CounterVec
+	CosignWait     prometheus.Histogram
 }
 
 // ErrorKinds are the kinds gethcl_errors_total counts: the Engine API's
 // failures, "other", and the failures counted by name. New starts each at 0.
-var ErrorKinds = []string{"unavailable", "unreachable", "syncing", "accepted", "unknown_payload", "jwt_clock_skew", "other", "invalid_payload", "store", "redis"}
+var ErrorKinds = []string{"quorum", "unavailable", "unreachable", "syncing", "accepted", "unknown_payload", "jwt_clock_skew", "other", "invalid_payload", "store", "redis"}
 
 // VerifyReasons are the reasons gethcl_verification_failures_total counts
 // (syncer.Rejection's, "invalid" and "other"). New starts each at 0.
-var VerifyReasons = []string{"number", "parent", "epoch", "signature", "payload", "invalid", "other"}
+var VerifyReasons = []string{"number", "parent", "epoch", "signature", "payload", "cosignatures", "invalid", "other"}
 
 // New creates and registers the metrics: one definition each, with its
 // help text, which is why it is long.
@@ -124,11 +126,16 @@ func New() *Metrics {
 			Name: "verification_failures_total", Help: "Blocks rejected by verification, by reason."}, []string{"reason"}),
 		PreExecuted: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
 			Name: "preexecuted_total", Help: "Blocks the leader proposed before committing them, executed here ahead (newPayload), by outcome: rejected (verification), executed, failed (geth), used (committed as executed: applied with a forkchoiceUpdated alone)."}, []string{"outcome"}),
+		Cosignatures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+			Name: "cosignatures_total", Help: "Proposed blocks this co-signer was asked to sign, by outcome: signed, refused (it signed another block at that height and epoch), failed (its store or Redis)."}, []string{"outcome"}),
+		CosignWait: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "cosign_wait_seconds", Help: "How long the leader waited for a block's k co-signatures.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
 	m.Registry.MustRegister(m.BlocksProduced, m.BlockTxs, m.BlockGas, m.BuildWait, m.BlockDuration, m.StoreCommit,
 		m.HeadNumber, m.DriftSeconds, m.DriftPaused, m.Ready, m.Replayed, m.Discarded, m.LateAnnounced, m.Parked, m.Tracked, m.Busy, m.BusyStreams, m.Errors, m.EngineCalls,
 		m.Leader, m.Epoch, m.LeaseRenew, m.BlocksApplied, m.SyncLagBlocks, m.SyncLag, m.VerifyFailures, m.PreExecuted,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.Cosignatures, m.CosignWait, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Registry.MustRegister(buildInfo())
 	// Known label values start at 0, so that dashboards and alerts see a
 	// series (a rate of 0) before the first event, not none.
@@ -140,6 +147,9 @@ func New() *Metrics {
 	}
 	for _, outcome := range []string{"rejected", "executed", "failed", "used"} {
 		m.PreExecuted.WithLabelValues(outcome)
+	}
+	for _, outcome := range []string{"signed", "refused", "failed"} {
+		m.Cosignatures.WithLabelValues(outcome)
 	}
 	return m
 }

@@ -60,6 +60,14 @@ func (a *App) waitForNews(ctx context.Context, poll <-chan time.Time) bool {
 		case <-ctx.Done():
 			return false
 		case <-a.proposal:
+			select {
+			case <-a.news:
+				// The notice of the block before it came first: apply that
+				// block, then execute (and co-sign) the proposal on it.
+				signal(a.proposal)
+				return true
+			default:
+			}
 			a.preExecute(ctx)
 		case <-a.news:
 			return true
@@ -101,6 +109,9 @@ func (a *App) preExecute(ctx context.Context) {
 	}
 	a.metrics.PreExecuted.WithLabelValues("executed").Inc()
 	a.executed = b.Hash
+	if a.cosigning() {
+		a.cosign(ctx, b)
+	}
 }
 
 // syncOnce applies every block the source has above the head: the block
@@ -202,6 +213,7 @@ func (a *App) applyBlock(ctx context.Context, b *state.Block) error {
 	}
 	a.metrics.Tracked.Set(float64(a.pending.tracked()))
 	a.metrics.BlocksApplied.Inc()
+	a.setQuorumErr(nil) // blocks are final again
 	a.metrics.HeadNumber.Set(float64(b.Number))
 	var lag time.Duration // from the leader's commit
 	if !b.CreatedAt.IsZero() {

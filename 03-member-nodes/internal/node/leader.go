@@ -6,6 +6,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
+
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/election"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/notify"
@@ -56,17 +58,40 @@ func (a *App) propose(ctx context.Context, p *engine.Payload) {
 		}
 		b.Signature = sig
 		body, err := json.Marshal(state.NewBlockJSON(b))
-		if err != nil || len(body) > notify.MaxInline {
-			a.log.Debug("block proposal not sent: too large to carry inline", "number", b.Number, "bytes", len(body), "err", err)
+		if err != nil {
+			a.log.Warn("block proposal not encoded", "number", b.Number, "err", err)
 			return
+		}
+		a.lastProposal.Store(&proposal{hash: b.Hash, body: body})
+		n := notify.Notice{Number: b.Number, Hash: b.Hash, Epoch: b.Epoch, Leader: a.opts.ID, Proposed: true}
+		if len(body) <= notify.MaxInline {
+			n.Block = body
+		} else {
+			// Too big for Redis: co-signers fetch it (GET /proposals/{hash}).
+			a.log.Debug("block proposal announced without its body", "number", b.Number, "bytes", len(body))
 		}
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		n := notify.Notice{Number: b.Number, Hash: b.Hash, Epoch: b.Epoch, Leader: a.opts.ID, Block: body, Proposed: true}
 		if _, err := notify.Publish(ctx, a.rdb, notify.Channel(a.opts.Cluster), n); err != nil {
 			a.log.Debug("block proposal not sent", "number", n.Number, "err", err)
 		}
 	})
+}
+
+// proposal is the block this leader proposed last, encoded, for
+// GET /proposals/{hash}.
+type proposal struct {
+	hash common.Hash
+	body []byte
+}
+
+// Proposal returns the last proposed block if it has this hash.
+func (a *App) Proposal(hash common.Hash) ([]byte, bool) {
+	p := a.lastProposal.Load()
+	if p == nil || p.hash != hash {
+		return nil, false
+	}
+	return p.body, true
 }
 
 // How long a node's directory entry lives, and how often it is refreshed.
@@ -139,7 +164,7 @@ func (a *App) idInUse() bool {
 func (a *App) watchNotices(ctx context.Context) {
 	backoff := newBackoff(100*time.Millisecond, 2*time.Second)
 	for ctx.Err() == nil {
-		notices, err := notify.Subscribe(ctx, a.rdb, notify.Channel(a.opts.Cluster), func(payload string, err error) {
+		notices, err := notify.Subscribe[notify.Notice](ctx, a.rdb, notify.Channel(a.opts.Cluster), func(payload string, err error) {
 			a.log.Warn("malformed block notice dropped", "payload", payload, "err", err)
 		})
 		if err != nil {
@@ -152,9 +177,14 @@ func (a *App) watchNotices(ctx context.Context) {
 		for n := range notices {
 			if n.Proposed {
 				var b state.BlockJSON
-				if len(n.Block) > 0 && json.Unmarshal(n.Block, &b) == nil {
+				switch {
+				case len(n.Block) > 0 && json.Unmarshal(n.Block, &b) == nil:
 					a.proposed.Store(b.Block())
 					signal(a.proposal)
+				case len(n.Block) == 0 && a.cosigning():
+					// Only a co-signer needs a big proposal before it is
+					// committed: the leader waits for its signature.
+					a.tasks.Go(func() { a.fetchProposal(ctx, n) })
 				}
 				continue
 			}

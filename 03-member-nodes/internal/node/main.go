@@ -38,7 +38,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	verifier, sgn, err := loadKeys(cfg)
+	verifier, sgn, quorum, err := loadKeys(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -68,13 +68,15 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	b := builder.New(client, common.HexToAddress(cfg.FeeRecipient), time.Now)
 	app := New(Options{
 		ID: cfg.InstanceID, Cluster: cfg.ClusterID, Role: Role(cfg.Mode), APIURL: cfg.Advertise(), ChainID: genesis.Config.ChainID,
-		Signer: sgn, Verifier: verifier, LeaseRenew: cfg.LeaseRenew, StandDown: cfg.LeaseTTL / 2, Adopt: cfg.AdoptChain,
+		Signer: sgn, Verifier: verifier, Quorum: quorum, CosignTimeout: cfg.CosignTimeout, LeaseRenew: cfg.LeaseRenew, StandDown: cfg.LeaseTTL / 2, Adopt: cfg.AdoptChain,
 		Mode: Mode(cfg.BlockMode), BlockTime: cfg.BlockTime, MaxIdle: cfg.MaxIdle, BuildWait: cfg.BuildWait,
 		MaxBuild: cfg.MaxBuildWait, MaxDrift: cfg.MaxDrift, GenesisHash: genesis.ToBlock().Hash(),
-	}, Deps{Log: log.With("component", "node"), Engine: client, State: st, Builder: b, Metrics: m, Redis: rdb, Elector: el, Source: src})
+	}, Deps{Log: log.With("component", "node"), Engine: client, State: st, Builder: b, Metrics: m, Redis: rdb, Elector: el, Source: src,
+		Proposals: syncer.NewLeaderAPI(rdb, cfg.ClusterID)})
 
 	srv := server.New(cfg.HealthAddr, statusNode{app}, m.Handler(), log.With("component", "http"))
 	srv.HandleBlocks(st)
+	srv.HandleProposals(app)
 	l, err := srv.Listen()
 	if err != nil {
 		return fmt.Errorf("--health-addr %s: %w", cfg.HealthAddr, err)
@@ -117,18 +119,31 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*state
 }
 
 // loadKeys reads the leaders' allowlist (--leaders), which verifies every
-// block, and a candidate's signing key, which must be on it.
-func loadKeys(cfg config.Config) (*signer.Verifier, *signer.Signer, error) {
+// block; the co-signer quorum, if --threshold is above 1; and the node's
+// signing key: a candidate's, which must be on the allowlist, or a
+// member's that co-signs.
+func loadKeys(cfg config.Config, log *slog.Logger) (*signer.Verifier, *signer.Signer, *signer.Quorum, error) {
 	var allowed []common.Address
 	for _, a := range cfg.Leaders {
 		allowed = append(allowed, common.HexToAddress(a))
 	}
 	verifier, err := signer.NewVerifier(allowed)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--leaders: %w", err)
+		return nil, nil, nil, fmt.Errorf("--leaders: %w", err)
 	}
-	if Role(cfg.Mode) != RoleLeader {
-		return verifier, nil, nil
+	var quorum *signer.Quorum
+	if cfg.Threshold > 1 {
+		var cosigners []common.Address
+		for _, a := range cfg.Cosigners {
+			cosigners = append(cosigners, common.HexToAddress(a))
+		}
+		if quorum, err = signer.NewQuorum(cosigners, cfg.Threshold); err != nil {
+			return nil, nil, nil, fmt.Errorf("--cosigners, --threshold: %w", err)
+		}
+		verifier = verifier.WithQuorum(quorum)
+	}
+	if Role(cfg.Mode) != RoleLeader && quorum == nil {
+		return verifier, nil, nil, nil
 	}
 	flag, load := "--signer-key", func() (*signer.Signer, error) { return signer.LoadKey(cfg.SignerKey) }
 	if cfg.SignerKeystore != "" {
@@ -136,12 +151,20 @@ func loadKeys(cfg config.Config) (*signer.Verifier, *signer.Signer, error) {
 	}
 	sgn, err := load()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	if Role(cfg.Mode) != RoleLeader { // a member co-signs with a listed key, or not at all
+		if !quorum.Listed(sgn.Address) {
+			log.Info("not a co-signer: this member's key is not in --cosigners", "address", sgn.Address)
+			return verifier, nil, quorum, nil
+		}
+		log.Info("co-signing blocks", "address", sgn.Address, "threshold", quorum.Threshold(), "cosigners", quorum.Size())
+		return verifier, sgn, quorum, nil
 	}
 	if !slices.Contains(allowed, sgn.Address) {
-		return nil, nil, fmt.Errorf("%s is the key of %s, which --leaders does not list: members would reject every block", flag, sgn.Address)
+		return nil, nil, nil, fmt.Errorf("%s is the key of %s, which --leaders does not list: members would reject every block", flag, sgn.Address)
 	}
-	return verifier, sgn, nil
+	return verifier, sgn, quorum, nil
 }
 
 // roleDeps returns a candidate's elector, and where a node follows from: a

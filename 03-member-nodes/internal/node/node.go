@@ -43,6 +43,7 @@ import (
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/election"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/metrics"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/notify"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/signer"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
 )
@@ -88,8 +89,13 @@ type Options struct {
 	Role       Role
 	APIURL     string // where other nodes reach this node's block API
 	ChainID    *big.Int
-	Signer     *signer.Signer   // leaders: signs every block
-	Verifier   *signer.Verifier // everyone: the allowed leaders
+	Signer     *signer.Signer   // leaders: signs every block; co-signers: co-signs
+	Verifier   *signer.Verifier // everyone: the allowed leaders, and the quorum
+	// Quorum makes blocks k-of-n (--threshold above 1): the leader commits
+	// a block only with k co-signatures, gathered within CosignTimeout
+	// (cosign.go). Nil: the leader's signature alone.
+	Quorum        *signer.Quorum
+	CosignTimeout time.Duration
 	LeaseRenew time.Duration    // lease renewal and acquisition attempts
 	// StandDown is how long a leader that cannot produce (geth down or
 	// syncing, the store unreachable) keeps its lease before it releases
@@ -143,7 +149,9 @@ type App struct {
 	rdb     redis.UniversalClient
 	elector *election.Elector // nil for members
 	source  Source
-	run     string // this process's run id (election.NewRun), in the directory, the lease and its blocks
+	// proposals fetches big proposals for a co-signer.
+	proposals ProposalSource
+	run       string // this process's run id (election.NewRun), in the directory, the lease and its blocks
 
 	head        builder.Parent // the stored head; owned by Run's goroutine
 	headEpoch   uint64         // epoch of the head block; owned by Run's goroutine
@@ -169,7 +177,14 @@ type App struct {
 	inline    atomic.Pointer[state.Block] // the block the newest notice carried
 	proposal  chan struct{}               // a proposed block's notice arrived
 	proposed  atomic.Pointer[state.Block] // the block the newest proposed notice carried
+	// lastProposal is the block this leader proposed last (GET /proposals).
+	lastProposal atomic.Pointer[proposal]
 	executed  common.Hash                 // a proposed block executed ahead; owned by Run's goroutine
+
+	// k of n (cosign.go): co-signatures sent to this leader, and since when
+	// its blocks find no quorum.
+	cosigs     chan notify.Cosignature
+	quorumLost time.Time // owned by Run's goroutine
 
 	tasks sync.WaitGroup // goroutines Run started (and propose's); Run waits for them
 
@@ -178,6 +193,7 @@ type App struct {
 	reason      string
 	electionErr string // a candidate cut off from Redis or the cluster store
 	idErr       string // another process announces itself under this node's id
+	quorumErr   string // blocks are not final: too few co-signatures
 	lastBlock   time.Time
 	status      Status
 }
@@ -207,6 +223,14 @@ type Deps struct {
 	Redis   redis.UniversalClient
 	Elector *election.Elector // the candidate's; nil for a member
 	Source  Source            // where it follows from
+	// Proposals fetches a proposal too big for its notice from the leader
+	// (co-signers; nil without a quorum).
+	Proposals ProposalSource
+}
+
+// ProposalSource fetches the block a leader proposed with this hash.
+type ProposalSource interface {
+	Proposal(ctx context.Context, leader string, hash common.Hash) (*state.Block, error)
 }
 
 // New wires a node. It contacts nothing until Run.
@@ -225,9 +249,10 @@ func New(opts Options, d Deps) *App {
 		run = d.Elector.Run()
 	}
 	return &App{opts: opts, log: d.Log, engine: d.Engine, state: d.State, builder: d.Builder, metrics: d.Metrics,
-		rdb: d.Redis, elector: d.Elector, source: d.Source, run: run,
+		rdb: d.Redis, elector: d.Elector, source: d.Source, proposals: d.Proposals, run: run,
 		pending: newPendingSet(), busy: busyMode{listening: newListenSwitch()}, wait: newBuildWait(opts.BuildWait, opts.MaxBuild), reason: "starting",
-		roleChange: make(chan struct{}, 1), news: make(chan struct{}, 1), proposal: make(chan struct{}, 1)}
+		roleChange: make(chan struct{}, 1), news: make(chan struct{}, 1), proposal: make(chan struct{}, 1),
+		cosigs: make(chan notify.Cosignature, 64)}
 }
 
 // Run produces (while it leads) or follows until ctx ends. Transient faults
@@ -245,6 +270,9 @@ func (a *App) Run(ctx context.Context) error {
 	if a.opts.Role == RoleLeader {
 		a.tasks.Go(func() { a.watchPending(ctx) })
 		a.tasks.Go(func() { a.keepLease(ctx) })
+		if a.opts.Quorum != nil {
+			a.tasks.Go(func() { a.watchCosignatures(ctx) })
+		}
 	}
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	for {
@@ -528,11 +556,19 @@ func (a *App) apply(ctx context.Context, p *engine.Payload, start time.Time) err
 	}
 	committing := a.opts.Now()
 	blk := &state.Block{Number: data.Number, Hash: data.BlockHash, ParentHash: data.ParentHash,
-		Timestamp: data.Timestamp, Payload: p, LeaderID: a.opts.ID, Run: a.run, Epoch: lease.Epoch, Signature: sig,
-		CreatedAt: committing} // as PostgreSQL's now(): the transaction's start
+		Timestamp: data.Timestamp, Payload: p, LeaderID: a.opts.ID, Run: a.run, Epoch: lease.Epoch, Signature: sig}
+	if a.opts.Quorum != nil {
+		if blk.Cosignatures, err = a.gatherCosignatures(ctx, blk); err != nil {
+			return a.noQuorum(err)
+		}
+		committing = a.opts.Now()
+	}
+	blk.CreatedAt = committing // as PostgreSQL's now(): the transaction's start
 	if err := a.state.Commit(ctx, *blk); err != nil {
 		return a.commitFailed(err)
 	}
+	a.quorumLost = time.Time{}
+	a.setQuorumErr(nil)
 	a.committed = blk
 	a.metrics.StoreCommit.Observe(a.opts.Now().Sub(committing).Seconds())
 	a.head = builder.Parent{Number: data.Number, Hash: data.BlockHash, Timestamp: data.Timestamp}
@@ -682,6 +718,9 @@ func (a *App) Ready() (bool, string) {
 	}
 	if a.electionErr != "" {
 		return false, a.electionErr
+	}
+	if a.quorumErr != "" {
+		return false, a.quorumErr
 	}
 	if a.leading() && a.opts.Mode == ModeBlockTime && !a.lastBlock.IsZero() {
 		if since := a.opts.Now().Sub(a.lastBlock); since > 3*a.opts.BlockTime+2*time.Second {

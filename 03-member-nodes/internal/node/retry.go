@@ -13,7 +13,7 @@ import (
 var errorKinds = []struct {
 	err  error
 	kind string
-}{{errUnavailable, "unavailable"}, {engine.ErrUnreachable, "unreachable"}, {engine.ErrSyncing, "syncing"}, {engine.ErrAccepted, "accepted"},
+}{{errNoQuorum, "quorum"}, {errUnavailable, "unavailable"}, {engine.ErrUnreachable, "unreachable"}, {engine.ErrSyncing, "syncing"}, {engine.ErrAccepted, "accepted"},
 	{engine.ErrUnknownPayload, "unknown_payload"}, {engine.ErrJWTClockSkew, "jwt_clock_skew"}}
 
 func errorKind(err error) string {

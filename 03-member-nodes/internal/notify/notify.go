@@ -18,6 +18,7 @@ import (
 	"fmt"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -45,37 +46,54 @@ type Notice struct {
 // body and fetched.
 const MaxInline = 256 << 10
 
-// Channel is the pub/sub channel name under a key prefix.
-func Channel(prefix string) string {
+// Cosignature is a co-signer's signature of a proposed block (signer.Cosign),
+// sent to the leader. The signature authenticates it: the leader counts it
+// only if it recovers to a listed co-signer over the block it proposed.
+type Cosignature struct {
+	Number    uint64         `json:"number"`
+	Hash      common.Hash    `json:"hash"`
+	Epoch     uint64         `json:"epoch"`
+	Signer    common.Address `json:"signer"`
+	Signature hexutil.Bytes  `json:"signature"`
+}
+
+// Channel is the pub/sub channel of block notices under a key prefix.
+func Channel(prefix string) string { return channel(prefix, "blocks") }
+
+// CosignChannel is the pub/sub channel of co-signatures under a key prefix.
+func CosignChannel(prefix string) string { return channel(prefix, "cosignatures") }
+
+func channel(prefix, name string) string {
 	if prefix == "" {
 		prefix = "consensus"
 	}
-	return prefix + ":blocks"
+	return prefix + ":" + name
 }
 
-// Publish announces n. It returns how many subscribers received it.
-func Publish(ctx context.Context, rdb redis.UniversalClient, channel string, n Notice) (int64, error) {
-	b, err := json.Marshal(n)
+// Publish sends m (a Notice or a Cosignature). It returns how many
+// subscribers received it.
+func Publish[M Notice | Cosignature](ctx context.Context, rdb redis.UniversalClient, channel string, m M) (int64, error) {
+	b, err := json.Marshal(m)
 	if err != nil {
 		return 0, err
 	}
 	got, err := rdb.Publish(ctx, channel, b).Result()
 	if err != nil {
-		return 0, fmt.Errorf("publish block %d: %w", n.Number, err)
+		return 0, fmt.Errorf("publish to %s: %w", channel, err)
 	}
 	return got, nil
 }
 
-// Subscribe delivers notices until ctx ends. go-redis reconnects and
+// Subscribe delivers messages until ctx ends. go-redis reconnects and
 // re-subscribes by itself after a connection loss; malformed messages are
 // passed to bad (which may be nil) and dropped.
-func Subscribe(ctx context.Context, rdb redis.UniversalClient, channel string, bad func(payload string, err error)) (<-chan Notice, error) {
+func Subscribe[M Notice | Cosignature](ctx context.Context, rdb redis.UniversalClient, channel string, bad func(payload string, err error)) (<-chan M, error) {
 	ps := rdb.Subscribe(ctx, channel)
 	if _, err := ps.Receive(ctx); err != nil { // the subscription confirmation
 		ps.Close()
 		return nil, fmt.Errorf("subscribe %s: %w", channel, err)
 	}
-	out := make(chan Notice, 64)
+	out := make(chan M, 64)
 	go func() {
 		defer close(out)
 		defer ps.Close()
@@ -88,7 +106,7 @@ func Subscribe(ctx context.Context, rdb redis.UniversalClient, channel string, b
 				if !ok {
 					return
 				}
-				var n Notice
+				var n M
 				if err := json.Unmarshal([]byte(m.Payload), &n); err != nil {
 					if bad != nil {
 						bad(m.Payload, err)

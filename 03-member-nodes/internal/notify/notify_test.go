@@ -20,7 +20,7 @@ func TestPublishSubscribeAcrossRedisRestart(t *testing.T) {
 	defer cancel()
 	ch := Channel("")
 	badSeen := make(chan string, 1)
-	notices, err := Subscribe(ctx, rdb, ch, func(p string, _ error) { badSeen <- p })
+	notices, err := Subscribe[Notice](ctx, rdb, ch, func(p string, _ error) { badSeen <- p })
 	if err != nil {
 		t.Fatal(err)
 	}

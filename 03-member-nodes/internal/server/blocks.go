@@ -119,3 +119,30 @@ func writeBlockResult(w http.ResponseWriter, b *state.Block, err error) {
 func writeError(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error()})
 }
+
+// Proposals is what GET /proposals/{hash} serves: the block the leader
+// proposed last, encoded, if it has that hash.
+type Proposals interface {
+	Proposal(hash common.Hash) ([]byte, bool)
+}
+
+// HandleProposals serves the leader's current proposal to co-signers too
+// big a block to carry in its notice:
+//
+//	GET /proposals/{0xhash}    the proposed block (signed in the proposal domain), or 404
+func (s *Server) HandleProposals(p Proposals) {
+	s.mux.HandleFunc("GET /proposals/{hash}", func(w http.ResponseWriter, r *http.Request) {
+		raw, err := hexutil.Decode(r.PathValue("hash"))
+		if err != nil || len(raw) != common.HashLength {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("proposal %q: want a 32-byte 0x hash", r.PathValue("hash")))
+			return
+		}
+		body, ok := p.Proposal(common.BytesToHash(raw))
+		if !ok {
+			writeError(w, http.StatusNotFound, fmt.Errorf("no proposal %s (not proposed here, or superseded)", r.PathValue("hash")))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	})
+}

@@ -129,10 +129,23 @@ func (s *Signer) Sign(h Header) ([]byte, error) {
 	return crypto.Sign(h.Digest().Bytes(), s.key)
 }
 
-// Verifier checks signatures against the allowed leader addresses.
+// Verifier checks signatures against the allowed leader addresses, and
+// committed blocks' co-signatures against the quorum, if there is one.
 type Verifier struct {
 	allowed []common.Address
+	quorum  *Quorum
 }
+
+// WithQuorum returns v requiring q's co-signatures on committed blocks.
+func (v *Verifier) WithQuorum(q *Quorum) *Verifier {
+	w := *v
+	w.quorum = q
+	return &w
+}
+
+// Quorum is the co-signer quorum committed blocks need; nil for none
+// (--threshold 1).
+func (v *Verifier) Quorum() *Quorum { return v.quorum }
 
 // NewVerifier accepts signatures from these addresses only.
 func NewVerifier(allowed []common.Address) (*Verifier, error) {

@@ -194,7 +194,10 @@ type Block struct {
 	Run        string // the run id of the leader's process (election.NewRun)
 	Epoch      uint64
 	Signature  []byte
-	CreatedAt  time.Time // when this store committed it (the database's clock)
+	// Cosignatures are the co-signers' signatures of signer.Cosign (k of
+	// --cosigners when --threshold is above 1; none otherwise).
+	Cosignatures [][]byte
+	CreatedAt    time.Time // when this store committed it (the database's clock)
 }
 
 // Init records block 0 if the store is empty, and refuses a store
@@ -263,9 +266,9 @@ func (s *Manager) Commit(ctx context.Context, b Block) error {
 		if b.Number != headNum+1 || b.ParentHash != common.BytesToHash(headHash) {
 			return fmt.Errorf("block %d on %s, stored head %d %x: %w", b.Number, b.ParentHash, headNum, headHash, ErrNotHead)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO blocks (number, hash, parent_hash, timestamp, payload, leader_id, run, epoch, signature)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			int64(b.Number), b.Hash.Bytes(), b.ParentHash.Bytes(), int64(b.Timestamp), payload, b.LeaderID, b.Run, int64(b.Epoch), b.Signature); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO blocks (number, hash, parent_hash, timestamp, payload, leader_id, run, epoch, signature, cosignatures)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			int64(b.Number), b.Hash.Bytes(), b.ParentHash.Bytes(), int64(b.Timestamp), payload, b.LeaderID, b.Run, int64(b.Epoch), b.Signature, b.Cosignatures); err != nil {
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation: that hash or number exists
 				return fmt.Errorf("block %d %s: %w: %s", b.Number, b.Hash, ErrNotHead, pgErr.Detail)
@@ -412,7 +415,31 @@ func (s *Manager) FencedEpoch(ctx context.Context) (uint64, error) {
 	return e, err
 }
 
-const blockColumns = "number, hash, parent_hash, timestamp, payload, leader_id, run, epoch, signature, created_at"
+const blockColumns = "number, hash, parent_hash, timestamp, payload, leader_id, run, epoch, signature, cosignatures, created_at"
+
+// ErrSignedOther means a co-signer already signed another block at that
+// height and epoch.
+var ErrSignedOther = errors.New("already co-signed another block at this height and epoch")
+
+// RecordCosign records, durably, that signer co-signs block hash at number
+// in epoch, before the signature leaves the node. Recording the same block
+// again is a no-op; another block at that height and epoch is
+// ErrSignedOther, whatever restarts came between.
+func (s *Manager) RecordCosign(ctx context.Context, signer common.Address, number, epoch uint64, hash common.Hash) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	var have []byte
+	err := s.pool.QueryRow(ctx, `INSERT INTO cosigned (signer, number, epoch, hash) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (signer, number, epoch) DO UPDATE SET signer = EXCLUDED.signer
+		RETURNING hash`, signer.Bytes(), int64(number), int64(epoch), hash.Bytes()).Scan(&have)
+	if err != nil {
+		return fmt.Errorf("record co-signature of block %d: %w", number, err)
+	}
+	if common.BytesToHash(have) != hash {
+		return fmt.Errorf("block %d %s in epoch %d: %w (%x)", number, hash, epoch, ErrSignedOther, have)
+	}
+	return nil
+}
 
 // Block returns stored block n.
 func (s *Manager) Block(ctx context.Context, n uint64) (*Block, error) {
@@ -469,7 +496,7 @@ func scanBlock(row pgx.Row) (*Block, error) {
 	b := &Block{}
 	var hash, parent, payload []byte
 	var number, ts, epoch int64
-	if err := row.Scan(&number, &hash, &parent, &ts, &payload, &b.LeaderID, &b.Run, &epoch, &b.Signature, &b.CreatedAt); err != nil {
+	if err := row.Scan(&number, &hash, &parent, &ts, &payload, &b.LeaderID, &b.Run, &epoch, &b.Signature, &b.Cosignatures, &b.CreatedAt); err != nil {
 		return nil, err
 	}
 	b.Number, b.Hash, b.ParentHash, b.Timestamp, b.Epoch = uint64(number), common.BytesToHash(hash), common.BytesToHash(parent), uint64(ts), uint64(epoch)

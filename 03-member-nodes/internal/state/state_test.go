@@ -342,3 +342,44 @@ func TestAdoptionRecordedOnce(t *testing.T) {
 		t.Fatalf("adoption %d %v %v", through, ok, err)
 	}
 }
+
+// A co-signer's promise: one block per height and epoch, kept in its
+// store, so that a restart cannot make it sign a second one; another epoch
+// at the same height is another decision. Co-signatures are stored with
+// the block and read back.
+func TestCosignRecordedOncePerHeightAndEpoch(t *testing.T) {
+	_, s := newPG(t)
+	ctx := context.Background()
+	signer, other := common.HexToAddress("0xc0"), common.HexToAddress("0xc1")
+	a, b := common.HexToHash("0xa"), common.HexToHash("0xb")
+	for _, c := range []struct {
+		who    common.Address
+		number uint64
+		epoch  uint64
+		hash   common.Hash
+		err    error
+	}{
+		{signer, 7, 2, a, nil},
+		{signer, 7, 2, a, nil},            // the same block again: a no-op
+		{signer, 7, 2, b, ErrSignedOther}, // another block at that height and epoch
+		{signer, 7, 3, b, nil},            // a new epoch
+		{other, 7, 2, b, nil},             // another co-signer
+	} {
+		if err := s.RecordCosign(ctx, c.who, c.number, c.epoch, c.hash); !errors.Is(err, c.err) {
+			t.Fatalf("%s signs block %d %s in epoch %d: %v, want %v", c.who, c.number, c.hash, c.epoch, err, c.err)
+		}
+	}
+
+	b1 := block(1, common.HexToHash("0x9e"), "leader-1", 1)
+	b1.Cosignatures = [][]byte{{1, 2}, {3, 4, 5}}
+	if err := s.Commit(ctx, b1); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Block(ctx, 1)
+	if err != nil || len(got.Cosignatures) != 2 || string(got.Cosignatures[1]) != string([]byte{3, 4, 5}) {
+		t.Fatalf("co-signatures read back as %v, %v", got.Cosignatures, err)
+	}
+	if back := NewBlockJSON(got).Block(); len(back.Cosignatures) != 2 || string(back.Cosignatures[0]) != string([]byte{1, 2}) {
+		t.Fatalf("co-signatures through the wire: %v", back.Cosignatures)
+	}
+}

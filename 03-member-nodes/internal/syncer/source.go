@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/election"
@@ -52,29 +53,10 @@ func (s *LeaderAPI) BlocksAfter(ctx context.Context, after uint64, limit int) ([
 	if !ok {
 		return nil, ErrNoLeader
 	}
-	base, err := election.URL(ctx, s.rdb, s.prefix, holder)
-	if errors.Is(err, election.ErrUnknownNode) {
-		return nil, fmt.Errorf("%w: leader %s has not announced its API", ErrNoLeader, holder)
-	}
+	u := "/blocks?" + url.Values{"after": {strconv.FormatUint(after, 10)}, "limit": {strconv.Itoa(limit)}}.Encode()
+	body, err := s.get(ctx, holder, u)
 	if err != nil {
-		return nil, fmt.Errorf("find the leader's API: %w", err)
-	}
-	u := base + "/blocks?" + url.Values{"after": {strconv.FormatUint(after, 10)}, "limit": {strconv.Itoa(limit)}}.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, fmt.Errorf("leader %s API %q: %w", holder, base, err)
-	}
-	resp, err := s.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("leader %s: %w", holder, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return nil, fmt.Errorf("leader %s: read blocks: %w", holder, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("leader %s: GET %s: %s: %.200s", holder, u, resp.Status, body)
+		return nil, err
 	}
 	var page []state.BlockJSON
 	if err := json.Unmarshal(body, &page); err != nil {
@@ -88,4 +70,50 @@ func (s *LeaderAPI) BlocksAfter(ctx context.Context, after uint64, limit int) ([
 		out[i] = b.Block()
 	}
 	return out, nil
+}
+
+// Proposal fetches the block leader proposed with this hash
+// (GET /proposals/{hash}): a co-signer's copy of a proposal too big for
+// its notice. It is verified like any proposal before it is executed.
+func (s *LeaderAPI) Proposal(ctx context.Context, leader string, hash common.Hash) (*state.Block, error) {
+	body, err := s.get(ctx, leader, "/proposals/"+hash.Hex())
+	if err != nil {
+		return nil, err
+	}
+	var b state.BlockJSON
+	if err := json.Unmarshal(body, &b); err != nil {
+		return nil, fmt.Errorf("leader %s: malformed proposal %s: %w", leader, hash, err)
+	}
+	if b.Hash != hash {
+		return nil, fmt.Errorf("leader %s: asked for proposal %s, got %s", leader, hash, b.Hash)
+	}
+	return b.Block(), nil
+}
+
+// get fetches path from node id's API, found in the node directory.
+func (s *LeaderAPI) get(ctx context.Context, id, path string) ([]byte, error) {
+	base, err := election.URL(ctx, s.rdb, s.prefix, id)
+	if errors.Is(err, election.ErrUnknownNode) {
+		return nil, fmt.Errorf("%w: leader %s has not announced its API", ErrNoLeader, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find the leader's API: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("leader %s API %q: %w", id, base, err)
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("leader %s: %w", id, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return nil, fmt.Errorf("leader %s: read %s: %w", id, path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("leader %s: GET %s%s: %s: %.200s", id, base, path, resp.Status, body)
+	}
+	return body, nil
 }

@@ -20,7 +20,7 @@ var ErrRejected = errors.New("block rejected")
 
 // Rejection is a verification failure.
 type Rejection struct {
-	Reason string // number, parent, epoch, signature, payload
+	Reason string // number, parent, epoch, signature, payload, cosignatures
 	Detail string
 }
 
@@ -79,6 +79,14 @@ func verify(chainID *big.Int, v *signer.Verifier, tip Tip, b *state.Block, propo
 		Leader: b.LeaderID, Run: b.Run, Proposal: proposal}
 	if _, err := v.Verify(h, b.Signature); err != nil {
 		return reject("signature", "%v", err)
+	}
+	// k of n: a committed block needs k distinct co-signers over it (a
+	// proposal gathers them: it has none yet).
+	if q := v.Quorum(); q != nil && !proposal {
+		c := signer.Cosign{ChainID: chainID, Number: b.Number, Hash: b.Hash, ParentHash: b.ParentHash, Epoch: b.Epoch}
+		if _, err := q.Check(c, b.Cosignatures); err != nil {
+			return reject("cosignatures", "%v", err)
+		}
 	}
 	return nil
 }
