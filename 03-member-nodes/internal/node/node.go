@@ -84,19 +84,19 @@ type Engine interface {
 
 // Options configure the node.
 type Options struct {
-	ID         string // instance id: the lease holder name and the directory entry
-	Cluster    string // starts every Redis key and channel of the cluster; default "consensus"
-	Role       Role
-	APIURL     string // where other nodes reach this node's block API
-	ChainID    *big.Int
-	Signer     *signer.Signer   // leaders: signs every block; co-signers: co-signs
-	Verifier   *signer.Verifier // everyone: the allowed leaders, and the quorum
+	ID       string // instance id: the lease holder name and the directory entry
+	Cluster  string // starts every Redis key and channel of the cluster; default "consensus"
+	Role     Role
+	APIURL   string // where other nodes reach this node's block API
+	ChainID  *big.Int
+	Signer   *signer.Signer   // leaders: signs every block; co-signers: co-signs
+	Verifier *signer.Verifier // everyone: the allowed leaders, and the quorum
 	// Quorum makes blocks k-of-n (--threshold above 1): the leader commits
 	// a block only with k co-signatures, gathered within CosignTimeout
 	// (cosign.go). Nil: the leader's signature alone.
 	Quorum        *signer.Quorum
 	CosignTimeout time.Duration
-	LeaseRenew time.Duration    // lease renewal and acquisition attempts
+	LeaseRenew    time.Duration // lease renewal and acquisition attempts
 	// StandDown is how long a leader that cannot produce (geth down or
 	// syncing, the store unreachable) keeps its lease before it releases
 	// it, and a candidate that cannot takes none. Below the lease TTL, so a
@@ -179,7 +179,7 @@ type App struct {
 	proposed  atomic.Pointer[state.Block] // the block the newest proposed notice carried
 	// lastProposal is the block this leader proposed last (GET /proposals).
 	lastProposal atomic.Pointer[proposal]
-	executed  common.Hash                 // a proposed block executed ahead; owned by Run's goroutine
+	executed     common.Hash // a proposed block executed ahead; owned by Run's goroutine
 
 	// k of n (cosign.go): co-signatures sent to this leader, and since when
 	// its blocks find no quorum.
