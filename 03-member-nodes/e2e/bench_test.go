@@ -36,7 +36,8 @@ import (
 //   - the leader's per-block overhead and a burst's tx/s, side by side with
 //     stage 2 on the same geth binary and genesis. Stage 2 is built from
 //     ../02-single-node; a copy of this stage on its own has none, and those
-//     rows say so.
+//     rows say so;
+//   - the per-block cost of 2-of-3 co-signing over the single signer.
 func BenchmarkMemberNodes(b *testing.B) {
 	table := &benchTable{}
 	for range b.N {
@@ -45,6 +46,7 @@ func BenchmarkMemberNodes(b *testing.B) {
 		stage2 := stage2Binary(b)
 		benchBlockOverhead(b, table, stage2)
 		benchBurst(b, table, stage2)
+		benchCosign(b, table)
 	}
 	out := table.markdown(machine())
 	fmt.Println(out)
@@ -231,8 +233,9 @@ const rounds = 3
 // system is a running block producer: the geth transactions go to and the
 // processes to stop afterwards.
 type system struct {
-	geth *devnet.GethNode
-	stop func()
+	geth   *devnet.GethNode
+	health string // a stage 3 leader's --health-addr ("" for stage 2)
+	stop   func()
 }
 
 // stage2Binary builds stage 2 from the monorepo ("" when this stage was
@@ -280,7 +283,7 @@ func runStage2(b *testing.B, bin string, flags ...string) system {
 func runStage3(b *testing.B, members int, mutate func(*config.Config)) system {
 	c := newClusterWith(b, benchGethArgs, 1, members, func(cfg *config.Config) { cfg.LogLevel = "warn"; mutate(cfg) })
 	leader := c.waitLeader(30*time.Second, nil)
-	return system{geth: leader.geth, stop: func() { c.stop(); settle(c.net) }}
+	return system{geth: leader.geth, health: leader.cfg.HealthAddr, stop: func() { c.stop(); settle(c.net) }}
 }
 
 // settle stops a network and flushes the page cache, so that one
@@ -339,24 +342,7 @@ func median[R any](rs []R, key func(R) float64) R {
 // wait 0) for 5 s; the time per block, against stage 2's.
 func benchBlockOverhead(b *testing.B, t *benchTable, stage2 string) {
 	vs := variants(b, stage2, "block-time", time.Microsecond, 0)
-	rates := sideBySide(vs, func(s system) float64 {
-		eth, err := ethclient.Dial(s.geth.RPCURL())
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer eth.Close()
-		start, err := eth.BlockNumber(context.Background())
-		if err != nil {
-			b.Fatal(err)
-		}
-		begin := time.Now()
-		time.Sleep(5 * time.Second) // the measurement window
-		end, err := eth.BlockNumber(context.Background())
-		if err != nil {
-			b.Fatal(err)
-		}
-		return float64(end-start) / time.Since(begin).Seconds()
-	})
+	rates := sideBySide(vs, func(s system) float64 { return blocksPerSecond(b, s, 5*time.Second) })
 	base := 0.0
 	for i, v := range vs {
 		rate := median(rates[i], func(r float64) float64 { return r })
@@ -375,6 +361,101 @@ func benchBlockOverhead(b *testing.B, t *benchTable, stage2 string) {
 	}
 	if stage2 == "" {
 		t.add("", "stage 2", "not measured: ../02-single-node not found (this stage was copied out alone)")
+	}
+}
+
+// blocksPerSecond counts the blocks s's geth gets over window.
+func blocksPerSecond(b *testing.B, s system, window time.Duration) float64 {
+	eth, err := ethclient.Dial(s.geth.RPCURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer eth.Close()
+	start, err := eth.BlockNumber(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	begin := time.Now()
+	time.Sleep(window) // the measurement window
+	end, err := eth.BlockNumber(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return float64(end-start) / time.Since(begin).Seconds()
+}
+
+// benchCosign: the per-block cost of 2-of-3 co-signing over the single
+// signer, on one cluster shape (two candidates and a member, each on its
+// own geth; with co-signing each holds one of the three keys): empty
+// blocks back to back for 5 s, and 1 s blocks, where the figure is the
+// leader's block duration (forkchoiceUpdated with attributes to the block
+// final in its geth), which with co-signing includes the wait for a second
+// signature.
+func benchCosign(b *testing.B, t *benchTable) {
+	cosigners := []string{devKeyAddress(b, 1).Hex(), devKeyAddress(b, 2).Hex(), devKeyAddress(b, 3).Hex()}
+	vs := func(blockTime, buildWait time.Duration) []variant {
+		run := func(k int) system {
+			c := newClusterWith(b, benchGethArgs, 2, 1, func(cfg *config.Config) {
+				cfg.LogLevel = "warn"
+				cfg.BlockMode, cfg.BlockTime, cfg.BuildWait, cfg.MaxIdle, cfg.MaxDrift = "block-time", blockTime, buildWait, time.Second, 24*time.Hour
+				if k > 1 {
+					cfg.Cosigners, cfg.Threshold = cosigners, k
+					if cfg.Mode == "member" {
+						cfg.SignerKey = devnet.DevKeys[3]
+					}
+				}
+			})
+			leader := c.waitLeader(30*time.Second, nil)
+			return system{geth: leader.geth, health: leader.cfg.HealthAddr, stop: func() { c.stop(); settle(c.net) }}
+		}
+		return []variant{
+			{"single signer (2 candidates + 1 member)", func() system { return run(1) }},
+			{"2 of 3 co-signers (the same nodes)", func() system { return run(2) }},
+		}
+	}
+	backToBack := vs(time.Microsecond, 0)
+	rates := sideBySide(backToBack, func(s system) float64 { return blocksPerSecond(b, s, 5*time.Second) })
+	base := 0.0
+	for i, v := range backToBack {
+		rate := median(rates[i], func(r float64) float64 { return r })
+		cell := fmt.Sprintf("%.0f blocks/s, %.2f ms per block", rate, 1000/rate)
+		if i == 0 {
+			base = 1000 / rate
+		} else {
+			cell += fmt.Sprintf(" (+%.2f ms)", 1000/rate-base)
+		}
+		scenario := ""
+		if i == 0 {
+			scenario = fmt.Sprintf("co-signing, empty blocks back to back (block time 1 µs, build wait 0) for 5 s, median of %d rounds", rounds)
+		}
+		t.add(scenario, v.name, cell)
+		b.ReportMetric(1000/rate, "cosign-k"+strconv.Itoa(i+1)+"-ms/block")
+	}
+	paced := vs(time.Second, config.Default().BuildWait)
+	durations := sideBySide(paced, func(s system) float64 {
+		const blocks = 10
+		sum, count := metricAt(s.health, "gethcl_block_duration_seconds_sum"), metricAt(s.health, "gethcl_block_duration_seconds_count")
+		eventually(b, (blocks+5)*time.Second, func() error {
+			if n := metricAt(s.health, "gethcl_block_duration_seconds_count"); n < count+blocks {
+				return fmt.Errorf("%v blocks, want %v", n-count, blocks)
+			}
+			return nil
+		})
+		return 1000 * (metricAt(s.health, "gethcl_block_duration_seconds_sum") - sum) / (metricAt(s.health, "gethcl_block_duration_seconds_count") - count)
+	})
+	for i, v := range paced {
+		d := median(durations[i], func(d float64) float64 { return d })
+		cell := fmt.Sprintf("%.2f ms per block", d)
+		if i == 0 {
+			base = d
+		} else {
+			cell += fmt.Sprintf(" (+%.2f ms)", d-base)
+		}
+		scenario := ""
+		if i == 0 {
+			scenario = fmt.Sprintf("co-signing at 1 s blocks: the leader's mean block duration over 10 blocks, median of %d rounds", rounds)
+		}
+		t.add(scenario, v.name, cell)
 	}
 }
 

@@ -812,20 +812,7 @@ func TestTamperedBlocksAreRejected(t *testing.T) {
 			d.Transactions = append(slices.Clone(d.Transactions), []byte{0x02, 0xc1, 0x80})
 		})},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			before := member.metric(tc.metric)
-			undo := offer(t, rdb, tc.via, tc.block)
-			defer undo()
-			eventually(t, 10*time.Second, func() error {
-				if v := member.metric(tc.metric); v <= before {
-					return fmt.Errorf("%s = %v", tc.metric, v)
-				}
-				return nil
-			})
-			if h, _ := member.head(); h != head {
-				t.Fatalf("member geth moved to %d on a tampered block", h)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { offerRejected(t, rdb, member, head, tc.via, tc.block, tc.metric) })
 	}
 	checkStore(t, member.cfg.PostgresURL, chainOf(t, member.eth))
 	c.start(leader)
@@ -908,6 +895,24 @@ func (f *forger) block(parent common.Hash, key *signer.Signer, proposal bool, al
 		a(&data)
 	}
 	return state.NewBlockJSON(b)
+}
+
+// offerRejected offers b to member (see offer) and waits until metric, a
+// rejection counter, counts it; the member's geth must stay at head.
+func offerRejected(t *testing.T, rdb *redis.Client, member *clusterNode, head uint64, via string, b state.BlockJSON, metric string) {
+	t.Helper()
+	before := member.metric(metric)
+	undo := offer(t, rdb, via, b)
+	defer undo()
+	eventually(t, 10*time.Second, func() error {
+		if v := member.metric(metric); v <= before {
+			return fmt.Errorf("%s = %v", metric, v)
+		}
+		return nil
+	})
+	if h, _ := member.head(); h != head {
+		t.Fatalf("member geth moved to %d on a tampered block", h)
+	}
 }
 
 // offer hands b to the member: "api" serves it from a test server that the

@@ -219,6 +219,9 @@ func (c Config) Validate() error {
 	case c.Threshold > 1 && c.Threshold > len(c.Cosigners):
 		bad("threshold", c.Threshold, fmt.Sprintf("more than the %d --cosigners", len(c.Cosigners)))
 	}
+	if c.Threshold > 1 && c.AdoptChain {
+		bad("adopt-chain", true, "an adopted chain's blocks carry no co-signatures, and members with --threshold above 1 would refuse them: adopt with --threshold 1")
+	}
 	if c.CosignTimeout <= 0 {
 		bad("cosign-timeout", c.CosignTimeout, "must be positive")
 	}

@@ -131,4 +131,9 @@ func TestValidateCosigners(t *testing.T) {
 			t.Errorf("--cosigners %v --threshold %d: %v, want %q", c.cosigners, c.k, err, c.want)
 		}
 	}
+	cfg := Default()
+	cfg.Cosigners, cfg.Threshold, cfg.AdoptChain = []string{a, b}, 2, true
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--adopt-chain true: an adopted chain's blocks carry no co-signatures") {
+		t.Errorf("--adopt-chain with --threshold 2: %v", err)
+	}
 }

@@ -22,14 +22,7 @@ import (
 // processes running after the command exits, status sees them, down stops
 // every one of them.
 func TestUpStatusDown(t *testing.T) {
-	devnet.SkipIfShort(t)
-	bin := filepath.Join(t.TempDir(), "devnet")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	dir := filepath.Join(t.TempDir(), "state")
-	genesis, _ := devnet.FindUp("genesis.json")
-	jwt, _ := devnet.FindUp("jwt.hex")
+	bin, dir, genesis, jwt := cliFixture(t)
 	run := func(args ...string) (string, error) {
 		cmd := exec.Command(bin, append(args, "--dir", dir)...)
 		out, err := cmd.CombinedOutput()
@@ -222,14 +215,7 @@ func TestWatchTable(t *testing.T) {
 // match nothing and a rule promtool refuses are errors that name them,
 // before anything starts.
 func TestUpPrometheus(t *testing.T) {
-	devnet.SkipIfShort(t)
-	bin := filepath.Join(t.TempDir(), "devnet")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	dir := filepath.Join(t.TempDir(), "state")
-	genesis, _ := devnet.FindUp("genesis.json")
-	jwt, _ := devnet.FindUp("jwt.hex")
+	bin, dir, genesis, jwt := cliFixture(t)
 	rules := filepath.Join(t.TempDir(), "stage", "monitoring", "alerts.yml")
 	if err := os.MkdirAll(filepath.Dir(rules), 0o755); err != nil {
 		t.Fatal(err)
@@ -323,6 +309,20 @@ func TestUpPrometheus(t *testing.T) {
 	if devnet.Alive(promPid) {
 		t.Error("prometheus alive after down")
 	}
+}
+
+// cliFixture builds the CLI and names a state directory, genesis.json and
+// jwt.hex, for the tests that run it as a user would.
+func cliFixture(t *testing.T) (bin, dir, genesis, jwt string) {
+	t.Helper()
+	devnet.SkipIfShort(t)
+	bin = filepath.Join(t.TempDir(), "devnet")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	genesis, _ = devnet.FindUp("genesis.json")
+	jwt, _ = devnet.FindUp("jwt.hex")
+	return bin, filepath.Join(t.TempDir(), "state"), genesis, jwt
 }
 
 func containsAll(s string, subs []string) bool {
