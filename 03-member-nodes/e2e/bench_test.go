@@ -195,6 +195,7 @@ func benchFailover(b *testing.B, t *benchTable) {
 		cfg.BlockMode, cfg.BlockTime, cfg.LogLevel = "block-time", 250*time.Millisecond, "warn"
 	})
 	var failovers []time.Duration
+	c.waitHeads(1, 60*time.Second) // the cluster store holds genesis once a block is made
 	for range rounds {
 		leader := c.waitLeader(20*time.Second, nil)
 		c.waitHeads(c.clusterHead()+10, 60*time.Second)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -9,10 +10,17 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/geth-consensus/tutorial/devnet"
 
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/builder"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
+	stage "github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/node"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/notify"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/signer"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
 )
@@ -164,4 +172,151 @@ func TestForgedCosignaturesAreRejected(t *testing.T) {
 	c.waitHeads(head+10, 30*time.Second)
 	c.stopNodes()
 	c.checkInvariants()
+}
+
+// A co-signer restarted mid-height does not sign a second block at that
+// height in the epoch it signed one: its store remembers. With 3 of 3 and
+// the third key never running, the leader's block 1 never gets final, and
+// the member co-signs it; the leader stops, the member is SIGKILLed and
+// restarted, and is then proposed another valid block 1 (built on another
+// geth, signed by an allowed leader) in that epoch: it executes it and
+// refuses to sign. The same block in a later epoch it signs.
+func TestRestartedCosignerDoesNotSignTwice(t *testing.T) {
+	cosigners := []string{devKeyAddress(t, 1).Hex(), devKeyAddress(t, 2).Hex(), devKeyAddress(t, 3).Hex()}
+	c := newCluster(t, 1, 1, func(cfg *config.Config) {
+		cfg.Cosigners, cfg.Threshold, cfg.CosignTimeout = cosigners, 3, time.Second
+		if cfg.Mode == "member" {
+			cfg.SignerKey = devnet.DevKeys[2]
+		}
+	})
+	leader, member := c.candidates()[0], c.members()[0]
+	const signed, refused = `gethcl_cosignatures_total{outcome="signed"}`, `gethcl_cosignatures_total{outcome="refused"}`
+	eventually(t, 30*time.Second, func() error {
+		if n := member.metric(signed); n < 1 {
+			return fmt.Errorf("the member co-signed %v blocks", n)
+		}
+		return nil
+	})
+	if err := leader.proc.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if h := c.clusterHead(); h != 0 {
+		t.Fatalf("cluster head %d with two co-signers of the three needed", h)
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, member.cfg.PostgresURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var epoch int64
+	var hash []byte
+	err = conn.QueryRow(ctx, "SELECT epoch, hash FROM cosigned WHERE signer = $1 AND number = 1 ORDER BY epoch DESC LIMIT 1",
+		devKeyAddress(t, 2).Bytes()).Scan(&epoch, &hash)
+	conn.Close(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := member.proc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.start(member)
+	eventually(t, 30*time.Second, func() error { // up; with no leader to sync from, not ready
+		if _, ok := member.status(); !ok {
+			return fmt.Errorf("%s does not answer", member.cfg.InstanceID)
+		}
+		return nil
+	})
+
+	other := otherBlockOne(t, leader.geth, uint64(epoch))
+	if other.Hash == common.BytesToHash(hash) {
+		t.Fatal("the other block 1 is the one signed")
+	}
+	rdb := redisClient(t, c.net.Redis)
+	subCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sigs, err := notify.Subscribe[notify.Cosignature](subCtx, rdb, notify.CosignChannel("consensus"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Offered until the member answers: its subscription to notices may
+	// not be up yet when it first answers HTTP.
+	before := member.metric(refused)
+	repeatOffer(t, rdb, other, 10*time.Second, func() bool { return member.metric(refused) > before })
+	// The same block in a later epoch: signed, and its signature is the
+	// first one the member sends.
+	later := otherBlockOneIn(t, other, uint64(epoch)+1)
+	var got notify.Cosignature
+	repeatOffer(t, rdb, later, 10*time.Second, func() bool {
+		select {
+		case got = <-sigs:
+			return true
+		default:
+			return false
+		}
+	})
+	if got.Hash != later.Hash || got.Epoch != uint64(epoch)+1 {
+		t.Fatalf("the member signed block %d %s in epoch %d; want only the later epoch's", got.Number, got.Hash, got.Epoch)
+	}
+}
+
+// repeatOffer publishes b as a proposal every 200 ms until done or timeout.
+func repeatOffer(t *testing.T, rdb *redis.Client, b state.BlockJSON, timeout time.Duration, done func() bool) {
+	t.Helper()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(timeout)
+	for !done() {
+		offer(t, rdb, "proposal", b)
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("proposal %s in epoch %d: no answer within %s", b.Hash, b.Epoch, timeout)
+		}
+	}
+}
+
+// otherBlockOne builds a valid block 1 on g (whose head is genesis), as a
+// proposal of leader-1 in epoch.
+func otherBlockOne(t *testing.T, g *devnet.GethNode, epoch uint64) state.BlockJSON {
+	t.Helper()
+	ctx := context.Background()
+	secret, err := stage.LoadJWTSecret(mustFindUp(t, "jwt.hex"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	genesis, err := node.LoadGenesis(mustFindUp(t, "genesis.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := stage.Dial(ctx, stage.Options{URL: g.EngineURL(), Secret: secret, Chain: genesis.Config})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	gen := genesis.ToBlock()
+	p, err := builder.New(client, common.HexToAddress("0x5150"), time.Now).Build(ctx, builder.Parent{Hash: gen.Hash(), Timestamp: gen.Time()}, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := p.ExecutionPayload
+	b := state.NewBlockJSON(&state.Block{Number: 1, Hash: d.BlockHash, ParentHash: d.ParentHash, Timestamp: d.Timestamp, Payload: p})
+	return otherBlockOneIn(t, b, epoch)
+}
+
+// otherBlockOneIn is b proposed by leader-1 in epoch.
+func otherBlockOneIn(t *testing.T, b state.BlockJSON, epoch uint64) state.BlockJSON {
+	t.Helper()
+	key, err := signer.LoadKey(devnet.DevKeys[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Leader, b.Run, b.Epoch = "leader-1", "test-run", hexutil.Uint64(epoch)
+	sig, err := key.Sign(signer.Header{ChainID: big.NewInt(1337), Number: uint64(b.Number), Hash: b.Hash, ParentHash: b.ParentHash,
+		Epoch: epoch, Leader: b.Leader, Run: b.Run, Proposal: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Signature = sig
+	return b
 }
