@@ -287,7 +287,20 @@ func (c *cluster) checkInvariants() (epochs int) {
 		if err != nil {
 			c.t.Fatal(err)
 		}
-		for _, b := range blocks {
+		var leaders []common.Address
+		for _, a := range c.nodes[0].cfg.Leaders {
+			leaders = append(leaders, common.HexToAddress(a))
+		}
+		v, err := signer.NewVerifier(leaders)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		for _, b := range blocks { // the leader's signature and k co-signatures
+			h := signer.Header{ChainID: genesis.Config.ChainID, Number: b.Number, Hash: b.Hash, ParentHash: b.ParentHash, Epoch: b.Epoch,
+				Leader: b.LeaderID, Run: b.Run}
+			if _, err := v.Verify(h, b.Signature); err != nil {
+				c.t.Fatalf("block %d: %v", b.Number, err)
+			}
 			cs := signer.Cosign{ChainID: genesis.Config.ChainID, Number: b.Number, Hash: b.Hash, ParentHash: b.ParentHash, Epoch: b.Epoch}
 			if _, err := c.quorum.Check(cs, b.Cosignatures); err != nil {
 				c.t.Fatalf("block %d: %v", b.Number, err)

@@ -100,9 +100,17 @@ func TestCosignedBlocksTwoOfThree(t *testing.T) {
 	code, body := leader.get("/readyz")
 	t.Logf("one co-signer of three up: /readyz %d %s", code, body)
 
-	// One back: two of three again.
+	// One back: two of three again. The block after the stall comes in a
+	// later epoch: the leader gave up its lease rather than wait.
+	stalledAt, err := c.store.Block(context.Background(), stalled)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c.start(standby)
 	c.waitHeads(stalled+10, 60*time.Second, standby)
+	if next, err := c.store.Block(context.Background(), stalled+1); err != nil || next.Epoch <= stalledAt.Epoch {
+		t.Fatalf("block %d after the stall: %+v, %v; want an epoch above %d", stalled+1, next, err, stalledAt.Epoch)
+	}
 	c.start(member)
 	c.waitHeads(c.clusterHead()+5, 60*time.Second)
 	c.stopNodes()
