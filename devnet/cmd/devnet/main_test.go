@@ -268,17 +268,19 @@ func TestUpPrometheus(t *testing.T) {
 		return string(b)
 	}
 	query := func(expr string) string { return get("/api/v1/query?query=" + url.QueryEscape(expr)) }
-	deadline := time.Now().Add(30 * time.Second)
+	tick, deadline := time.NewTicker(200*time.Millisecond), time.After(30*time.Second)
+	defer tick.Stop()
 	for { // geth scraped (up 1), the unreachable node too (up 0), the rule evaluated
 		geth, node, rules := query(`up{job="geth"}`), query(`up{job="single-node"}`), get("/api/v1/rules")
 		if strings.Contains(geth, `"1"]`) && strings.Contains(node, `"0"]`) && strings.Contains(node, "127.0.0.1:1") &&
 			containsAll(rules, []string{`"name":"GethDown"`, `"health":"ok"`, `"state":"inactive"`}) {
 			break
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-tick.C:
+		case <-deadline:
 			t.Fatalf("not scraped and evaluated in 30 s:\n%s\n%s\n%s", geth, node, rules)
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
 	pid := func(name string) int {
 		pid, err := devnet.ReadPIDFile(filepath.Join(dir, name+".pid"))
