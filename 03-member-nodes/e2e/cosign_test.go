@@ -64,6 +64,16 @@ func TestCosignedBlocksTwoOfThree(t *testing.T) {
 	load := make(chan error, 1)
 	go func() { _, err := sendSteady(leader, 50, 20*time.Second); load <- err }()
 
+	// Every co-signer signs: the member too, from its own store.
+	const signed = `gethcl_cosignatures_total{outcome="signed"}`
+	eventually(t, 10*time.Second, func() error {
+		for _, cn := range []*clusterNode{standby, member} {
+			if n := cn.metric(signed); n < 1 {
+				return fmt.Errorf("%s co-signed %v blocks", cn.cfg.InstanceID, n)
+			}
+		}
+		return nil
+	})
 	// One co-signer down: the leader and the standby still make two.
 	if err := member.proc.Kill(); err != nil {
 		t.Fatal(err)

@@ -94,7 +94,7 @@ func Default() Config {
 		SignerKey:     DevSignerKey,
 		Leaders:       []string{"0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"},
 		Threshold:     1,
-		CosignTimeout: 2 * time.Second,
+		CosignTimeout: time.Second,
 		LeaseTTL:      2 * time.Second,
 		LeaseRenew:    500 * time.Millisecond,
 		LogLevel:      "info",
@@ -265,7 +265,7 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.StringSliceVar(&c.Leaders, "leaders", c.Leaders, "comma-separated addresses whose signed blocks are accepted")
 	f.StringSliceVar(&c.Cosigners, "cosigners", c.Cosigners, "comma-separated co-signer addresses: with --threshold k above 1, a block is final only with k of their signatures (a node whose --signer-key is listed co-signs)")
 	f.IntVar(&c.Threshold, "threshold", c.Threshold, "co-signatures a block needs (k of --cosigners); 1: the leader's signature alone, as without --cosigners")
-	f.DurationVar(&c.CosignTimeout, "cosign-timeout", c.CosignTimeout, "how long a leader waits for a block's co-signatures before it tries again; it releases its lease after half the --lease-ttl without them")
+	f.DurationVar(&c.CosignTimeout, "cosign-timeout", c.CosignTimeout, "how long a leader waits for a block's co-signatures; without them it releases its lease at its next attempt (its own key cannot sign a second block at that height in its epoch) or, when its key is not listed, after half the --lease-ttl")
 	f.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "leader lease length: a dead leader is replaced within about this long")
 	f.DurationVar(&c.LeaseRenew, "lease-renew", c.LeaseRenew, "how often the leader renews its lease and candidates try to take it")
 	f.BoolVar(&c.AdoptChain, "adopt-chain", c.AdoptChain, "import the blocks geth finalized that the cluster store lacks (a chain stage 2 made), signed by this leader, instead of refusing to run; once, on the first leader")

@@ -132,8 +132,12 @@ func (a *App) gatherCosignatures(ctx context.Context, blk *state.Block) ([][]byt
 	}
 	if a.cosigning() {
 		sig, err := a.promise(ctx, blk)
-		if err != nil {
+		switch {
+		case errors.Is(err, state.ErrSignedOther):
 			return nil, fmt.Errorf("%w: sign block %d: %w", errNoQuorum, blk.Number, err)
+		case err != nil:
+			a.metrics.Errors.WithLabelValues("store").Inc()
+			return nil, fmt.Errorf("%w: record this node's co-signature: %v", errUnavailable, err)
 		}
 		add(sig)
 	}
@@ -185,9 +189,11 @@ func (a *App) noQuorum(err error) error {
 	return fmt.Errorf("%w: %w", errUnavailable, err)
 }
 
-// setQuorumErr records why blocks are not final (nil: they are again),
-// for /readyz on every candidate, leading or not: with fewer than k
-// co-signers up no candidate can produce.
+// setQuorumErr records why this node's blocks were not final (nil: blocks
+// are final again), for its /readyz: a candidate that tried to lead says so
+// until it applies or commits a block, leading or not. Members and
+// candidates that never tried stay ready; the leader's /readyz and
+// gethcl_errors_total{kind="quorum"} tell the cluster's state.
 func (a *App) setQuorumErr(err error) {
 	msg := ""
 	if err != nil {
@@ -206,13 +212,22 @@ func (a *App) setQuorumErr(err error) {
 }
 
 // fetchProposal gets a proposal too big to ride in its notice from the
-// leader's API, for this co-signer to execute and sign.
+// leader's API, for this co-signer to execute and sign. One fetch runs at a
+// time (a notice names any leader it likes), and a late answer never
+// replaces a newer proposal.
 func (a *App) fetchProposal(ctx context.Context, n notify.Notice) {
+	if !a.fetching.CompareAndSwap(false, true) {
+		return
+	}
+	defer a.fetching.Store(false)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	b, err := a.proposals.Proposal(ctx, n.Leader, n.Hash)
 	if err != nil {
 		a.log.Warn("proposed block not fetched: not co-signing it", "number", n.Number, "leader", n.Leader, "err", err)
+		return
+	}
+	if cur := a.proposed.Load(); cur != nil && cur.Number > b.Number {
 		return
 	}
 	a.proposed.Store(b)

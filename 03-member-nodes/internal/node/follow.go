@@ -46,6 +46,9 @@ func (a *App) follow(ctx context.Context) error {
 			lastSourceErr = ""
 			a.setReady(true, "")
 		}
+		if a.proposed.Load() != nil {
+			signal(a.proposal) // one kept for after this sync
+		}
 		if !a.waitForNews(ctx, poll.C) {
 			return nil
 		}
@@ -92,6 +95,17 @@ func (a *App) waitForNews(ctx context.Context, poll <-chan time.Time) bool {
 func (a *App) preExecute(ctx context.Context) {
 	b := a.proposed.Swap(nil)
 	if b == nil {
+		return
+	}
+	if b.Number > a.head.Number+1 && b.Hash != a.kept {
+		// This node is behind (a lost notice, a slow apply): keep the
+		// proposal for after the next sync, which it asks for, rather
+		// than lose its signature to a block it has not applied yet.
+		// Once: a sync that cannot catch up must not spin on it.
+		a.kept = b.Hash
+		if a.proposed.CompareAndSwap(nil, b) {
+			signal(a.news)
+		}
 		return
 	}
 	tip := syncer.Tip{Number: a.head.Number, Hash: a.head.Hash, Epoch: a.headEpoch}

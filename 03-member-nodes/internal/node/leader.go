@@ -181,7 +181,7 @@ func (a *App) watchNotices(ctx context.Context) {
 				case len(n.Block) > 0 && json.Unmarshal(n.Block, &b) == nil:
 					a.proposed.Store(b.Block())
 					signal(a.proposal)
-				case len(n.Block) == 0 && a.cosigning():
+				case len(n.Block) == 0 && a.cosigning() && n.Leader != a.opts.ID:
 					// Only a co-signer needs a big proposal before it is
 					// committed: the leader waits for its signature.
 					a.tasks.Go(func() { a.fetchProposal(ctx, n) })

@@ -158,6 +158,11 @@ func loadKeys(cfg config.Config, log *slog.Logger) (*signer.Verifier, *signer.Si
 			log.Info("not a co-signer: this member's key is not in --cosigners", "address", sgn.Address)
 			return verifier, nil, quorum, nil
 		}
+		if slices.Contains(allowed, sgn.Address) {
+			// The default --signer-key is the default leader's: one key
+			// on two nodes could sign two blocks at one height and epoch.
+			return nil, nil, nil, fmt.Errorf("%s of this member is %s, a leader's key (--leaders): a co-signer key belongs to one node; give the member its own", flag, sgn.Address)
+		}
 		log.Info("co-signing blocks", "address", sgn.Address, "threshold", quorum.Threshold(), "cosigners", quorum.Size())
 		return verifier, sgn, quorum, nil
 	}

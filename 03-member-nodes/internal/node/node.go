@@ -179,7 +179,9 @@ type App struct {
 	proposed  atomic.Pointer[state.Block] // the block the newest proposed notice carried
 	// lastProposal is the block this leader proposed last (GET /proposals).
 	lastProposal atomic.Pointer[proposal]
+	fetching     atomic.Bool // a co-signer fetches a big proposal (fetchProposal)
 	executed     common.Hash // a proposed block executed ahead; owned by Run's goroutine
+	kept         common.Hash // a proposal kept for after a sync (preExecute); owned by Run's goroutine
 
 	// k of n (cosign.go): co-signatures sent to this leader, and since when
 	// its blocks find no quorum.
@@ -558,8 +560,10 @@ func (a *App) apply(ctx context.Context, p *engine.Payload, start time.Time) err
 	blk := &state.Block{Number: data.Number, Hash: data.BlockHash, ParentHash: data.ParentHash,
 		Timestamp: data.Timestamp, Payload: p, LeaderID: a.opts.ID, Run: a.run, Epoch: lease.Epoch, Signature: sig}
 	if a.opts.Quorum != nil {
-		if blk.Cosignatures, err = a.gatherCosignatures(ctx, blk); err != nil {
+		if blk.Cosignatures, err = a.gatherCosignatures(ctx, blk); errors.Is(err, errNoQuorum) {
 			return a.noQuorum(err)
+		} else if err != nil {
+			return err
 		}
 		committing = a.opts.Now()
 	}

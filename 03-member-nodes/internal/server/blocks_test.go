@@ -8,6 +8,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	beacon "github.com/ethereum/go-ethereum/beacon/engine"
@@ -112,6 +113,36 @@ func TestBlockAPI(t *testing.T) {
 	} {
 		if code, body := get(path); code != want {
 			t.Errorf("%s: %d %s, want %d", path, code, body, want)
+		}
+	}
+}
+
+type oneProposal struct {
+	hash common.Hash
+	body []byte
+}
+
+func (p oneProposal) Proposal(hash common.Hash) ([]byte, bool) { return p.body, hash == p.hash }
+
+// GET /proposals/{hash}: the leader's current proposal, 404 for any other
+// hash (superseded, or never proposed here), 400 for a malformed one.
+func TestProposalAPI(t *testing.T) {
+	srv := New("127.0.0.1:0", readyNode{}, http.NotFoundHandler(), slog.New(slog.DiscardHandler))
+	p := oneProposal{hash: common.HexToHash("0x07"), body: []byte(`{"number":"0x7"}`)}
+	srv.HandleProposals(p)
+	for _, c := range []struct {
+		path string
+		code int
+		body string
+	}{
+		{"/proposals/" + p.hash.Hex(), http.StatusOK, `{"number":"0x7"}`},
+		{"/proposals/" + common.HexToHash("0x08").Hex(), http.StatusNotFound, "not proposed here, or superseded"},
+		{"/proposals/0x07", http.StatusBadRequest, "want a 32-byte 0x hash"},
+	} {
+		w := httptest.NewRecorder()
+		srv.ServeHTTP(w, httptest.NewRequest(http.MethodGet, c.path, nil))
+		if w.Code != c.code || !strings.Contains(w.Body.String(), c.body) {
+			t.Errorf("GET %s: %d %s, want %d with %q", c.path, w.Code, w.Body, c.code, c.body)
 		}
 	}
 }
