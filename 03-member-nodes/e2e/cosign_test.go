@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/builder"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/config"
 	stage "github.com/geth-consensus/tutorial/03-member-nodes/internal/engine"
+	"github.com/geth-consensus/tutorial/03-member-nodes/internal/loadgen"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/node"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/notify"
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/signer"
@@ -337,4 +339,48 @@ func otherBlockOneIn(t *testing.T, b state.BlockJSON, epoch uint64) state.BlockJ
 	}
 	b.Signature = sig
 	return b
+}
+
+// Blocks too big for a Redis notice reach the co-signers through the
+// leader's GET /proposals: 2 of 3 under a burst of 60 transactions of the
+// most calldata the load generator sends (130 kB each, about 1 MB a
+// block at on-demand pace), every one included, and some block's proposal
+// over notify.MaxInline.
+func TestCosignedBigBlocks(t *testing.T) {
+	c := newCosignedCluster(t)
+	leader := c.waitLeader(20*time.Second, nil)
+	c.waitHeads(3, 30*time.Second)
+	keys, err := loadgen.ParseKeys(loadgen.DevKeys[5:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := loadgen.New(context.Background(), leader.geth.RPCURL(), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	g.Calldata = loadgen.MaxCalldata
+	r, err := g.Burst(context.Background(), 60, 10, 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Included != r.Sent {
+		t.Fatalf("%d of %d big transactions included", r.Included, r.Sent)
+	}
+	c.waitHeads(c.clusterHead(), 30*time.Second)
+	c.stopNodes()
+	c.checkInvariants()
+	head, blocks := checkStore(t, c.net.Postgres[0].URL(), chainOf(t, c.nodes[0].eth))
+	biggest := 0
+	for _, b := range blocks {
+		body, err := json.Marshal(state.NewBlockJSON(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		biggest = max(biggest, len(body))
+	}
+	if biggest <= notify.MaxInline {
+		t.Fatalf("the biggest of %d blocks is %d bytes as JSON, not over the %d a notice carries", head.Number, biggest, notify.MaxInline)
+	}
+	t.Logf("%d big transactions in %d blocks, the biggest %d kB as JSON", r.Sent, r.Blocks, biggest/1000)
 }

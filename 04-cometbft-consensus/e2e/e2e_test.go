@@ -17,6 +17,8 @@ import (
 	"github.com/ethereum/go-ethereum/ethclient"
 
 	"github.com/geth-consensus/tutorial/devnet"
+
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/metrics"
 )
 
 // Four validators, each with its own geth: heights are decided and every
@@ -239,14 +241,29 @@ func TestFrozenGethsStallThenResume(t *testing.T) {
 		nw.waitHeads(settled+3, 60*time.Second)
 		nw.checkSameChain()
 	}
-	// A frozen validator may spend the freeze in another call (FinalizeBlock
-	// waiting for its geth, say), but not both of them every round.
-	unavailable := 0.0
+	// A frozen validator cannot check or build with its geth: it rejects
+	// the proposals it is asked about (unavailable), fails to build its own
+	// (errors), or waits in FinalizeBlock when a freeze begins right after
+	// a height is decided. Which of them depends on where the freeze
+	// catches it; that it noticed shows in its metrics.
+	counts := map[string]float64{}
 	for _, v := range frozen {
-		unavailable += v.metric(`gethcl_process_proposal_total{reason="unavailable",verdict="reject"}`)
+		for _, r := range metrics.RejectReasons {
+			counts["reject "+r] += v.metricWhere("gethcl_process_proposal_total", `reason="`+r+`"`, `verdict="reject"`)
+		}
+		for _, k := range []string{"build", "geth", "empty_payload", "overdue_payload"} {
+			counts["error "+k] += v.metricWhere("gethcl_errors_total", `kind="`+k+`"`)
+		}
+		// FinalizeBlock calls longer than the largest bucket, 4.096 s.
+		counts["FinalizeBlock over 4 s"] += v.metric("gethcl_finalize_block_seconds_count") - v.metricWhere("gethcl_finalize_block_seconds_bucket", `le="4.096"`)
 	}
-	if unavailable < 1 {
-		t.Errorf("no proposal rejected as unavailable by the validators whose geths were frozen for 10 s")
+	noticed := 0.0
+	for _, n := range counts {
+		noticed += n
+	}
+	t.Logf("MEASURED what the frozen validators' metrics show: %v", counts)
+	if noticed < 1 {
+		t.Errorf("the validators whose geths were frozen show no rejection, error or wait: %v", counts)
 	}
 }
 

@@ -28,8 +28,8 @@ import (
 // between (state.RecordCosign): two blocks at one height can both gather k
 // signatures only in two epochs, and the cluster store's fencing lets one
 // of them in. A leader that gathers fewer than k within CosignTimeout
-// builds again; after StandDown without a quorum it releases its lease, and
-// a new epoch lets the co-signers sign a new block at that height.
+// gives the block up and releases its lease (noQuorum), and a new epoch
+// lets the co-signers sign a new block at that height.
 
 // errNoQuorum: the leader did not gather k co-signatures in time.
 var errNoQuorum = errors.New("no co-signature quorum")
@@ -162,9 +162,10 @@ func (a *App) gatherCosignatures(ctx context.Context, blk *state.Block) ([][]byt
 }
 
 // noQuorum handles a block the leader could not gather k co-signatures
-// for: it is not committed, the node says why on /readyz, and after
-// StandDown without a quorum the node releases its lease so that another
-// candidate (and a new epoch) can try.
+// for: it is not committed and the node says why on /readyz. The node
+// releases its lease, so that another candidate (and a new epoch) can try,
+// as soon as its own key cannot sign the next attempt at this height, or
+// after StandDown without a quorum when its key is not listed.
 func (a *App) noQuorum(err error) error {
 	now := a.opts.Now()
 	if a.quorumLost.IsZero() {
