@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/cometbft/cometbft v0.39.4
+	github.com/cometbft/cometbft-db v0.14.1
 	github.com/ethereum/go-ethereum v1.17.8
 	github.com/geth-consensus/tutorial/devnet v0.0.0-00010101000000-000000000000
 	github.com/golang-jwt/jwt/v5 v5.3.1
@@ -30,7 +31,6 @@ require (
 	github.com/cockroachdb/pebble v1.1.5 // indirect
 	github.com/cockroachdb/redact v1.1.5 // indirect
 	github.com/cockroachdb/tokenbucket v0.0.0-20230807174530-cc333fc44b06 // indirect
-	github.com/cometbft/cometbft-db v0.14.1 // indirect
 	github.com/consensys/gnark-crypto v0.18.1 // indirect
 	github.com/cosmos/gogoproto v1.7.2 // indirect
 	github.com/crate-crypto/go-eth-kzg v1.5.0 // indirect

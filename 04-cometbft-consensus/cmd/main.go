@@ -58,7 +58,7 @@ Every flag falls back to the environment variable named in its help.`,
 		},
 	}
 	cfg.Bind(cmd)
-	cmd.AddCommand(testnetCmd())
+	cmd.AddCommand(testnetCmd(), validatorCmd())
 	return cmd
 }
 
@@ -82,8 +82,11 @@ http://localhost:<8551+i>.`,
 				return err
 			}
 			fmt.Printf("geths: one per validator, from genesis.json and jwt.hex, peered, Engine API 8551 and up; without Docker:\n"+
-				"  bin/devnet up --geth %d --geth-arg=--miner.recommit=100ms\n", o.Validators)
-			for i := range o.Validators {
+				"  bin/devnet up --geth %d --geth-arg=--miner.recommit=100ms\n", o.Validators+o.FullNodes)
+			for i := range o.Validators + o.FullNodes {
+				if i == o.Validators {
+					fmt.Printf("full nodes, not in the genesis set (validator add makes them validators); geths %d and up:\n", o.Validators)
+				}
 				fmt.Printf("validator %d: --cmt-home %s --eth-client-url http://localhost:%d --health-addr :%d\n",
 					i, testnet.Home(o.Dir, i), 8551+i, 8080+i)
 			}
@@ -92,6 +95,7 @@ http://localhost:<8551+i>.`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&o.Validators, "validators", 4, "number of validators")
+	f.IntVar(&o.FullNodes, "full-nodes", 0, "homes of nodes that follow the chain without being in the genesis set, after the validators'")
 	f.StringVar(&o.Dir, "output", ".testnet", "directory of the homes")
 	f.StringVar(&o.ChainID, "chain-id", "geth-consensus", "CometBFT chain id")
 	f.IntVar(&base, "base-port", 26656, "first port")

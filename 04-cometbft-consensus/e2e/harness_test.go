@@ -18,6 +18,7 @@ import (
 	"time"
 
 	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
+	cmttypes "github.com/cometbft/cometbft/types"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/ethclient"
 
@@ -360,14 +361,7 @@ func (nw *network) decidingRounds(n int64) map[int64]int32 {
 	nw.t.Helper()
 	ctx := context.Background()
 	c := nw.vals[0].cometbft(nw.t)
-	gen, err := c.Genesis(ctx)
-	if err != nil {
-		nw.t.Fatal(err)
-	}
-	proposers, err := app.NewProposers(gen.Genesis.Validators)
-	if err != nil {
-		nw.t.Fatal(err)
-	}
+	proposers := app.NewProposers(cometSets(ctx, c))
 	rounds := map[int64]int32{}
 	for h := int64(1); h <= n; h++ {
 		commit, err := c.Commit(ctx, &h)
@@ -381,6 +375,20 @@ func (nw *network) decidingRounds(n int64) map[int64]int32 {
 		}
 	}
 	return rounds
+}
+
+// cometSets reads the validator sets CometBFT stores through its RPC
+// (/validators at a height), with their proposer priorities, for the
+// app's proposer prediction to be checked against CometBFT's blocks.
+func cometSets(ctx context.Context, c *rpchttp.HTTP) app.ValidatorSets {
+	return func(h int64) (*cmttypes.ValidatorSet, error) {
+		page, perPage := 1, 100
+		res, err := c.Validators(ctx, &h, &page, &perPage)
+		if err != nil {
+			return nil, err
+		}
+		return cmttypes.ValidatorSetFromExistingValidators(res.Validators)
+	}
 }
 
 // metric reads one sample from a validator's /metrics (0 when absent, -1

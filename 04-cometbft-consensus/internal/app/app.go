@@ -46,6 +46,7 @@ type Engine interface {
 	builder.Engine
 	NewPayload(ctx context.Context, p *engine.Payload) error
 	HeaderByNumber(ctx context.Context, n *big.Int) (*types.Header, error)
+	Logs(ctx context.Context, block common.Hash, address common.Address, topic common.Hash) ([]types.Log, error)
 	PendingBlock(ctx context.Context) (*engine.PendingBlock, error)
 }
 
@@ -84,6 +85,16 @@ type Options struct {
 	Proposers  *Proposers
 	Address    []byte // this validator's address
 	Optimistic bool
+
+	// Registry is the validator registry contract whose PowerChanged
+	// events become validator updates (zero: the set never changes).
+	Registry common.Address
+	// Sets reads CometBFT's validator sets, which the updates are checked
+	// against.
+	Sets ValidatorSets
+	// MaxValidators bounds the set: block.max_bytes holds the commit of
+	// that many validators (0: no bound).
+	MaxValidators int
 
 	Retry time.Duration // first wait before retrying geth in FinalizeBlock; 100 ms when zero
 }

@@ -482,10 +482,7 @@ func TestInfoAfterTheHandshakeReportsTheCommittedState(t *testing.T) {
 func TestCommitDoesNotWait(t *testing.T) {
 	const timeoutCommit = time.Hour // a Commit that waited for it would never return
 	pub := ed25519.GenPrivKey().PubKey()
-	proposers, err := NewProposers([]cmttypes.GenesisValidator{{PubKey: pub, Power: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	proposers := NewProposers(genesisSets([]cmttypes.GenesisValidator{{PubKey: pub, Power: 1}}))
 	a := newNode(t, newFakeGeth(), "", func(o *Options) {
 		o.TimeoutCommit, o.Proposers, o.Address, o.Optimistic = timeoutCommit, proposers, pub.Address(), true
 	})
@@ -640,10 +637,7 @@ func TestFinalizeBlockWaitsForGethAndRefusesInvalid(t *testing.T) {
 // without asking geth for anything.
 func TestOptimisticBuilding(t *testing.T) {
 	pub := ed25519.GenPrivKey().PubKey()
-	proposers, err := NewProposers([]cmttypes.GenesisValidator{{PubKey: pub, Power: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	proposers := NewProposers(genesisSets([]cmttypes.GenesisValidator{{PubKey: pub, Power: 1}}))
 	a := newNode(t, newFakeGeth(), "", func(o *Options) { o.Proposers, o.Address, o.Optimistic = proposers, pub.Address(), true })
 	tx := a.prepare(t, 1) // nothing started before height 1: built now
 	if s := a.process(t, 1, tx); s != abci.ResponseProcessProposal_ACCEPT {
@@ -710,10 +704,7 @@ func TestProposersFollowCometBFT(t *testing.T) {
 		gen = append(gen, cmttypes.GenesisValidator{PubKey: pub, Power: power, Name: fmt.Sprint(i)})
 		vals = append(vals, cmttypes.NewValidator(pub, power))
 	}
-	p, err := NewProposers(gen)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := NewProposers(genesisSets(gen))
 	// CometBFT's state at height 1 holds NewValidatorSet(genesis); each
 	// saved state advances it once (state.updateState).
 	set := cmttypes.NewValidatorSet(vals)
@@ -862,10 +853,7 @@ func TestRoundOneBuildsEarlyAfterALateRound(t *testing.T) {
 	for range 2 {
 		gen = append(gen, cmttypes.GenesisValidator{PubKey: ed25519.GenPrivKey().PubKey(), Power: 1})
 	}
-	proposers, err := NewProposers(gen)
-	if err != nil {
-		t.Fatal(err)
-	}
+	proposers := NewProposers(genesisSets(gen))
 	me := gen[1].PubKey.Address()
 	a := newNode(t, newFakeGeth(), "", func(o *Options) {
 		o.Proposers, o.Address, o.Optimistic = proposers, me, true

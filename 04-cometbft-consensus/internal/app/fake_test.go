@@ -203,6 +203,16 @@ func (g *fakeGeth) NewPayload(_ context.Context, p *engine.Payload) error {
 	return nil
 }
 
+// Logs: the fake's blocks emit no logs.
+func (g *fakeGeth) Logs(_ context.Context, block common.Hash, _ common.Address, _ common.Hash) ([]types.Log, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.call("logs %s", block); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
 func (g *fakeGeth) HeaderByNumber(_ context.Context, n *big.Int) (*types.Header, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -59,6 +59,10 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 	if err != nil {
 		return nil, err
 	}
+	updates, err := a.validatorUpdates(ctx, req.Height, d.BlockHash)
+	if err != nil {
+		return nil, err
+	}
 	next := state.State{Height: req.Height, Head: head, LastBlockHash: append([]byte(nil), req.Hash...)}
 	early := a.expectNext(req)
 	a.mu.Lock()
@@ -81,7 +85,7 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 	a.observeDrift(head, live)
 	a.log.Info("finalized", "height", req.Height, "number", head.Number, "hash", head.Hash,
 		"txs", len(d.Transactions), "gas", d.GasUsed, "elapsed", elapsed.Round(10*time.Microsecond))
-	return &abci.ResponseFinalizeBlock{TxResults: results, AppHash: head.Hash.Bytes()}, nil
+	return &abci.ResponseFinalizeBlock{TxResults: results, ValidatorUpdates: updates, AppHash: head.Hash.Bytes()}, nil
 }
 
 // execute applies a decided payload this validator's ProcessProposal did
@@ -106,6 +110,10 @@ func (a *App) execute(ctx context.Context, height int64, p *engine.Payload, live
 func (a *App) expectNext(req *abci.RequestFinalizeBlock) (early int32) {
 	if a.opts.Proposers == nil {
 		return 1
+	}
+	if n, power := a.opts.Proposers.stats(req.Height + 1); n > 0 {
+		a.metrics.Validators.Set(float64(n))
+		a.metrics.VotingPower.Set(float64(power))
 	}
 	a.turns.decided(a.opts.Proposers.At(req.Height), req.ProposerAddress)
 	if a.turns.lastLate || a.turns.looksDown(a.opts.Proposers.At(req.Height+1)) {

@@ -12,66 +12,102 @@ import (
 // only they start building early (every validator building would waste
 // each geth's CPU on payloads nobody asks for).
 //
-// CometBFT advances the proposer priorities once per height when it saves
-// the state, and once per round on a copy, so with a fixed validator set
-// the proposer of round r at height h is the genesis set advanced h-1
-// times, then r more. This app never changes the validator set. A wrong
-// guess costs only the head start: PrepareProposal builds from scratch
-// when no payload was started.
+// It follows the validator sets CometBFT stores: the set of a height, with
+// the proposer priorities of its round 0, is read from them when first
+// needed, when asked about an earlier height, and at a height whose set
+// changed (Changed). Between those, a set is the one before advanced once
+// per height, as CometBFT advances it when nothing changes; a round r is
+// the height's set advanced r more times on a copy. A wrong guess costs
+// only the head start: PrepareProposal builds from scratch when no payload
+// was started.
 type Proposers struct {
-	genesis []*cmttypes.Validator
+	load ValidatorSets
 
-	mu     sync.Mutex
-	set    *cmttypes.ValidatorSet // priorities of round 0 at height
-	height int64
+	mu      sync.Mutex
+	set     *cmttypes.ValidatorSet // priorities of round 0 at height
+	height  int64
+	changed []int64 // heights whose set CometBFT changed and that are not loaded yet
 }
 
-// NewProposers starts from the genesis validators.
-func NewProposers(vals []cmttypes.GenesisValidator) (*Proposers, error) {
-	if len(vals) == 0 {
-		return nil, fmt.Errorf("genesis has no validators")
-	}
-	p := &Proposers{}
-	for _, v := range vals {
-		p.genesis = append(p.genesis, cmttypes.NewValidator(v.PubKey, v.Power))
-	}
-	p.reset()
-	return p, nil
+// NewProposers predicts from the sets load returns.
+func NewProposers(load ValidatorSets) *Proposers {
+	return &Proposers{load: load}
 }
 
-func (p *Proposers) reset() {
-	vals := make([]*cmttypes.Validator, len(p.genesis))
-	for i, v := range p.genesis {
-		vals[i] = v.Copy()
-	}
-	p.set, p.height = cmttypes.NewValidatorSet(vals), 1
+// Changed says that the set of height h is not the one before advanced:
+// the app returned validator updates at h-2.
+func (p *Proposers) Changed(h int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.changed = append(p.changed, h)
 }
 
-// At returns the address of the round-0 proposer of height h (h ≥ 1).
-// Heights are usually asked in order: each call advances from the last.
+// at returns the set of height h. Called with p.mu held.
+func (p *Proposers) at(h int64) (*cmttypes.ValidatorSet, error) {
+	reload := p.set == nil || h < p.height
+	kept := p.changed[:0]
+	for _, c := range p.changed {
+		switch {
+		case c <= p.height && !reload:
+			// the loaded set is at or past it
+		case c <= h:
+			reload = true
+		default:
+			kept = append(kept, c)
+		}
+	}
+	p.changed = kept
+	if reload {
+		set, err := p.load(h)
+		if err != nil {
+			return nil, fmt.Errorf("validator set of height %d: %w", h, err)
+		}
+		p.set, p.height = set, h
+		return p.set, nil
+	}
+	for ; p.height < h; p.height++ {
+		p.set.IncrementProposerPriority(1) // what CometBFT does at each height
+	}
+	return p.set, nil
+}
+
+// At returns the address of the round-0 proposer of height h (h ≥ 1), or
+// nil when the set of h cannot be read.
 func (p *Proposers) At(h int64) []byte { return p.InRound(h, 0) }
 
-// InRound returns the address of the proposer of round r at height h.
+// InRound returns the address of the proposer of round r at height h, or
+// nil when the set of h cannot be read.
 func (p *Proposers) InRound(h int64, r int32) []byte {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if h < p.height {
-		p.reset()
-	}
-	for ; p.height < h; p.height++ {
-		p.set.IncrementProposerPriority(1)
+	set, err := p.at(h)
+	if err != nil {
+		return nil
 	}
 	if r == 0 {
-		return p.set.GetProposer().Address
+		return set.GetProposer().Address
 	}
-	return p.set.CopyIncrementProposerPriority(r).GetProposer().Address
+	return set.CopyIncrementProposerPriority(r).GetProposer().Address
+}
+
+// stats returns the number of validators at height h and their total
+// voting power (0, 0 when the set cannot be read).
+func (p *Proposers) stats(h int64) (n int, power int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	set, err := p.at(h)
+	if err != nil {
+		return 0, 0
+	}
+	return set.Size(), set.TotalVotingPower()
 }
 
 // FirstRound returns the first round of height h that addr proposes, if it
 // proposes one of the first rounds of h, one per validator (with equal
 // powers, every validator proposes once in them).
 func (p *Proposers) FirstRound(addr []byte, h int64) (int32, bool) {
-	for r := range int32(len(p.genesis)) {
+	n, _ := p.stats(h)
+	for r := range int32(n) {
 		if bytes.Equal(p.InRound(h, r), addr) {
 			return r, true
 		}

@@ -289,6 +289,18 @@ func (c *Client) HeaderByHash(ctx context.Context, hash common.Hash) (*types.Hea
 	return h, nil
 }
 
+// Logs returns the logs that address emitted with first topic topic in
+// block hash (eth_getLogs with a blockHash filter: the block's receipts,
+// canonical or not).
+func (c *Client) Logs(ctx context.Context, hash common.Hash, address common.Address, topic common.Hash) ([]types.Log, error) {
+	q := map[string]any{"blockHash": hash, "address": address, "topics": [][]common.Hash{{topic}}}
+	var logs []types.Log
+	if err := c.call(ctx, CallTimeout, &logs, "eth_getLogs", q); err != nil {
+		return nil, err
+	}
+	return logs, nil
+}
+
 // PendingBlock is what geth would put in a block now.
 type PendingBlock struct {
 	Transactions []common.Hash  `json:"transactions"`

@@ -59,6 +59,22 @@ func BlockMaxBytes(validators int, evidence int64) int64 {
 	return MaxSize + txFraming + cmttypes.MaxOverheadForBlock + cmttypes.MaxHeaderBytes + cmttypes.MaxCommitBytes(validators) + evidence
 }
 
+// MaxValidators is the most validators whose commit a block of
+// blockMaxBytes (block.max_bytes; -1 is CometBFT's 100 MB) still carries
+// beside the largest envelope and evidence bytes of evidence: the bound of
+// BlockMaxBytes, the other way round (at most CometBFT's MaxVotesCount).
+// 0 when not even one fits.
+func MaxValidators(blockMaxBytes, evidence int64) int {
+	if blockMaxBytes == -1 {
+		blockMaxBytes = cmttypes.MaxBlockSizeBytes
+	}
+	n := 0
+	for n < cmttypes.MaxVotesCount && BlockMaxBytes(n+1, evidence) <= blockMaxBytes {
+		n++
+	}
+	return n
+}
+
 // txFraming is what a transaction costs in a block's data beyond its bytes:
 // a protobuf tag and a length of up to 5 bytes.
 const txFraming = 6

@@ -33,6 +33,11 @@ type Metrics struct {
 	Ready           prometheus.Gauge
 	Errors          *prometheus.CounterVec
 	EngineCalls     *prometheus.HistogramVec
+	// ValidatorUpdates counts the registry's changes: applied (handed
+	// to CometBFT) or refused.
+	ValidatorUpdates *prometheus.CounterVec
+	Validators       prometheus.Gauge
+	VotingPower      prometheus.Gauge
 }
 
 // RejectReasons are the reasons ProcessProposal rejects a proposal for
@@ -74,9 +79,15 @@ func New() *Metrics {
 		EngineCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace,
 			Name: "engine_call_duration_seconds", Help: "Engine API call latency by method and outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}, []string{"method", "outcome"}),
+		ValidatorUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+			Name: "validator_updates_total", Help: "Validator-set changes read from the registry contract, by outcome: applied (handed to CometBFT) or refused (the log says why)."}, []string{"outcome"}),
+		Validators: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "validators", Help: "Validators in CometBFT's set of the next height."}),
+		VotingPower: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
+			Name: "voting_power", Help: "Total voting power of CometBFT's set of the next height."}),
 	}
 	m.Registry.MustRegister(m.ProposalBuild, m.ProposalTxs, m.Verdicts, m.FinalizeLatency, m.Decided, m.Drift, m.HeadNumber, m.Height,
-		m.Replayed, m.Optimistic, m.Ready, m.Errors, m.EngineCalls)
+		m.Replayed, m.Optimistic, m.Ready, m.Errors, m.EngineCalls, m.ValidatorUpdates, m.Validators, m.VotingPower)
 	m.Registry.MustRegister(buildInfo())
 	// Known label values start at 0, so that dashboards and alerts see a
 	// series (a rate of 0) before the first event, not none.
@@ -85,6 +96,9 @@ func New() *Metrics {
 	}
 	for _, outcome := range []string{"used", "stale", "lost", "unclaimed"} {
 		m.Optimistic.WithLabelValues(outcome)
+	}
+	for _, outcome := range []string{"applied", "refused"} {
+		m.ValidatorUpdates.WithLabelValues(outcome)
 	}
 	m.Verdicts.WithLabelValues("accept", "")
 	for _, reason := range RejectReasons {

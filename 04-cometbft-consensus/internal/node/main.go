@@ -27,6 +27,7 @@ import (
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/app"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/config"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/metrics"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/server"
 )
@@ -41,6 +42,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	sets := &stateStore{}
 	h, err := loadHome(cfg.CmtHome)
 	if err != nil {
 		return err
@@ -56,7 +58,11 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer client.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	a, err := app.New(ctx, client, m, log.With("component", "app"), appOptions(cfg, h, genesis))
+	opts, err := appOptions(cfg, h, genesis, sets.Validators)
+	if err != nil {
+		return err
+	}
+	a, err := app.New(ctx, client, m, log.With("component", "app"), opts)
 	if err != nil {
 		return err
 	}
@@ -74,7 +80,7 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		pv = h.pv
 	}
 	n, err := cmtnode.NewNodeWithContext(ctx, h.cmt, pv, h.nodeKey, proxy.NewConnSyncLocalClientCreator(abciApp),
-		h.genDoc, cmtcfg.DefaultDBProvider,
+		h.genDoc, sets.provider,
 		cmtnode.DefaultMetricsProvider(h.cmt.Instrumentation), cometLogger{log.With("component", "cometbft")})
 	if err != nil {
 		return fmt.Errorf("start CometBFT from %s: %w", cfg.CmtHome, err)
@@ -93,16 +99,15 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 // home is what a validator reads from its CometBFT home.
 type home struct {
-	cmt       *cmtcfg.Config
-	nodeKey   *p2p.NodeKey
-	pv        *privval.FilePV // nil with a remote signer
-	genDoc    cmtnode.GenesisDocProvider
-	proposers *app.Proposers
+	cmt     *cmtcfg.Config
+	nodeKey *p2p.NodeKey
+	pv      *privval.FilePV // nil with a remote signer
+	genDoc  cmtnode.GenesisDocProvider
+	doc     *types.GenesisDoc
 }
 
 // loadHome reads the CometBFT home: config.toml, the node and validator
-// keys, and the genesis with its validators (whose proposers the app
-// predicts).
+// keys, and the genesis.
 func loadHome(dir string) (home, error) {
 	cmt, err := LoadCometConfig(dir)
 	if err != nil {
@@ -127,11 +132,10 @@ func loadHome(dir string) (home, error) {
 	if err != nil {
 		return home{}, fmt.Errorf("--cmt-home %s: %w", dir, err)
 	}
-	proposers, err := app.NewProposers(doc.Validators)
-	if err != nil {
-		return home{}, fmt.Errorf("--cmt-home %s: genesis: %w", dir, err)
+	if len(doc.Validators) == 0 {
+		return home{}, fmt.Errorf("--cmt-home %s: genesis has no validators", dir)
 	}
-	return home{cmt: cmt, nodeKey: nodeKey, pv: pv, genDoc: genDoc, proposers: proposers}, nil
+	return home{cmt: cmt, nodeKey: nodeKey, pv: pv, genDoc: genDoc, doc: doc}, nil
 }
 
 // checkPace refuses settings that make heights faster than one a second,
@@ -156,9 +160,21 @@ func checkPace(cfg config.Config, cmt *cmtcfg.Config) error {
 
 // appOptions derives the app's options from the flags and the home: its
 // budgets and its expectations of the pace follow CometBFT's timeouts in
-// config.toml.
-func appOptions(cfg config.Config, h home, genesis *core.Genesis) app.Options {
+// config.toml; the validator sets, and the proposers predicted from them,
+// are CometBFT's (sets); the set's bound is what the genesis'
+// block.max_bytes carries.
+func appOptions(cfg config.Config, h home, genesis *core.Genesis, sets app.ValidatorSets) (app.Options, error) {
 	to := h.cmt.Consensus
+	p := h.doc.ConsensusParams // ValidateAndComplete set CometBFT's defaults where it had none
+	maxVals := envelope.MaxValidators(p.Block.MaxBytes, p.Evidence.MaxBytes)
+	if maxVals < len(h.doc.Validators) {
+		return app.Options{}, fmt.Errorf("--cmt-home %s: the genesis' block.max_bytes %d carries the commit of %d validators beside a full execution block; it has %d",
+			cfg.CmtHome, p.Block.MaxBytes, maxVals, len(h.doc.Validators))
+	}
+	var registry common.Address
+	if cfg.Registry != "" {
+		registry = common.HexToAddress(cfg.Registry)
+	}
 	return app.Options{
 		StatePath:          filepath.Join(h.cmt.DBDir(), "app-state.json"),
 		Genesis:            genesis.ToBlock().Hash(),
@@ -169,8 +185,11 @@ func appOptions(cfg config.Config, h home, genesis *core.Genesis) app.Options {
 		TimeoutCommit:      to.TimeoutCommit,
 		StallAfter:         time.Duration(cfg.StallBlocks) * (max(to.TimeoutCommit, time.Second) + to.TimeoutPropose),
 		Optimistic:         cfg.Optimistic,
-		Proposers:          h.proposers,
-	}
+		Proposers:          app.NewProposers(sets),
+		Registry:           registry,
+		Sets:               sets,
+		MaxValidators:      maxVals,
+	}, nil
 }
 
 // run starts CometBFT and the HTTP endpoints of validator (its address),

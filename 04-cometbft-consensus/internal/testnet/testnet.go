@@ -28,6 +28,10 @@ type Ports struct {
 type Options struct {
 	Dir        string // homes go to Dir/validator-<i>, i from 0
 	Validators int
+	// FullNodes are homes after the validators' (validator-<Validators>
+	// and up), with keys but not in the genesis set: nodes that follow the
+	// chain and can be made validators later (`validator add`).
+	FullNodes int
 	ChainID    string
 	// Ports returns validator i's ports. BasePorts(26656) is the default.
 	Ports func(i int) Ports
@@ -96,6 +100,9 @@ func Write(o Options) error {
 	if o.Validators < 1 {
 		return fmt.Errorf("--validators %d: at least 1", o.Validators)
 	}
+	if o.FullNodes < 0 {
+		return fmt.Errorf("--full-nodes %d: must not be negative", o.FullNodes)
+	}
 	if o.HostPattern != "" && (strings.Count(o.HostPattern, "%d") != 1 || strings.Count(o.HostPattern, "%") != 1) {
 		return fmt.Errorf("--host-pattern %q: want one %%d for the validator's index, as in validator-%%d", o.HostPattern)
 	}
@@ -105,7 +112,7 @@ func Write(o Options) error {
 	if o.Ports == nil {
 		o.Ports = BasePorts(26656)
 	}
-	nodes := make([]validatorHome, o.Validators)
+	nodes := make([]validatorHome, o.Validators+o.FullNodes)
 	params := types.DefaultConsensusParams()
 	params.Block.MaxBytes = envelope.BlockMaxBytes(MaxValidators, params.Evidence.MaxBytes)
 	gen := &types.GenesisDoc{ChainID: o.ChainID, GenesisTime: time.Now().UTC().Round(time.Second), InitialHeight: 1,
@@ -116,7 +123,9 @@ func Write(o Options) error {
 			return err
 		}
 		nodes[i] = n
-		gen.Validators = append(gen.Validators, v)
+		if i < o.Validators {
+			gen.Validators = append(gen.Validators, v)
+		}
 	}
 	host, listen := func(int) string { return "127.0.0.1" }, "127.0.0.1"
 	if o.HostPattern != "" {
