@@ -50,6 +50,7 @@ type validator struct {
 // spec describes a test network; zero values give the tests' defaults.
 type spec struct {
 	validators int
+	fullNodes  int                      // nodes after the validators, outside the genesis set (testnet --full-nodes)
 	timeouts   testnet.Options          // only the Timeout* fields; zero keeps the tuned ones, timeout_commit testTimeoutCommit
 	gethArgs   []string                 // extra flags for every geth
 	flags      func(i int) []string     // extra flags for validator i
@@ -72,7 +73,7 @@ func newNetwork(t testing.TB, s spec) *network {
 	if s.timeouts.TimeoutCommit == 0 {
 		s.timeouts.TimeoutCommit = testTimeoutCommit
 	}
-	n := s.validators
+	n := s.validators + s.fullNodes
 	dn := devnet.StartT(t, devnet.Config{GethNodes: n, GethArgs: s.gethArgs})
 	dir := t.TempDir()
 	ports := make([]testnet.Ports, n)
@@ -80,7 +81,7 @@ func newNetwork(t testing.TB, s spec) *network {
 		ports[i] = testnet.Ports{P2P: freePort(t), RPC: freePort(t), Prometheus: freePort(t)}
 	}
 	o := s.timeouts
-	o.Dir, o.Validators, o.Ports = dir, n, func(i int) testnet.Ports { return ports[i] }
+	o.Dir, o.Validators, o.FullNodes, o.Ports = dir, s.validators, s.fullNodes, func(i int) testnet.Ports { return ports[i] }
 	if err := testnet.Write(o); err != nil {
 		t.Fatal(err)
 	}
@@ -311,6 +312,36 @@ func (nw *network) checkSameChain(vals ...*validator) uint64 {
 	return low
 }
 
+// checkSameBlocks checks that the block store of every given validator
+// holds the same CometBFT block, with the same app hash, at every height
+// up to n.
+func (nw *network) checkSameBlocks(n int64, vals ...*validator) {
+	nw.t.Helper()
+	ctx := context.Background()
+	clients := make([]*rpchttp.HTTP, len(vals))
+	for i, v := range vals {
+		clients[i] = v.cometbft(nw.t)
+	}
+	for h := int64(1); h <= n; h++ {
+		var want *cmttypes.Header
+		for i, c := range clients {
+			res, err := c.Block(ctx, &h)
+			if err != nil {
+				nw.t.Fatalf("validator-%d block %d: %v", vals[i].i, h, err)
+			}
+			got := res.Block.Header
+			if i == 0 {
+				want = &got
+				continue
+			}
+			if !bytes.Equal(got.Hash(), want.Hash()) || !bytes.Equal(got.AppHash, want.AppHash) {
+				nw.t.Fatalf("height %d: validator-%d holds block %X (app hash %X), validator-%d %X (%X)",
+					h, vals[i].i, got.Hash(), got.AppHash, vals[0].i, want.Hash(), want.AppHash)
+			}
+		}
+	}
+}
+
 // cometbft is a client of the validator's CometBFT RPC.
 func (v *validator) cometbft(t testing.TB) *rpchttp.HTTP {
 	t.Helper()
@@ -361,7 +392,7 @@ func (nw *network) decidingRounds(n int64) map[int64]int32 {
 	nw.t.Helper()
 	ctx := context.Background()
 	c := nw.vals[0].cometbft(nw.t)
-	proposers := app.NewProposers(cometSets(ctx, c))
+	sets := cometSets(ctx, c)
 	rounds := map[int64]int32{}
 	for h := int64(1); h <= n; h++ {
 		commit, err := c.Commit(ctx, &h)
@@ -370,24 +401,76 @@ func (nw *network) decidingRounds(n int64) map[int64]int32 {
 		}
 		r := commit.Commit.Round
 		rounds[h] = r
-		if want, got := commit.Header.ProposerAddress, proposers.InRound(h, r); !bytes.Equal(want, got) {
+		// A prediction from the set CometBFT stored for h, as a node that
+		// starts at h makes it.
+		if want, got := commit.Header.ProposerAddress, app.NewProposers(sets).InRound(h, r); !bytes.Equal(want, got) {
 			nw.t.Fatalf("height %d round %d: proposer %X, the app predicted %X", h, r, want, got)
 		}
 	}
 	return rounds
 }
 
-// cometSets reads the validator sets CometBFT stores through its RPC
-// (/validators at a height), with their proposer priorities, for the
-// app's proposer prediction to be checked against CometBFT's blocks.
+// cometSets gives the validator sets of CometBFT's chain, with the
+// proposer priorities of each height's round 0, for the app's proposer
+// prediction to be checked against CometBFT's blocks. The RPC's
+// /validators has each height's members and powers but not its proposer,
+// which the priorities alone do not tell where the set changed; so the
+// sets are rebuilt as CometBFT's state builds them: height 1's from the
+// genesis, each next one from the one before with the members' changes
+// applied, advanced once.
 func cometSets(ctx context.Context, c *rpchttp.HTTP) app.ValidatorSets {
-	return func(h int64) (*cmttypes.ValidatorSet, error) {
+	var sets []*cmttypes.ValidatorSet // sets[h-1] is height h's
+	members := func(h int64) (map[string]*cmttypes.Validator, error) {
 		page, perPage := 1, 100
 		res, err := c.Validators(ctx, &h, &page, &perPage)
 		if err != nil {
 			return nil, err
 		}
-		return cmttypes.ValidatorSetFromExistingValidators(res.Validators)
+		out := map[string]*cmttypes.Validator{}
+		for _, v := range res.Validators {
+			out[string(v.Address)] = v
+		}
+		return out, nil
+	}
+	return func(h int64) (*cmttypes.ValidatorSet, error) {
+		if len(sets) == 0 {
+			gen, err := c.Genesis(ctx)
+			if err != nil {
+				return nil, err
+			}
+			var vals []*cmttypes.Validator
+			for _, v := range gen.Genesis.Validators {
+				vals = append(vals, cmttypes.NewValidator(v.PubKey, v.Power))
+			}
+			first := cmttypes.NewValidatorSet(vals)
+			sets = append(sets, first, first.CopyIncrementProposerPriority(1))
+		}
+		for int64(len(sets)) < h {
+			next := sets[len(sets)-1].Copy()
+			now, err := members(int64(len(sets)) + 1)
+			if err != nil {
+				return nil, err
+			}
+			var changes []*cmttypes.Validator
+			for _, v := range now {
+				if _, old := next.GetByAddress(v.Address); old == nil || old.VotingPower != v.VotingPower {
+					changes = append(changes, cmttypes.NewValidator(v.PubKey, v.VotingPower))
+				}
+			}
+			for _, v := range next.Validators {
+				if now[string(v.Address)] == nil {
+					changes = append(changes, cmttypes.NewValidator(v.PubKey, 0))
+				}
+			}
+			if len(changes) > 0 {
+				if err := next.UpdateWithChangeSet(changes); err != nil {
+					return nil, err
+				}
+			}
+			next.IncrementProposerPriority(1)
+			sets = append(sets, next)
+		}
+		return sets[h-1].Copy(), nil
 	}
 }
 

@@ -111,12 +111,13 @@ func (a *App) expectNext(req *abci.RequestFinalizeBlock) (early int32) {
 	if a.opts.Proposers == nil {
 		return 1
 	}
+	a.turns.decided(a.opts.Proposers.At(req.Height), req.ProposerAddress)
+	next := a.opts.Proposers.At(req.Height + 1)
 	if n, power := a.opts.Proposers.stats(req.Height + 1); n > 0 {
 		a.metrics.Validators.Set(float64(n))
 		a.metrics.VotingPower.Set(float64(power))
 	}
-	a.turns.decided(a.opts.Proposers.At(req.Height), req.ProposerAddress)
-	if a.turns.lastLate || a.turns.looksDown(a.opts.Proposers.At(req.Height+1)) {
+	if a.turns.lastLate || a.turns.looksDown(next) {
 		return 2
 	}
 	return 1

@@ -90,3 +90,43 @@ func TestWriteHomes(t *testing.T) {
 		t.Errorf("a refused host pattern left files behind: %v", err)
 	}
 }
+
+// Full nodes get homes with keys, peered with every node, sharing the
+// genesis, without being in its set; and envelope.MaxValidators gives the
+// homes' block.max_bytes its MaxValidators back.
+func TestWriteFullNodes(t *testing.T) {
+	dir := t.TempDir()
+	if err := Write(Options{Dir: dir, Validators: 2, FullNodes: 1, Ports: BasePorts(31000)}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := node.LoadCometConfig(Home(dir, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peers := strings.Split(c.P2P.PersistentPeers, ","); len(peers) != 2 {
+		t.Fatalf("the full node's peers: %v", peers)
+	}
+	doc, err := types.GenesisDocFromFile(c.GenesisFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pv, err := os.ReadFile(c.PrivValidatorKeyFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Validators) != 2 {
+		t.Fatalf("genesis holds %d validators, want the 2 validators only", len(doc.Validators))
+	}
+	for _, v := range doc.Validators {
+		if strings.Contains(string(pv), v.PubKey.Address().String()) {
+			t.Fatal("the full node's key is in the genesis set")
+		}
+	}
+	p := doc.ConsensusParams
+	if got := envelope.MaxValidators(p.Block.MaxBytes, p.Evidence.MaxBytes); got != MaxValidators {
+		t.Fatalf("envelope.MaxValidators of the homes' block.max_bytes = %d, want %d", got, MaxValidators)
+	}
+	if err := Write(Options{Dir: t.TempDir(), Validators: 1, FullNodes: -1}); err == nil || !strings.Contains(err.Error(), "--full-nodes") {
+		t.Fatalf("negative --full-nodes: %v", err)
+	}
+}
