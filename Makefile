@@ -40,7 +40,8 @@ run-stage3: $(DEVNET)
 	scripts/run-cluster.sh stage3
 
 ## run-stage4: stage 4 without Docker: four validators, each with its own geth (Engine API
-## 8551-8554, geth rebuilding payloads every 100 ms for optimistic building); transfers go to
+## 8551-8554, geth rebuilding payloads every 100 ms for optimistic building), and a full node,
+## validator-4 (8555), that `validator add` can make a validator; transfers go to
 ## validator-1's geth. validator-0 runs in the foreground: Ctrl-C it and the other three go
 ## on; a second Ctrl-C stops them (scripts/run-cluster.sh).
 ## (A network left by another stage holds another chain: `bin/devnet down --wipe` first.)

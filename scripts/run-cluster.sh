@@ -74,18 +74,25 @@ stage3() {
 }
 
 stage4() {
-  "$devnet" up --geth 4 --geth-arg=--miner.recommit=100ms
+  # Five geths: four validators' and a full node's (validator-4), which
+  # follows the chain outside the genesis set until `validator add` makes
+  # it a validator (README: Changing the validator set).
+  "$devnet" up --geth 5 --geth-arg=--miner.recommit=100ms
   go build -o "$root/bin/cometbft-consensus" ./04-cometbft-consensus/cmd
   mkdir -p "$logs"
   local v=$root/bin/cometbft-consensus
-  [ -d .devnet/testnet ] || "$v" testnet --validators 4 --output .devnet/testnet
+  [ -d .devnet/testnet ] || "$v" testnet --validators 4 --full-nodes 1 --output .devnet/testnet
   cd 04-cometbft-consensus
-  for i in 1 2 3; do
+  for i in 1 2 3 4; do
+    if [ ! -d "$root/.devnet/testnet/validator-$i" ]; then
+      echo "--- .devnet/testnet has no validator-$i (made before full nodes were): bin/devnet down --wipe, then again" >&2
+      continue
+    fi
     background "validator-$i" "$v" --cmt-home "$root/.devnet/testnet/validator-$i" \
       --eth-client-url "http://localhost:$((8551 + i))" --health-addr ":$((8080 + i))"
   done
   background sender "$devnet" send --rpc-url http://localhost:8546 --count 0 --interval 250ms --wait-block 2
-  echo "--- validator-1..3 log to .devnet/cl/validator-*.log; /status on :8080 to :8083; Ctrl-C stops validator-0"
+  echo "--- validator-1..3 and the full node validator-4 log to .devnet/cl/validator-*.log; /status on :8080 to :8084; Ctrl-C stops validator-0"
   foreground "validator-0 stopped: the other three go on (curl localhost:8081/status)" \
     "$v" --cmt-home "$root/.devnet/testnet/validator-0"
 }

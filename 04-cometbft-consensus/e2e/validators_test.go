@@ -26,8 +26,9 @@ import (
 // validator command and the registry contract: four validators and a full
 // node that follows the chain; the full node is added and votes from the
 // height CometBFT says; a transaction removing two of the five at once is
-// refused by every validator alike; one of the original four is removed,
-// then stopped, and the chain goes on. Every geth and block store agree.
+// refused by every validator alike; one of the original four is stopped,
+// removed while offline, and the chain goes on; restarted, it follows as a
+// full node. Every geth and block store agree.
 func TestValidatorSetChanges(t *testing.T) {
 	nw := newNetwork(t, spec{fullNodes: 1})
 	fifth, gone := nw.vals[4], nw.vals[3]
@@ -129,36 +130,47 @@ func TestValidatorSetChanges(t *testing.T) {
 		}
 	}
 
-	// One of the original four is removed, then stopped: the other four
-	// (three of the original, and the added one) go on.
+	// One of the original four is stopped, then removed while it is
+	// offline: the other four (4 of the 5 power) go on. Restarted, it
+	// catches up from the others and follows the chain as a full node.
 	addrGone := address(gone)
-	k := send("remove", gone.home, "--key-file", owner)
-	nw.waitHeads(uint64(k)+3, 60*time.Second, nw.vals[:4]...)
-	if !inSet(k+1, addrGone) || inSet(k+2, addrGone) {
-		t.Fatalf("removed in block %d: still in CometBFT's set at %d", k, k+2)
-	}
 	if err := gone.proc.Stop(15 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	live := []*validator{nw.vals[0], nw.vals[1], nw.vals[2], fifth}
+	k := send("remove", gone.home, "--key-file", owner)
+	nw.waitHeads(uint64(k)+3, 60*time.Second, live...)
+	if !inSet(k+1, addrGone) || inSet(k+2, addrGone) {
+		t.Fatalf("removed in block %d: in CometBFT's set at %d: %v, at %d: %v", k, k+1, inSet(k+1, addrGone), k+2, inSet(k+2, addrGone))
+	}
+	nw.start(gone)
 	top := mustHead(t, nw.vals[0])
-	nw.waitHeads(top+10, 60*time.Second, live...)
-	if got := firstSigned(t, c, addr5, int64(top), int64(top)+8); got == 0 {
+	nw.waitHeads(top+10, 90*time.Second)
+	if got := firstSigned(t, c, addrGone, k+2, int64(top)+10); got != 0 {
+		t.Fatalf("the removed validator signed the commit of height %d", got)
+	}
+	if got := firstSigned(t, c, addr5, int64(top), int64(top)+10); got == 0 {
 		t.Fatal("the added validator signs no commit after the removal")
 	}
+	eventually(t, 30*time.Second, func() error {
+		if s, ok := gone.status(); !ok || !s.Ready || s.Height < int64(top) {
+			return fmt.Errorf("the removed validator, restarted: /status %+v (ok %v)", s, ok)
+		}
+		return nil
+	})
 	// The added validator proposes, and its app predicted its turns: it
 	// built payloads before they were due that the chain used.
 	if used := fifth.metricWhere("gethcl_optimistic_builds_total", `outcome="used"`); used < 1 {
 		t.Errorf("the added validator used %v payloads started early: its app did not predict its turns", used)
 	}
-	for _, v := range live {
+	for _, v := range nw.vals {
 		if got := v.metric("gethcl_validators"); got != 4 {
 			t.Errorf("validator-%d: gethcl_validators %v, want 4", v.i, got)
 		}
 	}
 
-	low := nw.checkSameChain(live...)
-	nw.checkSameBlocks(int64(low), live...)
+	low := nw.checkSameChain()
+	nw.checkSameBlocks(int64(low), nw.vals...)
 	nw.checkProposers(int64(low))
 }
 
