@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -42,12 +43,12 @@ pub_key.value, hex, or the path of a CometBFT home to read it from.`,
 	}
 	p := cmd.PersistentFlags()
 	p.StringVar(&f.rpcURL, "rpc-url", "http://localhost:8545", "a geth's JSON-RPC URL")
-	p.StringVar(&f.cmtRPC, "cmt-rpc", "http://localhost:26657", "a validator's CometBFT RPC (list)")
+	p.StringVar(&f.cmtRPC, "cmt-rpc", "http://localhost:26657", "a validator's CometBFT RPC: where list reads the set, and add, power and remove check that the change was applied")
 	p.StringVar(&f.registry, "registry", registry.Address.Hex(), "the registry contract")
 	p.StringVar(&f.keyFile, "key-file", "", "file holding the owner's hex private key")
 	p.StringVar(&f.keystore, "keystore", "", "or: the owner's geth keystore file")
 	p.StringVar(&f.passwordFile, "password-file", "", "the keystore's password")
-	p.DurationVar(&f.wait, "wait", 30*time.Second, "how long to wait for the transaction's receipt")
+	p.DurationVar(&f.wait, "wait", 30*time.Second, "how long to wait for the transaction's receipt, then for CometBFT to apply it")
 	config.BindEnv(p, map[string]string{"rpc-url": "ETH_RPC_URL", "cmt-rpc": "CMT_RPC", "registry": "REGISTRY",
 		"key-file": "KEY_FILE", "keystore": "KEYSTORE", "password-file": "PASSWORD_FILE", "wait": "WAIT"})
 	cmd.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
@@ -132,8 +133,17 @@ func (f validatorFlags) set(ctx context.Context, keyArgs []string, powerArg stri
 	if err != nil {
 		return err
 	}
-	fmt.Printf("included: tx %s in block %d; CometBFT applies it from height %d, unless the validators refuse it (`validator list` then shows the difference, and their logs why)\n",
-		r.Tx, r.Block, r.Block+2)
+	at := int64(r.Block) + 2
+	fmt.Printf("included: tx %s in block %d; CometBFT applies it from height %d\n", r.Tx, r.Block, at)
+	off, err := valset.Check(ctx, f.cmtRPC, at, keys, powers, f.wait)
+	if err != nil {
+		return fmt.Errorf("could not check that the validators applied it: %w", err)
+	}
+	if len(off) > 0 {
+		return fmt.Errorf("the validators refused the change (their logs say why; validator list shows the difference): at height %d %s",
+			at, strings.Join(off, "; "))
+	}
+	fmt.Printf("applied: CometBFT's set at height %d has it\n", at)
 	return nil
 }
 

@@ -55,7 +55,7 @@ func TestValidatorSetChanges(t *testing.T) {
 		t.Helper()
 		out, err := cli(args...)
 		m := included.FindStringSubmatch(out)
-		if err != nil || m == nil {
+		if err != nil || m == nil || !strings.Contains(out, "applied: CometBFT's set at height") {
 			t.Fatalf("validator %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 		t.Logf("validator %s: %s", args[0], strings.TrimSpace(out))
@@ -79,7 +79,7 @@ func TestValidatorSetChanges(t *testing.T) {
 	}
 
 	// Only the owner may change the set: refused before anything is sent.
-	if out, err := cli("add", fifth.home, "1", "--key-file", intruder); err == nil || !strings.Contains(out, "NotOwner") {
+	if out, err := cli("add", fifth.home, "1", "--key-file", intruder); err == nil || !strings.Contains(out, "NotOwner") || strings.Contains(out, "included") {
 		t.Fatalf("a non-owner's add: %v\n%s", err, out)
 	}
 
@@ -99,7 +99,13 @@ func TestValidatorSetChanges(t *testing.T) {
 
 	// Removing two of the five at once is more than a third of the power:
 	// every validator refuses the transaction, and the set stays.
-	m := send("remove", nw.vals[1].home, nw.vals[2].home, "--key-file", owner)
+	out, err := cli("remove", nw.vals[1].home, nw.vals[2].home, "--key-file", owner)
+	found := included.FindStringSubmatch(out)
+	if err == nil || found == nil || !strings.Contains(out, "the validators refused the change") {
+		t.Fatalf("validator remove of two of five: %v\n%s", err, out)
+	}
+	t.Logf("validator remove of two: %s", strings.TrimSpace(out))
+	m, _ := strconv.ParseInt(found[1], 10, 64)
 	nw.waitHeads(uint64(m)+4, 60*time.Second, nw.vals[:4]...)
 	if !inSet(m+2, address(nw.vals[1])) || !inSet(m+2, address(nw.vals[2])) {
 		t.Fatalf("the refused removal in block %d took effect", m)

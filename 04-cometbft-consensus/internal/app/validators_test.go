@@ -55,7 +55,7 @@ func TestPlanUpdates(t *testing.T) {
 		{"added then removed: no update", set(3, 3, 3), []registry.Change{ch(1, 4, 2), ch(2, 4, 0)}, 0, nil, nil},
 		{"unchanged power is no update", set(1, 1, 1), []registry.Change{ch(1, 0, 1)}, 0, nil, nil},
 		{"over the set's bound", set(3, 3, 3), []registry.Change{ch(1, 3, 1)}, 3, nil, []string{"block.max_bytes"}},
-		{"power above the maximum", set(1, 1, 1), []registry.Change{ch(1, 3, uint64(cmttypes.MaxTotalVotingPower) + 1)}, 0, nil, []string{"maximum"}},
+		{"power above the maximum", set(1, 1, 1), []registry.Change{ch(1, 3, uint64(cmttypes.MaxTotalVotingPower)+1)}, 0, nil, []string{"maximum"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -32,7 +32,7 @@ type Options struct {
 	// and up), with keys but not in the genesis set: nodes that follow the
 	// chain and can be made validators later (`validator add`).
 	FullNodes int
-	ChainID    string
+	ChainID   string
 	// Ports returns validator i's ports. BasePorts(26656) is the default.
 	Ports func(i int) Ports
 	// HostPattern names validator i for its peers: "validator-%d" in

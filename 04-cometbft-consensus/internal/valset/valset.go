@@ -309,3 +309,51 @@ func List(ctx context.Context, cmtURL, ethURL string, reg common.Address) (heigh
 	})
 	return height, entries, nil
 }
+
+// Check waits until CometBFT (its RPC, cmtURL) has decided height, then
+// reports each key whose power in the set of that height is not the one
+// asked for: empty when CometBFT applied the change. The validators refuse
+// a change whole, per transaction, so one key off means all were refused.
+func Check(ctx context.Context, cmtURL string, height int64, keys [][32]byte, powers []uint64, wait time.Duration) ([]string, error) {
+	c, err := rpchttp.New(cmtURL, "/websocket")
+	if err != nil {
+		return nil, fmt.Errorf("--cmt-rpc %s: %w", cmtURL, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st, err := c.Status(ctx)
+		if err == nil && st.SyncInfo.LatestBlockHeight >= height {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("CometBFT (--cmt-rpc %s) did not reach height %d within %s (--wait): %v", cmtURL, height, wait, err)
+		case <-tick.C:
+		}
+	}
+	have := map[[32]byte]int64{}
+	page, perPage := 1, 100
+	for {
+		res, err := c.Validators(ctx, &height, &page, &perPage)
+		if err != nil {
+			return nil, fmt.Errorf("CometBFT's set at height %d: %w", height, err)
+		}
+		for _, v := range res.Validators {
+			have[[32]byte(v.PubKey.Bytes())] = v.VotingPower
+		}
+		if page*perPage >= res.Total {
+			break
+		}
+		page++
+	}
+	var off []string
+	for i, k := range keys {
+		if got := have[k]; uint64(got) != powers[i] {
+			off = append(off, fmt.Sprintf("%s has power %d, not %d", base64.StdEncoding.EncodeToString(k[:]), got, powers[i]))
+		}
+	}
+	return off, nil
+}
