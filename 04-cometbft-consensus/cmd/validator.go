@@ -60,30 +60,20 @@ pub_key.value, hex, or the path of a CometBFT home to read it from.`,
 		}
 		return nil
 	}
-	add := &cobra.Command{
-		Use:   "add KEY POWER",
-		Short: "Add a validator with voting power POWER (at least 1)",
-		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return f.set(cmd.Context(), args[:1], args[1], true)
-		},
+	// Each change names what the key must be now: add a key that is no
+	// validator, reweigh or remove one that is.
+	change := func(use, short string, args cobra.PositionalArgs, op op) *cobra.Command {
+		return &cobra.Command{Use: use, Short: short, Args: args, RunE: func(cmd *cobra.Command, args []string) error {
+			keys, power := args, "0"
+			if op != opRemove {
+				keys, power = args[:1], args[1]
+			}
+			return f.set(cmd.Context(), op, keys, power)
+		}}
 	}
-	power := &cobra.Command{
-		Use:   "power KEY POWER",
-		Short: "Set a validator's voting power (at least 1; remove takes it out)",
-		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return f.set(cmd.Context(), args[:1], args[1], true)
-		},
-	}
-	remove := &cobra.Command{
-		Use:   "remove KEY [KEY...]",
-		Short: "Remove validators, all at one height (at most a third of the power may change at once)",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return f.set(cmd.Context(), args, "0", false)
-		},
-	}
+	add := change("add KEY POWER", "Add a validator with voting power POWER (at least 1)", cobra.ExactArgs(2), opAdd)
+	power := change("power KEY POWER", "Set a validator's voting power (at least 1; remove takes it out)", cobra.ExactArgs(2), opPower)
+	remove := change("remove KEY [KEY...]", "Remove validators, all at one height (at most a third of the power may change at once)", cobra.MinimumNArgs(1), opRemove)
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "Show the set CometBFT holds beside the registry's, and where they differ",
@@ -97,13 +87,24 @@ pub_key.value, hex, or the path of a CometBFT home to read it from.`,
 	return cmd
 }
 
-// set sends one transaction that sets every key's power.
-func (f validatorFlags) set(ctx context.Context, keyArgs []string, powerArg string, positive bool) error {
+// op is a change's kind.
+type op int
+
+const (
+	opAdd op = iota
+	opPower
+	opRemove
+)
+
+// set sends one transaction that sets every key's power, once CometBFT's
+// set shows the keys as op expects them (an added key is no validator, a
+// reweighed or removed one is).
+func (f validatorFlags) set(ctx context.Context, op op, keyArgs []string, powerArg string) error {
 	power, err := strconv.ParseUint(powerArg, 10, 64)
 	switch {
 	case err != nil:
 		return fmt.Errorf("power %q: want a whole number", powerArg)
-	case positive && power == 0:
+	case op != opRemove && power == 0:
 		return errors.New("power 0: use `validator remove` to take a validator out")
 	case power > registry.MaxPower:
 		return fmt.Errorf("power %d: at most %d (CometBFT's MaxTotalVotingPower)", power, registry.MaxPower)
@@ -115,6 +116,18 @@ func (f validatorFlags) set(ctx context.Context, keyArgs []string, powerArg stri
 			return err
 		}
 		powers[i] = power
+	}
+	now, err := valset.Powers(ctx, f.cmtRPC, nil)
+	if err != nil {
+		return err
+	}
+	for i, k := range keys {
+		switch has := now[k]; {
+		case op == opAdd && has > 0:
+			return fmt.Errorf("%s is a validator already (power %d): use `validator power`", keyArgs[i], has)
+		case op != opAdd && has == 0:
+			return fmt.Errorf("%s is not a validator: use `validator add`", keyArgs[i])
+		}
 	}
 	signer, err := valset.LoadSigner(f.keyFile, f.keystore, f.passwordFile)
 	if err != nil {

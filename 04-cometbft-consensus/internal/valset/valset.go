@@ -310,6 +310,34 @@ func List(ctx context.Context, cmtURL, ethURL string, reg common.Address) (heigh
 	return height, entries, nil
 }
 
+// Powers returns the voting power of each validator of CometBFT's set at
+// height (nil: the latest), read from its RPC at cmtURL.
+func Powers(ctx context.Context, cmtURL string, height *int64) (map[[32]byte]int64, error) {
+	c, err := rpchttp.New(cmtURL, "/websocket")
+	if err != nil {
+		return nil, fmt.Errorf("--cmt-rpc %s: %w", cmtURL, err)
+	}
+	return votingPowers(ctx, c, height)
+}
+
+func votingPowers(ctx context.Context, c *rpchttp.HTTP, height *int64) (map[[32]byte]int64, error) {
+	out := map[[32]byte]int64{}
+	page, perPage := 1, 100
+	for {
+		res, err := c.Validators(ctx, height, &page, &perPage)
+		if err != nil {
+			return nil, fmt.Errorf("CometBFT's validators: %w", err)
+		}
+		for _, v := range res.Validators {
+			out[[32]byte(v.PubKey.Bytes())] = v.VotingPower
+		}
+		if page*perPage >= res.Total {
+			return out, nil
+		}
+		page++
+	}
+}
+
 // Check waits until CometBFT (its RPC, cmtURL) has decided height, then
 // reports each key whose power in the set of that height is not the one
 // asked for: empty when CometBFT applied the change. The validators refuse
@@ -334,20 +362,9 @@ func Check(ctx context.Context, cmtURL string, height int64, keys [][32]byte, po
 		case <-tick.C:
 		}
 	}
-	have := map[[32]byte]int64{}
-	page, perPage := 1, 100
-	for {
-		res, err := c.Validators(ctx, &height, &page, &perPage)
-		if err != nil {
-			return nil, fmt.Errorf("CometBFT's set at height %d: %w", height, err)
-		}
-		for _, v := range res.Validators {
-			have[[32]byte(v.PubKey.Bytes())] = v.VotingPower
-		}
-		if page*perPage >= res.Total {
-			break
-		}
-		page++
+	have, err := votingPowers(ctx, c, &height)
+	if err != nil {
+		return nil, err
 	}
 	var off []string
 	for i, k := range keys {
