@@ -14,8 +14,8 @@ import (
 //
 // It follows the validator sets CometBFT stores: the set of a height, with
 // the proposer priorities of its round 0, is read from them when first
-// needed, when asked about an earlier height, and at a height whose set
-// changed (Changed). Between those, a set is the one before advanced once
+// needed, when asked about an earlier height (and at the two heights after
+// those), and at a height whose set changed (Changed). Between those, a set is the one before advanced once
 // per height, as CometBFT advances it when nothing changes; a round r is
 // the height's set advanced r more times on a copy. A wrong guess costs
 // only the head start: PrepareProposal builds from scratch when no payload
@@ -43,28 +43,37 @@ func (p *Proposers) Changed(h int64) {
 }
 
 // at returns the set of height h. Called with p.mu held.
+//
+// A set read afresh (the first, or one earlier than the last) may predate
+// updates this process never saw returned: those of the two heights
+// before it, decided by an earlier process or replayed by CometBFT
+// without the app. The sets of the next two heights are read again too.
 func (p *Proposers) at(h int64) (*cmttypes.ValidatorSet, error) {
-	reload := p.set == nil || h < p.height
-	kept := p.changed[:0]
+	fresh := p.set == nil || h < p.height
+	reload := fresh
+	var kept []int64
 	for _, c := range p.changed {
 		switch {
-		case c <= p.height && !reload:
-			// the loaded set is at or past it
+		case c <= p.height && !fresh:
+			// the set held is at or past it
 		case c <= h:
 			reload = true
 		default:
 			kept = append(kept, c)
 		}
 	}
-	p.changed = kept
 	if reload {
 		set, err := p.load(h)
 		if err != nil {
 			return nil, fmt.Errorf("validator set of height %d: %w", h, err)
 		}
-		p.set, p.height = set, h
+		p.set, p.height, p.changed = set, h, kept
+		if fresh {
+			p.changed = append(p.changed, h+1, h+2)
+		}
 		return p.set, nil
 	}
+	p.changed = kept
 	for ; p.height < h; p.height++ {
 		p.set.IncrementProposerPriority(1) // what CometBFT does at each height
 	}

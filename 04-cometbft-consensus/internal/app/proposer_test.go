@@ -80,8 +80,9 @@ func TestProposersFirstRound(t *testing.T) {
 }
 
 // The prediction follows a set that changes: a validator added at one
-// height, one removed and one reweighed later, and a restart (a new
-// Proposers) in between; and a set that cannot be read predicts nobody.
+// height, one removed and one reweighed later, and restarts (a new
+// Proposers) right after changes; a set that cannot be read predicts
+// nobody, and a failed read is tried again.
 func TestProposersFollowAChangingSet(t *testing.T) {
 	var gen []cmttypes.GenesisValidator
 	for range 4 {
@@ -97,8 +98,11 @@ func TestProposersFollowAChangingSet(t *testing.T) {
 	}
 	proposed := map[string]bool{}
 	for h := int64(1); h <= 80; h++ {
-		if h == 60 {
-			p = NewProposers(sets.load) // a restart: the set is read again
+		if h == 21 || h == 42 || h == 60 {
+			// A restart (21, 42: right after a change that takes effect at
+			// the next height but one, whose FinalizeBlock the new process
+			// never ran): the set is read again.
+			p = NewProposers(sets.load)
 		}
 		for r := int32(0); r < 3; r++ {
 			set, _ := sets.load(h)
@@ -121,11 +125,22 @@ func TestProposersFollowAChangingSet(t *testing.T) {
 	if !proposed[string(fifth.Address())] {
 		t.Error("the added validator never proposed")
 	}
-	failing := NewProposers(func(int64) (*cmttypes.ValidatorSet, error) { return nil, fmt.Errorf("no store") })
+	down := true
+	failing := NewProposers(func(h int64) (*cmttypes.ValidatorSet, error) {
+		if down {
+			return nil, fmt.Errorf("no store")
+		}
+		return sets.load(h)
+	})
 	if got := failing.At(5); got != nil {
 		t.Fatalf("an unreadable set predicted %X", got)
 	}
-	if _, ok := failing.FirstRound(gen[0].PubKey.Address(), 5); ok {
+	down = false
+	if set, _ := sets.load(5); !bytes.Equal(failing.At(5), set.GetProposer().Address) {
+		t.Fatal("the set was not read again once readable")
+	}
+	down = true
+	if _, ok := failing.FirstRound(gen[0].PubKey.Address(), 3); ok { // earlier: read afresh, and failing
 		t.Fatal("an unreadable set gave a first round")
 	}
 }
