@@ -21,6 +21,7 @@ import (
 
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/config"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/node"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/registry"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/testnet"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/version"
 )
@@ -95,6 +96,7 @@ http://localhost:<8551+i>.`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&o.Validators, "validators", 4, "number of validators")
+	f.StringVar(&o.Registry, "registry", registry.Address.Hex(), `the validator registry contract, written into the genesis' app_state: its PowerChanged events change the validator set ("": the genesis set, for good)`)
 	f.IntVar(&o.FullNodes, "full-nodes", 0, "homes of nodes that follow the chain without being in the genesis set, after the validators'")
 	f.StringVar(&o.Dir, "output", ".testnet", "directory of the homes")
 	f.StringVar(&o.ChainID, "chain-id", "geth-consensus", "CometBFT chain id")

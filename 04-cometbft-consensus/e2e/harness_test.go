@@ -26,6 +26,7 @@ import (
 
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/app"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/node"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/registry"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/testnet"
 )
 
@@ -82,6 +83,7 @@ func newNetwork(t testing.TB, s spec) *network {
 	}
 	o := s.timeouts
 	o.Dir, o.Validators, o.FullNodes, o.Ports = dir, s.validators, s.fullNodes, func(i int) testnet.Ports { return ports[i] }
+	o.Registry = registry.Address.Hex() // as the testnet command writes it
 	if err := testnet.Write(o); err != nil {
 		t.Fatal(err)
 	}

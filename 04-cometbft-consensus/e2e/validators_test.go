@@ -79,14 +79,14 @@ func TestValidatorSetChanges(t *testing.T) {
 	}
 
 	// Only the owner may change the set: refused before anything is sent.
-	if out, err := cli("add", fifth.home, "1", "--key-file", intruder); err == nil || !strings.Contains(out, "NotOwner") || strings.Contains(out, "included") {
+	if out, err := cli("add", fifth.home, "100", "--key-file", intruder); err == nil || !strings.Contains(out, "NotOwner") || strings.Contains(out, "included") {
 		t.Fatalf("a non-owner's add: %v\n%s", err, out)
 	}
 
 	// The full node is added: in CometBFT's set from the block's height
 	// + 2, and it signs the commits of the heights after.
 	addr5 := address(fifth)
-	n := send("add", fifth.home, "1", "--key-file", owner)
+	n := send("add", fifth.home, "100", "--key-file", owner)
 	nw.waitHeads(uint64(n)+6, 60*time.Second, nw.vals[:4]...)
 	if inSet(n+1, addr5) || !inSet(n+2, addr5) {
 		t.Fatalf("added in block %d: in CometBFT's set at %d: %v, at %d: %v; want from %d", n, n+1, inSet(n+1, addr5), n+2, inSet(n+2, addr5), n+2)
@@ -122,11 +122,11 @@ func TestValidatorSetChanges(t *testing.T) {
 	for _, e := range list {
 		switch e.Address {
 		case addr5:
-			if e.Status != "same" || e.CometBFT != 1 || e.Registry != 1 {
+			if e.Status != "same" || e.CometBFT != 100 || e.Registry != 100 {
 				t.Errorf("the added validator in the list: %+v", e)
 			}
 		case address(nw.vals[1]), address(nw.vals[2]):
-			if e.Status != "differs" || e.CometBFT != 1 || e.Registry != 0 {
+			if e.Status != "differs" || e.CometBFT != 100 || e.Registry != 0 {
 				t.Errorf("a validator whose removal was refused, in the list: %+v", e)
 			}
 		default:

@@ -46,6 +46,7 @@ type Engine interface {
 	builder.Engine
 	NewPayload(ctx context.Context, p *engine.Payload) error
 	HeaderByNumber(ctx context.Context, n *big.Int) (*types.Header, error)
+	HeaderByHash(ctx context.Context, hash common.Hash) (*types.Header, error)
 	Logs(ctx context.Context, block common.Hash, address common.Address, topic common.Hash) ([]types.Log, error)
 	PendingBlock(ctx context.Context) (*engine.PendingBlock, error)
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ethereum/go-ethereum"
 	beacon "github.com/ethereum/go-ethereum/beacon/engine"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
@@ -28,13 +29,15 @@ type fakeGeth struct {
 	canon       []common.Hash // canonical hashes by number
 	payloads    map[beacon.PayloadID]*engine.Payload
 	ids         uint64
-	stateless   map[common.Hash]bool // blocks kept through a crash without their state
-	down        int                  // calls to fail as unreachable
-	syncing     int                  // newPayload calls to answer SYNCING, as a geth syncing from its peers
-	calls       []string             // "fcu 3", "build 4", "newPayload 4", "getPayload 4"
-	pooled      int                  // transactions the pending block shows; the payloads carry none
-	slowPending time.Duration        // how long building the pending block takes
-	slowExec    time.Duration        // how long newPayload takes
+	stateless   map[common.Hash]bool   // blocks kept through a crash without their state
+	down        int                    // calls to fail as unreachable
+	syncing     int                    // newPayload calls to answer SYNCING, as a geth syncing from its peers
+	calls       []string               // "fcu 3", "build 4", "newPayload 4", "getPayload 4"
+	pooled      int                    // transactions the pending block shows; the payloads carry none
+	slowPending time.Duration          // how long building the pending block takes
+	slowExec    time.Duration          // how long newPayload takes
+	logs        map[uint64][]types.Log // the registry's logs by block number
+	beforeLogs  func()                 // called (without the lock) at each Logs call
 }
 
 func newFakeGeth() *fakeGeth {
@@ -203,14 +206,37 @@ func (g *fakeGeth) NewPayload(_ context.Context, p *engine.Payload) error {
 	return nil
 }
 
-// Logs: the fake's blocks emit no logs.
+// Logs returns the logs set for the block's number, once geth holds it.
 func (g *fakeGeth) Logs(_ context.Context, block common.Hash, _ common.Address, _ common.Hash) ([]types.Log, error) {
+	if g.beforeLogs != nil {
+		g.beforeLogs()
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err := g.call("logs %s", block); err != nil {
 		return nil, err
 	}
-	return nil, nil
+	h, ok := g.blocks[block]
+	if !ok {
+		return nil, errors.New("fake: unknown block")
+	}
+	out := append([]types.Log(nil), g.logs[h.Number.Uint64()]...)
+	for i := range out {
+		out[i].BlockHash = block
+	}
+	return out, nil
+}
+
+func (g *fakeGeth) HeaderByHash(_ context.Context, hash common.Hash) (*types.Header, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.call("header %s", hash); err != nil {
+		return nil, err
+	}
+	if h, ok := g.blocks[hash]; ok {
+		return h, nil
+	}
+	return nil, ethereum.NotFound
 }
 
 func (g *fakeGeth) HeaderByNumber(_ context.Context, n *big.Int) (*types.Header, error) {

@@ -48,7 +48,16 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 			return nil, err
 		}
 	}
-	for err = a.finalized(ctx, d); lacksBlocks(err); err = a.finalized(ctx, d) {
+	// The block becomes geth's head, and its registry events the
+	// validator updates.
+	var updates []abci.ValidatorUpdate
+	settle := func() (err error) {
+		if err = a.finalized(ctx, d); err == nil {
+			updates, err = a.validatorUpdates(ctx, req.Height, d.BlockHash)
+		}
+		return err
+	}
+	for err = settle(); lacksBlocks(err); err = settle() {
 		// geth lost the block between newPayload and here (restarted with
 		// a wiped datadir): apply it again, replaying what it lacks.
 		a.log.Warn("geth lacks the block it just validated: applying it again", "number", d.Number, "err", err)
@@ -56,10 +65,6 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 			return nil, err
 		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	updates, err := a.validatorUpdates(ctx, req.Height, d.BlockHash)
 	if err != nil {
 		return nil, err
 	}

@@ -3,13 +3,17 @@ package app
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 
 	abci "github.com/cometbft/cometbft/abci/types"
 	"github.com/cometbft/cometbft/crypto/ed25519"
 	cmttypes "github.com/cometbft/cometbft/types"
+	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
 
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/registry"
 )
 
@@ -27,17 +31,27 @@ func (a *App) validatorUpdates(ctx context.Context, height int64, block common.H
 	if a.opts.Registry == (common.Address{}) {
 		return nil, nil
 	}
-	var changes []registry.Change
-	err := a.retry(ctx, fmt.Sprintf("read the validator registry's events in block %d", height), func(ctx context.Context) error {
-		logs, err := a.engine.Logs(ctx, block, a.opts.Registry, registry.PowerChanged)
-		if err != nil {
-			return err
+	var logs []types.Log
+	err := a.retry(ctx, fmt.Sprintf("read the validator registry's events in block %d", height), func(ctx context.Context) (err error) {
+		if logs, err = a.engine.Logs(ctx, block, a.opts.Registry, registry.PowerChanged); err != nil {
+			// geth lost the block since it executed it (a wiped datadir):
+			// say so, for FinalizeBlock to apply it again.
+			if _, herr := a.engine.HeaderByHash(ctx, block); errors.Is(herr, ethereum.NotFound) {
+				return fmt.Errorf("geth lost block %d: %w", height, engine.ErrSyncing)
+			}
 		}
-		changes, err = registry.Changes(a.opts.Registry, logs)
 		return err
 	})
-	if err != nil || len(changes) == 0 {
+	if err != nil {
 		return nil, err
+	}
+	changes, bad := registry.Changes(a.opts.Registry, logs)
+	for _, err := range bad {
+		a.metrics.ValidatorUpdates.WithLabelValues("refused").Inc()
+		a.log.Warn("validator registry event skipped: it does not decode (is the registry the contract in contracts/?)", "height", height, "err", err)
+	}
+	if len(changes) == 0 {
+		return nil, nil
 	}
 	if a.opts.Sets == nil {
 		return nil, fmt.Errorf("block %d changes the validator set, and the app cannot read CometBFT's sets", height)

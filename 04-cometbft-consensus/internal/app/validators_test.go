@@ -1,12 +1,17 @@
 package app
 
 import (
+	"bytes"
 	"strings"
 	"testing"
+
+	abci "github.com/cometbft/cometbft/abci/types"
 
 	"github.com/cometbft/cometbft/crypto/ed25519"
 	cmttypes "github.com/cometbft/cometbft/types"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/registry"
 )
@@ -101,5 +106,79 @@ func TestPlanUpdatesRefusesAnOverflowingTotal(t *testing.T) {
 	p := planUpdates(cmttypes.NewValidatorSet(vs), []registry.Change{{PubKey: key, Power: 3, TxHash: common.Hash{1}}}, 0)
 	if len(p.updates) != 0 || len(p.refused) != 1 || !strings.Contains(p.refused[0].reason, "CometBFT would refuse") {
 		t.Fatalf("updates %v, refused %+v: want CometBFT's refusal", p.updates, p.refused)
+	}
+}
+
+// FinalizeBlock returns the registry's changes in the decided block as
+// validator updates, the same on every validator; refuses what the set
+// cannot take, and skips what does not decode, alike everywhere; and a
+// geth that lost the block before its logs were read gets it again.
+func TestFinalizeBlockReturnsValidatorUpdates(t *testing.T) {
+	reg := common.HexToAddress("0x1000")
+	gen := []cmttypes.GenesisValidator{{PubKey: ed25519.GenPrivKey().PubKey(), Power: 100}}
+	var added, stranger [32]byte
+	copy(added[:], ed25519.GenPrivKey().PubKey().Bytes())
+	copy(stranger[:], ed25519.GenPrivKey().PubKey().Bytes())
+	event := func(key [32]byte, power uint64, tx byte) types.Log {
+		data, err := registry.ABI.Events["PowerChanged"].Inputs.NonIndexed().Pack(power)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return types.Log{Address: reg, Topics: []common.Hash{registry.PowerChanged, key}, Data: data, TxHash: common.Hash{tx}}
+	}
+	logs := map[uint64][]types.Log{
+		1: {event(added, 30, 1)},
+		2: {event(stranger, 0, 2), {Address: reg, Topics: []common.Hash{registry.PowerChanged, added}, Data: []byte{1}, TxHash: common.Hash{3}}},
+		3: {event(added, 20, 4)},
+	}
+	nodes := make([]*node, 2)
+	for i := range nodes {
+		g := newFakeGeth()
+		g.logs = logs
+		nodes[i] = newNode(t, g, "", func(o *Options) { o.Registry, o.Sets = reg, genesisSets(gen) })
+	}
+	a, b := nodes[0], nodes[1]
+	updates := func(h int64) []abci.ValidatorUpdate {
+		t.Helper()
+		tx := a.prepare(t, h)
+		var first []abci.ValidatorUpdate
+		for i, n := range nodes {
+			if s := n.process(t, h, tx); s != abci.ResponseProcessProposal_ACCEPT {
+				t.Fatalf("height %d: node %d: %v", h, i, s)
+			}
+			res := n.finalize(t, h, tx)
+			if i == 0 {
+				first = res.ValidatorUpdates
+			} else if x, y := mustJSON(t, res.ValidatorUpdates), mustJSON(t, first); x != y {
+				t.Fatalf("height %d: the validators' updates differ:\n%s\n%s", h, x, y)
+			}
+		}
+		return first
+	}
+	if u := updates(1); len(u) != 1 || u[0].Power != 30 || !bytes.Equal(u[0].PubKey.GetEd25519(), added[:]) {
+		t.Fatalf("height 1: updates %v, want the added key at 30", u)
+	}
+	if u := updates(2); len(u) != 0 {
+		t.Fatalf("height 2: updates %v, want none (a stranger removed, a log that does not decode)", u)
+	}
+	for _, n := range nodes {
+		if got := testutil.ToFloat64(n.m.ValidatorUpdates.WithLabelValues("refused")); got != 2 {
+			t.Fatalf("refused %v, want 2", got)
+		}
+	}
+	// b's geth loses every block between newPayload and the read of the
+	// logs: FinalizeBlock replays them and reads the logs again.
+	wiped := false
+	b.geth.beforeLogs = func() {
+		if !wiped {
+			wiped = true
+			b.geth.wipe()
+		}
+	}
+	if u := updates(3); len(u) != 1 || u[0].Power != 20 {
+		t.Fatalf("height 3: updates %v, want the added key at 20", u)
+	}
+	if !wiped || b.geth.head().Number.Int64() != 3 {
+		t.Fatalf("wiped %v, b's geth head %d", wiped, b.geth.head().Number)
 	}
 }

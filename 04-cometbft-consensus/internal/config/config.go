@@ -36,12 +36,9 @@ type Config struct {
 	// each); 0: never.
 	StallBlocks  int
 	FeeRecipient string
-	// Registry is the validator registry contract whose events change the
-	// validator set; "" never changes it.
-	Registry   string
-	HealthAddr string
-	LogLevel   string
-	LogFormat  string
+	HealthAddr   string
+	LogLevel     string
+	LogFormat    string
 	// Byzantine makes this validator corrupt the payloads it proposes. For
 	// tests of the other validators' ProcessProposal; hidden from --help.
 	Byzantine string
@@ -63,7 +60,6 @@ func Default() Config {
 		Optimistic:   true,
 		StallBlocks:  10,
 		FeeRecipient: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
-		Registry:     "0x0000000000000000000000000000000000001000",
 		HealthAddr:   ":8080",
 		LogLevel:     "info",
 		LogFormat:    "text",
@@ -91,9 +87,6 @@ func (c Config) Validate() error {
 	}
 	if !common.IsHexAddress(c.FeeRecipient) {
 		bad("fee-recipient", fmt.Sprintf("%q", c.FeeRecipient), "not a 20-byte hex address")
-	}
-	if c.Registry != "" && !common.IsHexAddress(c.Registry) {
-		bad("registry", fmt.Sprintf("%q", c.Registry), `not a 20-byte hex address ("" never changes the validator set)`)
 	}
 	if _, _, err := net.SplitHostPort(c.HealthAddr); err != nil {
 		bad("health-addr", fmt.Sprintf("%q", c.HealthAddr), "want host:port or :port")
@@ -123,7 +116,6 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	f.IntVar(&c.StallBlocks, "stall-blocks", c.StallBlocks, "/readyz answers 503 once no height was decided for this many block times (timeout_commit, at least 1s, plus timeout_propose each); 0: never")
 	f.BoolVar(&c.Optimistic, "optimistic-build", c.Optimistic, "when this validator proposes the next height, have geth build its payload before the proposal is due; best with geth --miner.recommit=100ms (README)")
 	f.StringVar(&c.FeeRecipient, "fee-recipient", c.FeeRecipient, "address that receives the priority fees")
-	f.StringVar(&c.Registry, "registry", c.Registry, `validator registry contract: its PowerChanged events change the validator set (genesis.json's; "" keeps the genesis set); every validator must give the same`)
 	f.StringVar(&c.HealthAddr, "health-addr", c.HealthAddr, "listen address of /metrics, /healthz, /readyz, /status")
 	f.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	f.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
@@ -133,7 +125,6 @@ func (c *Config) Bind(cmd *cobra.Command) {
 	BindEnv(f, map[string]string{
 		"cmt-home": "CMT_HOME", "eth-client-url": "ETH_CLIENT_URL", "jwt-secret": "JWT_SECRET",
 		"genesis": "GENESIS", "build-wait": "BUILD_WAIT", "allow-clock-drift": "ALLOW_CLOCK_DRIFT", "stall-blocks": "STALL_BLOCKS", "optimistic-build": "OPTIMISTIC_BUILD", "fee-recipient": "FEE_RECIPIENT",
-		"registry":    "REGISTRY",
 		"health-addr": "HEALTH_ADDR", "log-level": "LOG_LEVEL", "log-format": "LOG_FORMAT",
 	})
 	// CometBFT's own binaries read the home from CMTHOME: honoured too,

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	cmtcfg "github.com/cometbft/cometbft/config"
@@ -171,9 +172,9 @@ func appOptions(cfg config.Config, h home, genesis *core.Genesis, sets app.Valid
 		return app.Options{}, fmt.Errorf("--cmt-home %s: the genesis' block.max_bytes %d carries the commit of %d validators beside a full execution block; it has %d",
 			cfg.CmtHome, p.Block.MaxBytes, maxVals, len(h.doc.Validators))
 	}
-	var registry common.Address
-	if cfg.Registry != "" {
-		registry = common.HexToAddress(cfg.Registry)
+	registry, err := registryOf(h.doc)
+	if err != nil {
+		return app.Options{}, fmt.Errorf("--cmt-home %s: genesis: %w", cfg.CmtHome, err)
 	}
 	return app.Options{
 		StatePath:          filepath.Join(h.cmt.DBDir(), "app-state.json"),
@@ -190,6 +191,39 @@ func appOptions(cfg config.Config, h home, genesis *core.Genesis, sets app.Valid
 		Sets:               sets,
 		MaxValidators:      maxVals,
 	}, nil
+}
+
+// AppState is the app's part of the CometBFT genesis (app_state): rules
+// of the chain that every validator must share, so they come with the
+// genesis rather than from each validator's flags.
+type AppState struct {
+	// ValidatorRegistry is the contract whose PowerChanged events change
+	// the validator set (absent: the genesis set, for good).
+	ValidatorRegistry string `json:"validator_registry,omitempty"`
+}
+
+// registryOf returns the validator registry the genesis names (zero:
+// none), refusing one the genesis' key types cannot take: the registry
+// holds ed25519 keys, and CometBFT halts on an update of a type its
+// consensus parameters do not allow.
+func registryOf(doc *types.GenesisDoc) (common.Address, error) {
+	var st AppState
+	if len(doc.AppState) > 0 {
+		if err := json.Unmarshal(doc.AppState, &st); err != nil {
+			return common.Address{}, fmt.Errorf("app_state: %w", err)
+		}
+	}
+	if st.ValidatorRegistry == "" {
+		return common.Address{}, nil
+	}
+	if !common.IsHexAddress(st.ValidatorRegistry) {
+		return common.Address{}, fmt.Errorf("app_state.validator_registry %q: not a 20-byte hex address", st.ValidatorRegistry)
+	}
+	if p := doc.ConsensusParams; p != nil && !slices.Contains(p.Validator.PubKeyTypes, types.ABCIPubKeyTypeEd25519) {
+		return common.Address{}, fmt.Errorf("app_state.validator_registry is set, and consensus_params.validator.pub_key_types %v lacks %s, the registry's key type",
+			p.Validator.PubKeyTypes, types.ABCIPubKeyTypeEd25519)
+	}
+	return common.HexToAddress(st.ValidatorRegistry), nil
 }
 
 // run starts CometBFT and the HTTP endpoints of validator (its address),

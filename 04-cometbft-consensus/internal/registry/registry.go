@@ -63,28 +63,37 @@ type Change struct {
 
 // Changes returns the registry's PowerChanged events among logs, in their
 // order in the block. A log from another address, or of another event, is
-// skipped; a PowerChanged log that does not decode is an error (the
-// contract never emits one).
-func Changes(registry common.Address, logs []types.Log) ([]Change, error) {
-	var out []Change
+// skipped; so is a PowerChanged log that does not decode (the contract
+// never emits one: another contract at the address might), which is
+// returned in bad with the reason, for every validator to skip alike.
+func Changes(registry common.Address, logs []types.Log) (changes []Change, bad []error) {
 	for _, l := range logs {
 		if l.Address != registry || len(l.Topics) == 0 || l.Topics[0] != PowerChanged || l.Removed {
 			continue
 		}
-		if len(l.Topics) != 2 {
-			return nil, fmt.Errorf("PowerChanged log %d of tx %s: %d topics, want 2", l.Index, l.TxHash, len(l.Topics))
+		c, err := decode(l)
+		if err != nil {
+			bad = append(bad, fmt.Errorf("PowerChanged log %d of tx %s: %w", l.Index, l.TxHash, err))
+			continue
 		}
-		v, err := ABI.Events["PowerChanged"].Inputs.NonIndexed().Unpack(l.Data)
-		if err != nil || len(v) != 1 {
-			return nil, fmt.Errorf("PowerChanged log %d of tx %s: data %x: %v", l.Index, l.TxHash, l.Data, err)
-		}
-		power, ok := v[0].(uint64)
-		if !ok {
-			return nil, fmt.Errorf("PowerChanged log %d of tx %s: power is %T", l.Index, l.TxHash, v[0])
-		}
-		out = append(out, Change{PubKey: l.Topics[1], Power: power, TxHash: l.TxHash})
+		changes = append(changes, c)
 	}
-	return out, nil
+	return changes, bad
+}
+
+func decode(l types.Log) (Change, error) {
+	if len(l.Topics) != 2 {
+		return Change{}, fmt.Errorf("%d topics, want 2", len(l.Topics))
+	}
+	v, err := ABI.Events["PowerChanged"].Inputs.NonIndexed().Unpack(l.Data)
+	if err != nil {
+		return Change{}, fmt.Errorf("data %x: %w", l.Data, err)
+	}
+	power, ok := v[0].(uint64)
+	if len(v) != 1 || !ok {
+		return Change{}, fmt.Errorf("data %x: not one uint64", l.Data)
+	}
+	return Change{PubKey: l.Topics[1], Power: power, TxHash: l.TxHash}, nil
 }
 
 // SetPower is the calldata that sets pubKey's power (0 removes it).

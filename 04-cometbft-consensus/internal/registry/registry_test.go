@@ -123,17 +123,22 @@ func TestChanges(t *testing.T) {
 		{Address: Address, Topics: []common.Hash{PowerChanged, {9}}, Data: common.LeftPadBytes([]byte{0}, 32)}, // a removal
 		{Address: Address, Topics: []common.Hash{PowerChanged, {8}}, Data: data, Removed: true},                // reorged away
 	}
-	got, err := Changes(Address, logs)
-	if err != nil {
-		t.Fatal(err)
+	got, bad := Changes(Address, logs)
+	if len(bad) != 0 {
+		t.Fatal(bad)
 	}
 	want := []Change{{PubKey: key, Power: 7, TxHash: tx}, {PubKey: [32]byte{9}, Power: 0}}
 	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("Changes = %+v, want %+v", got, want)
 	}
-	bad := []types.Log{{Address: Address, Topics: []common.Hash{PowerChanged, key}, Data: []byte{1}}}
-	if _, err := Changes(Address, bad); err == nil {
-		t.Fatal("a PowerChanged log with 1 byte of data decoded")
+	malformed := []types.Log{
+		{Address: Address, Topics: []common.Hash{PowerChanged, key}, Data: []byte{1}},
+		{Address: Address, Topics: []common.Hash{PowerChanged}, Data: data},
+		{Address: Address, Topics: []common.Hash{PowerChanged, key}, Data: data, TxHash: tx},
+	}
+	got, bad = Changes(Address, malformed)
+	if len(got) != 1 || got[0] != want[0] || len(bad) != 2 {
+		t.Fatalf("malformed logs: changes %+v, bad %v: want the valid one and two reasons", got, bad)
 	}
 }
 

@@ -1,10 +1,12 @@
 // Package testnet writes the CometBFT homes of a local validator network:
 // one key pair and node key per validator, one shared genesis with every
-// validator at equal power, each node's persistent peers set to all the
+// validator at equal power (GenesisPower) and the validator registry in its
+// app_state, each node's persistent peers set to all the
 // others, distinct loopback ports, and tuned consensus timeouts.
 package testnet
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,8 +17,10 @@ import (
 	"github.com/cometbft/cometbft/p2p"
 	"github.com/cometbft/cometbft/privval"
 	"github.com/cometbft/cometbft/types"
+	"github.com/ethereum/go-ethereum/common"
 
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/node"
 )
 
 // Ports of one validator.
@@ -39,6 +43,9 @@ type Options struct {
 	// docker-compose, where every node then listens on all interfaces.
 	// Empty: 127.0.0.1, and every node listens on loopback only.
 	HostPattern string
+	// Registry is the validator registry the genesis names in its
+	// app_state (empty: none, the genesis set for good).
+	Registry string
 	// Timeouts; zero values keep TunedTimeouts'.
 	TimeoutPropose, TimeoutProposeDelta, TimeoutPrevote, TimeoutPrecommit, TimeoutCommit time.Duration
 }
@@ -92,6 +99,13 @@ const GossipSleep = 10 * time.Millisecond
 // packets, too slow for a proposal of a megabyte (BENCHMARKS-design.md).
 const PacketPayload = int(types.BlockPartSizeBytes)
 
+// GenesisPower is each genesis validator's voting power. Powers of 1
+// would freeze a small set: at most a third of the power may change at
+// one height (the app refuses more), so one validator of power 1, or two,
+// could never add another. With 100 each, a validator of 100 joins four
+// (100 of 400), and a single validator can grow the set by 33 at a time.
+const GenesisPower = 100
+
 // Home returns validator i's home under dir.
 func Home(dir string, i int) string { return filepath.Join(dir, fmt.Sprintf("validator-%d", i)) }
 
@@ -117,6 +131,16 @@ func Write(o Options) error {
 	params.Block.MaxBytes = envelope.BlockMaxBytes(MaxValidators, params.Evidence.MaxBytes)
 	gen := &types.GenesisDoc{ChainID: o.ChainID, GenesisTime: time.Now().UTC().Round(time.Second), InitialHeight: 1,
 		ConsensusParams: params}
+	if o.Registry != "" {
+		if !common.IsHexAddress(o.Registry) {
+			return fmt.Errorf("--registry %q: not a 20-byte hex address", o.Registry)
+		}
+		st, err := json.Marshal(node.AppState{ValidatorRegistry: common.HexToAddress(o.Registry).Hex()})
+		if err != nil {
+			return err
+		}
+		gen.AppState = st
+	}
 	for i := range nodes {
 		n, v, err := newHome(Home(o.Dir, i), i)
 		if err != nil {
@@ -181,7 +205,7 @@ func newHome(home string, i int) (validatorHome, types.GenesisValidator, error) 
 	if err != nil {
 		return validatorHome{}, types.GenesisValidator{}, err
 	}
-	v := types.GenesisValidator{Address: pub.Address(), PubKey: pub, Power: 1, Name: fmt.Sprintf("validator-%d", i)}
+	v := types.GenesisValidator{Address: pub.Address(), PubKey: pub, Power: GenesisPower, Name: fmt.Sprintf("validator-%d", i)}
 	return validatorHome{cfg: cfg, id: key.ID(), pv: pv}, v, nil
 }
 

@@ -96,7 +96,8 @@ func TestWriteHomes(t *testing.T) {
 // homes' block.max_bytes its MaxValidators back.
 func TestWriteFullNodes(t *testing.T) {
 	dir := t.TempDir()
-	if err := Write(Options{Dir: dir, Validators: 2, FullNodes: 1, Ports: BasePorts(31000)}); err != nil {
+	reg := "0x0000000000000000000000000000000000001000"
+	if err := Write(Options{Dir: dir, Validators: 2, FullNodes: 1, Ports: BasePorts(31000), Registry: reg}); err != nil {
 		t.Fatal(err)
 	}
 	c, err := node.LoadCometConfig(Home(dir, 2))
@@ -114,6 +115,9 @@ func TestWriteFullNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !strings.Contains(string(doc.AppState), reg) {
+		t.Fatalf("the genesis' app_state %s does not name the registry", doc.AppState)
+	}
 	if len(doc.Validators) != 2 {
 		t.Fatalf("genesis holds %d validators, want the 2 validators only", len(doc.Validators))
 	}
@@ -128,5 +132,8 @@ func TestWriteFullNodes(t *testing.T) {
 	}
 	if err := Write(Options{Dir: t.TempDir(), Validators: 1, FullNodes: -1}); err == nil || !strings.Contains(err.Error(), "--full-nodes") {
 		t.Fatalf("negative --full-nodes: %v", err)
+	}
+	if err := Write(Options{Dir: t.TempDir(), Validators: 1, Registry: "0x12"}); err == nil || !strings.Contains(err.Error(), "--registry") {
+		t.Fatalf("a bad --registry: %v", err)
 	}
 }
