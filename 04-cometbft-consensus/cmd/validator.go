@@ -129,6 +129,9 @@ func (f validatorFlags) set(ctx context.Context, op op, keyArgs []string, powerA
 			return fmt.Errorf("%s is not a validator: use `validator add`", keyArgs[i])
 		}
 	}
+	if err := valset.Precheck(ctx, f.cmtRPC, keys, powers); err != nil {
+		return err
+	}
 	signer, err := valset.LoadSigner(f.keyFile, f.keystore, f.passwordFile)
 	if err != nil {
 		return err

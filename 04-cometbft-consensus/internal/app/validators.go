@@ -78,6 +78,16 @@ func (a *App) validatorUpdates(ctx context.Context, height int64, block common.H
 	return p.updates, nil
 }
 
+// CheckChanges says why the validators would refuse changes sent in one
+// transaction to a chain whose next set is set (nil: they would take
+// them), as planUpdates decides it: for a client to check before sending.
+func CheckChanges(set *cmttypes.ValidatorSet, changes []registry.Change, maxValidators int) error {
+	if p := planUpdates(set, changes, maxValidators); len(p.refused) > 0 {
+		return errors.New(p.refused[0].reason)
+	}
+	return nil
+}
+
 // plan is what a height's registry events become.
 type plan struct {
 	updates []abci.ValidatorUpdate

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cometbft/cometbft/crypto/ed25519"
 	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
+	cmttypes "github.com/cometbft/cometbft/types"
 	"github.com/ethereum/go-ethereum"
 	"github.com/ethereum/go-ethereum/accounts/keystore"
 	"github.com/ethereum/go-ethereum/common"
@@ -28,6 +29,8 @@ import (
 	"github.com/ethereum/go-ethereum/ethclient"
 	"github.com/ethereum/go-ethereum/rpc"
 
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/app"
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/registry"
 )
 
@@ -184,12 +187,9 @@ func (s *Sender) Send(ctx context.Context, data []byte) (Receipt, error) {
 			}
 			return Receipt{Tx: tx.Hash(), Block: r.BlockNumber.Uint64()}, nil
 		}
-		if !errors.Is(err, ethereum.NotFound) {
-			return Receipt{}, err
-		}
-		select {
+		select { // not found yet, or geth busy (indexing, restarting): ask again
 		case <-ctx.Done():
-			return Receipt{}, fmt.Errorf("transaction %s sent, not included within %s (--wait): is the chain making blocks?", tx.Hash(), s.wait)
+			return Receipt{}, fmt.Errorf("transaction %s sent, not included within %s (--wait): is the chain making blocks? (last answer: %v)", tx.Hash(), s.wait, err)
 		case <-tick.C:
 		}
 	}
@@ -209,7 +209,11 @@ func (s *Sender) explain(ctx context.Context, err error) error {
 			}
 		}
 	}
-	return fmt.Errorf("the registry call would fail: %w (is %s the registry? `validator list` reads it)", err, s.registry)
+	var rpcErr rpc.Error
+	if errors.As(err, &rpcErr) { // geth answered: the call itself fails
+		return fmt.Errorf("the registry call would fail: %w (is %s the registry? `validator list` reads it)", err, s.registry)
+	}
+	return fmt.Errorf("geth (--rpc-url): %w", err)
 }
 
 // Owner reads the registry's owner.
@@ -336,6 +340,47 @@ func votingPowers(ctx context.Context, c *rpchttp.HTTP, height *int64) (map[[32]
 		}
 		page++
 	}
+}
+
+// Precheck refuses changes that the validators would refuse, judged
+// against CometBFT's latest set and its block size (the validators judge
+// them against the set of the height after the block that holds them:
+// the same unless other changes come first).
+func Precheck(ctx context.Context, cmtURL string, keys [][32]byte, powers []uint64) error {
+	c, err := rpchttp.New(cmtURL, "/websocket")
+	if err != nil {
+		return fmt.Errorf("--cmt-rpc %s: %w", cmtURL, err)
+	}
+	var vals []*cmttypes.Validator
+	page, perPage := 1, 100
+	for {
+		res, err := c.Validators(ctx, nil, &page, &perPage)
+		if err != nil {
+			return fmt.Errorf("CometBFT's validators (--cmt-rpc %s): %w", cmtURL, err)
+		}
+		vals = append(vals, res.Validators...)
+		if page*perPage >= res.Total {
+			break
+		}
+		page++
+	}
+	set, err := cmttypes.ValidatorSetFromExistingValidators(vals)
+	if err != nil {
+		return err
+	}
+	cp, err := c.ConsensusParams(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("CometBFT's consensus parameters (--cmt-rpc %s): %w", cmtURL, err)
+	}
+	p := cp.ConsensusParams
+	changes := make([]registry.Change, len(keys))
+	for i, k := range keys {
+		changes[i] = registry.Change{PubKey: k, Power: powers[i]}
+	}
+	if err := app.CheckChanges(set, changes, envelope.MaxValidators(p.Block.MaxBytes, p.Evidence.MaxBytes)); err != nil {
+		return fmt.Errorf("the validators would refuse this change: %w", err)
+	}
+	return nil
 }
 
 // Check waits until CometBFT (its RPC, cmtURL) has decided height, then
