@@ -235,8 +235,9 @@ type Entry struct {
 	CometBFT int64  `json:"cometbft_power"`
 	Registry uint64 `json:"registry_power"`
 	InReg    bool   `json:"in_registry"`
-	// Status is "same", "genesis" (a validator the registry never set:
-	// from CometBFT's genesis) or "differs".
+	// Status is "same", "removed" (by the registry, and from CometBFT's
+	// set), "genesis" (a validator the registry never set: from CometBFT's
+	// genesis) or "differs".
 	Status string `json:"status"`
 }
 
@@ -300,6 +301,8 @@ func List(ctx context.Context, cmtURL, ethURL string, reg common.Address) (heigh
 			e.Status = "genesis"
 		case uint64(e.CometBFT) != e.Registry:
 			e.Status = "differs"
+		case e.CometBFT == 0:
+			e.Status = "removed"
 		default:
 			e.Status = "same"
 		}
