@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/p2p/enode"
 )
 
 // Defaults are the ports docker-compose.yml publishes; the devnet CLI uses
@@ -52,7 +53,10 @@ type Config struct {
 	// CrashSafeGethFlags: faster per block, but a SIGKILLed lone geth may
 	// come back unable to import (see CrashSafeGethFlags). Benchmarks only.
 	GethDefaults bool
-	Logger       *slog.Logger
+	// Faults, when set, routes the geths' peering through fault points:
+	// geth i dials geth j through the link "geth-i-geth-j" (GethLinks).
+	Faults *Faults
+	Logger *slog.Logger
 }
 
 // Network is a running set of processes.
@@ -160,11 +164,22 @@ func build(ctx context.Context, cfg Config) (*Network, error) {
 			}
 			n.Geth = append(n.Geth, g)
 		}
-		for _, g := range n.Geth {
-			for _, o := range n.Geth {
-				if o != g {
-					g.peers = append(g.peers, o.Enode())
+		for i, g := range n.Geth {
+			for j, o := range n.Geth {
+				if o == g {
+					continue
 				}
+				peer := o.Enode()
+				if cfg.Faults != nil {
+					name := fmt.Sprintf("geth-%d-geth-%d", i, j)
+					cfg.Faults.Remove(name) // from an attempt on other ports
+					l, err := cfg.Faults.Link(name, "127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", o.P2PPort))
+					if err != nil {
+						return nil, err
+					}
+					peer = enode.NewV4(&o.Key.PublicKey, net.IPv4(127, 0, 0, 1), l.Port(), 0).URLv4()
+				}
+				g.peers = append(g.peers, peer)
 			}
 			if err := g.initialize(ctx); err != nil {
 				return nil, err
@@ -271,6 +286,22 @@ func (n *Network) Stop() {
 	}
 }
 
+// GethLinks returns the fault points of geth i's peering, both ways (with
+// Config.Faults): cut them all and it is cut off from the other geths.
+func (n *Network) GethLinks(i int) []*Link {
+	if n.cfg.Faults == nil {
+		return nil
+	}
+	var out []*Link
+	for _, l := range n.cfg.Faults.Links() {
+		var a, b int
+		if _, err := fmt.Sscanf(l.Name, "geth-%d-geth-%d", &a, &b); err == nil && (a == i || b == i) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // WaitPeered polls until every geth has at least min peers.
 func (n *Network) WaitPeered(ctx context.Context, min int) error {
 	for _, g := range n.Geth {
@@ -299,9 +330,13 @@ type State struct {
 	// scrapes: host:port by job.
 	Prometheus        string              `json:",omitempty"`
 	PrometheusTargets map[string][]string `json:",omitempty"`
-	GethArgs          []string            `json:",omitempty"` // the extra flags every geth runs with
-	FreePorts         bool                `json:",omitempty"` // on free ports, not docker compose's
-	PIDFiles          []string
+	// Faults is the URL of toxiproxy's API when `up --faults` runs the
+	// fault points, and FaultLinks those points.
+	Faults     string     `json:",omitempty"`
+	FaultLinks []LinkSpec `json:",omitempty"`
+	GethArgs   []string   `json:",omitempty"` // the extra flags every geth runs with
+	FreePorts  bool       `json:",omitempty"` // on free ports, not docker compose's
+	PIDFiles   []string
 }
 
 // Covers reports whether the network s records runs everything cfg asks

@@ -61,7 +61,7 @@ a flag given on the command line wins.`,
 	var dir string
 	root.PersistentFlags().StringVar(&dir, "dir", ".devnet", "state directory: datadirs, logs, pid files")
 	bindEnv(root.PersistentFlags(), map[string]string{"dir": "DEVNET_DIR"})
-	root.AddCommand(upCmd(&dir), downCmd(&dir), statusCmd(&dir), watchCmd(), sendCmd())
+	root.AddCommand(upCmd(&dir), downCmd(&dir), statusCmd(&dir), watchCmd(), sendCmd(), faultCmd(&dir), faultsServeCmd())
 	return root
 }
 
@@ -71,6 +71,7 @@ func upCmd(dir *string) *cobra.Command {
 		promJob   string
 		promNodes []string
 		promRules string
+		faults    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -87,14 +88,23 @@ func upCmd(dir *string) *cobra.Command {
 				}
 			}
 			if s, err := devnet.ReadState(*dir); err == nil && allAlive(s) {
+				promOK := prom == nil || slices.Equal(s.PrometheusTargets[promJob], prom.Targets[promJob])
 				switch {
-				case s.Covers(cfg) && (prom == nil || slices.Equal(s.PrometheusTargets[promJob], prom.Targets[promJob])):
+				case s.Covers(cfg) && promOK && (!faults || s.Faults != ""):
 					fmt.Println("already up:")
 					return printStatus(cmd.Context(), s)
 				case s.Covers(cfg):
-					fmt.Printf("starting Prometheus for %s beside the running network\n", promJob)
-					if _, err := devnet.StartPrometheusIn(ctx, *dir, *prom, cfg.Logger); err != nil {
-						return err
+					if !promOK {
+						fmt.Printf("starting Prometheus for %s beside the running network\n", promJob)
+						if _, err := devnet.StartPrometheusIn(ctx, *dir, *prom, cfg.Logger); err != nil {
+							return err
+						}
+					}
+					if faults && s.Faults == "" {
+						fmt.Println("starting the fault points in front of the running network")
+						if err := startFaults(ctx, *dir); err != nil {
+							return err
+						}
 					}
 					return printState(cmd.Context(), *dir)
 				}
@@ -119,6 +129,11 @@ func upCmd(dir *string) *cobra.Command {
 					return err
 				}
 			}
+			if faults {
+				if err := startFaults(ctx, *dir); err != nil {
+					return err
+				}
+			}
 			return printState(cmd.Context(), *dir)
 		},
 	}
@@ -133,12 +148,13 @@ func upCmd(dir *string) *cobra.Command {
 	f.StringArrayVar(&cfg.GethArgs, "geth-arg", nil, "extra flag for every geth, repeatable (e.g. --geth-arg=--miner.recommit=100ms; in the environment, space-separated)")
 	f.StringVar(&promJob, "prometheus", "", "also start Prometheus on 9090 (Debian's prometheus), scraping every geth and the --prometheus-nodes as this job of devnet/prometheus.yml: single-node, member-nodes or cometbft-consensus")
 	f.StringSliceVar(&promNodes, "prometheus-nodes", nil, "host:port of each consensus node's /metrics, comma-separated (default: where make run puts stage 2, 127.0.0.1:8080, and make run-stage3 and run-stage4 their nodes, 8080-8083)")
+	f.BoolVar(&faults, "faults", false, "also put fault points (TCP proxies) in front of every geth's Engine API and RPC, Redis and PostgreSQL, on their port + 10000: see devnet fault --help")
 	f.StringVar(&promRules, "prometheus-rules", "0*-*/monitoring/alerts.yml", "alert rule files (a glob, relative to the working directory) Prometheus loads")
 	bindEnv(f, map[string]string{
 		"prometheus": "DEVNET_PROMETHEUS", "prometheus-nodes": "DEVNET_PROMETHEUS_NODES", "prometheus-rules": "DEVNET_PROMETHEUS_RULES",
 		"geth": "DEVNET_GETH", "redis": "DEVNET_REDIS", "redis-password": "DEVNET_REDIS_PASSWORD", "postgres": "DEVNET_POSTGRES",
 		"genesis": "DEVNET_GENESIS", "jwt-secret": "DEVNET_JWT_SECRET",
-		"free-ports": "DEVNET_FREE_PORTS", "geth-arg": "DEVNET_GETH_ARGS",
+		"free-ports": "DEVNET_FREE_PORTS", "geth-arg": "DEVNET_GETH_ARGS", "faults": "DEVNET_FAULTS",
 	})
 	return cmd
 }
@@ -292,6 +308,15 @@ func prometheusConfig(job string, nodes []string, nodesGiven bool, rules string)
 	return &devnet.PrometheusConfig{Targets: map[string][]string{job: nodes}, RuleFiles: files}, nil
 }
 
+// startFaults starts the fault points, run by this very binary.
+func startFaults(ctx context.Context, dir string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	return devnet.StartFaultsIn(ctx, dir, exe)
+}
+
 // printState prints the status of the network in dir.
 func printState(ctx context.Context, dir string) error {
 	s, err := devnet.ReadState(dir)
@@ -343,6 +368,11 @@ func printStatus(ctx context.Context, s *devnet.State) error {
 		}
 		sort.Strings(jobs)
 		fmt.Printf("%-10s %s, scraping %s (%s/targets)\n", "prometheus", s.Prometheus, strings.Join(jobs, "; "), s.Prometheus)
+	}
+	if s.Faults != "" {
+		if err := printFaults(s); err != nil {
+			fmt.Printf("%-10s %s: %v\n", "faults", s.Faults, err)
+		}
 	}
 	return nil
 }

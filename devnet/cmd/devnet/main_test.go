@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -334,4 +337,108 @@ func containsAll(s string, subs []string) bool {
 		}
 	}
 	return true
+}
+
+// up --faults puts fault points in front of the network; fault cuts,
+// slows and heals them, status shows them, down stops their process; and
+// every mistake is named.
+func TestUpFaults(t *testing.T) {
+	bin, dir, genesis, jwt := cliFixture(t)
+	run := func(args ...string) (string, error) {
+		out, err := exec.Command(bin, append(args, "--dir", dir)...).CombinedOutput()
+		return string(out), err
+	}
+	t.Cleanup(func() { _, _ = run("down") })
+	if out, err := run("fault", "cut", "redis"); err == nil || !strings.Contains(out, "run `devnet up` first") {
+		t.Fatalf("fault without a network: %v\n%s", err, out)
+	}
+	if out, err := run("up", "--geth", "1", "--redis", "--faults", "--free-ports", "--genesis", genesis, "--jwt-secret", jwt); err != nil ||
+		!containsAll(out, []string{"geth-0-engine", "geth-0-rpc", "redis ", "(toxiproxy API)"}) {
+		t.Fatalf("up --faults: %v\n%s", err, out)
+	}
+	state, err := devnet.ReadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rpc, redis string
+	for _, l := range state.FaultLinks {
+		switch l.Name {
+		case "geth-0-rpc":
+			rpc = "http://" + l.Listen
+		case "redis":
+			redis = l.Listen
+		}
+	}
+	blockNumber := func(timeout time.Duration) (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		start := time.Now()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, rpc, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), `"result":"0x`) {
+			return 0, fmt.Errorf("answer %s", b)
+		}
+		return time.Since(start), nil
+	}
+	if _, err := blockNumber(5 * time.Second); err != nil {
+		t.Fatalf("geth's RPC through its link: %v", err)
+	}
+	if out, err := run("fault", "latency", "geth-0-rpc", "150ms", "--jitter", "10ms"); err != nil || !strings.Contains(out, "latency 150ms ± 10ms, both ways") {
+		t.Fatalf("fault latency: %v\n%s", err, out)
+	}
+	if took, err := blockNumber(5 * time.Second); err != nil || took < 280*time.Millisecond {
+		t.Fatalf("with 150 ms each way: %s (%v)", took, err)
+	}
+	if out, err := run("fault", "cut", "redis", "--one-way", "downstream"); err != nil || !strings.Contains(out, "cut, downstream only") {
+		t.Fatalf("fault cut: %v\n%s", err, out)
+	}
+	c, err := net.Dial("tcp", redis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := io.WriteString(c, "PING\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 16)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Redis through a cut link answered: %v", err)
+	}
+	if out, err := run("status"); err != nil || !containsAll(out, []string{"latency_upstream", "latency_downstream", "cut_downstream"}) {
+		t.Fatalf("status with faults: %v\n%s", err, out)
+	}
+	for _, bad := range [][]string{
+		{"fault", "cut", "nope"},
+		{"fault", "latency", "geth-0-rpc", "soon"},
+		{"fault", "loss", "redis", "2"},
+		{"fault", "cut", "redis", "--one-way", "sideways"},
+	} {
+		if out, err := run(bad...); err == nil {
+			t.Errorf("%v accepted:\n%s", bad, out)
+		}
+	}
+	if out, err := run("fault", "heal"); err != nil || strings.Count(out, "healed") != 3 {
+		t.Fatalf("fault heal: %v\n%s", err, out)
+	}
+	// Healed: what the cut held arrives, and the latency is gone.
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 16)); err != nil || n == 0 {
+		t.Fatalf("Redis after the heal: %v", err)
+	}
+	if out, err := run("fault", "list"); err != nil || strings.Count(out, "  ok") != 3 {
+		t.Fatalf("fault list after heal: %v\n%s", err, out)
+	}
+	pid, _ := devnet.ReadPIDFile(filepath.Join(dir, "faults.pid"))
+	if out, err := run("down"); err != nil {
+		t.Fatalf("down: %v\n%s", err, out)
+	}
+	if pid == 0 || devnet.Alive(pid) {
+		t.Fatalf("the faults process (pid %d) outlives down", pid)
+	}
 }
