@@ -158,8 +158,8 @@ type Fault struct {
 }
 
 // Cut holds everything both ways (a partition); CutOneWay one way only.
-func Cut() Fault                     { return Fault{Kind: "cut"} }
-func CutOneWay(d Direction) Fault    { return Fault{Kind: "cut", Direction: d} }
+func Cut() Fault                  { return Fault{Kind: "cut"} }
+func CutOneWay(d Direction) Fault { return Fault{Kind: "cut", Direction: d} }
 func Latency(d, jitter time.Duration) Fault { // each way
 	return Fault{Kind: "latency", Attrs: map[string]any{"latency": d.Milliseconds(), "jitter": jitter.Milliseconds()}}
 }
