@@ -8,7 +8,7 @@ DEVNET      := $(BIN)/devnet
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTEST      := go test -count=1 -timeout 30m
 
-.PHONY: build-darwin reset run run-stage1 run-stage3 run-stage4 test test-unit diff-stats lint bench bench-burst bench-soak devnet-up devnet-down devnet-status compose-up compose-down clean
+.PHONY: test-faults build-darwin reset run run-stage1 run-stage3 run-stage4 test test-unit diff-stats lint bench bench-burst bench-soak devnet-up devnet-down devnet-status compose-up compose-down clean
 
 $(DEVNET): $(shell find devnet -name '*.go') devnet/go.mod
 	go build -o $(DEVNET) ./devnet/cmd/devnet
@@ -54,6 +54,15 @@ test: build-darwin
 	@for m in $(MODULES); do \
 	  echo "=== $$m"; \
 	  (cd $$m && GOWORK=off go build -o /dev/null ./... && GOWORK=off GOFLAGS= $(GOTEST) ./...) || exit 1; \
+	done
+
+## test-faults: the network-fault tests (stages 3 and 4 with a devnet fault point on every
+## link: partitions, a link cut, latency), in files built with -tags faults; apart from
+## make test, which they would push past 25 minutes on two cores. CI runs both.
+test-faults:
+	@for m in 03-member-nodes 04-cometbft-consensus; do \
+	  echo "=== $$m (faults)"; \
+	  (cd $$m && GOWORK=off GOFLAGS= $(GOTEST) -tags faults -run '^TestFault' ./e2e/) || exit 1; \
 	done
 
 ## build-darwin: every module builds for macOS (the docker-free path runs there

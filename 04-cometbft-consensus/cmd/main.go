@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -67,6 +68,7 @@ func testnetCmd() *cobra.Command {
 	var (
 		o    testnet.Options
 		base int
+		wan  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "testnet",
@@ -78,6 +80,19 @@ timeouts. Validator i pairs with the local network's geth i: Engine API
 http://localhost:<8551+i>.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if wan { // the preset, under any timeout given on the command line
+				f := cmd.Flags()
+				w := testnet.WANTimeouts
+				for name, pair := range map[string][2]*time.Duration{
+					"timeout-propose": {&o.TimeoutPropose, &w.TimeoutPropose}, "timeout-propose-delta": {&o.TimeoutProposeDelta, &w.TimeoutProposeDelta},
+					"timeout-prevote": {&o.TimeoutPrevote, &w.TimeoutPrevote}, "timeout-precommit": {&o.TimeoutPrecommit, &w.TimeoutPrecommit},
+					"timeout-commit": {&o.TimeoutCommit, &w.TimeoutCommit},
+				} {
+					if !f.Changed(name) {
+						*pair[0] = *pair[1]
+					}
+				}
+			}
 			o.Ports = testnet.BasePorts(base)
 			if err := testnet.Write(o); err != nil {
 				return err
@@ -102,6 +117,7 @@ http://localhost:<8551+i>.`,
 	f.StringVar(&o.ChainID, "chain-id", "geth-consensus", "CometBFT chain id")
 	f.IntVar(&base, "base-port", 26656, "first port")
 	f.StringVar(&o.HostPattern, "host-pattern", "", `how peers reach validator i, e.g. "validator-%d" in docker-compose (nodes then listen on all interfaces); empty: 127.0.0.1`)
+	f.BoolVar(&wan, "wan", false, "timeouts for validators in several regions (BENCHMARKS-wan.md), under any --timeout-* given")
 	f.DurationVar(&o.TimeoutPropose, "timeout-propose", testnet.TunedTimeouts.Propose, "consensus.timeout_propose")
 	f.DurationVar(&o.TimeoutProposeDelta, "timeout-propose-delta", testnet.TunedTimeouts.ProposeDelta, "consensus.timeout_propose_delta: how much longer each round waits for a proposal than the one before")
 	f.DurationVar(&o.TimeoutPrevote, "timeout-prevote", testnet.TunedTimeouts.Prevote, "consensus.timeout_prevote")

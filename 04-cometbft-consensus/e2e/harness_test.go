@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	cmtcfg "github.com/cometbft/cometbft/config"
+	"github.com/cometbft/cometbft/p2p"
 	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
 	cmttypes "github.com/cometbft/cometbft/types"
 	"github.com/ethereum/go-ethereum/common"
@@ -36,6 +38,11 @@ type network struct {
 	t    testing.TB
 	net  *devnet.Network
 	vals []*validator
+	// With spec.faults: every link between validators, CometBFT's p2p by
+	// [dialer, listener] and the geths' devp2p (devnet.GethLinks), and
+	// each validator's to its geth, goes through a fault point.
+	faults   *devnet.Faults
+	cmtLinks map[[2]int]*devnet.Link
 }
 
 type validator struct {
@@ -46,12 +53,14 @@ type validator struct {
 	geth   *devnet.GethNode
 	eth    *ethclient.Client
 	proc   *devnet.Process
+	engine *devnet.Link // its Engine API link, with spec.faults
 }
 
 // spec describes a test network; zero values give the tests' defaults.
 type spec struct {
 	validators int
 	fullNodes  int                      // nodes after the validators, outside the genesis set (testnet --full-nodes)
+	faults     bool                     // every link through a fault point (network.faults)
 	timeouts   testnet.Options          // only the Timeout* fields; zero keeps the tuned ones, timeout_commit testTimeoutCommit
 	gethArgs   []string                 // extra flags for every geth
 	flags      func(i int) []string     // extra flags for validator i
@@ -75,7 +84,12 @@ func newNetwork(t testing.TB, s spec) *network {
 		s.timeouts.TimeoutCommit = testTimeoutCommit
 	}
 	n := s.validators + s.fullNodes
-	dn := devnet.StartT(t, devnet.Config{GethNodes: n, GethArgs: s.gethArgs})
+	var faults *devnet.Faults
+	if s.faults {
+		faults = devnet.NewFaults()
+		t.Cleanup(faults.Close)
+	}
+	dn := devnet.StartT(t, devnet.Config{GethNodes: n, GethArgs: s.gethArgs, Faults: faults})
 	dir := t.TempDir()
 	ports := make([]testnet.Ports, n)
 	for i := range ports {
@@ -87,7 +101,10 @@ func newNetwork(t testing.TB, s spec) *network {
 	if err := testnet.Write(o); err != nil {
 		t.Fatal(err)
 	}
-	nw := &network{t: t, net: dn}
+	nw := &network{t: t, net: dn, faults: faults}
+	if faults != nil {
+		nw.routeCometBFT(dir, ports)
+	}
 	for i := range n {
 		g := dn.Geth[i]
 		eth, err := ethclient.Dial(g.RPCURL())
@@ -99,7 +116,15 @@ func newNetwork(t testing.TB, s spec) *network {
 		if s.homes != nil {
 			s.homes(i, v.home)
 		}
-		args := []string{"--cmt-home", v.home, "--eth-client-url", g.EngineURL(), "--jwt-secret", mustFindUp(t, "jwt.hex"),
+		engineURL := g.EngineURL()
+		if faults != nil {
+			l, err := faults.Link(fmt.Sprintf("validator-%d-engine", i), "127.0.0.1:0", strings.TrimPrefix(engineURL, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			v.engine, engineURL = l, "http://"+l.Addr()
+		}
+		args := []string{"--cmt-home", v.home, "--eth-client-url", engineURL, "--jwt-secret", mustFindUp(t, "jwt.hex"),
 			"--genesis", mustFindUp(t, "genesis.json"), "--health-addr", v.health, "--log-level", "debug"}
 		if s.timeouts.TimeoutCommit < time.Second {
 			args = append(args, "--allow-clock-drift")
@@ -116,6 +141,43 @@ func newNetwork(t testing.TB, s spec) *network {
 		nw.start(v)
 	}
 	return nw
+}
+
+// routeCometBFT puts a fault point on each validator's p2p link to each
+// other, one per direction (the dialer's), and turns off peer exchange,
+// which would find the direct addresses.
+func (nw *network) routeCometBFT(dir string, ports []testnet.Ports) {
+	nw.t.Helper()
+	nw.cmtLinks = map[[2]int]*devnet.Link{}
+	ids := make([]p2p.ID, len(ports))
+	for i := range ports {
+		key, err := p2p.LoadNodeKey(filepath.Join(testnet.Home(dir, i), "config", "node_key.json"))
+		if err != nil {
+			nw.t.Fatal(err)
+		}
+		ids[i] = key.ID()
+	}
+	for i := range ports {
+		var peers []string
+		for j := range ports {
+			if i == j {
+				continue
+			}
+			l, err := nw.faults.Link(fmt.Sprintf("cmt-%d-%d", i, j), "127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", ports[j].P2P))
+			if err != nil {
+				nw.t.Fatal(err)
+			}
+			nw.cmtLinks[[2]int{i, j}] = l
+			peers = append(peers, fmt.Sprintf("%s@%s", ids[j], l.Addr()))
+		}
+		home := testnet.Home(dir, i)
+		c, err := node.LoadCometConfig(home)
+		if err != nil {
+			nw.t.Fatal(err)
+		}
+		c.P2P.PersistentPeers, c.P2P.PexReactor = strings.Join(peers, ","), false
+		cmtcfg.WriteConfigFile(filepath.Join(home, "config", "config.toml"), c)
+	}
 }
 
 func (nw *network) start(v *validator) {

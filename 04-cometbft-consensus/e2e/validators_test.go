@@ -193,7 +193,7 @@ func TestValidatorSetChanges(t *testing.T) {
 
 // firstSigned returns the first height in [from, to] whose commit holds a
 // signature of the validator at addr (hex), or 0.
-func firstSigned(t *testing.T, c *rpchttp.HTTP, addr string, from, to int64) int64 {
+func firstSigned(t testing.TB, c *rpchttp.HTTP, addr string, from, to int64) int64 {
 	t.Helper()
 	for h := max(from, 1); h <= to; h++ {
 		commit, err := c.Commit(context.Background(), &h)

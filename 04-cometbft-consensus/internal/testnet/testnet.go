@@ -78,6 +78,14 @@ var TunedTimeouts = struct{ Propose, ProposeDelta, Prevote, Precommit, Commit ti
 	400 * time.Millisecond, 2 * time.Second, 200 * time.Millisecond, 50 * time.Millisecond, time.Second,
 }
 
+// WANTimeouts are the testnet command's --wan preset, for validators in
+// several regions (tens to a couple of hundred milliseconds apart, one way):
+// a proposal and each round of votes then cross the network in that time,
+// plus jitter, where TunedTimeouts count on loopback's fraction of a
+// millisecond. BENCHMARKS-wan.md measures both at 50 and 150 ms.
+var WANTimeouts = Options{TimeoutPropose: 1500 * time.Millisecond, TimeoutProposeDelta: time.Second,
+	TimeoutPrevote: 500 * time.Millisecond, TimeoutPrecommit: 500 * time.Millisecond, TimeoutCommit: time.Second}
+
 // MaxValidators is the validator count the homes' block.max_bytes leaves
 // room for (envelope.BlockMaxBytes): the commit of 100 validators is 11 KB.
 const MaxValidators = 100
