@@ -57,12 +57,12 @@ test: build-darwin
 	done
 
 ## test-faults: the network-fault tests (stages 3 and 4 with a devnet fault point on every
-## link: partitions, a link cut, latency), in files built with -tags faults; apart from
+## link: partitions, a link cut, latency), in files built with -tags netfaults; apart from
 ## make test, which they would push past 25 minutes on two cores. CI runs both.
 test-faults:
 	@for m in 03-member-nodes 04-cometbft-consensus; do \
 	  echo "=== $$m (faults)"; \
-	  (cd $$m && GOWORK=off GOFLAGS= $(GOTEST) -tags faults -run '^TestFault' ./e2e/) || exit 1; \
+	  (cd $$m && GOWORK=off GOFLAGS= $(GOTEST) -tags netfaults -run '^TestFault' ./e2e/) || exit 1; \
 	done
 
 ## build-darwin: every module builds for macOS (the docker-free path runs there
@@ -89,7 +89,7 @@ lint:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@for m in $(MODULES); do \
 	  echo "=== $$m"; \
-	  (cd $$m && GOWORK=off go vet ./... && GOWORK=off go vet -tags "byzantine faults" ./... && GOWORK=off GOFLAGS= go run $(STATICCHECK) ./...) || exit 1; \
+	  (cd $$m && GOWORK=off go vet ./... && GOWORK=off go vet -tags "byzantine faults netfaults" ./... && GOWORK=off GOFLAGS= go run $(STATICCHECK) ./... && GOWORK=off GOFLAGS= go run $(STATICCHECK) -tags netfaults ./...) || exit 1; \
 	done
 
 ## bench: benchmarks that print figures (stages 2-4 add theirs), then bench-burst

@@ -72,7 +72,15 @@ func newClusterWith(t testing.TB, gethArgs []string, candidates, members int, mu
 // network is up and before any node starts.
 func startCluster(t testing.TB, gethArgs []string, prepare func(*devnet.Network), candidates, members int, mutate func(*config.Config)) *cluster {
 	t.Helper()
-	n := devnet.StartT(t, devnet.Config{GethNodes: candidates + members, Redis: true, RedisPassword: redisPassword, Postgres: 1 + members, GethArgs: gethArgs})
+	return startClusterOn(t, devnet.Config{GethArgs: gethArgs}, prepare, candidates, members, mutate)
+}
+
+// startClusterOn is startCluster on a network configured as netCfg says
+// (its geths, Redis and PostgreSQL servers are the cluster's).
+func startClusterOn(t testing.TB, netCfg devnet.Config, prepare func(*devnet.Network), candidates, members int, mutate func(*config.Config)) *cluster {
+	t.Helper()
+	netCfg.GethNodes, netCfg.Redis, netCfg.RedisPassword, netCfg.Postgres = candidates+members, true, redisPassword, 1+members
+	n := devnet.StartT(t, netCfg)
 	if prepare != nil {
 		prepare(n)
 	}

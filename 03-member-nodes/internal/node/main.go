@@ -101,11 +101,18 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 // connections yet (a node started with, or before, its database) until ctx
 // ends; any other error is returned. The lock limits stay below the lease
 // TTL: a leader frozen inside its commit must not hold the fencing row past
-// its lease (state.Limits).
+// its lease (state.Limits). A candidate's calls are bounded by half the
+// lease TTL too: a leader whose store hangs (or whose link to it holds
+// every packet) then fails to produce within half its lease and stands
+// down, where a 10 s bound kept it renewing a lease it could not use.
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*state.Manager, error) {
+	limits := state.Limits{Lock: cfg.LeaseTTL / 2}
+	if cfg.Mode == "leader" {
+		limits.Call = cfg.LeaseTTL / 2
+	}
 	wait := 100 * time.Millisecond
 	for {
-		st, err := state.Open(ctx, cfg.PostgresURL, state.Limits{Lock: cfg.LeaseTTL / 2})
+		st, err := state.Open(ctx, cfg.PostgresURL, limits)
 		var unreachable *pgconn.ConnectError
 		if err == nil || !errors.As(err, &unreachable) {
 			return st, err

@@ -66,7 +66,7 @@ type Limits struct {
 	Lock time.Duration
 	// Call bounds every call, so that a database that hangs (or a network
 	// that drops every packet) is an error, not a node stuck forever. 10 s
-	// by default.
+	// by default; the migrations at Open get at least migrationTimeout.
 	Call time.Duration
 }
 
@@ -92,6 +92,10 @@ var (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
+// migrationTimeout bounds the migrations at Open, whatever Limits.Call:
+// they run once, and may wait for another node's under the advisory lock.
+const migrationTimeout = 30 * time.Second
+
 // migrationLock is the advisory lock id that serializes migrations when
 // several nodes start at once.
 const migrationLock = 0x7374616765330001
@@ -112,7 +116,7 @@ func Open(ctx context.Context, url string, limits Limits) (*Manager, error) {
 		return nil, fmt.Errorf("postgres %s: %w", cfg.ConnConfig.Host, err)
 	}
 	s := &Manager{pool: pool, call: limits.Call}
-	mctx, cancel := s.bound(ctx)
+	mctx, cancel := context.WithTimeout(ctx, max(limits.Call, migrationTimeout))
 	defer cancel()
 	if err := s.migrate(mctx); err != nil {
 		pool.Close()
