@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,12 +72,12 @@ func BenchmarkWAN(b *testing.B) {
 				}
 				to := int64(nw.checkSameChain())
 				rounds := nw.decidingRounds(to)
-				late := byRound(rounds, func(h int64) bool { return h > from })
+				late := roundsText(byRound(rounds, func(h int64) bool { return h > from }))
 				blocksPerSec := float64(len(times)-1) / times[len(times)-1].Sub(times[0]).Seconds()
 				b.ReportMetric(ms(pct(r.Latencies, 0.5)), "finality-p50-ms")
 				b.ReportMetric(blocksPerSec, "blocks/s")
 				o := c.timeouts
-				rows = append(rows, fmt.Sprintf("| %s | propose %s (+%s a round), prevote %s, precommit %s, commit %s | %.2f blocks/s; block time p50 %.0f ms, p99 %.0f ms | **p50 %.0f ms**, p99 %.0f ms (%d of %d) | %v |",
+				rows = append(rows, fmt.Sprintf("| %s | propose %s (+%s a round), prevote %s, precommit %s, commit %s | %.2f blocks/s; block time p50 %.0f ms, p99 %.0f ms | **p50 %.0f ms**, p99 %.0f ms (%d of %d) | %s |",
 					c.name, o.TimeoutPropose, propDelta(o), o.TimeoutPrevote, o.TimeoutPrecommit, o.TimeoutCommit,
 					blocksPerSec, ms(pct(gaps, 0.5)), ms(pct(gaps, 0.99)), ms(pct(r.Latencies, 0.5)), ms(pct(r.Latencies, 0.99)), r.Included, r.Sent, late))
 			})
@@ -91,6 +93,16 @@ func BenchmarkWAN(b *testing.B) {
 	if err := os.WriteFile(filepath.Join("..", "BENCHMARKS-wan.md"), []byte(out), 0o644); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// roundsText lists how many heights each round decided: "round 0: 21, round 1: 1".
+func roundsText(byRound map[int32]int) string {
+	rounds := slices.Sorted(maps.Keys(byRound))
+	parts := make([]string, len(rounds))
+	for i, r := range rounds {
+		parts[i] = fmt.Sprintf("round %d: %d", r, byRound[r])
+	}
+	return strings.Join(parts, ", ")
 }
 
 // propDelta is the timeout_propose_delta a scenario ran with.
