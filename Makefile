@@ -62,6 +62,8 @@ test: build-darwin
 test-faults:
 	@for m in 03-member-nodes 04-cometbft-consensus; do \
 	  echo "=== $$m (faults)"; \
+	  n=$$(cd $$m && GOWORK=off go test -tags netfaults -list '^TestFault' ./e2e/ | grep -c '^TestFault'); \
+	  [ "$$n" -ge 3 ] || { echo "$$m: $$n fault tests found, want 3 or more (-tags netfaults, names TestFault*)"; exit 1; }; \
 	  (cd $$m && GOWORK=off GOFLAGS= $(GOTEST) -tags netfaults -run '^TestFault' ./e2e/) || exit 1; \
 	done
 

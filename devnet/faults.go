@@ -39,9 +39,12 @@ type Faults struct {
 }
 
 // NewFaults returns an empty set of fault points.
-func NewFaults() *Faults {
+func NewFaults() *Faults { return newFaults(zerolog.Nop()) }
+
+// newFaults logs toxiproxy's own messages to logger.
+func newFaults(logger zerolog.Logger) *Faults {
 	metrics := toxiproxy.NewMetricsContainer(prometheus.NewRegistry())
-	return &Faults{api: toxiproxy.NewServer(metrics, zerolog.Nop()), links: map[string]*Link{}}
+	return &Faults{api: toxiproxy.NewServer(metrics, logger), links: map[string]*Link{}}
 }
 
 // Link creates the fault point name in front of upstream (host:port),
@@ -184,6 +187,20 @@ func (f Fault) Toxics() ([]ToxicSpec, error) {
 	if !ok {
 		return nil, fmt.Errorf("fault %q: want cut, latency, bandwidth or loss", f.Kind)
 	}
+	switch f.Kind {
+	case "latency":
+		if d, _ := f.Attrs["latency"].(int64); d < 1 {
+			return nil, errors.New("latency: at least 1ms (the proxy counts whole milliseconds)")
+		}
+	case "loss":
+		if r, _ := f.Attrs["rate"].(float64); r < 0 || r > 1 {
+			return nil, fmt.Errorf("loss rate %v: want a fraction from 0 to 1", r)
+		}
+	case "bandwidth":
+		if k, _ := f.Attrs["rate"].(int64); k < 1 {
+			return nil, errors.New("bandwidth: at least 1 KB/s")
+		}
+	}
 	dirs := []Direction{Up, Down}
 	switch f.Direction {
 	case "", Both:
@@ -208,20 +225,25 @@ type ToxicSpec struct {
 	Attributes map[string]any `json:"attributes"`
 }
 
-// Apply adds fault to the link, replacing a fault of the same kind and
-// direction.
+// Apply adds fault to the link. A fault of the same kind and direction
+// already there is changed in place, never removed first: a link cut
+// again stays cut, with no moment healed.
 func (l *Link) Apply(f Fault) error {
 	specs, err := f.Toxics()
 	if err != nil {
 		return err
 	}
 	for _, s := range specs {
-		_ = l.proxy.Toxics.RemoveToxic(context.Background(), s.Name) // none yet is fine
 		b, err := json.Marshal(s)
 		if err != nil {
 			return err
 		}
-		if _, err := l.proxy.Toxics.AddToxicJson(bytes.NewReader(b)); err != nil {
+		if old := l.proxy.Toxics.GetToxic(s.Name); old != nil {
+			_, err = l.proxy.Toxics.UpdateToxicJson(s.Name, bytes.NewReader(b))
+		} else {
+			_, err = l.proxy.Toxics.AddToxicJson(bytes.NewReader(b))
+		}
+		if err != nil {
 			return fmt.Errorf("link %s: %s %s: %w", l.Name, f.Kind, s.Stream, err)
 		}
 	}

@@ -82,6 +82,14 @@ func TestLinkFaults(t *testing.T) {
 	if _, _, err := roundTrip(c, r, "held", 300*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("through a cut link: %v, want a timeout", err)
 	}
+	// Cut again: it stays cut, with no moment healed.
+	if err := l.Apply(Cut()); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := r.ReadString('\n'); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("cut twice, the held line came through: %v", err)
+	}
 	if err := l.Heal(); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +141,7 @@ func TestLinkFaults(t *testing.T) {
 		t.Fatalf("faults after HealAll: %v", got)
 	}
 
-	for _, bad := range []Fault{{Kind: "fire"}, {Kind: "cut", Direction: "sideways"}} {
+	for _, bad := range []Fault{{Kind: "fire"}, {Kind: "cut", Direction: "sideways"}, Latency(500*time.Microsecond, 0), Loss(1.5), Bandwidth(0)} {
 		if err := l.Apply(bad); err == nil {
 			t.Errorf("fault %+v accepted", bad)
 		}

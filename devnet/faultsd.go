@@ -6,11 +6,14 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // LinkSpec is a fault point as the devnet CLI records it: clients dial
@@ -93,7 +96,9 @@ func FaultLinks(s *State) ([]LinkSpec, error) {
 // ServeFaults runs links and toxiproxy's API on api (host:port) until the
 // process ends: the faults process of `devnet up --faults`.
 func ServeFaults(api string, links []LinkSpec) error {
-	f := NewFaults()
+	// toxiproxy's warnings (held data it could not deliver at a heal, an
+	// API that cannot bind) go to the process's log, faults.log.
+	f := newFaults(zerolog.New(os.Stderr).Level(zerolog.WarnLevel).With().Timestamp().Logger())
 	for _, l := range links {
 		if _, err := f.Link(l.Name, l.Listen, l.Upstream); err != nil {
 			return err

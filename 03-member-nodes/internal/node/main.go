@@ -104,7 +104,8 @@ func Main(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 // its lease (state.Limits). A candidate's calls are bounded by half the
 // lease TTL too: a leader whose store hangs (or whose link to it holds
 // every packet) then fails to produce within half its lease and stands
-// down, where a 10 s bound kept it renewing a lease it could not use.
+// down, where a 10 s bound kept it renewing a lease it could not use. The
+// reads of stored blocks (pages of up to 64 MiB for members) keep 10 s.
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*state.Manager, error) {
 	limits := state.Limits{Lock: cfg.LeaseTTL / 2}
 	if cfg.Mode == "leader" {

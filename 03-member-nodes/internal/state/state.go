@@ -50,7 +50,8 @@ type Head struct {
 // concurrent use.
 type Manager struct {
 	pool *pgxpool.Pool
-	call time.Duration // bounds every call (Limits.Call)
+	call time.Duration // bounds every call (Limits.Call) but the block reads
+	read time.Duration // bounds the block reads (Limits.Read)
 }
 
 // Limits bound how long the store waits on PostgreSQL; zero fields take
@@ -68,6 +69,10 @@ type Limits struct {
 	// that drops every packet) is an error, not a node stuck forever. 10 s
 	// by default; the migrations at Open get at least migrationTimeout.
 	Call time.Duration
+	// Read bounds the reads of stored blocks instead (Block, Payload,
+	// BlocksAfter): a page of them is up to MaxPageBytes, which a tight
+	// Call would not leave time for. 10 s by default.
+	Read time.Duration
 }
 
 func (l Limits) withDefaults() Limits {
@@ -76,6 +81,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.Call <= 0 {
 		l.Call = 10 * time.Second
+	}
+	if l.Read <= 0 {
+		l.Read = 10 * time.Second
 	}
 	return l
 }
@@ -115,7 +123,7 @@ func Open(ctx context.Context, url string, limits Limits) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres %s: %w", cfg.ConnConfig.Host, err)
 	}
-	s := &Manager{pool: pool, call: limits.Call}
+	s := &Manager{pool: pool, call: limits.Call, read: limits.Read}
 	mctx, cancel := context.WithTimeout(ctx, max(limits.Call, migrationTimeout))
 	defer cancel()
 	if err := s.migrate(mctx); err != nil {
@@ -463,7 +471,7 @@ const MaxPageBytes = 64 << 20
 // BlocksAfter returns up to limit blocks numbered above after, oldest
 // first, and fewer once their payloads hold MaxPageBytes (always one).
 func (s *Manager) BlocksAfter(ctx context.Context, after uint64, limit int) ([]*Block, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := context.WithTimeout(ctx, s.read)
 	defer cancel()
 	rows, err := s.pool.Query(ctx, "SELECT "+blockColumns+` FROM blocks WHERE number IN (
 		SELECT number FROM (
@@ -487,7 +495,7 @@ func (s *Manager) BlocksAfter(ctx context.Context, after uint64, limit int) ([]*
 }
 
 func (s *Manager) queryBlock(ctx context.Context, what, sql string, arg any) (*Block, error) {
-	ctx, cancel := s.bound(ctx)
+	ctx, cancel := context.WithTimeout(ctx, s.read)
 	defer cancel()
 	b, err := scanBlock(s.pool.QueryRow(ctx, sql, arg))
 	if errors.Is(err, pgx.ErrNoRows) {

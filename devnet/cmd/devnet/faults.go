@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -139,10 +140,16 @@ point a node's persistent_peers at the link's port).`,
 					errs = append(errs, unknownLink(name, proxies))
 					continue
 				}
+				var failed []error
 				for _, t := range p.ActiveToxics {
-					errs = append(errs, p.RemoveToxic(t.Name))
+					if err := p.RemoveToxic(t.Name); err != nil {
+						failed = append(failed, fmt.Errorf("%s: heal %s: %w", name, t.Name, err))
+					}
 				}
-				fmt.Printf("%s: healed\n", name)
+				if len(failed) == 0 {
+					fmt.Printf("%s: healed\n", name)
+				}
+				errs = append(errs, failed...)
 			}
 			return errors.Join(errs...)
 		},
@@ -204,8 +211,8 @@ func unknownLink(name string, proxies map[string]*toxiclient.Proxy) error {
 	return fmt.Errorf("no link %q (links: %s)", name, strings.Join(names, ", "))
 }
 
-// applyFault replaces the link's toxics of the fault's kind with the
-// fault's, as devnet.Link.Apply does in process.
+// applyFault adds the fault to the link, changing one of the same kind
+// and direction in place, as devnet.Link.Apply does in process.
 func applyFault(c *toxiclient.Client, name string, f devnet.Fault) error {
 	specs, err := f.Toxics()
 	if err != nil {
@@ -219,15 +226,13 @@ func applyFault(c *toxiclient.Client, name string, f devnet.Fault) error {
 	if !ok {
 		return unknownLink(name, proxies)
 	}
-	for _, t := range p.ActiveToxics { // a fault of the same kind, either way, goes
-		if strings.HasPrefix(t.Name, f.Kind+"_") {
-			if err := p.RemoveToxic(t.Name); err != nil {
-				return err
-			}
-		}
-	}
 	for _, s := range specs {
-		if _, err := p.AddToxic(s.Name, s.Type, s.Stream, s.Toxicity, toxiclient.Attributes(s.Attributes)); err != nil {
+		if slices.ContainsFunc(p.ActiveToxics, func(t toxiclient.Toxic) bool { return t.Name == s.Name }) {
+			_, err = p.UpdateToxic(s.Name, s.Toxicity, toxiclient.Attributes(s.Attributes))
+		} else {
+			_, err = p.AddToxic(s.Name, s.Type, s.Stream, s.Toxicity, toxiclient.Attributes(s.Attributes))
+		}
+		if err != nil {
 			return fmt.Errorf("%s: %s %s: %w", name, f.Kind, s.Stream, err)
 		}
 	}
