@@ -160,18 +160,16 @@ func TestFaultTwoTwoSplitHaltsThenResumes(t *testing.T) {
 	nw.partition(nw.vals[:2], nw.vals[2:])
 	atCut := slices.Max(nw.heads())
 	// A height in flight when the split came may still finish (one, at
-	// most): the heads settle, then stay.
+	// most): the heads settle (3 s unchanged), then stay for 10 s.
 	var settled []uint64
+	stable := time.Now()
 	eventually(t, 20*time.Second, func() error {
-		before := nw.heads()
-		deadline := time.Now().Add(3 * time.Second)
-		for time.Now().Before(deadline) {
-			if now := nw.heads(); fmt.Sprint(now) != fmt.Sprint(before) {
-				return fmt.Errorf("heads still moving: %v then %v", before, now)
-			}
-			time.Sleep(100 * time.Millisecond)
+		if now := nw.heads(); fmt.Sprint(now) != fmt.Sprint(settled) {
+			settled, stable = now, time.Now()
 		}
-		settled = before
+		if time.Since(stable) < 3*time.Second {
+			return fmt.Errorf("heads %v for %s", settled, time.Since(stable).Round(time.Millisecond))
+		}
 		return nil
 	})
 	if top := slices.Max(settled); top > atCut+1 {
