@@ -108,6 +108,19 @@ func (nw *network) signedSince(v *validator, from, to int64) int {
 	return n
 }
 
+// votesAgainThenAgree checks that v, back after a fault, signs at least 3
+// of the next 5 commits, and that every geth and block store then agree.
+func (nw *network) votesAgainThenAgree(v *validator) {
+	nw.t.Helper()
+	back := int64(mustHead(nw.t, nw.vals[0]))
+	nw.waitHeads(uint64(back)+6, 60*time.Second)
+	if n := nw.signedSince(v, back+1, back+5); n < 3 {
+		nw.t.Fatalf("validator-%d, back, signed %d of the next 5 commits", v.i, n)
+	}
+	low := nw.checkSameChain()
+	nw.checkSameBlocks(int64(low), nw.vals...)
+}
+
 // heads returns every validator's geth head.
 func (nw *network) heads() []uint64 {
 	out := make([]uint64, len(nw.vals))
@@ -142,13 +155,7 @@ func TestFaultIsolatedValidatorCatchesUp(t *testing.T) {
 	healed := time.Now()
 	nw.waitHeads(top, 90*time.Second, v)
 	t.Logf("MEASURED healed: the isolated validator caught up %d blocks in %.1f s", top-mine, time.Since(healed).Seconds())
-	caught := int64(mustHead(t, nw.vals[0]))
-	nw.waitHeads(uint64(caught)+6, 60*time.Second)
-	if n := nw.signedSince(v, caught+1, caught+5); n < 3 {
-		t.Fatalf("back, it signed %d of the 5 commits after it caught up", n)
-	}
-	low := nw.checkSameChain()
-	nw.checkSameBlocks(int64(low), nw.vals...)
+	nw.votesAgainThenAgree(v)
 }
 
 // Two against two: neither side holds more than 2/3 of the power, so no
@@ -234,11 +241,5 @@ func TestFaultValidatorCutFromItsGeth(t *testing.T) {
 		return nil
 	})
 	t.Logf("MEASURED healed: caught up and ready after %.1f s", time.Since(healed).Seconds())
-	back := int64(mustHead(t, nw.vals[0]))
-	nw.waitHeads(uint64(back)+6, 60*time.Second)
-	if n := nw.signedSince(v, back+1, back+5); n < 3 {
-		t.Fatalf("healed, it signed %d of the next 5 commits", n)
-	}
-	low := nw.checkSameChain()
-	nw.checkSameBlocks(int64(low), nw.vals...)
+	nw.votesAgainThenAgree(v)
 }
