@@ -355,6 +355,7 @@ func Precheck(ctx context.Context, cmtURL string, keys [][32]byte, powers []uint
 		return fmt.Errorf("--cmt-rpc %s: %w", cmtURL, err)
 	}
 	var vals []*cmttypes.Validator
+	var next int64 // the height these validators sign
 	page, perPage := 1, 100
 	for {
 		res, err := c.Validators(ctx, nil, &page, &perPage)
@@ -362,6 +363,7 @@ func Precheck(ctx context.Context, cmtURL string, keys [][32]byte, powers []uint
 			return fmt.Errorf("CometBFT's validators (--cmt-rpc %s): %w", cmtURL, err)
 		}
 		vals = append(vals, res.Validators...)
+		next = res.BlockHeight
 		if page*perPage >= res.Total {
 			break
 		}
@@ -371,7 +373,12 @@ func Precheck(ctx context.Context, cmtURL string, keys [][32]byte, powers []uint
 	if err != nil {
 		return err
 	}
-	cp, err := c.ConsensusParams(ctx, nil)
+	// The parameters of the latest block, not of the next height (nil):
+	// CometBFT stores the block before it stores the parameters that
+	// follow it, and in between asking for the next height fails with
+	// "could not find consensus params". The app never changes them.
+	latest := max(next-1, 1)
+	cp, err := c.ConsensusParams(ctx, &latest)
 	if err != nil {
 		return fmt.Errorf("CometBFT's consensus parameters (--cmt-rpc %s): %w", cmtURL, err)
 	}
