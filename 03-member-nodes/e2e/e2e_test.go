@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -154,6 +155,59 @@ func TestGethKilledAndRestarted(t *testing.T) {
 	})
 	h.startNode()
 	h.crashGeth(30)
+}
+
+// SIGKILL a lone leader's geth that runs on its default storage (path
+// scheme), as a user's geth would: it comes back at its last state on disk,
+// genesis here, with every block above it dropped. The leader replays them
+// from the cluster store, names the cause and the fix in its log and
+// /status, and goes on; nothing decided changes.
+func TestGethDefaultsKilled(t *testing.T) {
+	h := newHarnessOn(t, devnet.Config{GethNodes: 1, Redis: true, Postgres: 1, GethDefaults: true}, func(c *config.Config) {
+		c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour
+	})
+	h.startNode()
+	h.waitHead(200, 60*time.Second)
+	before := h.chain()
+	if err := h.geth.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	h.waitUnreachable()
+	if err := h.geth.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h.waitHead(uint64(len(before))+20, 60*time.Second)
+	var st struct {
+		LastReplay *struct {
+			From, To   uint64
+			GethHead   uint64 `json:"geth_head"`
+			Cause, Fix string
+		} `json:"last_replay"`
+	}
+	_, body := h.get("/status")
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("/status: %v: %s", err, body)
+	}
+	r := st.LastReplay
+	if r == nil || r.To < uint64(len(before)-1) || !strings.Contains(r.Cause, "--state.scheme path") ||
+		!strings.Contains(r.Fix, "--gcmode archive --state.scheme hash") {
+		t.Fatalf("/status names no replay of the blocks geth lost, with cause and fix: %s", body)
+	}
+	line, ok := h.logs.line("replaying payloads", "--state.scheme path", "--state.scheme hash")
+	if !ok {
+		t.Fatal("no log line names the cause and the fix")
+	}
+	t.Logf("geth came back at block %d of %d; the leader replayed %d-%d: %s", r.GethHead, len(before)-1, r.From, r.To, line)
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+	after := h.chain()
+	for n, hash := range before {
+		if after[n] != hash {
+			t.Fatalf("block %d changed across the crash: %s → %s", n, hash, after[n])
+		}
+	}
+	h.checkStoreMatches(after)
 }
 
 // SIGKILL geth and wipe its datadir: the CL replays every block, and the new

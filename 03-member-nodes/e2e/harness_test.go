@@ -39,6 +39,7 @@ type harness struct {
 	eth  *ethclient.Client
 	cfg  config.Config
 
+	logs    *logBuffer         // what the in-process node logged
 	stop    context.CancelFunc // in-process node
 	stopped chan error
 	proc    *devnet.Process // node as a process
@@ -99,7 +100,10 @@ func (h *harness) startNode() {
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stop, h.stopped = cancel, make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if h.logs == nil {
+		h.logs = &logBuffer{}
+	}
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{h.t}, h.logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	go func() { h.stopped <- node.Main(ctx, h.cfg, log) }()
 }
 
@@ -497,4 +501,32 @@ type testWriter struct{ t testing.TB }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p[:len(p)-1]))
 	return len(p), nil
+}
+
+// logBuffer keeps what a node logged, for tests that check a log line.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// line returns the first logged line that holds every one of parts.
+func (b *logBuffer) line(parts ...string) (string, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+next:
+	for _, l := range strings.Split(b.buf.String(), "\n") {
+		for _, p := range parts {
+			if !strings.Contains(l, p) {
+				continue next
+			}
+		}
+		return l, true
+	}
+	return "", false
 }

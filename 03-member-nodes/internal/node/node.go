@@ -213,6 +213,9 @@ type Status struct {
 	Ready     bool   `json:"ready"`
 	Reason    string `json:"reason,omitempty"`
 	LastBlock string `json:"last_block,omitempty"`
+	// LastReplay is the latest time geth lost blocks and the node replayed
+	// them: which, why, and how to avoid it.
+	LastReplay *Replay `json:"last_replay,omitempty"`
 }
 
 // Deps are what a node drives and reports to.

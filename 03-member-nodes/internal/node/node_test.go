@@ -42,6 +42,10 @@ type fakeGeth struct {
 	built     map[beacon.PayloadID]*types.Header
 	sent      map[common.Hash]int // newPayload calls per block hash
 	invalid   func(h *types.Header) bool
+	// stateless: geth holds its blocks but lost the state to execute
+	// them, and waits for a snap sync no peer serves: SYNCING to every
+	// newPayload and to every forkchoiceUpdated but to its head.
+	stateless bool
 
 	// A transaction pool: a payload takes the offered transactions present
 	// when its build starts; hidden ones are in the pool but not offered
@@ -80,7 +84,7 @@ func (f *fakeGeth) ForkchoiceUpdated(_ context.Context, fc beacon.ForkchoiceStat
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	head, ok := f.headers[fc.HeadBlockHash]
-	if !ok {
+	if !ok || f.stateless && fc.HeadBlockHash != f.canonical[len(f.canonical)-1] {
 		return nil, engine.ErrSyncing
 	}
 	// The canonical chain is the head and its ancestors.
@@ -130,6 +134,9 @@ func (f *fakeGeth) NewPayload(_ context.Context, p *engine.Payload) error {
 	defer f.mu.Unlock()
 	d := p.ExecutionPayload
 	f.sent[d.BlockHash]++
+	if f.stateless {
+		return engine.ErrSyncing
+	}
 	h := &types.Header{Number: new(big.Int).SetUint64(d.Number), ParentHash: d.ParentHash, Time: d.Timestamp, MixDigest: d.Random, Difficulty: big.NewInt(0)}
 	if f.invalid != nil && f.invalid(h) {
 		return engine.ErrInvalid
@@ -263,6 +270,13 @@ func (f *fakeGeth) head() uint64 {
 // delivers that error when Run ends by itself.
 func startFake(t *testing.T, f *fakeGeth, opts Options) (stop func() error, done <-chan error) {
 	t.Helper()
+	_, stop, done = startFakeApp(t, f, opts)
+	return stop, done
+}
+
+// startFakeApp is startFake that also returns the node.
+func startFakeApp(t *testing.T, f *fakeGeth, opts Options) (app *App, stop func() error, done <-chan error) {
+	t.Helper()
 	ctx := context.Background()
 	n := devnet.StartT(t, devnet.Config{Redis: true, Postgres: 1})
 	st, err := state.Open(ctx, n.Postgres[0].URL(), state.Limits{})
@@ -293,13 +307,13 @@ func startFake(t *testing.T, f *fakeGeth, opts Options) (stop func() error, done
 	if opts.Mode == "" {
 		opts.Mode = ModeBlockTime
 	}
-	app := New(opts, Deps{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Engine: f, State: st,
+	app = New(opts, Deps{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Engine: f, State: st,
 		Builder: builder.New(f, common.Address{}, time.Now), Metrics: metrics.New(), Redis: rdb, Elector: el, Source: st})
 	runCtx, cancel := context.WithCancel(ctx)
 	result := make(chan error, 1)
 	go func() { result <- app.Run(runCtx) }()
 	t.Cleanup(cancel)
-	return func() error { cancel(); return <-result }, result
+	return app, func() error { cancel(); return <-result }, result
 }
 
 // eventually polls cond every 5 ms for up to 10 s.
@@ -473,5 +487,30 @@ func TestBusyLeaderStopsListeningAndMissesNothing(t *testing.T) {
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A geth that came back from a crash holding its blocks but not the state
+// to execute them, waiting for a snap sync that no peer serves: the node
+// does not wait silently; /status names the cause and the fix.
+func TestStatelessGethIsExplained(t *testing.T) {
+	defer func(d time.Duration) { stallTimeout = d }(stallTimeout)
+	stallTimeout = 300 * time.Millisecond
+	f := newFakeGeth()
+	app, stop, _ := startFakeApp(t, f, Options{BlockTime: time.Millisecond, MaxDrift: time.Hour})
+	eventually(t, func() bool { return f.head() >= 5 })
+	f.mu.Lock()
+	f.canonical, f.stateless = f.canonical[:1], true // rewound to genesis, blocks kept
+	f.mu.Unlock()
+	eventually(t, func() bool {
+		ready, reason := app.Ready()
+		return !ready && strings.Contains(reason, "snap sync") && strings.Contains(reason, "geth removedb") &&
+			strings.Contains(reason, "--state.scheme hash")
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if f.head() != 0 {
+		t.Fatalf("geth moved to block %d", f.head())
 	}
 }

@@ -116,6 +116,35 @@ func (a *App) storeErr(err error) error {
 	return fmt.Errorf("%w: store: %v", errUnavailable, err)
 }
 
+// Replay is one replay of blocks geth lost, as /status reports it.
+type Replay struct {
+	From     uint64 `json:"from"`
+	To       uint64 `json:"to"`
+	GethHead uint64 `json:"geth_head"` // where geth came back
+	At       string `json:"at"`
+	Cause    string `json:"cause"`
+	Fix      string `json:"fix"`
+}
+
+// What the node says when geth comes back without blocks it had imported.
+// With its default storage (path scheme) geth v1.17 keeps the latest state
+// in memory; after a SIGKILL it rewinds to the last state it wrote, genesis
+// unless it flushed its 256 MiB write buffer since, and drops every block
+// above. A crash-safe geth loses at most the block it was importing.
+const (
+	lostCause = "geth's datadir is new, or geth crashed on its default storage (--state.scheme path), " +
+		"which keeps recent state in memory and comes back at the last state it wrote (often genesis), dropping the blocks above it"
+	lostFix = "the node replays them from the store; to lose at most one block in a crash, " +
+		"run geth with --gcmode archive --state.scheme hash"
+	// stuckHint explains a geth that answers SYNCING for blocks it holds:
+	// it lacks the state to execute them and waits for a snap sync, which
+	// only a peer can serve.
+	stuckHint = "geth lacks the state to execute them and waits for a snap sync that only a peer can serve " +
+		"(a crash on geth's default --state.scheme path can leave it so); fix: stop geth, delete its chain data " +
+		"(geth removedb --datadir DIR), start it again and the node replays every block from the store, " +
+		"or give geth a peer; run it with --gcmode archive --state.scheme hash to avoid this"
+)
+
 // replay brings geth from its head gethNum up to the stored head `to`.
 //
 // After a crash geth usually still holds the blocks but has rewound its head
@@ -142,8 +171,15 @@ func (a *App) replay(ctx context.Context, gethNum, to uint64) error {
 	if held == to {
 		return nil
 	}
-	a.log.Warn("geth lacks stored blocks: replaying payloads", "from", held+1, "to", to)
+	r := &Replay{From: held + 1, To: to, GethHead: gethNum, At: a.opts.Now().UTC().Format(time.RFC3339), Cause: lostCause, Fix: lostFix}
+	a.mu.Lock()
+	a.status.LastReplay = r
+	a.mu.Unlock()
+	a.log.Warn("geth lacks stored blocks: replaying payloads", "from", r.From, "to", r.To, "geth_head", gethNum, "cause", r.Cause, "fix", r.Fix)
 	for n := held + 1; n <= to; n++ {
+		if (n-held)%replayFinalizeEvery == 1 {
+			a.setReady(false, fmt.Sprintf("replaying block %d of %d-%d into geth, which lost them: %s; %s", n, r.From, r.To, r.Cause, r.Fix))
+		}
 		p, err := a.state.Payload(ctx, n)
 		if errors.Is(err, state.ErrNoPayload) {
 			return fmt.Errorf("%w: replay block %d: %v", errFatal, n, err)
@@ -152,6 +188,9 @@ func (a *App) replay(ctx context.Context, gethNum, to uint64) error {
 			return a.storeErr(err)
 		}
 		if err := a.engine.NewPayload(ctx, p); err != nil {
+			if errors.Is(err, engine.ErrSyncing) {
+				err = fmt.Errorf("%w: geth holds its parent but will not import it: %s", err, stuckHint)
+			}
 			return fmt.Errorf("replay block %d: %w", n, err)
 		}
 		a.metrics.Replayed.Inc()
@@ -219,7 +258,7 @@ func (a *App) highestHeld(ctx context.Context, lo, hi uint64) (uint64, error) {
 
 // How long geth may go without advancing while it re-executes blocks from
 // its own store before recovery gives up and retries from the start.
-const stallTimeout = 15 * time.Second
+var stallTimeout = 15 * time.Second // a variable for the unit tests
 
 // waitForGethHead points geth at stored block n (forkchoiceUpdated) and
 // polls until its head reaches n, as long as it keeps making progress.
@@ -250,7 +289,7 @@ func (a *App) waitForGethHead(ctx context.Context, n uint64) error {
 		if now := h.Number.Uint64(); now > last {
 			last, lastProgress = now, time.Now()
 		} else if time.Since(lastProgress) > stallTimeout {
-			return fmt.Errorf("geth stopped at block %d on its way to %d: %w", now, n, engine.ErrSyncing)
+			return fmt.Errorf("geth stopped at block %d on its way to %d, though it holds the blocks: %w: %s", now, n, engine.ErrSyncing, stuckHint)
 		}
 		if !sleep(ctx, 200*time.Millisecond) {
 			return ctx.Err()
