@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"math/big"
 	"net/http"
 	"os"
 	"os/exec"
@@ -347,6 +348,61 @@ func TestWipedGethRecoversFromBlockStore(t *testing.T) {
 			t.Fatalf("validator-%d stopped", v.i)
 		}
 	}
+}
+
+// A lone validator's geth on its default storage (path scheme), as a
+// user's geth would run, SIGKILLed: it comes back at its last state on
+// disk, genesis here, with every block above it dropped. The app replays
+// them from CometBFT's block store, names the cause and the fix in its log
+// and /status, and the chain goes on; nothing decided changes.
+func TestGethDefaultsKilled(t *testing.T) {
+	nw := newNetwork(t, spec{validators: 1, gethDefaults: true})
+	v := nw.vals[0]
+	nw.waitHeads(20, 60*time.Second)
+	ctx := context.Background()
+	lost := nw.checkSameChain()
+	before := make([]common.Hash, lost+1)
+	for n := range before {
+		hdr, err := v.eth.HeaderByNumber(ctx, big.NewInt(int64(n)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[n] = hdr.Hash()
+	}
+	if err := v.geth.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.geth.Start(); err != nil {
+		t.Fatal(err)
+	}
+	nw.waitHeads(lost+5, 60*time.Second)
+	s, ok := v.status()
+	r := s.LastReplay
+	if !ok || r == nil || r.To < lost || !strings.Contains(r.Cause, "--state.scheme path") ||
+		!strings.Contains(r.Fix, "--gcmode archive --state.scheme hash") {
+		t.Fatalf("/status names no replay of the blocks geth lost, with cause and fix: %+v", s)
+	}
+	var line string
+	for l := range strings.SplitSeq(v.appLog(1000), "\n") {
+		if containsAll(l, []string{"geth lost blocks", "--state.scheme path", "--state.scheme hash"}) {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatal("no log line names the cause and the fix")
+	}
+	t.Logf("MEASURED geth came back at block %d of %d; the app replayed %d-%d: %s", r.GethHead, lost, r.From, r.To, line)
+	nw.checkSameChain()
+	for n, want := range before {
+		hdr, err := v.eth.HeaderByNumber(ctx, big.NewInt(int64(n)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hdr.Hash() != want {
+			t.Fatalf("block %d changed across the crash: %s → %s", n, want, hdr.Hash())
+		}
+	}
+	nw.checkSameBlocks(int64(lost))
 }
 
 func mustHead(t testing.TB, v *validator) uint64 {

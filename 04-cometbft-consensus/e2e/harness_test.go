@@ -58,13 +58,14 @@ type validator struct {
 
 // spec describes a test network; zero values give the tests' defaults.
 type spec struct {
-	validators int
-	fullNodes  int                      // nodes after the validators, outside the genesis set (testnet --full-nodes)
-	faults     bool                     // every link through a fault point (network.faults)
-	timeouts   testnet.Options          // only the Timeout* fields; zero keeps the tuned ones, timeout_commit testTimeoutCommit
-	gethArgs   []string                 // extra flags for every geth
-	flags      func(i int) []string     // extra flags for validator i
-	homes      func(i int, home string) // changes validator i's home before it starts
+	validators   int
+	fullNodes    int                      // nodes after the validators, outside the genesis set (testnet --full-nodes)
+	faults       bool                     // every link through a fault point (network.faults)
+	timeouts     testnet.Options          // only the Timeout* fields; zero keeps the tuned ones, timeout_commit testTimeoutCommit
+	gethArgs     []string                 // extra flags for every geth
+	gethDefaults bool                     // geths on their default storage (devnet GethDefaults)
+	flags        func(i int) []string     // extra flags for validator i
+	homes        func(i int, home string) // changes validator i's home before it starts
 }
 
 // testTimeoutCommit paces the tests' chains faster than the testnet
@@ -89,7 +90,7 @@ func newNetwork(t testing.TB, s spec) *network {
 		faults = devnet.NewFaults()
 		t.Cleanup(faults.Close)
 	}
-	dn := devnet.StartT(t, devnet.Config{GethNodes: n, GethArgs: s.gethArgs, Faults: faults})
+	dn := devnet.StartT(t, devnet.Config{GethNodes: n, GethArgs: s.gethArgs, GethDefaults: s.gethDefaults, Faults: faults})
 	dir := t.TempDir()
 	ports := make([]testnet.Ports, n)
 	for i := range ports {

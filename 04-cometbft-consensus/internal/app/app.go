@@ -135,8 +135,9 @@ type App struct {
 	fetchTook time.Duration // learnt: the last fetch, pending block to payload (awaitDue)
 	getTook   time.Duration // learnt: the last getPayload (fetch)
 	execTook  time.Duration // learnt: newPayload of the last block decided live (need)
-	ready     bool
-	reason    string
+	ready      bool
+	reason     string
+	lastReplay *Replay // the latest blocks geth lost (replay.go)
 }
 
 var _ abci.Application = (*App)(nil)
@@ -229,8 +230,7 @@ func (a *App) Info(ctx context.Context, _ *abci.RequestInfo) (*abci.ResponseInfo
 	}
 	if h := min(int64(head.Number), s.Height); h != s.Height || h == 0 {
 		if h < s.Height {
-			a.log.Warn("geth is behind the app: CometBFT will replay the missing blocks",
-				"geth_head", head.Number, "app_height", s.Height)
+			a.lostBlocks(head.Number, s.Head.Number, "geth is behind the app: CometBFT will replay the missing blocks")
 		}
 		at, err := a.header(ctx, big.NewInt(h))
 		if err != nil {

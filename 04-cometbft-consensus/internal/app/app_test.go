@@ -416,6 +416,47 @@ func TestFinalizeBlockWaitsForAGethSyncingOnItsOwn(t *testing.T) {
 	}
 }
 
+// A geth that holds the parent yet answers SYNCING and whose head does not
+// move waits for a snap sync no peer serves: the app keeps waiting, but
+// its readiness names the cause and the fix; once geth takes the block,
+// the height is applied.
+func TestStuckGethIsExplained(t *testing.T) {
+	defer func(d time.Duration) { stallTimeout = d }(stallTimeout)
+	stallTimeout = 50 * time.Millisecond
+	a, b := newNode(t, newFakeGeth(), "", nil), newNode(t, newFakeGeth(), "", nil)
+	decide(t, 1, a, a, b)
+	tx := a.prepare(t, 2)
+	a.finalize(t, 2, tx)
+	b.geth.mu.Lock()
+	b.geth.syncing = 1 << 30
+	b.geth.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.FinalizeBlock(ctx, &abci.RequestFinalizeBlock{Height: 2, Time: blockTime(2), Txs: [][]byte{tx}, Hash: cometHash(2)})
+		done <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ready, reason := b.Ready()
+		if !ready && strings.Contains(reason, "snap sync") && strings.Contains(reason, "geth removedb") && strings.Contains(reason, "--state.scheme hash") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readiness %v %q names no snap sync, cause or fix", ready, reason)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b.geth.mu.Lock()
+	b.geth.syncing = 0
+	b.geth.mu.Unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if b.geth.head().Hash() != a.geth.head().Hash() {
+		t.Fatal("geth does not hold the decided block")
+	}
+}
+
 // A geth behind the app (it crashed and rewound, or lost its datadir)
 // makes Info report geth's height: CometBFT then replays the rest.
 func TestInfoReportsGethsHeight(t *testing.T) {

@@ -153,6 +153,7 @@ func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) (time.
 	what := fmt.Sprintf("newPayload of block %d", p.ExecutionPayload.Number)
 	wait := a.opts.Retry
 	var took time.Duration // of the newPayload call that answered
+	stuck := stallWatch{since: time.Now()}
 	for {
 		err := a.retry(ctx, what, func(ctx context.Context) error {
 			asked := time.Now()
@@ -177,8 +178,17 @@ func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) (time.
 			}
 			// geth fetches the blocks from its peers on its own (it does
 			// after a forkchoiceUpdated to a head it lacks): let it, then
-			// carry on from where it got.
-			a.setReady(false, what+": "+rerr.Error())
+			// carry on from where it got. A geth whose head stays put
+			// waits for a snap sync it may never get: say so.
+			reason := what + ": " + rerr.Error()
+			if head, herr := a.header(ctx, nil); herr == nil && stuck.stalled(head.Number) {
+				reason += ": " + stuckHint
+				if stuck.tell() {
+					a.log.Error("geth answers SYNCING and its head has not moved", "geth_head", head.Number, "block", p.ExecutionPayload.Number,
+						"for", stallTimeout, "cause", "geth lacks the state to execute its blocks and waits for a snap sync", "fix", stuckHint)
+				}
+			}
+			a.setReady(false, reason)
 			if werr := a.wait(ctx, wait); werr != nil {
 				return 0, fmt.Errorf("%s: %w (last error: %v)", what, werr, rerr)
 			}
@@ -187,6 +197,27 @@ func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) (time.
 			return 0, err
 		}
 	}
+}
+
+// stallWatch tells when geth's head has not moved for stallTimeout.
+type stallWatch struct {
+	head   uint64
+	since  time.Time // when head was first seen
+	logged bool
+}
+
+func (w *stallWatch) stalled(head uint64) bool {
+	if head != w.head {
+		w.head, w.since = head, time.Now()
+	}
+	return time.Since(w.since) > stallTimeout
+}
+
+// tell reports true once per stall: the first time it is logged.
+func (w *stallWatch) tell() bool {
+	first := !w.logged
+	w.logged = true
+	return first
 }
 
 // errGethSyncing: geth holds the parent's ancestors up to its head yet

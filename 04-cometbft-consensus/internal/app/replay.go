@@ -3,9 +3,62 @@ package app
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
 )
+
+// Replay is one replay of blocks geth lost, as /status reports it.
+type Replay struct {
+	From     uint64 `json:"from"` // execution block numbers
+	To       uint64 `json:"to"`
+	GethHead uint64 `json:"geth_head"` // where geth came back
+	At       string `json:"at"`
+	Cause    string `json:"cause"`
+	Fix      string `json:"fix"`
+}
+
+// What the app says when geth comes back without blocks it had imported.
+// With its default storage (path scheme) geth v1.17 keeps the latest state
+// in memory; after a SIGKILL it rewinds to the last state it wrote, genesis
+// unless it flushed its 256 MiB write buffer since, and drops every block
+// above. A crash-safe geth loses at most the block it was importing.
+const (
+	lostCause = "geth's datadir is new, or geth crashed on its default storage (--state.scheme path), " +
+		"which keeps recent state in memory and comes back at the last state it wrote (often genesis), dropping the blocks above it"
+	lostFix = "the app replays them from CometBFT's block store; to lose at most one block in a crash, " +
+		"run geth with --gcmode archive --state.scheme hash"
+	// stuckHint explains a geth that answers SYNCING for blocks it holds
+	// and makes no progress: it lacks the state to execute them and waits
+	// for a snap sync, which only a peer can serve.
+	stuckHint = "geth lacks the state to execute its blocks and waits for a snap sync that only a peer can serve " +
+		"(a crash on geth's default --state.scheme path can leave it so); fix: give geth a peer (another validator's geth), " +
+		"or stop geth, delete its chain data (geth removedb --datadir DIR), start it again and the app replays every block " +
+		"from CometBFT's block store; run it with --gcmode archive --state.scheme hash to avoid this"
+)
+
+// stallTimeout is how long geth may answer SYNCING without its head moving
+// before the app names the snap sync it waits for (a variable for the
+// unit tests).
+var stallTimeout = 15 * time.Second
+
+// lostBlocks records and logs that geth came back at gethHead without the
+// blocks up to `to`, naming the cause and the fix.
+func (a *App) lostBlocks(gethHead, to uint64, how string) *Replay {
+	r := &Replay{From: gethHead + 1, To: to, GethHead: gethHead, At: time.Now().UTC().Format(time.RFC3339), Cause: lostCause, Fix: lostFix}
+	a.mu.Lock()
+	a.lastReplay = r
+	a.mu.Unlock()
+	a.log.Warn(how, "geth_head", gethHead, "from", r.From, "to", r.To, "cause", r.Cause, "fix", r.Fix)
+	return r
+}
+
+// LastReplay is the latest replay of blocks geth lost, nil if none.
+func (a *App) LastReplay() *Replay {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lastReplay
+}
 
 // withLostBlocks calls f, a call to geth about the block at height; if
 // geth answers that it lacks blocks (killed, or its datadir wiped), it
@@ -41,8 +94,11 @@ func (a *App) replayMissing(ctx context.Context, height int64) error {
 	if int64(head.Number) >= height-1 {
 		return fmt.Errorf("%w: it holds block %d yet cannot take block %d", errGethSyncing, head.Number, height)
 	}
-	a.log.Warn("geth lost blocks: replaying them from the CometBFT block store", "geth_head", head.Number, "to", height-1)
+	r := a.lostBlocks(head.Number, uint64(height-1), "geth lost blocks: replaying them from the CometBFT block store")
 	for h := int64(head.Number) + 1; h < height; h++ {
+		if (h-int64(head.Number))%64 == 1 {
+			a.setReady(false, fmt.Sprintf("replaying block %d of %d-%d into geth, which lost them: %s; %s", h, r.From, r.To, r.Cause, r.Fix))
+		}
 		txs, err := blocks.Txs(h)
 		if err != nil {
 			return fmt.Errorf("block store, height %d: %w", h, err)

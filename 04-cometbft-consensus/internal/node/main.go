@@ -332,6 +332,9 @@ type Status struct {
 	CatchingUp    bool   `json:"catching_up"`
 	Ready         bool   `json:"ready"`
 	Reason        string `json:"reason,omitempty"`
+	// LastReplay is the latest time geth lost blocks and the app replayed
+	// them: which, why, and how to avoid it.
+	LastReplay *app.Replay `json:"last_replay,omitempty"`
 }
 
 func (s statusNode) Ready() (bool, string) {
@@ -347,7 +350,7 @@ func (s statusNode) Status() any {
 	return Status{Height: c.Height, ExecutionHead: c.Head.Number, ExecutionHash: c.Head.Hash.Hex(),
 		Validator: s.validator,
 		Peers:     s.node.Switch().Peers().Size(), CatchingUp: s.node.ConsensusReactor().WaitSync(),
-		Ready: ready, Reason: reason}
+		Ready: ready, Reason: reason, LastReplay: s.app.LastReplay()}
 }
 
 // NewLogger builds the structured logger the configuration asks for.
