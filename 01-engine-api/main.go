@@ -447,6 +447,10 @@ func (b *builder) build(ctx context.Context, parent blockRef, timestamp uint64) 
 		return parent, err
 	}
 	if err := checkStatus(v.forkchoiceUpdated, fcResp.PayloadStatus); err != nil {
+		if errors.Is(err, ErrSyncing) {
+			// parent is geth's own head, or a block it just called VALID.
+			err = fmt.Errorf("%w; yet geth holds block #%d: %s", err, parent.number, stuckHint)
+		}
 		return parent, err
 	}
 	if fcResp.PayloadID == nil {
@@ -488,6 +492,10 @@ func (b *builder) build(ctx context.Context, parent blockRef, timestamp uint64) 
 		return parent, err
 	}
 	if err := checkStatus(v.newPayload, status); err != nil {
+		if errors.Is(err, ErrSyncing) {
+			// geth built this block on parent: it holds parent.
+			err = fmt.Errorf("%w; yet geth holds block #%d, which it just built on: %s", err, parent.number, stuckHint)
+		}
 		return parent, err
 	}
 	step("%s → %s", v.newPayload, status.Status)
@@ -553,6 +561,17 @@ var (
 	ErrUnsupportedFork = errors.New("unsupported fork")
 	ErrUnreachable     = errors.New("engine API unreachable")
 )
+
+// stuckHint explains a geth that answers SYNCING for a block it holds.
+// geth v1.17 on its default storage (path scheme), SIGKILLed within a
+// minute of its start (before it moved the blocks to its freezer), comes
+// back at genesis still holding the blocks' headers, and switches to snap
+// sync ("snap-sync incomplete"): it takes a new block 1, then answers
+// SYNCING to every payload ("Ignoring payload while snap syncing").
+const stuckHint = "geth is in snap sync, which only a peer can finish, and ignores payloads meanwhile " +
+	"(a crash on geth's default --state.scheme path can leave it so: check its log for \"Switching from full-sync to snap-sync\"); fix: give geth a peer, or stop it, " +
+	"delete its chain data (geth removedb --datadir DIR) and start again from genesis (this program keeps no copy of its blocks); " +
+	"run geth with --gcmode archive --state.scheme hash to avoid this"
 
 // checkStatus turns a payload status into an error unless it is VALID.
 func checkStatus(method string, s engine.PayloadStatusV1) error {

@@ -2,14 +2,20 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ethereum/go-ethereum/beacon/engine"
 	"github.com/ethereum/go-ethereum/common/hexutil"
@@ -135,6 +141,42 @@ func TestStatusesAreExplained(t *testing.T) {
 	if !errors.Is(rejected, ErrJWTRejected) {
 		t.Errorf("401: %v", rejected)
 	}
+}
+
+// A geth that answers SYNCING to forkchoiceUpdated on a block it holds
+// (its head, or one it just called VALID) is stuck waiting for a snap
+// sync: the error names the cause and the fix.
+func TestSyncingOnAHeldBlockIsExplained(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ID json.RawMessage `json:"id"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"payloadStatus":{"status":"SYNCING"},"payloadId":null}}`, req.ID)
+	}))
+	defer srv.Close()
+	e, err := dialEngine(context.Background(), srv.URL, [32]byte{}, time.Second, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	genesis, err := loadGenesis(mustFindUp(t, "genesis.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &builder{engine: e, chain: genesis.Config, out: io.Discard}
+	_, err = b.buildBlock(context.Background(), blockRef{number: 7, time: 1})
+	if !errors.Is(err, ErrSyncing) || !containsAll(err.Error(), "holds block #7", "snap sync", "geth removedb", "--state.scheme hash") {
+		t.Fatalf("err = %v; want SYNCING explained: snap sync, cause and fix", err)
+	}
+}
+
+func containsAll(s string, parts ...string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
 }
 
 type rpcError struct {

@@ -154,17 +154,31 @@ func TestGethKilledAndRestarted(t *testing.T) {
 	h.crashGeth(30)
 }
 
-// SIGKILL a geth that runs on its default storage (path scheme), as a user's
-// geth would: it comes back at its last state on disk, genesis here, with
-// every block above it dropped. The node replays them from its store,
-// names the cause and the fix in its log and /status, and goes on; nothing
-// decided changes.
+// SIGKILL a lone node's geth that runs on its default storage (path
+// scheme), as a user's geth would. geth v1.17 comes back at genesis, one
+// of two ways, depending on whether it had moved the blocks to its freezer:
+//   - it dropped them: the node replays them from its store and goes on;
+//   - it kept them without their state and switched to snap sync, which
+//     only a peer can finish: it ignores every payload. The node must not
+//     wait silently: /status and the log name the cause and the fix, and
+//     the fix (wipe geth's datadir) brings the chain back.
+//
+// Either way nothing decided changes.
 func TestGethDefaultsKilled(t *testing.T) {
+	// Killed about a second after its start, geth kept the blocks (snap
+	// sync) in every run we made; five seconds in, it had usually moved
+	// them to its freezer and dropped them. Each case takes either outcome.
+	for _, blocks := range []uint64{40, 200} {
+		t.Run(fmt.Sprintf("after %d blocks", blocks), func(t *testing.T) { gethDefaultsKilled(t, blocks) })
+	}
+}
+
+func gethDefaultsKilled(t *testing.T, blocks uint64) {
 	h := newHarnessOn(t, devnet.Config{GethNodes: 1, GethDefaults: true}, func(c *config.Config) {
 		c.BlockMode, c.MaxIdle, c.MaxDrift = "on-demand", 10*time.Millisecond, time.Hour
 	})
 	h.startNode()
-	h.waitHead(200, 30*time.Second)
+	h.waitHead(blocks, 60*time.Second)
 	before := h.chain()
 	if err := h.geth.Kill(); err != nil {
 		t.Fatal(err)
@@ -173,7 +187,29 @@ func TestGethDefaultsKilled(t *testing.T) {
 	if err := h.geth.Start(); err != nil {
 		t.Fatal(err)
 	}
-	h.waitHead(uint64(len(before))+20, 60*time.Second)
+	want := uint64(len(before)) + 20
+	stuck := ""
+	h.eventually(60*time.Second, func() error {
+		if head, err := h.gethHead(); err == nil && head >= want {
+			return nil
+		}
+		if _, reason := h.get("/readyz"); strings.Contains(reason, "snap sync") {
+			stuck = reason
+			return nil
+		}
+		return fmt.Errorf("geth neither back at block %d nor explained as in snap sync", want)
+	})
+	if stuck != "" {
+		if !strings.Contains(stuck, "geth removedb") || !strings.Contains(stuck, "--gcmode archive --state.scheme hash") {
+			t.Fatalf("/readyz names snap sync but not the fix: %s", stuck)
+		}
+		if _, ok := h.logs.line("production paused", "snap sync", "geth removedb"); !ok {
+			t.Fatal("no log line names the snap sync and the fix")
+		}
+		t.Logf("MEASURED geth came back in snap sync; the node says: %s", stuck)
+		h.wipeGeth() // the fix it names
+		h.waitHead(want, 60*time.Second)
+	}
 	var st struct {
 		LastReplay *struct {
 			From, To   uint64
@@ -194,7 +230,7 @@ func TestGethDefaultsKilled(t *testing.T) {
 	if !ok {
 		t.Fatal("no log line names the cause and the fix")
 	}
-	t.Logf("geth came back at block %d of %d; the node replayed %d-%d: %s", r.GethHead, len(before)-1, r.From, r.To, line)
+	t.Logf("MEASURED geth came back at block %d of %d; the node replayed %d-%d: %s", r.GethHead, len(before)-1, r.From, r.To, line)
 	if err := h.stopNode(); err != nil {
 		t.Fatal(err)
 	}

@@ -136,13 +136,16 @@ const (
 		"which keeps recent state in memory and comes back at the last state it wrote (often genesis), dropping the blocks above it"
 	lostFix = "the node replays them from the store; to lose at most one block in a crash, " +
 		"run geth with --gcmode archive --state.scheme hash"
-	// stuckHint explains a geth that answers SYNCING for blocks it holds:
-	// it lacks the state to execute them and waits for a snap sync, which
-	// only a peer can serve.
-	stuckHint = "geth lacks the state to execute them and waits for a snap sync that only a peer can serve " +
-		"(a crash on geth's default --state.scheme path can leave it so); fix: stop geth, delete its chain data " +
-		"(geth removedb --datadir DIR), start it again and the node replays every block from the store, " +
-		"or give geth a peer; run it with --gcmode archive --state.scheme hash to avoid this"
+	// stuckHint explains a geth that answers SYNCING for blocks it holds,
+	// or VALID to a forkchoice it then ignores ("Ignoring beacon update to
+	// old head while syncing"): SIGKILLed on its default storage before it
+	// moved its blocks to its freezer, geth v1.17 comes back at genesis
+	// still holding them and switches to snap sync ("snap-sync
+	// incomplete"), which only a peer can finish.
+	stuckHint = "geth is in snap sync (its log says \"Switching from full-sync to snap-sync\"), which only a peer can finish, " +
+		"and ignores payloads and forkchoice meanwhile: a crash on geth's default --state.scheme path leaves it so when it kept " +
+		"the blocks but not their state; fix: stop geth, delete its chain data (geth removedb --datadir DIR), start it again " +
+		"and the node replays every block from the store, or give geth a peer; run geth with --gcmode archive --state.scheme hash to avoid this"
 )
 
 // replay brings geth from its head gethNum up to the stored head `to`.
@@ -189,7 +192,7 @@ func (a *App) replay(ctx context.Context, gethNum, to uint64) error {
 		}
 		if err := a.engine.NewPayload(ctx, p); err != nil {
 			if errors.Is(err, engine.ErrSyncing) {
-				err = fmt.Errorf("%w: geth holds its parent but will not import it: %s", err, stuckHint)
+				err = fmt.Errorf("%w; yet geth holds its parent: %s", err, stuckHint)
 			}
 			return fmt.Errorf("replay block %d: %w", n, err)
 		}
@@ -277,7 +280,15 @@ func (a *App) waitForGethHead(ctx context.Context, n uint64) error {
 		a.head = target
 		err := a.finalize(ctx)
 		if err == nil {
-			return nil // VALID: geth's head is n
+			// VALID: geth's head is n, unless it ignored the update.
+			h, err := a.engine.HeaderByNumber(ctx, nil)
+			if err != nil {
+				return err
+			}
+			if now := h.Number.Uint64(); now < n {
+				return fmt.Errorf("geth answered VALID to block %d as its head yet stays at block %d: %w: %s", n, now, engine.ErrSyncing, stuckHint)
+			}
+			return nil
 		}
 		if !errors.Is(err, engine.ErrSyncing) {
 			return err
