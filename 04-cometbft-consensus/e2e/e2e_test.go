@@ -351,10 +351,15 @@ func TestWipedGethRecoversFromBlockStore(t *testing.T) {
 }
 
 // A lone validator's geth on its default storage (path scheme), as a
-// user's geth would run, SIGKILLed: it comes back at its last state on
-// disk, genesis here, with every block above it dropped. The app replays
-// them from CometBFT's block store, names the cause and the fix in its log
-// and /status, and the chain goes on; nothing decided changes.
+// user's geth would run, SIGKILLed. geth v1.17 comes back at genesis, one
+// of two ways, depending on whether it had moved the blocks to its freezer:
+//   - it dropped them: the app replays them from CometBFT's block store;
+//   - it kept them without their state and switched to snap sync, which
+//     only a peer can finish: it ignores every payload. The app must not
+//     wait silently: /readyz and the log name the cause and the fix, and
+//     the fix (wipe geth's datadir) brings the chain back.
+//
+// Either way the chain goes on and nothing decided changes.
 func TestGethDefaultsKilled(t *testing.T) {
 	nw := newNetwork(t, spec{validators: 1, gethDefaults: true})
 	v := nw.vals[0]
@@ -374,6 +379,28 @@ func TestGethDefaultsKilled(t *testing.T) {
 	}
 	if err := v.geth.Start(); err != nil {
 		t.Fatal(err)
+	}
+	stuck := ""
+	eventually(t, 60*time.Second, func() error {
+		if head, err := v.head(); err == nil && head >= lost+5 {
+			return nil
+		}
+		if _, reason := v.readyz(); strings.Contains(reason, "snap sync") {
+			stuck = reason
+			return nil
+		}
+		return fmt.Errorf("geth neither back at block %d nor explained as in snap sync", lost+5)
+	})
+	if stuck != "" {
+		if !containsAll(stuck, []string{"geth removedb", "--gcmode archive --state.scheme hash"}) {
+			t.Fatalf("/readyz names snap sync but not the fix: %s", stuck)
+		}
+		t.Logf("MEASURED geth came back in snap sync; the app says: %s", stuck)
+		for _, step := range []func() error{v.geth.Kill, func() error { return v.geth.Wipe(ctx) }, v.geth.Start} { // the fix it names
+			if err := step(); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	nw.waitHeads(lost+5, 60*time.Second)
 	s, ok := v.status()

@@ -118,23 +118,23 @@ type App struct {
 	ctx     context.Context // ends at shutdown: unblocks geth retries
 	tasks   sync.WaitGroup  // the payload fetches started ahead; Wait waits for them
 
-	mu        sync.Mutex
-	blocks    Blocks
-	committed state.State   // as of the last Commit (or the handshake)
-	pending   *state.State  // FinalizeBlock's result, persisted by Commit
-	started   bool          // consensus has called the app: the handshake is over
-	turns     turns         // used by FinalizeBlock alone
-	decidedAt time.Time     // when FinalizeBlock began for the last height (New: when the app started)
-	driftLog  time.Time     // when the drift was last logged (FinalizeBlock alone)
-	validated common.Hash   // the last payload geth answered VALID in ProcessProposal
-	validTook time.Duration // how long geth took to answer VALID for it
-	proposed  common.Hash   // the last payload this validator proposed (its geth built it)
-	proposal  common.Hash   // keccak256 of that proposal's envelope, byte for byte
-	next      *started      // the payload started for the next height, if any
-	extraWait time.Duration // learnt: added to the build wait after empty payloads (fetch)
-	fetchTook time.Duration // learnt: the last fetch, pending block to payload (awaitDue)
-	getTook   time.Duration // learnt: the last getPayload (fetch)
-	execTook  time.Duration // learnt: newPayload of the last block decided live (need)
+	mu         sync.Mutex
+	blocks     Blocks
+	committed  state.State   // as of the last Commit (or the handshake)
+	pending    *state.State  // FinalizeBlock's result, persisted by Commit
+	started    bool          // consensus has called the app: the handshake is over
+	turns      turns         // used by FinalizeBlock alone
+	decidedAt  time.Time     // when FinalizeBlock began for the last height (New: when the app started)
+	driftLog   time.Time     // when the drift was last logged (FinalizeBlock alone)
+	validated  common.Hash   // the last payload geth answered VALID in ProcessProposal
+	validTook  time.Duration // how long geth took to answer VALID for it
+	proposed   common.Hash   // the last payload this validator proposed (its geth built it)
+	proposal   common.Hash   // keccak256 of that proposal's envelope, byte for byte
+	next       *started      // the payload started for the next height, if any
+	extraWait  time.Duration // learnt: added to the build wait after empty payloads (fetch)
+	fetchTook  time.Duration // learnt: the last fetch, pending block to payload (awaitDue)
+	getTook    time.Duration // learnt: the last getPayload (fetch)
+	execTook   time.Duration // learnt: newPayload of the last block decided live (need)
 	ready      bool
 	reason     string
 	lastReplay *Replay // the latest blocks geth lost (replay.go)

@@ -28,7 +28,7 @@ func (a *App) PrepareProposal(ctx context.Context, req *abci.RequestPreparePropo
 	}
 	p, optimistic, err := a.payload(ctx, parent, req.Time, a.budget(req.Height))
 	if err != nil {
-		if errors.Is(err, engine.ErrUnreachable) {
+		if errors.Is(err, engine.ErrUnreachable) || lacksBlocks(err) { // the cause, not the stall it causes
 			a.setReady(false, "build: "+err.Error())
 		}
 		a.metrics.Errors.WithLabelValues("build").Inc()

@@ -28,13 +28,17 @@ const (
 		"which keeps recent state in memory and comes back at the last state it wrote (often genesis), dropping the blocks above it"
 	lostFix = "the app replays them from CometBFT's block store; to lose at most one block in a crash, " +
 		"run geth with --gcmode archive --state.scheme hash"
-	// stuckHint explains a geth that answers SYNCING for blocks it holds
-	// and makes no progress: it lacks the state to execute them and waits
-	// for a snap sync, which only a peer can serve.
-	stuckHint = "geth lacks the state to execute its blocks and waits for a snap sync that only a peer can serve " +
-		"(a crash on geth's default --state.scheme path can leave it so); fix: give geth a peer (another validator's geth), " +
-		"or stop geth, delete its chain data (geth removedb --datadir DIR), start it again and the app replays every block " +
-		"from CometBFT's block store; run it with --gcmode archive --state.scheme hash to avoid this"
+	// stuckHint explains a geth that answers SYNCING for blocks it holds,
+	// or VALID to a forkchoice it then ignores ("Ignoring beacon update to
+	// old head while syncing"): SIGKILLed on its default storage before it
+	// moved its blocks to its freezer, geth v1.17 comes back at genesis
+	// still holding them and switches to snap sync ("snap-sync
+	// incomplete"), which only a peer can finish.
+	stuckHint = "geth is in snap sync (its log says \"Switching from full-sync to snap-sync\"), which only a peer can finish, " +
+		"and ignores payloads and forkchoice meanwhile: a crash on geth's default --state.scheme path leaves it so when it kept " +
+		"the blocks but not their state; fix: give geth a peer (another validator's geth), or stop geth, delete its chain data " +
+		"(geth removedb --datadir DIR), start it again and the app replays every block from CometBFT's block store; " +
+		"run it with --gcmode archive --state.scheme hash to avoid this"
 )
 
 // stallTimeout is how long geth may answer SYNCING without its head moving
@@ -45,8 +49,12 @@ var stallTimeout = 15 * time.Second
 // lostBlocks records and logs that geth came back at gethHead without the
 // blocks up to `to`, naming the cause and the fix.
 func (a *App) lostBlocks(gethHead, to uint64, how string) *Replay {
-	r := &Replay{From: gethHead + 1, To: to, GethHead: gethHead, At: time.Now().UTC().Format(time.RFC3339), Cause: lostCause, Fix: lostFix}
 	a.mu.Lock()
+	if r := a.lastReplay; r != nil && r.GethHead == gethHead && r.To == to {
+		a.mu.Unlock()
+		return r // the same again: geth did not take them (stuck, see replayMissing)
+	}
+	r := &Replay{From: gethHead + 1, To: to, GethHead: gethHead, At: time.Now().UTC().Format(time.RFC3339), Cause: lostCause, Fix: lostFix}
 	a.lastReplay = r
 	a.mu.Unlock()
 	a.log.Warn(how, "geth_head", gethHead, "from", r.From, "to", r.To, "cause", r.Cause, "fix", r.Fix)
@@ -111,12 +119,22 @@ func (a *App) replayMissing(ctx context.Context, height int64) error {
 			return fmt.Errorf("block store, height %d: %w", h, err)
 		}
 		if err := a.retry(ctx, fmt.Sprintf("replay block %d", h), func(ctx context.Context) error { return a.engine.NewPayload(ctx, p) }); err != nil {
+			if lacksBlocks(err) { // its parent is geth's head, or the block before
+				err = fmt.Errorf("replay block %d: %w; yet geth holds its parent: if this lasts, %s", h, err, stuckHint)
+			}
 			return err
 		}
 		if err := a.finalized(ctx, p.ExecutionPayload); err != nil {
 			return err
 		}
 		a.metrics.Replayed.Inc()
+	}
+	// A geth in snap sync answers VALID to a forkchoice to a block it
+	// holds, yet ignores it.
+	if now, err := a.header(ctx, nil); err != nil {
+		return err
+	} else if int64(now.Number) < height-1 {
+		return fmt.Errorf("%w: it answered VALID to block %d as its head yet stays at block %d: %s", errGethSyncing, height-1, now.Number, stuckHint)
 	}
 	return nil
 }
