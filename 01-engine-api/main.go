@@ -568,9 +568,10 @@ var (
 // back at genesis still holding the blocks' headers, and switches to snap
 // sync ("snap-sync incomplete"): it takes a new block 1, then answers
 // SYNCING to every payload ("Ignoring payload while snap syncing").
-const stuckHint = "geth is in snap sync, which only a peer can finish, and ignores payloads meanwhile " +
-	"(a crash on geth's default --state.scheme path can leave it so: check its log for \"Switching from full-sync to snap-sync\"); fix: give geth a peer, or stop it, " +
-	"delete its chain data (geth removedb --datadir DIR) and start again from genesis (this program keeps no copy of its blocks); " +
+const stuckHint = "geth is in snap sync (its log says \"Switching from full-sync to snap-sync\") and ignores payloads: " +
+	"a crash on geth's default --state.scheme path leaves it so when it kept the blocks but not their state; " +
+	"fix: stop geth, delete its chain data (geth removedb --datadir DIR), initialise it again (geth init --datadir DIR genesis.json) " +
+	"and start it: the chain starts again from genesis, since this program keeps no copy of its blocks; " +
 	"run geth with --gcmode archive --state.scheme hash to avoid this"
 
 // checkStatus turns a payload status into an error unless it is VALID.

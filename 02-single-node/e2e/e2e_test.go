@@ -158,10 +158,10 @@ func TestGethKilledAndRestarted(t *testing.T) {
 // scheme), as a user's geth would. geth v1.17 comes back at genesis, one
 // of two ways, depending on whether it had moved the blocks to its freezer:
 //   - it dropped them: the node replays them from its store and goes on;
-//   - it kept them without their state and switched to snap sync, which
-//     only a peer can finish: it ignores every payload. The node must not
-//     wait silently: /status and the log name the cause and the fix, and
-//     the fix (wipe geth's datadir) brings the chain back.
+//   - it kept them without their state and switched to snap sync: it
+//     ignores every payload. The node must not wait silently: /status
+//     and the log name the cause and the fix, and the fix (a new
+//     datadir) brings the chain back.
 //
 // Either way nothing decided changes.
 func TestGethDefaultsKilled(t *testing.T) {

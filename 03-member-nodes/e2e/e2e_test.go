@@ -160,11 +160,12 @@ func TestGethKilledAndRestarted(t *testing.T) {
 // SIGKILL a lone leader's geth that runs on its default storage (path
 // scheme), as a user's geth would. geth v1.17 comes back at genesis, one
 // of two ways, depending on whether it had moved the blocks to its freezer:
-//   - it dropped them: the leader replays them from the cluster store and goes on;
-//   - it kept them without their state and switched to snap sync, which
-//     only a peer can finish: it ignores every payload. The leader must not
-//     wait silently: /status and the log name the cause and the fix, and
-//     the fix (wipe geth's datadir) brings the chain back.
+//   - it dropped them: the leader replays them from the cluster store and
+//     goes on;
+//   - it kept them without their state and switched to snap sync: it
+//     ignores every payload. The leader must not wait silently: /status
+//     and the log name the cause and the fix, and the fix (a new
+//     datadir) brings the chain back.
 //
 // Either way nothing decided changes.
 func TestGethDefaultsKilled(t *testing.T) {

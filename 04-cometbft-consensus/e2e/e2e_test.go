@@ -354,10 +354,10 @@ func TestWipedGethRecoversFromBlockStore(t *testing.T) {
 // user's geth would run, SIGKILLed. geth v1.17 comes back at genesis, one
 // of two ways, depending on whether it had moved the blocks to its freezer:
 //   - it dropped them: the app replays them from CometBFT's block store;
-//   - it kept them without their state and switched to snap sync, which
-//     only a peer can finish: it ignores every payload. The app must not
-//     wait silently: /readyz and the log name the cause and the fix, and
-//     the fix (wipe geth's datadir) brings the chain back.
+//   - it kept them without their state and switched to snap sync: it
+//     ignores every payload. The app must not wait silently: /readyz
+//     and the log name the cause and the fix, and the fix (a new
+//     datadir) brings the chain back.
 //
 // Either way the chain goes on and nothing decided changes.
 func TestGethDefaultsKilled(t *testing.T) {

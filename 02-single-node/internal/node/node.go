@@ -141,6 +141,7 @@ func (a *App) Run(ctx context.Context) error {
 	defer cancel()
 	wg.Go(func() { a.watchPending(ctx) })
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	lastPause := "" // the fault last logged
 	for {
 		err := a.reconcile(ctx)
 		if err == nil {
@@ -157,7 +158,14 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		a.setReady(false, err.Error())
 		a.metrics.Errors.WithLabelValues(errorKind(err)).Inc()
-		a.log.Warn("production paused", "err", err, "retry_in", backoff.next())
+		// The same fault again (geth still stuck, say) is logged at debug:
+		// the first line named it, and /readyz still does.
+		level := slog.LevelWarn
+		if err.Error() == lastPause {
+			level = slog.LevelDebug
+		}
+		lastPause = err.Error()
+		a.log.Log(ctx, level, "production paused", "err", err, "retry_in", backoff.next())
 		if !sleep(ctx, backoff.take()) {
 			return nil
 		}

@@ -110,11 +110,12 @@ const (
 	// old head while syncing"): SIGKILLed on its default storage before it
 	// moved its blocks to its freezer, geth v1.17 comes back at genesis
 	// still holding them and switches to snap sync ("snap-sync
-	// incomplete"), which only a peer can finish.
-	stuckHint = "geth is in snap sync (its log says \"Switching from full-sync to snap-sync\"), which only a peer can finish, " +
-		"and ignores payloads and forkchoice meanwhile: a crash on geth's default --state.scheme path leaves it so when it kept " +
-		"the blocks but not their state; fix: stop geth, delete its chain data (geth removedb --datadir DIR), start it again " +
-		"and the node replays every block from its store, or give geth a peer; run geth with --gcmode archive --state.scheme hash to avoid this"
+	// incomplete"). No peer gets it out: the node never asks it for a
+	// head it lacks, which is what starts a sync.
+	stuckHint = "geth is in snap sync (its log says \"Switching from full-sync to snap-sync\") and ignores payloads and forkchoice: " +
+		"a crash on geth's default --state.scheme path leaves it so when it kept the blocks but not their state; " +
+		"fix: stop geth, delete its chain data (geth removedb --datadir DIR), initialise it again (geth init --datadir DIR genesis.json) " +
+		"and start it: the node replays every block from its store; run geth with --gcmode archive --state.scheme hash to avoid this"
 )
 
 // replay brings geth from its head gethNum up to the stored head `to`.

@@ -280,6 +280,7 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	lastPause := "" // the fault last logged
 	for {
 		// A new leader fences before it reconciles: a commit the old leader
 		// had in flight is then refused, instead of landing after the
@@ -311,7 +312,14 @@ func (a *App) Run(ctx context.Context) error {
 		a.setReady(false, err.Error())
 		a.health.failing(err)
 		a.metrics.Errors.WithLabelValues(errorKind(err)).Inc()
-		a.log.Warn("production paused", "err", err, "retry_in", backoff.next())
+		// The same fault again (geth still stuck, say) is logged at debug:
+		// the first line named it, and /readyz still does.
+		level := slog.LevelWarn
+		if err.Error() == lastPause {
+			level = slog.LevelDebug
+		}
+		lastPause = err.Error()
+		a.log.Log(ctx, level, "production paused", "err", err, "retry_in", backoff.next())
 		if !sleep(ctx, backoff.take()) {
 			return nil
 		}

@@ -43,8 +43,8 @@ type fakeGeth struct {
 	sent      map[common.Hash]int // newPayload calls per block hash
 	invalid   func(h *types.Header) bool
 	// stateless: geth holds its blocks but lost the state to execute
-	// them, and waits for a snap sync no peer serves: SYNCING to every
-	// newPayload and to every forkchoiceUpdated but to its head.
+	// them, and is in snap sync: SYNCING to every newPayload, VALID to a
+	// forkchoiceUpdated to a block it holds, which it ignores.
 	stateless bool
 
 	// A transaction pool: a payload takes the offered transactions present
@@ -84,8 +84,11 @@ func (f *fakeGeth) ForkchoiceUpdated(_ context.Context, fc beacon.ForkchoiceStat
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	head, ok := f.headers[fc.HeadBlockHash]
-	if !ok || f.stateless && fc.HeadBlockHash != f.canonical[len(f.canonical)-1] {
+	if !ok {
 		return nil, engine.ErrSyncing
+	}
+	if f.stateless && fc.HeadBlockHash != f.canonical[len(f.canonical)-1] {
+		return nil, nil // VALID, and ignored ("Ignoring beacon update to old head while syncing")
 	}
 	// The canonical chain is the head and its ancestors.
 	chain := make([]common.Hash, head.Number.Uint64()+1)

@@ -137,7 +137,8 @@ type App struct {
 	execTook   time.Duration // learnt: newPayload of the last block decided live (need)
 	ready      bool
 	reason     string
-	lastReplay *Replay // the latest blocks geth lost (replay.go)
+	lastReplay *Replay      // the latest blocks geth lost (replay.go)
+	stuck      *stuckReplay // the last replay geth took without moving (replay.go)
 }
 
 var _ abci.Application = (*App)(nil)
@@ -230,7 +231,7 @@ func (a *App) Info(ctx context.Context, _ *abci.RequestInfo) (*abci.ResponseInfo
 	}
 	if h := min(int64(head.Number), s.Height); h != s.Height || h == 0 {
 		if h < s.Height {
-			a.lostBlocks(head.Number, s.Head.Number, "geth is behind the app: CometBFT will replay the missing blocks")
+			a.recordReplay(a.lostBlocks(head.Number, s.Head.Number, "geth is behind the app: CometBFT will replay the missing blocks"))
 		}
 		at, err := a.header(ctx, big.NewInt(h))
 		if err != nil {

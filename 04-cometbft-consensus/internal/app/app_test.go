@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -454,6 +455,54 @@ func TestStuckGethIsExplained(t *testing.T) {
 	}
 	if b.geth.head().Hash() != a.geth.head().Hash() {
 		t.Fatal("geth does not hold the decided block")
+	}
+}
+
+// A geth killed on its default storage before it froze its blocks comes
+// back at genesis holding them, in snap sync: VALID to a forkchoice it
+// ignores, SYNCING to new payloads. The app names it (readiness: the cause
+// and the fix) rather than replaying the same blocks at every retry; given
+// a new datadir (the fix), geth is replayed and the replay recorded.
+func TestSnapSyncingGethIsNamed(t *testing.T) {
+	a := newNode(t, newFakeGeth(), "", nil)
+	for h := int64(1); h <= 4; h++ {
+		decide(t, h, a, a)
+	}
+	a.geth.crash(0, 4)
+	a.geth.mu.Lock()
+	a.geth.snap = true
+	a.geth.mu.Unlock()
+	named := func(what string) {
+		t.Helper()
+		if ready, reason := a.Ready(); ready || !strings.Contains(reason, "snap sync") || !strings.Contains(reason, "geth init") {
+			t.Fatalf("%s: readiness %v %q names no snap sync and fix", what, ready, reason)
+		}
+	}
+	res, err := a.PrepareProposal(ctx, &abci.RequestPrepareProposal{Height: 5, Time: blockTime(5), MaxTxBytes: 4 << 20})
+	if err != nil || len(res.Txs) != 0 {
+		t.Fatalf("proposal from a geth in snap sync: %v, %d transactions", err, len(res.Txs))
+	}
+	named("PrepareProposal")
+	for range 2 {
+		if err := a.replayMissing(ctx, 5); !errors.Is(err, errGethSyncing) || !strings.Contains(err.Error(), "snap sync") {
+			t.Fatalf("replay into a geth in snap sync: %v", err)
+		}
+	}
+	if n := testutil.ToFloat64(a.m.Replayed); n != 4 {
+		t.Fatalf("replayed %v blocks; want 4, once: the second replay would not move geth either", n)
+	}
+	if a.LastReplay() != nil {
+		t.Fatalf("a replay geth did not take is recorded: %+v", a.LastReplay())
+	}
+	a.geth.wipe()
+	a.geth.mu.Lock()
+	a.geth.snap = false
+	a.geth.mu.Unlock()
+	if err := a.replayMissing(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	if r := a.LastReplay(); r == nil || r.From != 1 || r.To != 4 || a.geth.head().Number.Uint64() != 4 {
+		t.Fatalf("replay into the new datadir: %+v, geth at %d", r, a.geth.head().Number)
 	}
 }
 

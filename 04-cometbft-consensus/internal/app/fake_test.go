@@ -32,6 +32,7 @@ type fakeGeth struct {
 	stateless   map[common.Hash]bool   // blocks kept through a crash without their state
 	down        int                    // calls to fail as unreachable
 	syncing     int                    // newPayload calls to answer SYNCING, as a geth syncing from its peers
+	snap        bool                   // in snap sync after a crash: VALID to a forkchoice to a held block, ignored; SYNCING to new payloads
 	calls       []string               // "fcu 3", "build 4", "newPayload 4", "getPayload 4"
 	pooled      int                    // transactions the pending block shows; the payloads carry none
 	slowPending time.Duration          // how long building the pending block takes
@@ -111,6 +112,9 @@ func (g *fakeGeth) ForkchoiceUpdated(_ context.Context, fc beacon.ForkchoiceStat
 	if !ok {
 		return nil, fmt.Errorf("fake: %w", engine.ErrSyncing)
 	}
+	if g.snap { // "Ignoring beacon update to old head while syncing"
+		return nil, nil
+	}
 	var canon []common.Hash
 	for h := head; ; h = g.blocks[h.ParentHash] {
 		delete(g.stateless, h.Hash()) // re-executed to become the head
@@ -184,6 +188,9 @@ func (g *fakeGeth) NewPayload(_ context.Context, p *engine.Payload) error {
 	}
 	if _, ok := g.blocks[d.BlockHash]; ok {
 		return nil // known: VALID without executing, as geth does
+	}
+	if g.snap {
+		return fmt.Errorf("fake: %w", engine.ErrSyncing) // "Ignoring payload while snap syncing"
 	}
 	b, err := beacon.ExecutableDataToBlockNoHash(*d, p.VersionedHashes, &p.BeaconRoot, requestsOf(p))
 	if err != nil {

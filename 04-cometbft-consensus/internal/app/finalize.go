@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	abci "github.com/cometbft/cometbft/abci/types"
@@ -181,7 +182,7 @@ func (a *App) apply(ctx context.Context, height int64, p *engine.Payload) (time.
 			// carry on from where it got. A geth whose head stays put
 			// waits for a snap sync it may never get: say so.
 			reason := what + ": " + rerr.Error()
-			if head, herr := a.header(ctx, nil); herr == nil && stuck.stalled(head.Number) {
+			if head, herr := a.header(ctx, nil); herr == nil && stuck.stalled(head.Number) && !strings.Contains(reason, stuckHint) {
 				reason += ": " + stuckHint
 				if stuck.tell() {
 					a.log.Error("geth answers SYNCING and its head has not moved", "geth_head", head.Number, "block", p.ExecutionPayload.Number,
@@ -208,7 +209,7 @@ type stallWatch struct {
 
 func (w *stallWatch) stalled(head uint64) bool {
 	if head != w.head {
-		w.head, w.since = head, time.Now()
+		w.head, w.since, w.logged = head, time.Now(), false
 	}
 	return time.Since(w.since) > stallTimeout
 }

@@ -28,7 +28,13 @@ func (a *App) PrepareProposal(ctx context.Context, req *abci.RequestPreparePropo
 	}
 	p, optimistic, err := a.payload(ctx, parent, req.Time, a.budget(req.Height))
 	if err != nil {
-		if errors.Is(err, engine.ErrUnreachable) || lacksBlocks(err) { // the cause, not the stall it causes
+		if errors.Is(err, builder.ErrNoPayloadID) {
+			// A geth in snap sync answers VALID to a forkchoice it ignores.
+			if head, herr := a.header(ctx, nil); herr == nil && head.Number < parent.Head.Number {
+				err = fmt.Errorf("%w: %w", err, stuckErr(parent.Head.Number, head.Number))
+			}
+		}
+		if errors.Is(err, engine.ErrUnreachable) || lacksBlocks(err) || errors.Is(err, errGethSyncing) { // the cause, not the stall it causes
 			a.setReady(false, "build: "+err.Error())
 		}
 		a.metrics.Errors.WithLabelValues("build").Inc()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/engine"
 	"github.com/geth-consensus/tutorial/04-cometbft-consensus/internal/envelope"
 )
 
@@ -33,12 +34,12 @@ const (
 	// old head while syncing"): SIGKILLed on its default storage before it
 	// moved its blocks to its freezer, geth v1.17 comes back at genesis
 	// still holding them and switches to snap sync ("snap-sync
-	// incomplete"), which only a peer can finish.
-	stuckHint = "geth is in snap sync (its log says \"Switching from full-sync to snap-sync\"), which only a peer can finish, " +
-		"and ignores payloads and forkchoice meanwhile: a crash on geth's default --state.scheme path leaves it so when it kept " +
-		"the blocks but not their state; fix: give geth a peer (another validator's geth), or stop geth, delete its chain data " +
-		"(geth removedb --datadir DIR), start it again and the app replays every block from CometBFT's block store; " +
-		"run it with --gcmode archive --state.scheme hash to avoid this"
+	// incomplete"). Its peers do not get it out: the app never asks it
+	// for a head it lacks, which is what starts a sync.
+	stuckHint = "geth is in snap sync (its log says \"Switching from full-sync to snap-sync\") and ignores payloads and forkchoice: " +
+		"a crash on geth's default --state.scheme path leaves it so when it kept the blocks but not their state; " +
+		"fix: stop geth, delete its chain data (geth removedb --datadir DIR), initialise it again (geth init --datadir DIR genesis.json) " +
+		"and start it: the app replays every block from CometBFT's block store; run geth with --gcmode archive --state.scheme hash to avoid this"
 )
 
 // stallTimeout is how long geth may answer SYNCING without its head moving
@@ -46,19 +47,27 @@ const (
 // unit tests).
 var stallTimeout = 15 * time.Second
 
-// lostBlocks records and logs that geth came back at gethHead without the
-// blocks up to `to`, naming the cause and the fix.
+// lostBlocks logs that geth came back at gethHead without the blocks up
+// to `to`, naming the cause and the fix, and returns the replay to record
+// once geth took them.
 func (a *App) lostBlocks(gethHead, to uint64, how string) *Replay {
-	a.mu.Lock()
-	if r := a.lastReplay; r != nil && r.GethHead == gethHead && r.To == to {
-		a.mu.Unlock()
-		return r // the same again: geth did not take them (stuck, see replayMissing)
-	}
 	r := &Replay{From: gethHead + 1, To: to, GethHead: gethHead, At: time.Now().UTC().Format(time.RFC3339), Cause: lostCause, Fix: lostFix}
-	a.lastReplay = r
-	a.mu.Unlock()
 	a.log.Warn(how, "geth_head", gethHead, "from", r.From, "to", r.To, "cause", r.Cause, "fix", r.Fix)
 	return r
+}
+
+func (a *App) recordReplay(r *Replay) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.lastReplay = r
+}
+
+// stuckReplay is a replay geth took without moving its head: it is in
+// snap sync (stuckHint). Replaying the same blocks again only repeats it.
+type stuckReplay struct{ gethHead, to uint64 }
+
+func stuckErr(to, head uint64) error {
+	return fmt.Errorf("%w: it answered VALID to block %d as its head yet stays at block %d: %s", errGethSyncing, to, head, stuckHint)
 }
 
 // LastReplay is the latest replay of blocks geth lost, nil if none.
@@ -102,21 +111,18 @@ func (a *App) replayMissing(ctx context.Context, height int64) error {
 	if int64(head.Number) >= height-1 {
 		return fmt.Errorf("%w: it holds block %d yet cannot take block %d", errGethSyncing, head.Number, height)
 	}
-	r := a.lostBlocks(head.Number, uint64(height-1), "geth lost blocks: replaying them from the CometBFT block store")
+	to := uint64(height - 1)
+	if a.stillStuck(ctx, blocks, head.Number, to) {
+		return stuckErr(to, head.Number)
+	}
+	r := a.lostBlocks(head.Number, to, "geth lost blocks: replaying them from the CometBFT block store")
 	for h := int64(head.Number) + 1; h < height; h++ {
 		if (h-int64(head.Number))%64 == 1 {
 			a.setReady(false, fmt.Sprintf("replaying block %d of %d-%d into geth, which lost them: %s; %s", h, r.From, r.To, r.Cause, r.Fix))
 		}
-		txs, err := blocks.Txs(h)
+		p, err := decided(blocks, h)
 		if err != nil {
-			return fmt.Errorf("block store, height %d: %w", h, err)
-		}
-		if len(txs) != 1 {
-			return fmt.Errorf("block store, height %d: %d transactions", h, len(txs))
-		}
-		p, err := envelope.Decode(txs[0])
-		if err != nil {
-			return fmt.Errorf("block store, height %d: %w", h, err)
+			return err
 		}
 		if err := a.retry(ctx, fmt.Sprintf("replay block %d", h), func(ctx context.Context) error { return a.engine.NewPayload(ctx, p) }); err != nil {
 			if lacksBlocks(err) { // its parent is geth's head, or the block before
@@ -131,10 +137,53 @@ func (a *App) replayMissing(ctx context.Context, height int64) error {
 	}
 	// A geth in snap sync answers VALID to a forkchoice to a block it
 	// holds, yet ignores it.
-	if now, err := a.header(ctx, nil); err != nil {
+	now, err := a.header(ctx, nil)
+	if err != nil {
 		return err
-	} else if int64(now.Number) < height-1 {
-		return fmt.Errorf("%w: it answered VALID to block %d as its head yet stays at block %d: %s", errGethSyncing, height-1, now.Number, stuckHint)
 	}
+	a.mu.Lock()
+	a.stuck = nil
+	if now.Number < to {
+		a.stuck = &stuckReplay{gethHead: head.Number, to: to}
+	}
+	a.mu.Unlock()
+	if now.Number < to {
+		return stuckErr(to, now.Number)
+	}
+	a.recordReplay(r)
 	return nil
+}
+
+// stillStuck reports whether geth is where the last replay left it stuck,
+// still holding the block above its head: replaying again would not move
+// it. A geth given a new datadir since lacks that block, and is replayed.
+func (a *App) stillStuck(ctx context.Context, blocks Blocks, head, to uint64) bool {
+	a.mu.Lock()
+	st := a.stuck
+	a.mu.Unlock()
+	if st == nil || st.gethHead != head || st.to != to {
+		return false
+	}
+	p, err := decided(blocks, int64(head)+1)
+	if err != nil {
+		return false
+	}
+	_, err = a.engine.HeaderByHash(ctx, p.ExecutionPayload.BlockHash)
+	return err == nil
+}
+
+// decided reads the payload decided at height h from the block store.
+func decided(blocks Blocks, h int64) (*engine.Payload, error) {
+	txs, err := blocks.Txs(h)
+	if err != nil {
+		return nil, fmt.Errorf("block store, height %d: %w", h, err)
+	}
+	if len(txs) != 1 {
+		return nil, fmt.Errorf("block store, height %d: %d transactions", h, len(txs))
+	}
+	p, err := envelope.Decode(txs[0])
+	if err != nil {
+		return nil, fmt.Errorf("block store, height %d: %w", h, err)
+	}
+	return p, nil
 }
