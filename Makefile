@@ -56,15 +56,17 @@ test: build-darwin
 	  (cd $$m && GOWORK=off go build -o /dev/null ./... && GOWORK=off GOFLAGS= $(GOTEST) ./...) || exit 1; \
 	done
 
-## test-faults: the network-fault tests (stages 3 and 4 with a devnet fault point on every
-## link: partitions, a link cut, latency), in files built with -tags netfaults; apart from
-## make test, which they would push past 25 minutes on two cores. CI runs both.
+## test-faults: the fault tests, in files built with -tags netfaults: stages 3 and 4 with a
+## devnet fault point on every link (partitions, a link cut, latency), and each stage's lone
+## geth on its default storage SIGKILLed; apart from make test, which they would push past
+## 25 minutes on two cores. CI runs both. Each stage must have at least its count of them.
 test-faults:
-	@for m in 03-member-nodes 04-cometbft-consensus; do \
-	  echo "=== $$m (faults)"; \
-	  n=$$(cd $$m && GOWORK=off go test -tags netfaults -list '^TestFault' ./e2e/ | grep -c '^TestFault'); \
-	  [ "$$n" -ge 3 ] || { echo "$$m: $$n fault tests found, want 3 or more (-tags netfaults, names TestFault*)"; exit 1; }; \
-	  (cd $$m && GOWORK=off GOFLAGS= $(GOTEST) -tags netfaults -run '^TestFault' ./e2e/) || exit 1; \
+	@for m in 01-engine-api:1 02-single-node:1 03-member-nodes:5 04-cometbft-consensus:4; do \
+	  mod=$${m%%:*}; want=$${m##*:}; \
+	  echo "=== $$mod (faults)"; \
+	  n=$$(cd $$mod && GOWORK=off go test -tags netfaults -list '^TestFault' ./... | grep -c '^TestFault'); \
+	  [ "$$n" -ge "$$want" ] || { echo "$$mod: $$n fault tests found, want $$want or more (-tags netfaults, names TestFault*)"; exit 1; }; \
+	  (cd $$mod && GOWORK=off GOFLAGS= $(GOTEST) -tags netfaults -run '^TestFault' ./...) || exit 1; \
 	done
 
 ## build-darwin: every module builds for macOS (the docker-free path runs there

@@ -61,8 +61,12 @@ server, on the server's port + 10000 (free ports with --free-ports):
   geth-<i>-rpc      geth i's JSON-RPC     (18545+i → 8545+i)
   redis             Redis                 (16379 → 6379)
   postgres-<i>      PostgreSQL i          (15432+i → 5432+i)
+  geth-<i>-geth-<j> geth i's peering with geth j: i dials j through it (a
+                    free port); cut geth-0-geth-1 and geth-1-geth-0 to part them
 
-Point a consensus node at the link (--eth-client-url http://localhost:18551,
+The geths are made to peer through their links as the process starts
+(admin_removePeer, admin_addPeer); a geth restarted by hand peers directly
+again until 'devnet up --faults' runs once more. Point a consensus node at the link (--eth-client-url http://localhost:18551,
 --redis-url redis://localhost:16379/0, ...), then harm it. 'devnet status'
 and 'devnet fault list' show each link's faults. A fault stays until healed.
 'fault add' puts any other TCP link behind a fault point (CometBFT's p2p:

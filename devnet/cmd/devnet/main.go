@@ -91,6 +91,11 @@ func upCmd(dir *string) *cobra.Command {
 				promOK := prom == nil || slices.Equal(s.PrometheusTargets[promJob], prom.Targets[promJob])
 				switch {
 				case s.Covers(cfg) && promOK && (!faults || s.Faults != ""):
+					if faults { // a geth restarted by hand peers directly
+						if err := devnet.PeerThroughFaults(ctx, *dir); err != nil {
+							return err
+						}
+					}
 					fmt.Println("already up:")
 					return printStatus(cmd.Context(), s)
 				case s.Covers(cfg):
@@ -148,7 +153,7 @@ func upCmd(dir *string) *cobra.Command {
 	f.StringArrayVar(&cfg.GethArgs, "geth-arg", nil, "extra flag for every geth, repeatable (e.g. --geth-arg=--miner.recommit=100ms; in the environment, space-separated)")
 	f.StringVar(&promJob, "prometheus", "", "also start Prometheus on 9090 (Debian's prometheus), scraping every geth and the --prometheus-nodes as this job of devnet/prometheus.yml: single-node, member-nodes or cometbft-consensus")
 	f.StringSliceVar(&promNodes, "prometheus-nodes", nil, "host:port of each consensus node's /metrics, comma-separated (default: where make run puts stage 2, 127.0.0.1:8080, and make run-stage3 and run-stage4 their nodes, 8080-8083)")
-	f.BoolVar(&faults, "faults", false, "also put fault points (TCP proxies) in front of every geth's Engine API and RPC, Redis and PostgreSQL, on their port + 10000: see devnet fault --help")
+	f.BoolVar(&faults, "faults", false, "also put fault points (TCP proxies) in front of every geth's Engine API and RPC, Redis and PostgreSQL, on their port + 10000, and between the geths: see devnet fault --help")
 	f.StringVar(&promRules, "prometheus-rules", "0*-*/monitoring/alerts.yml", "alert rule files (a glob, relative to the working directory) Prometheus loads")
 	bindEnv(f, map[string]string{
 		"prometheus": "DEVNET_PROMETHEUS", "prometheus-nodes": "DEVNET_PROMETHEUS_NODES", "prometheus-rules": "DEVNET_PROMETHEUS_RULES",
@@ -313,6 +318,9 @@ func startFaults(ctx context.Context, dir string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
+	}
+	if s, err := devnet.ReadState(dir); err == nil && len(s.Geth) > 1 {
+		fmt.Println("starting the fault points; the geths then peer through them (geth redials a peer at most every 35 s)")
 	}
 	return devnet.StartFaultsIn(ctx, dir, exe)
 }

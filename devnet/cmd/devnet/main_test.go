@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,9 +15,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ethereum/go-ethereum/p2p/enode"
 
 	"github.com/geth-consensus/tutorial/devnet"
 )
@@ -352,14 +356,15 @@ func TestUpFaults(t *testing.T) {
 	if out, err := run("fault", "cut", "redis"); err == nil || !strings.Contains(out, "run `devnet up` first") {
 		t.Fatalf("fault without a network: %v\n%s", err, out)
 	}
-	if out, err := run("up", "--geth", "1", "--redis", "--faults", "--free-ports", "--genesis", genesis, "--jwt-secret", jwt); err != nil ||
-		!containsAll(out, []string{"geth-0-engine", "geth-0-rpc", "redis ", "(toxiproxy API)"}) {
+	if out, err := run("up", "--geth", "2", "--redis", "--faults", "--free-ports", "--genesis", genesis, "--jwt-secret", jwt); err != nil ||
+		!containsAll(out, []string{"geth-0-engine", "geth-0-rpc", "geth-0-geth-1", "geth-1-geth-0", "redis ", "(toxiproxy API)"}) {
 		t.Fatalf("up --faults: %v\n%s", err, out)
 	}
 	state, err := devnet.ReadState(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkPeeringThroughLinks(t, state)
 	var rpc, redis string
 	for _, l := range state.FaultLinks {
 		switch l.Name {
@@ -423,7 +428,15 @@ func TestUpFaults(t *testing.T) {
 			t.Errorf("%v accepted:\n%s", bad, out)
 		}
 	}
-	if out, err := run("fault", "heal"); err != nil || strings.Count(out, "healed") != 3 {
+	extra, err := devnet.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run("fault", "add", "extra", fmt.Sprintf("127.0.0.1:%d", extra), state.Redis); err != nil {
+		t.Fatalf("fault add: %v\n%s", err, out)
+	}
+	links := len(state.FaultLinks) + 1 // 2 per geth, 2 between them, Redis; and extra
+	if out, err := run("fault", "heal"); err != nil || strings.Count(out, "healed") != links {
 		t.Fatalf("fault heal: %v\n%s", err, out)
 	}
 	// Healed: what the cut held arrives, and the latency is gone.
@@ -431,7 +444,7 @@ func TestUpFaults(t *testing.T) {
 	if n, err := c.Read(make([]byte, 16)); err != nil || n == 0 {
 		t.Fatalf("Redis after the heal: %v", err)
 	}
-	if out, err := run("fault", "list"); err != nil || strings.Count(out, "  ok") != 3 {
+	if out, err := run("fault", "list"); err != nil || strings.Count(out, "  ok") != links {
 		t.Fatalf("fault list after heal: %v\n%s", err, out)
 	}
 	pid, _ := devnet.ReadPIDFile(filepath.Join(dir, "faults.pid"))
@@ -441,4 +454,77 @@ func TestUpFaults(t *testing.T) {
 	if pid == 0 || devnet.Alive(pid) {
 		t.Fatalf("the faults process (pid %d) outlives down", pid)
 	}
+}
+
+// checkPeeringThroughLinks checks that the two geths of s peer through
+// their links geth-0-geth-1 and geth-1-geth-0 (up waited for it): the geth
+// that dialled sees a link's port as its peer's; neither sees the other's
+// own p2p port there (a direct connection).
+func checkPeeringThroughLinks(t *testing.T, s *devnet.State) {
+	t.Helper()
+	linkPorts := map[string]bool{}
+	for _, l := range s.FaultLinks {
+		if strings.Contains(l.Name, "-geth-") {
+			_, port, _ := net.SplitHostPort(l.Listen)
+			linkPorts[port] = true
+		}
+	}
+	p2pPort := func(i int) string {
+		n, err := enode.ParseV4(s.Geth[i].Enode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strconv.Itoa(n.TCP())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		viaLink, direct, peers := false, "", 0
+		for i, g := range s.Geth {
+			var got []struct {
+				Network struct{ RemoteAddress string }
+			}
+			if err := rpcCall(g.RPC, "admin_peers", &got); err != nil {
+				t.Fatal(err)
+			}
+			peers += len(got)
+			for _, p := range got {
+				_, port, _ := net.SplitHostPort(p.Network.RemoteAddress)
+				viaLink = viaLink || linkPorts[port]
+				if port == p2pPort(1-i) {
+					direct = fmt.Sprintf("geth-%d peers with geth-%d directly, on its p2p port %s", i, 1-i, port)
+				}
+			}
+		}
+		if direct != "" {
+			t.Fatal(direct)
+		}
+		if viaLink && peers == 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the geths do not peer through their links (peers %d, links %v)", peers, linkPorts)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// rpcCall makes one JSON-RPC call over HTTP.
+func rpcCall(url, method string, result any) error {
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":%q,"params":[]}`, method)
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Result json.RawMessage
+		Error  *struct{ Message string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return fmt.Errorf("%s: %w", method, err)
+	}
+	if r.Error != nil {
+		return fmt.Errorf("%s: %s", method, r.Error.Message)
+	}
+	return json.Unmarshal(r.Result, result)
 }
