@@ -514,19 +514,3 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
-
-// line returns the first logged line that holds every one of parts.
-func (b *logBuffer) line(parts ...string) (string, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-next:
-	for _, l := range strings.Split(b.buf.String(), "\n") {
-		for _, p := range parts {
-			if !strings.Contains(l, p) {
-				continue next
-			}
-		}
-		return l, true
-	}
-	return "", false
-}
