@@ -483,6 +483,11 @@ func (a *App) produceBlock(ctx context.Context, heartbeat bool) (*beacon.Executa
 		}
 		switch {
 		case errors.Is(err, builder.ErrNoPayloadID), errors.Is(err, engine.ErrUnknownPayload):
+			if errors.Is(err, builder.ErrNoPayloadID) {
+				if err := a.checkGethMoved(ctx, a.head.Number); err != nil {
+					return nil, err // stuck: reconcile, which names it
+				}
+			}
 			a.log.Info("rebuilding", "reason", err)
 			continue
 		case err != nil:

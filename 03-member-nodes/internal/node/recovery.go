@@ -149,6 +149,20 @@ const (
 		"and start it: the node replays every block from the store; run geth with --gcmode archive --state.scheme hash to avoid this"
 )
 
+// checkGethMoved checks that geth's head reached block n, which it just
+// answered VALID to as its head: a geth in snap sync answers so and
+// ignores the update (stuckHint).
+func (a *App) checkGethMoved(ctx context.Context, n uint64) error {
+	h, err := a.engine.HeaderByNumber(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if now := h.Number.Uint64(); now < n {
+		return fmt.Errorf("geth answered VALID to block %d as its head yet stays at block %d: %w: %s", n, now, engine.ErrSyncing, stuckHint)
+	}
+	return nil
+}
+
 // replay brings geth from its head gethNum up to the stored head `to`.
 //
 // After a crash geth usually still holds the blocks but has rewound its head
@@ -281,15 +295,7 @@ func (a *App) waitForGethHead(ctx context.Context, n uint64) error {
 		a.head = target
 		err := a.finalize(ctx)
 		if err == nil {
-			// VALID: geth's head is n, unless it ignored the update.
-			h, err := a.engine.HeaderByNumber(ctx, nil)
-			if err != nil {
-				return err
-			}
-			if now := h.Number.Uint64(); now < n {
-				return fmt.Errorf("geth answered VALID to block %d as its head yet stays at block %d: %w: %s", n, now, engine.ErrSyncing, stuckHint)
-			}
-			return nil
+			return a.checkGethMoved(ctx, n) // VALID: geth's head is n, unless it ignored the update
 		}
 		if !errors.Is(err, engine.ErrSyncing) {
 			return err
