@@ -256,20 +256,28 @@ func (c *cluster) clusterHead() uint64 {
 	return h.Number
 }
 
-// checkInvariants checks DESIGN.md's invariants across every geth and every
-// database: one hash per height everywhere, contiguous parent links, every
-// store on the chain with every block it claims, nothing finalized anywhere
-// beyond the cluster store, and one producer per fencing epoch.
-func (c *cluster) checkInvariants() (epochs int) {
+// gethChains returns the chain of each node's geth, in node order, and
+// the longest of them. A stopped node's geth may lag the others by the
+// blocks it had not applied yet.
+func (c *cluster) gethChains() (chains [][]common.Hash, longest []common.Hash) {
 	c.t.Helper()
-	var longest []common.Hash
-	chains := make([][]common.Hash, len(c.nodes))
+	chains = make([][]common.Hash, len(c.nodes))
 	for i, cn := range c.nodes {
 		chains[i] = chainOf(c.t, cn.eth)
 		if len(chains[i]) > len(longest) {
 			longest = chains[i]
 		}
 	}
+	return chains, longest
+}
+
+// checkInvariants checks DESIGN.md's invariants across every geth and every
+// database: one hash per height everywhere, contiguous parent links, every
+// store on the chain with every block it claims, nothing finalized anywhere
+// beyond the cluster store, and one producer per fencing epoch.
+func (c *cluster) checkInvariants() (epochs int) {
+	c.t.Helper()
+	chains, longest := c.gethChains()
 	for i, ch := range chains {
 		for n, h := range ch {
 			if longest[n] != h {

@@ -370,7 +370,8 @@ func TestCosignedBigBlocks(t *testing.T) {
 	c.waitHeads(c.clusterHead(), 30*time.Second)
 	c.stopNodes()
 	c.checkInvariants()
-	head, blocks := checkStore(t, c.net.Postgres[0].URL(), chainOf(t, c.nodes[0].eth))
+	_, longest := c.gethChains()
+	head, blocks := checkStore(t, c.net.Postgres[0].URL(), longest)
 	biggest := 0
 	for _, b := range blocks {
 		body, err := json.Marshal(state.NewBlockJSON(b))
