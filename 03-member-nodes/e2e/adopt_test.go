@@ -13,6 +13,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/beacon/engine"
 	"github.com/ethereum/go-ethereum/common"
+	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/ethclient"
 
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/builder"
@@ -97,19 +98,26 @@ func runSingleNode(t testing.TB, bin string, g *devnet.GethNode, blocks uint64) 
 	defer eth.Close()
 	ctx := context.Background()
 	sent := 0
+	var last *types.Transaction
 	eventually(t, 60*time.Second, func() error {
 		head, err := eth.BlockNumber(ctx)
 		if err != nil || head < 2 {
 			return fmt.Errorf("stage 2 at block %d (%v)", head, err)
 		}
 		if sent < 5 { // after block 2: geth drops what it gets before its first forkchoiceUpdated
-			if _, err := devnet.SendTransfer(ctx, eth, 2, common.HexToAddress("0x5151")); err != nil {
+			tx, err := devnet.SendTransfer(ctx, eth, 2, common.HexToAddress("0x5151"))
+			if err != nil {
 				return err
 			}
+			last = tx
 			sent++
 		}
 		if head < blocks || sent < 5 {
 			return fmt.Errorf("stage 2 at block %d, %d transfers sent", head, sent)
+		}
+		// One sender: the last one included means all are.
+		if _, err := eth.TransactionReceipt(ctx, last.Hash()); err != nil {
+			return fmt.Errorf("transfer %d not included yet: %v", sent, err)
 		}
 		return nil
 	})

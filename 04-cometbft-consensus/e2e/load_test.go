@@ -87,6 +87,13 @@ func TestBlobBurstIsDecided(t *testing.T) {
 		t.Fatalf("%d of %d blob transactions never included", r.Pending(), r.Sent)
 	}
 	t.Logf("MEASURED 12 blob transactions (36 blobs) included in %d blocks, p50 %s p99 %s", r.Blocks, r.Percentile(50), r.Percentile(99))
+	// The generator watched validator-0's geth: the others may still be
+	// applying the last blob block.
+	var head uint64
+	for _, v := range nw.vals {
+		head = max(head, mustHead(t, v))
+	}
+	nw.waitHeads(head, 30*time.Second)
 	nw.checkSameChain()
 	for _, v := range nw.vals {
 		blobs, most := 0, 0

@@ -109,10 +109,27 @@ func (nw *network) signedSince(v *validator, from, to int64) int {
 }
 
 // votesAgainThenAgree checks that v, back after a fault, signs at least 3
-// of the next 5 commits, and that every geth and block store then agree.
+// of the 5 commits after it is level with the others again, and that every
+// geth and block store then agree. The count starts once v has caught up:
+// the heights it is still fetching are ones it cannot sign.
 func (nw *network) votesAgainThenAgree(v *validator) {
 	nw.t.Helper()
-	back := int64(mustHead(nw.t, nw.vals[0]))
+	var back int64
+	eventually(nw.t, 60*time.Second, func() error {
+		top, err := nw.vals[0].head()
+		if err != nil {
+			return err
+		}
+		mine, err := v.head()
+		if err != nil {
+			return err
+		}
+		if mine < top {
+			return fmt.Errorf("validator-%d at block %d, validator-0 at %d", v.i, mine, top)
+		}
+		back = int64(top)
+		return nil
+	})
 	nw.waitHeads(uint64(back)+6, 60*time.Second)
 	if n := nw.signedSince(v, back+1, back+5); n < 3 {
 		nw.t.Fatalf("validator-%d, back, signed %d of the next 5 commits", v.i, n)

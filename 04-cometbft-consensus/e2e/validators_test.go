@@ -92,8 +92,10 @@ func TestValidatorSetChanges(t *testing.T) {
 	if inSet(n+1, addr5) || !inSet(n+2, addr5) {
 		t.Fatalf("added in block %d: in CometBFT's set at %d: %v, at %d: %v; want from %d", n, n+1, inSet(n+1, addr5), n+2, inSet(n+2, addr5), n+2)
 	}
+	// A precommit that arrives after the next proposal is made is left out
+	// of the commit: a loaded machine may drop the first one or two.
 	first := firstSigned(t, c, addr5, n-2, n+6)
-	if first < n+2 || first > n+3 {
+	if first < n+2 || first > n+5 {
 		t.Fatalf("the added validator first signed the commit of height %d; it is a validator from %d", first, n+2)
 	}
 	t.Logf("MEASURED added in block %d: validator from height %d, first signature in the commit of height %d", n, n+2, first)
