@@ -32,6 +32,8 @@ import (
 //
 //   - member sync lag under a steady load: when the member's geth makes a
 //     block its head minus when the leader's did;
+//   - member catch-up: how fast a restarted member applies the blocks it
+//     missed, while the leader goes on;
 //   - failover: SIGKILL of the leader → the next block in the cluster store;
 //   - the leader's per-block overhead and a burst's tx/s, side by side with
 //     stage 2 on the same geth binary and genesis. Stage 2 is built from
@@ -42,6 +44,7 @@ func BenchmarkMemberNodes(b *testing.B) {
 	table := &benchTable{}
 	for range b.N {
 		benchSyncLag(b, table)
+		benchCatchUp(b, table)
 		benchFailover(b, table)
 		stage2 := stage2Binary(b)
 		benchBlockOverhead(b, table, stage2)
@@ -185,6 +188,51 @@ func benchSyncLag(b *testing.B, t *benchTable) {
 		b.ReportMetric(ms(pct(lags, 0.5)), fmt.Sprintf("sync-lag-p50-ms-%.0ftx/s", v.rate))
 		b.ReportMetric(ms(pct(lags, 0.99)), fmt.Sprintf("sync-lag-p99-ms-%.0ftx/s", v.rate))
 	}
+}
+
+// benchCatchUp: a member SIGKILLed while the leader makes catchUpBlocks
+// empty blocks 25 ms apart, then started again, `rounds` times: the blocks
+// it missed over the time from its start to its geth holding them all. The
+// leader goes on meanwhile, on the same two cores.
+func benchCatchUp(b *testing.B, t *benchTable) {
+	const catchUpBlocks = 600
+	var rates []float64
+	for range rounds {
+		c := newClusterWith(b, benchGethArgs, 1, 1, func(cfg *config.Config) {
+			cfg.BlockMode, cfg.BlockTime, cfg.BuildWait, cfg.MaxDrift, cfg.LogLevel = "block-time", 25*time.Millisecond, 0, 24*time.Hour, "warn"
+		})
+		leader := c.waitLeader(30*time.Second, nil)
+		member := c.members()[0]
+		c.waitHeads(5, 30*time.Second)
+		if err := member.proc.Kill(); err != nil {
+			b.Fatal(err)
+		}
+		from, err := member.head()
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.waitHeads(from+catchUpBlocks, 2*time.Minute, leader)
+		target := c.clusterHead()
+		start := time.Now()
+		c.start(member)
+		c.waitHeads(target, 2*time.Minute, member)
+		rates = append(rates, float64(target-from)/time.Since(start).Seconds())
+		c.stop()
+		settle(c.net)
+	}
+	rate := median(rates, func(r float64) float64 { return r })
+	t.add(fmt.Sprintf("member catch-up: a member SIGKILLed for %d empty blocks (25 ms block time), then started; from its start to its geth at the head it missed, median of %d rounds", catchUpBlocks, rounds),
+		"1 candidate + 1 member, the leader going on", fmt.Sprintf("%.0f blocks/s; rounds: %s blocks/s", rate, joinRates(rates)))
+	b.ReportMetric(rate, "catch-up-blocks/s")
+}
+
+// joinRates formats rates for a table cell.
+func joinRates(rates []float64) string {
+	s := make([]string, len(rates))
+	for i, r := range rates {
+		s[i] = strconv.FormatFloat(r, 'f', 0, 64)
+	}
+	return strings.Join(s, ", ")
 }
 
 // benchFailover: SIGKILL of the leader, `rounds` times, at a 250 ms block

@@ -133,7 +133,7 @@ func (a *App) preExecute(ctx context.Context) {
 // the source.
 func (a *App) syncOnce(ctx context.Context) error {
 	if b := a.inline.Swap(nil); b != nil && b.Number == a.head.Number+1 {
-		err := a.applyBlock(ctx, b)
+		err := a.applyBlocks(ctx, []*state.Block{b})
 		switch {
 		case errors.Is(err, syncer.ErrRejected):
 			// A forged notice: the source has the real block, so forged
@@ -153,10 +153,8 @@ func (a *App) syncOnce(ctx context.Context) error {
 			}
 			return fmt.Errorf("%w: %v", errUnavailable, err)
 		}
-		for _, b := range blocks {
-			if err := a.applyBlock(ctx, b); err != nil {
-				return err
-			}
+		if err := a.applyBlocks(ctx, blocks); err != nil {
+			return err
 		}
 		a.setLag()
 		if len(blocks) < syncPage || ctx.Err() != nil || a.leading() {
@@ -165,18 +163,63 @@ func (a *App) syncOnce(ctx context.Context) error {
 	}
 }
 
-// applyBlock verifies a block another node produced and applies it:
-// newPayload, forkchoiceUpdated, then a member stores it in its own
-// database. A block that fails verification is never applied. The block is
-// already final in the cluster store, so geth may finalize it before the
+// applyChunk bounds the blocks applied under one forkchoiceUpdated. geth
+// keeps the state of blocks it executed but that are not yet canonical as
+// diff layers in memory, and keeps at most 128 of them under its default
+// path scheme.
+const applyChunk = 64
+
+// applyBlocks verifies blocks another node produced, in order, and applies
+// them a chunk at a time: newPayload for each block, one forkchoiceUpdated
+// to the last, then a member stores the chunk in its own database in one
+// transaction. Catching up, a node pays for the forkchoiceUpdated and the
+// store's commit once a chunk, not once a block. A block that fails
+// verification is never applied; the ones before it are. The blocks are
+// already final in the cluster store, so geth may finalize them before the
 // member's copy does: a crash in between leaves geth ahead of the member's
-// store, and recovery fetches the block again and checks it against geth.
-func (a *App) applyBlock(ctx context.Context, b *state.Block) error {
-	tip := syncer.Tip{Number: a.head.Number, Hash: a.head.Hash, Epoch: a.headEpoch}
-	if err := syncer.Verify(a.opts.ChainID, a.opts.Verifier, tip, b); err != nil {
-		return a.reject(b, err)
+// store, and recovery fetches the blocks again and checks them against
+// geth.
+func (a *App) applyBlocks(ctx context.Context, blocks []*state.Block) error {
+	for len(blocks) > 0 {
+		chunk := blocks[:min(len(blocks), applyChunk)]
+		blocks = blocks[len(chunk):]
+		n, err := a.execute(ctx, chunk)
+		if n > 0 {
+			if err := a.makeFinal(ctx, chunk[:n]); err != nil {
+				return err
+			}
+		}
+		if err != nil || n < len(chunk) {
+			return err
+		}
 	}
-	// Once started, a block is applied whole even if ctx ends.
+	return nil
+}
+
+// execute verifies each block on the one before it, from the head, and has
+// geth execute it, unless it already did (preExecute). It stops at the
+// first block that fails, or when ctx ends, and returns how many it
+// executed.
+func (a *App) execute(ctx context.Context, blocks []*state.Block) (int, error) {
+	tip := syncer.Tip{Number: a.head.Number, Hash: a.head.Hash, Epoch: a.headEpoch}
+	for i, b := range blocks {
+		if ctx.Err() != nil {
+			return i, nil
+		}
+		if err := syncer.Verify(a.opts.ChainID, a.opts.Verifier, tip, b); err != nil {
+			return i, a.reject(b, err)
+		}
+		if err := a.executeBlock(ctx, b); err != nil {
+			return i, err
+		}
+		tip = syncer.Tip{Number: b.Number, Hash: b.Hash, Epoch: b.Epoch}
+	}
+	return len(blocks), nil
+}
+
+// executeBlock has geth execute a verified block.
+func (a *App) executeBlock(ctx context.Context, b *state.Block) error {
+	// Once started, a block is executed whole even if ctx ends.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*engine.CallTimeout)
 	defer cancel()
 	if b.Number <= a.gethAhead {
@@ -189,35 +232,64 @@ func (a *App) applyBlock(ctx context.Context, b *state.Block) error {
 			return fmt.Errorf("%w: geth finalized %s at block %d, the cluster has %s", ErrConflict, h.Hash(), b.Number, b.Hash)
 		}
 	}
-	if a.executed != b.Payload.ExecutionPayload.BlockHash {
-		if err := a.engine.NewPayload(ctx, b.Payload); err != nil {
-			if errors.Is(err, engine.ErrInvalid) {
-				return a.reject(b, &syncer.Rejection{Reason: "invalid", Detail: err.Error()})
-			}
-			return err
-		}
-	} else {
+	if a.executed == b.Payload.ExecutionPayload.BlockHash {
 		a.metrics.PreExecuted.WithLabelValues("used").Inc()
+		a.executed = common.Hash{} // once: a failure after sends newPayload again
+		return nil
 	}
-	a.executed = common.Hash{} // once: a failure below sends newPayload again
+	if err := a.engine.NewPayload(ctx, b.Payload); err != nil {
+		if errors.Is(err, engine.ErrInvalid) {
+			return a.reject(b, &syncer.Rejection{Reason: "invalid", Detail: err.Error()})
+		}
+		return err
+	}
+	return nil
+}
+
+// makeFinal makes blocks geth executed final: one forkchoiceUpdated to
+// the last, then, on a member, one store transaction for all of them.
+func (a *App) makeFinal(ctx context.Context, blocks []*state.Block) error {
+	// Once started, blocks are applied whole even if ctx ends.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*engine.CallTimeout)
+	defer cancel()
+	last := blocks[len(blocks)-1]
 	parent, parentEpoch := a.head, a.headEpoch
-	a.head = builder.Parent{Number: b.Number, Hash: b.Hash, Timestamp: b.Timestamp}
-	a.headEpoch = b.Epoch
+	a.head = builder.Parent{Number: last.Number, Hash: last.Hash, Timestamp: last.Timestamp}
+	a.headEpoch = last.Epoch
 	if err := a.finalize(ctx); err != nil {
 		a.head, a.headEpoch = parent, parentEpoch
 		return err
 	}
 	now := a.opts.Now()
 	if a.opts.Role == RoleMember { // a candidate follows the cluster store itself
-		if err := a.state.Commit(ctx, *b); err != nil {
-			// Applied again at the next sync: geth answers VALID for a
-			// block it has, and the store gets its copy.
+		stored := make([]state.Block, len(blocks))
+		for i, b := range blocks {
+			stored[i] = *b
+		}
+		if err := a.state.Commit(ctx, stored...); err != nil {
+			// Applied again at the next sync: geth answers VALID for
+			// blocks it has, and the store gets its copies.
 			a.head, a.headEpoch = parent, parentEpoch
 			a.metrics.Errors.WithLabelValues("store").Inc()
-			return fmt.Errorf("%w: store block %d: %v", errUnavailable, b.Number, err)
+			return fmt.Errorf("%w: store blocks %d-%d: %v", errUnavailable, blocks[0].Number, last.Number, err)
 		}
 		a.metrics.StoreCommit.Observe(a.opts.Now().Sub(now).Seconds())
 	}
+	for _, b := range blocks {
+		a.applied(b, now)
+	}
+	a.setQuorumErr(nil) // blocks are final again
+	a.metrics.Tracked.Set(float64(a.pending.tracked()))
+	a.metrics.HeadNumber.Set(float64(last.Number))
+	a.mu.Lock()
+	a.lastBlock = now
+	a.status.Head, a.status.HeadHash = last.Number, last.Hash.Hex()
+	a.mu.Unlock()
+	return nil
+}
+
+// applied accounts for a block made final at now.
+func (a *App) applied(b *state.Block, now time.Time) {
 	if a.opts.Role == RoleLeader {
 		// A standby candidate hears every announced transaction too: the
 		// blocks it applies take theirs out, as its own blocks would, so
@@ -225,24 +297,16 @@ func (a *App) applyBlock(ctx context.Context, b *state.Block) error {
 		// held, and takes over with a set as right as the leader's.
 		a.pending.included(b.Payload.ExecutionPayload.Transactions, now)
 	}
-	a.metrics.Tracked.Set(float64(a.pending.tracked()))
 	a.metrics.BlocksApplied.Inc()
-	a.setQuorumErr(nil) // blocks are final again
-	a.metrics.HeadNumber.Set(float64(b.Number))
 	var lag time.Duration // from the leader's commit
 	if !b.CreatedAt.IsZero() {
 		lag = now.Sub(b.CreatedAt)
 		a.metrics.SyncLag.Observe(lag.Seconds())
 	}
-	a.mu.Lock()
-	a.lastBlock = now
-	a.status.Head, a.status.HeadHash = b.Number, b.Hash.Hex()
-	a.mu.Unlock()
 	// One line per block, as the leader logs each block it makes, so that
 	// a reader watching the terminals sees the node follow.
 	a.log.Info("applied", "number", b.Number, "hash", b.Hash, "leader", b.LeaderID, "epoch", b.Epoch,
 		"txs", len(b.Payload.ExecutionPayload.Transactions), "lag", lag.Round(time.Millisecond))
-	return nil
 }
 
 // reject counts and logs a block that failed verification.

@@ -248,16 +248,27 @@ func (c Claim) String() string {
 // Claim returns who writes block b.
 func (b *Block) Claim() Claim { return Claim{Epoch: b.Epoch, Leader: b.LeaderID, Run: b.Run} }
 
-// Commit is the leader's fenced write, one transaction: lock the fencing
-// row; refuse an epoch older than the newest seen, or held by another
-// process (ErrStaleEpoch); refuse a block whose parent is not the stored
-// head (ErrNotHead); insert the block, claiming a new epoch.
-func (s *Manager) Commit(ctx context.Context, b Block) error {
+// Commit is the fenced write, one transaction for blocks that chain: lock
+// the fencing row; refuse an epoch older than the newest seen, or held by
+// another process (ErrStaleEpoch); refuse a first block whose parent is not
+// the stored head, or blocks that do not chain (ErrNotHead); insert the
+// blocks, claiming each new epoch. A leader commits its block, a member the
+// blocks it applied at once.
+func (s *Manager) Commit(ctx context.Context, blocks ...Block) error {
+	if len(blocks) == 0 {
+		return nil
+	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	payload, err := json.Marshal(b.Payload)
-	if err != nil {
-		return err
+	inserts := &pgx.Batch{}
+	for _, b := range blocks {
+		payload, err := json.Marshal(b.Payload)
+		if err != nil {
+			return err
+		}
+		inserts.Queue(`INSERT INTO blocks (number, hash, parent_hash, timestamp, payload, leader_id, run, epoch, signature, cosignatures)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			int64(b.Number), b.Hash.Bytes(), b.ParentHash.Bytes(), int64(b.Timestamp), payload, b.LeaderID, b.Run, int64(b.Epoch), b.Signature, b.Cosignatures)
 	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var fenced uint64
@@ -265,29 +276,39 @@ func (s *Manager) Commit(ctx context.Context, b Block) error {
 			return fmt.Errorf("lock fencing row: %w", err)
 		}
 		if inCommit != nil {
-			inCommit(b) // a test build's fault: the fencing row is locked
-		}
-		if err := claim(ctx, tx, fenced, b.Claim()); err != nil {
-			return fmt.Errorf("block %d: %w", b.Number, err)
+			inCommit(blocks[0]) // a test build's fault: the fencing row is locked
 		}
 		var headNum uint64
 		var headHash []byte
 		if err := tx.QueryRow(ctx, "SELECT number, hash FROM blocks ORDER BY number DESC LIMIT 1").Scan(&headNum, &headHash); err != nil {
 			return fmt.Errorf("read head: %w", err)
 		}
-		if b.Number != headNum+1 || b.ParentHash != common.BytesToHash(headHash) {
-			return fmt.Errorf("block %d on %s, stored head %d %x: %w", b.Number, b.ParentHash, headNum, headHash, ErrNotHead)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO blocks (number, hash, parent_hash, timestamp, payload, leader_id, run, epoch, signature, cosignatures)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-			int64(b.Number), b.Hash.Bytes(), b.ParentHash.Bytes(), int64(b.Timestamp), payload, b.LeaderID, b.Run, int64(b.Epoch), b.Signature, b.Cosignatures); err != nil {
-			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation: that hash or number exists
-				return fmt.Errorf("block %d %s: %w: %s", b.Number, b.Hash, ErrNotHead, pgErr.Detail)
+		head := Head{Number: headNum, Hash: common.BytesToHash(headHash)}
+		var claimed Claim
+		for _, b := range blocks {
+			if c := b.Claim(); c != claimed {
+				if err := claim(ctx, tx, fenced, c); err != nil {
+					return fmt.Errorf("block %d: %w", b.Number, err)
+				}
+				claimed, fenced = c, c.Epoch
 			}
-			return err
+			if b.Number != head.Number+1 || b.ParentHash != head.Hash {
+				return fmt.Errorf("block %d on %s, head %d %s: %w", b.Number, b.ParentHash, head.Number, head.Hash, ErrNotHead)
+			}
+			head = Head{Number: b.Number, Hash: b.Hash}
 		}
-		return nil
+		results := tx.SendBatch(ctx, inserts) // one round trip for every insert
+		defer results.Close()
+		for _, b := range blocks {
+			if _, err := results.Exec(); err != nil {
+				var pgErr *pgconn.PgError
+				if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation: that hash or number exists
+					return fmt.Errorf("block %d %s: %w: %s", b.Number, b.Hash, ErrNotHead, pgErr.Detail)
+				}
+				return err
+			}
+		}
+		return results.Close()
 	})
 }
 

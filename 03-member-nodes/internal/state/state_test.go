@@ -141,6 +141,54 @@ func TestFencedCommit(t *testing.T) {
 	}
 }
 
+// A member stores the blocks it applied at once, in one transaction: all
+// of them, claiming each new epoch, or none when any of them is refused.
+func TestCommitSeveralBlocks(t *testing.T) {
+	_, s := newPG(t)
+	ctx := context.Background()
+	b1 := block(1, common.HexToHash("0x9e"), "leader-1", 1)
+	b2 := block(2, b1.Hash, "leader-1", 1)
+	b3 := block(3, b2.Hash, "leader-2", 2)
+	b4 := block(4, b3.Hash, "leader-2", 2)
+	refused := []struct {
+		name   string
+		blocks []Block
+		want   error
+	}{
+		{"a gap", []Block{b1, b2, b4}, ErrNotHead},
+		{"a wrong parent", []Block{b1, block(2, common.HexToHash("0xbad"), "leader-1", 1)}, ErrNotHead},
+		{"not on the head", []Block{b2, b3}, ErrNotHead},
+		{"an older epoch after a newer", []Block{b1, b2, b3, block(4, b3.Hash, "leader-1", 1)}, ErrStaleEpoch},
+	}
+	for _, r := range refused {
+		if err := s.Commit(ctx, r.blocks...); !errors.Is(err, r.want) {
+			t.Fatalf("%s: %v, want %v", r.name, err, r.want)
+		}
+		if h, err := s.Head(ctx); err != nil || h.Number != 0 {
+			t.Fatalf("%s: head %+v %v: a refused commit stored blocks", r.name, h, err)
+		}
+		if cs, err := s.Claims(ctx); err != nil || len(cs) != 0 {
+			t.Fatalf("%s: claims %v %v: a refused commit claimed an epoch", r.name, cs, err)
+		}
+	}
+	if err := s.Commit(ctx, b1, b2, b3, b4); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.Head(ctx); err != nil || h.Number != 4 || h.Hash != b4.Hash || h.Epoch != 2 {
+		t.Fatalf("head %+v %v, want block 4", h, err)
+	}
+	if cs, err := s.Claims(ctx); err != nil || !slices.Equal(cs, []Claim{claimOf("leader-1", 1), claimOf("leader-2", 2)}) {
+		t.Fatalf("claims %v %v, want epochs 1 and 2", cs, err)
+	}
+	blocks, err := s.BlocksAfter(ctx, 0, 10)
+	if err != nil || len(blocks) != 4 || blocks[2].Hash != b3.Hash || blocks[2].LeaderID != "leader-2" {
+		t.Fatalf("stored %v %v", first(blocks), err)
+	}
+	if err := s.Commit(ctx); err != nil {
+		t.Fatalf("no blocks: %v", err)
+	}
+}
+
 // Two leaders racing for the same height: exactly one block lands.
 func TestRacingCommitsOneWins(t *testing.T) {
 	_, s := newPG(t)
