@@ -709,10 +709,11 @@ func TestRedisKilled(t *testing.T) {
 	}
 	c.settle(c.nodes[0].cfg.LeaseTTL + 10*time.Second)
 	// Without notices, a standby candidate learns the last blocks from the
-	// cluster store at its next poll: followers may still move up to the
+	// cluster store at its next poll (a member, which finds the leader
+	// through Redis, stays where it is): followers may still move up to the
 	// stored head, but no geth may go past it, and the store must not grow.
 	stored := c.clusterHead()
-	c.waitHeads(stored, 10*time.Second)
+	c.waitHeads(stored, 10*time.Second, c.candidates()...)
 	// Readiness says why: the candidates cannot take part in the election.
 	eventually(t, 10*time.Second, func() error {
 		for _, cn := range c.candidates() {

@@ -163,11 +163,11 @@ func (a *App) syncOnce(ctx context.Context) error {
 	}
 }
 
-// applyChunk bounds the blocks applied under one forkchoiceUpdated. geth
-// keeps the state of blocks it executed but that are not yet canonical as
-// diff layers in memory, and keeps at most 128 of them under its default
-// path scheme.
-const applyChunk = 64
+// finalizeEvery bounds the blocks executed between two forkchoiceUpdated
+// calls, in a sync or a replay. geth keeps the state of blocks it executed
+// but that are not yet canonical as diff layers in memory, at most 128 of
+// them under its default path scheme; its head must keep up.
+const finalizeEvery = 64
 
 // applyBlocks verifies blocks another node produced, in order, and applies
 // them a chunk at a time: newPayload for each block, one forkchoiceUpdated
@@ -181,7 +181,7 @@ const applyChunk = 64
 // geth.
 func (a *App) applyBlocks(ctx context.Context, blocks []*state.Block) error {
 	for len(blocks) > 0 {
-		chunk := blocks[:min(len(blocks), applyChunk)]
+		chunk := blocks[:min(len(blocks), finalizeEvery)]
 		blocks = blocks[len(chunk):]
 		n, err := a.execute(ctx, chunk)
 		if n > 0 {

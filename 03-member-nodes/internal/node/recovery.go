@@ -15,11 +15,6 @@ import (
 	"github.com/geth-consensus/tutorial/03-member-nodes/internal/state"
 )
 
-// replayFinalizeEvery is how many replayed blocks pass between
-// forkchoiceUpdated calls, so geth's head (and its in-memory state layers)
-// keeps up with a long replay.
-const replayFinalizeEvery = 64
-
 // reconcile brings geth and the store into agreement and sets the node's
 // head. It runs at start-up, after every fault and before a new leader's
 // first block (a candidate's store is the cluster store, so this is where a
@@ -195,7 +190,7 @@ func (a *App) replay(ctx context.Context, gethNum, to uint64) error {
 	a.mu.Unlock()
 	a.log.Warn("geth lacks stored blocks: replaying payloads", "from", r.From, "to", r.To, "geth_head", gethNum, "cause", r.Cause, "fix", r.Fix)
 	for n := held + 1; n <= to; n++ {
-		if (n-held)%replayFinalizeEvery == 1 {
+		if (n-held)%finalizeEvery == 1 {
 			a.setReady(false, fmt.Sprintf("replaying block %d of %d-%d into geth, which lost them: %s; %s", n, r.From, r.To, r.Cause, r.Fix))
 		}
 		p, err := a.state.Payload(ctx, n)
@@ -212,7 +207,7 @@ func (a *App) replay(ctx context.Context, gethNum, to uint64) error {
 			return fmt.Errorf("replay block %d: %w", n, err)
 		}
 		a.metrics.Replayed.Inc()
-		if (n-held)%replayFinalizeEvery == 0 || n == to {
+		if (n-held)%finalizeEvery == 0 || n == to {
 			a.head = builder.Parent{Number: n, Hash: p.ExecutionPayload.BlockHash, Timestamp: p.ExecutionPayload.Timestamp}
 			if err := a.finalize(ctx); err != nil {
 				return fmt.Errorf("replay block %d: %w", n, err)
