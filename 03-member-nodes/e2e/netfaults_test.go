@@ -199,13 +199,13 @@ func TestFaultMemberCutOffCatchesUp(t *testing.T) {
 	c.checkInvariants()
 }
 
-// 200 ms round trips (100 ms each way) between the leader and PostgreSQL:
-// blocks go on, slower, and a failover still happens within the lease. A
-// candidate's store calls must answer within half the lease TTL, and a
-// block's commit takes several round trips: at 200 ms the default 2 s TTL
-// leaves too little, so the cluster runs with 4 s (README: Break it).
+// 200 ms round trips (100 ms each way) between the leader and PostgreSQL,
+// at the default lease TTL: blocks go on, slower, and a failover still
+// happens within the lease. A candidate's store calls must answer within
+// half the lease TTL (1 s); a commit takes three round trips (600 ms), a
+// fence four (README: Break it).
 func TestFaultLeaderPostgresLatency(t *testing.T) {
-	c := newFaultyCluster(t, 2, 0, func(cfg *config.Config) { cfg.LeaseTTL = 4 * time.Second })
+	c := newFaultyCluster(t, 2, 0, nil)
 	old := c.waitLeader(20*time.Second, nil)
 	c.waitHeads(10, 30*time.Second)
 	rate := func(what string) float64 {

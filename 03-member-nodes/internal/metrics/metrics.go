@@ -79,7 +79,7 @@ func New() *Metrics {
 			Name: "block_duration_seconds", Help: "From forkchoiceUpdated with attributes to the block being final.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		StoreCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
-			Name: "store_commit_seconds", Help: "Time to persist a block (one PostgreSQL transaction; fenced for a leader).",
+			Name: "store_commit_seconds", Help: "Time to persist a block, or the blocks a catching-up member applied at once (one PostgreSQL transaction; fenced for a leader).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)}),
 		HeadNumber: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace,
 			Name: "head_number", Help: "Number of the finalized head."}),
