@@ -32,6 +32,7 @@ func (a *App) follow(ctx context.Context) error {
 		if a.leading() {
 			return errRoleChange
 		}
+		a.tried = time.Now()
 		err := a.syncOnce(ctx)
 		switch {
 		case errors.Is(err, errUnavailable):

@@ -124,12 +124,13 @@ type health struct {
 	cause error
 }
 
-// failing records err, keeping the start of the failing spell.
-func (h *health) failing(err error) {
+// failing records err from a step begun at tried, keeping the start of
+// the failing spell.
+func (h *health) failing(err error, tried time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.since.IsZero() {
-		h.since = time.Now()
+		h.since = tried
 	}
 	h.cause = err
 }

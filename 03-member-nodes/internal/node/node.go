@@ -160,6 +160,11 @@ type App struct {
 	wait        *buildWait     // owned by Run's goroutine
 	unpointed   bool           // head is stored but geth not yet told it is final
 	driftPaused bool           // owned by Run's goroutine
+	// tried is when the step now running began (a block, a sync, a
+	// reconcile): a failing spell starts there, not when the error
+	// returns, so that a store call that hangs for its whole bound counts
+	// toward the stand-down. Owned by Run's goroutine.
+	tried time.Time
 
 	pending *pendingSet // announced transactions not yet in a block (pending.go)
 	busy    busyMode    // on demand, under a stream of transactions (busy.go)
@@ -282,6 +287,7 @@ func (a *App) Run(ctx context.Context) error {
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	lastPause := "" // the fault last logged
 	for {
+		a.tried = time.Now()
 		// A new leader fences before it reconciles: a commit the old leader
 		// had in flight is then refused, instead of landing after the
 		// reconcile and costing the new leader its first block.
@@ -310,7 +316,7 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 		a.setReady(false, err.Error())
-		a.health.failing(err)
+		a.health.failing(err, a.tried)
 		a.metrics.Errors.WithLabelValues(errorKind(err)).Inc()
 		// The same fault again (geth still stuck, say) is logged at debug:
 		// the first line named it, and /readyz still does.
@@ -342,6 +348,7 @@ func (a *App) produce(ctx context.Context) error {
 		a.stopProducing(ctx)
 	}()
 	for {
+		a.tried = time.Now()
 		// The block just stored becomes final in geth either now, or, when
 		// the next block is due at once, through that block's
 		// forkchoiceUpdated: one Engine API round trip less per block.
@@ -377,6 +384,7 @@ func (a *App) produce(ctx context.Context) error {
 		if !ok {
 			return nil // only ctx ends a drift pause early: we are stopping
 		}
+		a.tried = time.Now()
 		// In block-time mode every slot gets a block, empty if need be.
 		block, err := a.produceBlock(ctx, heartbeat || a.opts.Mode == ModeBlockTime)
 		if err != nil {
