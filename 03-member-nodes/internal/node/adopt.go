@@ -86,8 +86,9 @@ func (a *App) adopt(ctx context.Context, from, to uint64) error {
 		if err != nil {
 			return err
 		}
+		started := time.Now()
 		if err := a.state.Commit(ctx, *b); err != nil {
-			return a.commitFailed(err)
+			return a.commitFailed(err, started)
 		}
 		parent = b.Hash
 		if (n-from)%1000 == 0 {

@@ -32,7 +32,6 @@ func (a *App) follow(ctx context.Context) error {
 		if a.leading() {
 			return errRoleChange
 		}
-		a.tried = time.Now()
 		err := a.syncOnce(ctx)
 		switch {
 		case errors.Is(err, errUnavailable):
@@ -186,8 +185,8 @@ func (a *App) applyBlocks(ctx context.Context, blocks []*state.Block) error {
 		blocks = blocks[len(chunk):]
 		n, err := a.execute(ctx, chunk)
 		if n > 0 {
-			if err := a.makeFinal(ctx, chunk[:n]); err != nil {
-				return err
+			if ferr := a.makeFinal(ctx, chunk[:n]); ferr != nil {
+				return errors.Join(err, ferr) // a conflict found above stays fatal
 			}
 		}
 		if err != nil || n < len(chunk) {

@@ -124,13 +124,13 @@ type health struct {
 	cause error
 }
 
-// failing records err from a step begun at tried, keeping the start of
-// the failing spell.
-func (h *health) failing(err error, tried time.Time) {
+// failing records err, a fault since at, keeping the start of the failing
+// spell.
+func (h *health) failing(err error, at time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.since.IsZero() {
-		h.since = tried
+		h.since = at
 	}
 	h.cause = err
 }

@@ -160,11 +160,11 @@ type App struct {
 	wait        *buildWait     // owned by Run's goroutine
 	unpointed   bool           // head is stored but geth not yet told it is final
 	driftPaused bool           // owned by Run's goroutine
-	// tried is when the step now running began (a block, a sync, a
-	// reconcile): a failing spell starts there, not when the error
-	// returns, so that a store call that hangs for its whole bound counts
-	// toward the stand-down. Owned by Run's goroutine.
-	tried time.Time
+	// storeStalled is when the cluster store call that just failed began:
+	// the failing spell starts there, not when the error came back, so
+	// that a call that hung for its whole bound counts toward the
+	// stand-down. Zero for any other fault. Owned by Run's goroutine.
+	storeStalled time.Time
 
 	pending *pendingSet // announced transactions not yet in a block (pending.go)
 	busy    busyMode    // on demand, under a stream of transactions (busy.go)
@@ -287,7 +287,7 @@ func (a *App) Run(ctx context.Context) error {
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	lastPause := "" // the fault last logged
 	for {
-		a.tried = time.Now()
+		a.storeStalled = time.Time{}
 		// A new leader fences before it reconciles: a commit the old leader
 		// had in flight is then refused, instead of landing after the
 		// reconcile and costing the new leader its first block.
@@ -316,7 +316,11 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 		a.setReady(false, err.Error())
-		a.health.failing(err, a.tried)
+		failed := time.Now()
+		if !a.storeStalled.IsZero() {
+			failed = a.storeStalled
+		}
+		a.health.failing(err, failed)
 		a.metrics.Errors.WithLabelValues(errorKind(err)).Inc()
 		// The same fault again (geth still stuck, say) is logged at debug:
 		// the first line named it, and /readyz still does.
@@ -348,7 +352,6 @@ func (a *App) produce(ctx context.Context) error {
 		a.stopProducing(ctx)
 	}()
 	for {
-		a.tried = time.Now()
 		// The block just stored becomes final in geth either now, or, when
 		// the next block is due at once, through that block's
 		// forkchoiceUpdated: one Engine API round trip less per block.
@@ -384,7 +387,6 @@ func (a *App) produce(ctx context.Context) error {
 		if !ok {
 			return nil // only ctx ends a drift pause early: we are stopping
 		}
-		a.tried = time.Now()
 		// In block-time mode every slot gets a block, empty if need be.
 		block, err := a.produceBlock(ctx, heartbeat || a.opts.Mode == ModeBlockTime)
 		if err != nil {
@@ -409,8 +411,9 @@ func (a *App) fence(ctx context.Context) error {
 	if !ok || lease.Epoch == a.fenced {
 		return nil
 	}
+	started := time.Now()
 	if err := a.state.Fence(ctx, state.Claim{Epoch: lease.Epoch, Leader: a.opts.ID, Run: a.run}); err != nil {
-		return a.commitFailed(err)
+		return a.commitFailed(err, started)
 	}
 	a.fenced = lease.Epoch
 	a.log.Info("leading", "epoch", lease.Epoch, "stored_head", a.head.Number)
@@ -592,8 +595,9 @@ func (a *App) apply(ctx context.Context, p *engine.Payload, start time.Time) err
 		committing = a.opts.Now()
 	}
 	blk.CreatedAt = committing // as PostgreSQL's now(): the transaction's start
+	started := time.Now()
 	if err := a.state.Commit(ctx, *blk); err != nil {
-		return a.commitFailed(err)
+		return a.commitFailed(err, started)
 	}
 	a.quorumLost = time.Time{}
 	a.setQuorumErr(nil)
@@ -610,10 +614,11 @@ func (a *App) apply(ctx context.Context, p *engine.Payload, start time.Time) err
 	return nil
 }
 
-// commitFailed handles a refused or failed commit: fenced out or beaten to
-// the height, the node steps down and follows; the database unreachable, it
-// waits for it (the lease keeper goes on renewing).
-func (a *App) commitFailed(err error) error {
+// commitFailed handles a refused or failed commit, begun at started:
+// fenced out or beaten to the height, the node steps down and follows; the
+// database unreachable, it waits for it (the lease keeper goes on renewing
+// until the failing spell, counted from started, reaches StandDown).
+func (a *App) commitFailed(err error, started time.Time) error {
 	if errors.Is(err, state.ErrStaleEpoch) {
 		// A newer leader has written: give the lease up so that no
 		// candidate waits for it (ours would only be re-extended).
@@ -629,6 +634,7 @@ func (a *App) commitFailed(err error) error {
 		return errRoleChange
 	}
 	a.metrics.Errors.WithLabelValues("store").Inc()
+	a.storeStalled = started
 	return fmt.Errorf("%w: cluster store: %v", errUnavailable, err)
 }
 
